@@ -1,0 +1,119 @@
+"""`create_compllm_graph`: the Comp-LLM method as a LangGraph `StateGraph`.
+
+The data flow, top-down: decompose the query into a DAG of sub-queries, route each sub-query to an
+expert, execute the DAG concurrently (parents' answers become their children's context), and
+aggregate the leaf answers into the final answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.runnables import Runnable
+from langgraph.graph import END, START, StateGraph
+
+from compllm_graph.nodes.aggregate import make_aggregate_node
+from compllm_graph.nodes.decompose import DECOMPOSER_PROMPT, make_decompose_node
+from compllm_graph.nodes.execute import ExpertPolicy, make_execute_node
+from compllm_graph.nodes.route import Router, make_route_node
+from compllm_graph.query_graph import DEFAULT_MAX_SUB_QUERIES
+from compllm_graph.scheduling import BASE, SCHEDULERS, DeviceLimits
+from compllm_graph.state import CompLLMState, InputState, OutputState
+
+
+def create_compllm_graph(
+    *,
+    decomposer: Runnable,
+    experts: Mapping[str, Runnable],
+    router: Router,
+    base: Runnable,
+    aggregator: Runnable | None = None,
+    device_limits: DeviceLimits | None = None,
+    scheduler: str = "eager",
+    expert_policy: ExpertPolicy | Mapping[str, ExpertPolicy] | None = None,
+    decomposer_prompt: str | None = DECOMPOSER_PROMPT,
+    max_sub_queries: int = DEFAULT_MAX_SUB_QUERIES,
+) -> StateGraph:
+    """Create the Comp-LLM graph: decompose → route → execute → aggregate.
+
+    Args:
+        decomposer: Chat model that writes sub-queries as `<q>…</q>` and `<dep>i->j</dep>`.
+        experts: Expert name -> chat model (e.g. `store.chat_models(local_model)`).
+        router: An `ExpertRouter`, or any callable mapping sub-query texts to one `Route` each.
+        base: Answers sub-queries routed to no expert, and those whose expert failed.
+        aggregator: Answers the query from the leaf answers; defaults to `base`.
+        device_limits: Which device each expert uses and each device's capacity; None: unbounded.
+        scheduler: "eager" starts each sub-query as soon as its parents finish; "waves" runs the
+            query graph as a LangGraph `StateGraph`, one superstep per level.
+        expert_policy: Timeout and retries for every expert, or per expert name ("base" for the
+            base model); unnamed experts get the default `ExpertPolicy()`.
+        decomposer_prompt: System prompt for the decomposer; None sends the query alone (for a
+            decomposer fine-tuned to need no instructions).
+        max_sub_queries: Decompositions with more sub-queries fall back to the whole query.
+
+    Returns:
+        An uncompiled `StateGraph`: compile it with the checkpointer of your choice. Its input is
+        `{"query": str}` or `{"messages": [...]}`; its output has `answer`, `query_graph`, `routes`,
+        `sub_answers`, `fallback_reason` (and the answer appended to `messages` for chat input).
+
+    Raises:
+        ValueError: a model is missing or not a Runnable, the router knows an expert with no model,
+            the scheduler is unknown, or `device_limits` names an unknown expert.
+    """
+    _check_models({"decomposer": decomposer, "base": base, "aggregator": aggregator or base})
+    _check_models({f"experts[{name!r}]": model for name, model in experts.items()})
+    _check_router(router, experts)
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+    if device_limits is not None:
+        device_limits.check_experts(experts)
+    policies = _policies(expert_policy, experts)
+
+    builder = StateGraph(CompLLMState, input_schema=InputState, output_schema=OutputState)
+    builder.add_node("decompose", make_decompose_node(decomposer, decomposer_prompt, max_sub_queries))
+    builder.add_node("route", make_route_node(router, set(experts)))
+    builder.add_node(
+        "execute", make_execute_node(experts, base, policies, device_limits, scheduler)
+    )
+    builder.add_node("aggregate", make_aggregate_node(aggregator or base))
+    builder.add_edge(START, "decompose")
+    builder.add_edge("decompose", "route")
+    builder.add_edge("route", "execute")
+    builder.add_edge("execute", "aggregate")
+    builder.add_edge("aggregate", END)
+    return builder
+
+
+def _check_models(models: Mapping[str, Any]) -> None:
+    for name, model in models.items():
+        if not isinstance(model, Runnable):
+            raise ValueError(
+                f"{name} must be a LangChain chat model (a Runnable), got {type(model).__name__}; "
+                "e.g. load_model('smollm2-135m-instruct').chat_model()"
+            )
+
+
+def _check_router(router: Router, experts: Mapping[str, Runnable]) -> None:
+    if not callable(router):
+        raise ValueError("router must be an ExpertRouter or a callable list[str] -> list[Route]")
+    known = getattr(router, "experts", None)
+    missing = sorted(set(known() if callable(known) else known or ()) - set(experts))
+    if missing:
+        raise ValueError(
+            f"the router can route to {missing}, but experts= has no model for them; "
+            "pass experts=store.chat_models(local_model) or remove them from the store"
+        )
+
+
+def _policies(
+    policy: ExpertPolicy | Mapping[str, ExpertPolicy] | None, experts: Mapping[str, Runnable]
+) -> dict[str, ExpertPolicy]:
+    if policy is None:
+        return {}
+    if isinstance(policy, ExpertPolicy):
+        return {name: policy for name in [*experts, BASE]}
+    unknown = sorted(set(policy) - set(experts) - {BASE})
+    if unknown:
+        raise ValueError(f"expert_policy names unknown experts {unknown}; known: {sorted(experts)}")
+    return dict(policy)

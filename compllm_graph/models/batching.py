@@ -1,0 +1,310 @@
+"""Micro-batching: one worker thread owns the model and coalesces concurrent requests.
+
+Callers (threads, or coroutines on any event loop) put a :class:`Request` on a thread-safe queue
+and wait on its ``concurrent.futures.Future``. The worker takes the first request, waits at most
+``max_wait_ms`` for more (up to ``max_batch_size``), groups compatible ones and runs each group
+as one left-padded ``generate`` call; with peft adapters loaded the group may mix adapters
+(``adapter_names=[...]``, ``"__base__"`` for the base model).
+
+Per-request ``max_new_tokens``, stop strings and end-of-sequence are applied by one
+:class:`_RowStopper` for every call, batched or not, so a request's output does not depend on
+what it was batched with.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" inside a mixed batch
+_IDLE_EXIT_S = 10.0  # the worker thread exits when idle this long and restarts on demand
+_seeded_groups = itertools.count()
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings of one request; greedy unless ``do_sample`` is set.
+
+    Attributes:
+        max_new_tokens: most tokens generated for this request.
+        do_sample: sample instead of greedy decoding.
+        temperature: sampling temperature (> 0).
+        top_p: nucleus sampling mass in (0, 1].
+        top_k: sample among the k most likely tokens (0 disables).
+        seed: makes a sampled request reproducible; seeded requests run in a batch of their own.
+    """
+
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use do_sample=False for greedy), "
+                             f"got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+    def group_key(self) -> Hashable:
+        """Requests with equal keys can share one ``generate`` call with identical results."""
+        if not self.do_sample:
+            return ("greedy",)
+        if self.seed is not None:
+            return ("seeded", next(_seeded_groups))
+        return ("sample", self.temperature, self.top_p, self.top_k)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one request produced.
+
+    Attributes:
+        text: generated text, cut before the first stop string, without special tokens.
+        token_ids: generated token ids (including an end-of-sequence or stop-triggering token).
+        prompt_tokens: length of the prompt in tokens.
+        finish_reason: ``"stop"`` (end of sequence or stop string) or ``"length"``.
+        batch_size: how many requests shared the ``generate`` call.
+    """
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str
+    batch_size: int
+
+
+@dataclass
+class Request:
+    """One generation request handed to the worker.
+
+    Attributes:
+        prompt_ids: token ids of the already-templated prompt.
+        adapter: peft adapter name, or None for the base model.
+        settings: decoding settings.
+        stop: strings that end generation; the text is cut before the first one.
+        on_text: called from the worker thread with each new piece of visible text (streaming).
+        future: resolved with a :class:`Completion`, or the exception generation raised.
+    """
+
+    prompt_ids: list[int]
+    adapter: str | None
+    settings: GenerationSettings
+    stop: tuple[str, ...] = ()
+    on_text: Callable[[str], None] | None = None
+    future: Future[Completion] = field(default_factory=Future)
+
+
+class _RowStopper(StoppingCriteria):
+    """Tracks each row's text and tells ``generate`` which rows are finished.
+
+    A row finishes on an end-of-sequence token, on a stop string, or at its own
+    ``max_new_tokens``; later tokens of that row (padding) are ignored.
+    """
+
+    def __init__(self, tokenizer: Any, requests: Sequence[Request], prompt_len: int,
+                 eos_ids: set[int]) -> None:
+        self.tokenizer = tokenizer
+        self.requests = requests
+        self.prompt_len = prompt_len
+        self.eos_ids = eos_ids
+        self.done = [False] * len(requests)
+        self.tokens: list[list[int]] = [[] for _ in requests]
+        self.texts = [""] * len(requests)
+        self.reasons = ["length"] * len(requests)
+        self.emitted = [0] * len(requests)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        for row, request in enumerate(self.requests):
+            if not self.done[row]:
+                self._advance(row, request, int(input_ids[row, -1]))
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+    def _advance(self, row: int, request: Request, token: int) -> None:
+        tokens = self.tokens[row]
+        tokens.append(token)
+        if token in self.eos_ids:
+            self._finish(row, request, "stop")
+            return
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.texts[row] = text[:cut]
+            self._finish(row, request, "stop")
+            return
+        self.texts[row] = text
+        if len(tokens) >= request.settings.max_new_tokens:
+            self._finish(row, request, "length")
+        else:
+            self._emit(row, request, _safe_prefix(text, request.stop))
+
+    def _finish(self, row: int, request: Request, reason: str) -> None:
+        self.done[row] = True
+        self.reasons[row] = reason
+        self._emit(row, request, len(self.texts[row]))
+
+    def _emit(self, row: int, request: Request, upto: int) -> None:
+        """Send newly visible text to a streaming caller."""
+        if request.on_text is not None and upto > self.emitted[row]:
+            request.on_text(self.texts[row][self.emitted[row]:upto])
+            self.emitted[row] = upto
+
+
+def _safe_prefix(text: str, stops: Sequence[str]) -> int:
+    """Length of ``text`` that can be shown without risking a stop string or a split character.
+
+    Holds back a trailing U+FFFD (half a multi-byte character) and any suffix that could be the
+    start of a stop string completed by later tokens.
+    """
+    end = len(text.rstrip("\ufffd"))
+    hold = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, end), 0, -1):
+            if text[end - size:end] == stop[:size]:
+                hold = max(hold, size)
+                break
+    return end - hold
+
+
+class Batcher:
+    """Owns the model on one worker thread and runs coalesced requests.
+
+    Args:
+        model: a transformers causal LM or a peft ``PeftModel`` wrapping one.
+        tokenizer: its tokenizer (used for padding ids and decoding).
+        lock: held while generating; hold it to change the model (e.g. load an adapter).
+        max_batch_size: most requests per ``generate`` call.
+        max_wait_ms: after the first request arrives, how long to wait for company.
+    """
+
+    def __init__(self, model_getter: Callable[[], Any], tokenizer: Any, lock: threading.RLock,
+                 *, max_batch_size: int = 8, max_wait_ms: float = 5.0) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self._model_getter = model_getter
+        self._tokenizer = tokenizer
+        self._lock = lock
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._queue: queue.Queue[Request] = queue.Queue()
+        self._state = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.pad_id, self.eos_ids = _special_ids(tokenizer, model_getter())
+
+    def submit(self, request: Request) -> Future[Completion]:
+        """Queue ``request`` and return its future (thread-safe, never blocks on generation)."""
+        with self._state:
+            self._queue.put(request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="compllm-batcher",
+                                                daemon=True)
+                self._thread.start()
+        return request.future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=_IDLE_EXIT_S)
+            except queue.Empty:
+                with self._state:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            for group in self._groups(self._collect(first)):
+                self._run(group)
+
+    def _collect(self, first: Request) -> list[Request]:
+        """The first request plus whatever arrives within the wait window (already queued
+        requests, e.g. those that came in during the previous ``generate``, join at once)."""
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            try:
+                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        # Drop requests whose caller gave up (e.g. a cancelled coroutine).
+        return [r for r in batch if r.future.set_running_or_notify_cancel()]
+
+    @staticmethod
+    def _groups(batch: list[Request]) -> list[list[Request]]:
+        groups: dict[Hashable, list[Request]] = {}
+        for request in batch:
+            groups.setdefault(request.settings.group_key(), []).append(request)
+        return list(groups.values())
+
+    def _run(self, group: list[Request]) -> None:
+        try:
+            completions = self.generate(group)
+        except Exception as exc:  # every waiter must hear about the failure
+            for request in group:
+                request.future.set_exception(exc)
+            return
+        for request, completion in zip(group, completions, strict=True):
+            request.future.set_result(completion)
+
+    def generate(self, group: Sequence[Request]) -> list[Completion]:
+        """Run one left-padded ``generate`` call for compatible requests (worker thread only)."""
+        width = max(len(r.prompt_ids) for r in group)
+        input_ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(group), width), dtype=torch.long)
+        for row, request in enumerate(group):
+            input_ids[row, width - len(request.prompt_ids):] = torch.tensor(request.prompt_ids)
+            attention[row, width - len(request.prompt_ids):] = 1
+        stopper = _RowStopper(self._tokenizer, group, width, self.eos_ids)
+        settings = group[0].settings
+        config = GenerationConfig(
+            max_new_tokens=max(r.settings.max_new_tokens for r in group),
+            do_sample=settings.do_sample,
+            temperature=settings.temperature if settings.do_sample else None,
+            top_p=settings.top_p if settings.do_sample else None,
+            top_k=settings.top_k if settings.do_sample else None,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids),
+        )
+        with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            model = self._model_getter()
+            extra: dict[str, Any] = {}
+            if hasattr(model, "peft_config"):
+                extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in group]
+            model.generate(input_ids=input_ids, attention_mask=attention,
+                           generation_config=config,
+                           stopping_criteria=StoppingCriteriaList([stopper]), **extra)
+        return [
+            Completion(text=stopper.texts[row], token_ids=stopper.tokens[row],
+                       prompt_tokens=len(request.prompt_ids), finish_reason=stopper.reasons[row],
+                       batch_size=len(group))
+            for row, request in enumerate(group)
+        ]
+
+
+def _special_ids(tokenizer: Any, model: Any) -> tuple[int, set[int]]:
+    """Padding id and end-of-sequence ids, from the generation config or the tokenizer."""
+    eos: Any = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+    if not eos_ids:
+        raise ValueError("the tokenizer defines no end-of-sequence token")
+    pad = tokenizer.pad_token_id
+    return (int(pad) if pad is not None else min(eos_ids)), eos_ids

@@ -1,0 +1,153 @@
+"""``LocalModel``: one set of weights, any number of LoRA adapters, batched chat models."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compllm_graph.models.batching import BASE_ADAPTER, Batcher
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
+    from compllm_graph.models.chat import LocalChatModel
+
+# peft keys adapters in ModuleDicts, so no dots; keep names filesystem- and log-friendly too.
+_ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+
+
+class AdapterError(ValueError):
+    """An adapter name or folder is unusable (unsafe name, missing files, pickle weights...)."""
+
+
+class LocalModel:
+    """A loaded causal LM plus tokenizer that hands out batched chat models.
+
+    Attributes:
+        tokenizer: the Hugging Face tokenizer.
+        name: alias, folder name or hub id the model was loaded from.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, max_batch_size: int = 8,
+                 max_wait_ms: float = 5.0) -> None:
+        """Wrap an already loaded model.
+
+        Args:
+            model: a transformers causal LM (put in eval mode here).
+            tokenizer: its tokenizer.
+            name: display name.
+            max_batch_size: most requests coalesced into one ``generate`` call.
+            max_wait_ms: how long the batcher waits for more requests after the first.
+        """
+        model.eval()
+        self._model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self._adapters: dict[str, Path] = {}
+        self._lock = threading.RLock()
+        self.batcher = Batcher(lambda: self._model, tokenizer, self._lock,
+                               max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+
+    def __repr__(self) -> str:
+        return f"LocalModel(name={self.name!r}, adapters={list(self._adapters)})"
+
+    @property
+    def model(self) -> Any:
+        """The transformers module, wrapped in a peft ``PeftModel`` once an adapter is added."""
+        return self._model
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """Names of the loaded adapters."""
+        return tuple(self._adapters)
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Load a LoRA adapter (safetensors only) that chat models can then select by name.
+
+        Args:
+            name: adapter name: a letter, then letters, digits, ``_`` or ``-`` (64 chars max).
+            path: folder with ``adapter_config.json`` and ``adapter_model.safetensors``.
+
+        Raises:
+            AdapterError: unsafe or duplicate name, missing files, ``.bin`` (pickle) weights,
+                a non-LoRA adapter, or weights that do not fit this model.
+        """
+        folder = _check_adapter(name, Path(path), self._adapters)
+        from peft import PeftModel
+
+        # The lock keeps the batch worker out of the model while peft injects layers.
+        with self._lock:
+            try:
+                if isinstance(self._model, PeftModel):
+                    self._model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                else:
+                    self._model = PeftModel.from_pretrained(self._model, str(folder),
+                                                            adapter_name=name)
+            except (ValueError, RuntimeError, KeyError) as exc:
+                raise AdapterError(f"adapter {name!r} at {folder} does not fit {self.name}: "
+                                   f"{exc}") from exc
+            self._model.eval()
+            self._adapters[name] = folder
+
+    def chat_model(self, adapter: str | None = None, **generation: Any) -> LocalChatModel:
+        """A LangChain chat model over this model's weights, optionally through an adapter.
+
+        Args:
+            adapter: name given to :meth:`add_adapter`, or None for the base model.
+            **generation: ``max_new_tokens``, ``stop``, ``do_sample``, ``temperature``,
+                ``top_p``, ``top_k``, ``seed``.
+
+        Raises:
+            AdapterError: ``adapter`` has not been added.
+        """
+        from compllm_graph.models.chat import LocalChatModel
+
+        if adapter is not None and adapter not in self._adapters:
+            raise AdapterError(f"unknown adapter {adapter!r} for {self.name}; "
+                               f"loaded: {sorted(self._adapters) or 'none'}")
+        return LocalChatModel(local=self, adapter=adapter, **generation)
+
+    def encode_chat(self, messages: Sequence[BaseMessage]) -> list[int]:
+        """Token ids of ``messages`` through the chat template, ending with the assistant cue.
+
+        Tokenizers without a chat template get a plain ``role: text`` transcript.
+        """
+        turns = [{"role": _ROLES.get(m.type, m.type), "content": m.text} for m in messages]
+        if getattr(self.tokenizer, "chat_template", None):
+            prompt = self.tokenizer.apply_chat_template(turns, tokenize=False,
+                                                        add_generation_prompt=True)
+        else:
+            prompt = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
+        return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def _check_adapter(name: str, folder: Path, loaded: dict[str, Path]) -> Path:
+    """Validate an adapter name and folder before peft touches it."""
+    if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or name == BASE_ADAPTER:
+        raise AdapterError(f"unsafe adapter name {name!r}: use a letter followed by letters, "
+                           "digits, '_' or '-' (at most 64 characters)")
+    if name in loaded:
+        raise AdapterError(f"adapter {name!r} is already loaded (from {loaded[name]})")
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder {folder} does not exist")
+    if not (folder / "adapter_model.safetensors").is_file():
+        if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+            raise AdapterError(f"{folder} holds pickle weights (.bin/.pt); only safetensors "
+                               "adapters are loaded: re-save with safe_serialization=True")
+        raise AdapterError(f"{folder} has no adapter_model.safetensors")
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{folder}/adapter_config.json is missing or invalid: {exc}") from exc
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        peft_type = config.get("peft_type") if isinstance(config, dict) else None
+        raise AdapterError(f"{folder} is a {peft_type!r} adapter; mixed batches need LoRA")
+    return folder.resolve()
+
+
+__all__ = ["AdapterError", "LocalModel"]

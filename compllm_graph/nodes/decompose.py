@@ -1,0 +1,85 @@
+"""Decompose: the decomposer LLM rewrites the query as sub-queries with dependencies."""
+
+from __future__ import annotations
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable, RunnableLambda
+from langgraph.config import get_stream_writer
+
+from compllm_graph.nodes.execute import message_text
+from compllm_graph.query_graph import DecompositionError, QueryGraph, parse_decomposition
+from compllm_graph.state import CompLLMState
+
+DECOMPOSER_PROMPT = """\
+Break the user's question into the simple sub-questions needed to answer it. Write each \
+sub-question inside <q></q> tags, in the order they must be answered. Where a sub-question needs \
+the answer of an earlier one, write #k for that answer (k counts from 1). Then list the \
+dependencies as <dep>i->j</dep> (sub-question j needs the answer of i), or <dep></dep> if there \
+are none. A question that is already simple stays one sub-question.
+
+Question: Who is the spouse of the director of Titanic?
+<q>Who directed Titanic?</q><q>Who is the spouse of #1?</q><dep>1->2</dep>
+
+Question: Which is heavier, a mole of carbon or a mole of iron, and what is the boiling point of \
+water in Kelvin?
+<q>What is the mass of a mole of carbon?</q><q>What is the mass of a mole of iron?</q>\
+<q>Which is heavier: #1 or #2?</q><q>What is the boiling point of water in Kelvin?</q>\
+<dep>1->3, 2->3</dep>"""
+
+
+def question_of(state: CompLLMState) -> str:
+    """The question to answer: a new human message wins over a `query` left from an earlier turn.
+
+    Raises:
+        ValueError: neither a `query` nor a last human message was given.
+    """
+    messages = state.get("messages") or []
+    if messages and isinstance(messages[-1], HumanMessage):
+        return message_text(messages[-1])
+    query = state.get("query")
+    if not query:
+        raise ValueError(
+            "no question: invoke the graph with {'query': '...'} or with {'messages': [...]} "
+            "ending in a human message"
+        )
+    return query
+
+
+def make_decompose_node(
+    decomposer: Runnable, system_prompt: str | None, max_sub_queries: int
+) -> Runnable:
+    """Build the node that decomposes the query into a `QueryGraph`.
+
+    When the decomposer's output is rejected, the query becomes one sub-query and the state's
+    `fallback_reason` says why, so every query is still answered.
+    """
+
+    def prompt(query: str) -> list[BaseMessage]:
+        head: list[BaseMessage] = [SystemMessage(system_prompt)] if system_prompt else []
+        return [*head, HumanMessage(query)]
+
+    def finish(query: str, output: str) -> dict:
+        try:
+            query_graph, reason = parse_decomposition(output, max_sub_queries), None
+        except DecompositionError as exc:
+            query_graph, reason = QueryGraph.single(query), f"{exc}; decomposer wrote {output!r}"
+        get_stream_writer()(
+            {
+                "event": "decomposition",
+                "sub_queries": [{"id": sq.id, "text": sq.text, "parents": sq.parents}
+                                for sq in query_graph],
+                "raw": output,
+                "fallback_reason": reason,
+            }
+        )
+        return {"query": query, "query_graph": query_graph, "fallback_reason": reason}
+
+    def decompose(state: CompLLMState) -> dict:
+        query = question_of(state)
+        return finish(query, message_text(decomposer.invoke(prompt(query))))
+
+    async def adecompose(state: CompLLMState) -> dict:
+        query = question_of(state)
+        return finish(query, message_text(await decomposer.ainvoke(prompt(query))))
+
+    return RunnableLambda(decompose, afunc=adecompose, name="decompose")

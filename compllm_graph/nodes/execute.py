@@ -1,0 +1,183 @@
+"""Execute: answer every sub-query with its expert, parents before children, concurrently.
+
+A child's prompt carries its parents' questions and answers (the paper's context passing), and
+`#k` in its text is replaced by sub-query k's answer. An expert that raises or exceeds its timeout
+is retried; after the last failure the base model answers and the route records why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableLambda
+from langgraph.config import get_stream_writer
+from langgraph.types import StreamWriter
+
+from compllm_graph._sync import run_sync
+from compllm_graph.nodes.route import Route
+from compllm_graph.query_graph import QueryGraph, SubQuery
+from compllm_graph.scheduling import (
+    BASE,
+    DeviceLimits,
+    RunSubQuery,
+    build_eager,
+    compile_query_graph,
+)
+from compllm_graph.state import CompLLMState, SubAnswer
+
+CONTEXT_TEMPLATE = "Answers to earlier questions:\n{context}\n\nQuestion: {question}"
+
+
+@dataclass(frozen=True)
+class ExpertPolicy:
+    """How long to wait for an expert, and how often to retry it before falling back to base.
+
+    Args:
+        timeout: Seconds per attempt; None waits forever.
+        retries: Extra attempts after the first failure.
+    """
+
+    timeout: float | None = 300.0
+    retries: int = 1
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"ExpertPolicy.timeout must be positive or None, got {self.timeout}")
+        if self.retries < 0:
+            raise ValueError(f"ExpertPolicy.retries must be >= 0, got {self.retries}")
+
+
+class ExpertFailure(RuntimeError):
+    """A model failed on every attempt."""
+
+    def __init__(self, expert: str | None, errors: list[str]) -> None:
+        super().__init__(f"{expert or BASE} failed {len(errors)} time(s): " + "; ".join(errors))
+        self.attempts = len(errors)
+
+
+def sub_query_prompt(sq: SubQuery, parents: list[SubAnswer]) -> str:
+    """The question for `sq`, with `#k` filled in and its parents' answers as context."""
+    answers = {a.sub_query: a.answer for a in parents}
+    question = re.sub(r"#(\d+)", lambda m: answers.get(int(m.group(1)), m.group(0)), sq.text)
+    if not parents:
+        return question
+    context = "\n".join(f"Q: {a.question}\nA: {a.answer}" for a in parents)
+    return CONTEXT_TEMPLATE.format(context=context, question=question)
+
+
+def message_text(message: object) -> str:
+    """The text of a chat model's reply (string content, or the text parts of a list)."""
+    content = getattr(message, "content", message)
+    if isinstance(content, list):
+        content = "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
+    return str(content).strip()
+
+
+def make_sub_query_runner(
+    query_graph: QueryGraph,
+    experts: Mapping[str, Runnable],
+    base: Runnable,
+    policies: Mapping[str, ExpertPolicy],
+    device_limits: DeviceLimits | None,
+    writer: StreamWriter,
+) -> RunSubQuery:
+    """Build the coroutine that answers one sub-query, with device limits, retry and fallback.
+
+    `writer` is the outer graph's stream writer, so sub-query events reach a plain
+    `stream_mode="custom"` without `subgraphs=True`.
+    """
+
+    async def call(expert: str | None, messages: list[BaseMessage], priority: int) -> tuple[str, int]:
+        model = base if expert is None else experts[expert]
+        policy = policies.get(expert or BASE, policies.get(BASE, ExpertPolicy()))
+        semaphore = device_limits.semaphore(expert) if device_limits else None
+        errors: list[str] = []
+        for attempt in range(1, policy.retries + 2):
+            if semaphore:
+                await semaphore.acquire(priority)
+            try:
+                reply = await asyncio.wait_for(model.ainvoke(messages), policy.timeout)
+                return message_text(reply), attempt
+            except TimeoutError:
+                errors.append(f"timed out after {policy.timeout} s")
+            except Exception as exc:  # an expert may fail in any way: retry, then fall back
+                errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                if semaphore:
+                    semaphore.release()
+        raise ExpertFailure(expert, errors)
+
+    async def run(sq: SubQuery, route: Route, parents: list[SubAnswer]) -> SubAnswer:
+        question = sub_query_prompt(sq, parents)
+        messages: list[BaseMessage] = [HumanMessage(question)]
+        priority = query_graph.remaining_depth[sq.id]
+        writer({"event": "sub_query_start", "sub_query": sq.id, "expert": route.expert})
+        started = time.perf_counter()
+        expert, reason = route.expert, None
+        try:
+            text, attempts = await call(expert, messages, priority)
+        except ExpertFailure as failure:
+            if expert is None:
+                raise
+            expert, reason = None, str(failure)
+            text, base_attempts = await call(None, messages, priority)
+            attempts = failure.attempts + base_attempts
+        answer = SubAnswer(
+            sq.id, question, text, expert, time.perf_counter() - started, attempts, reason
+        )
+        writer({"event": "sub_query_end", **_event_fields(answer)})
+        return answer
+
+    return run
+
+
+def _event_fields(answer: SubAnswer) -> dict:
+    return {
+        "sub_query": answer.sub_query,
+        "expert": answer.expert,
+        "answer": answer.answer,
+        "seconds": answer.seconds,
+        "fallback_reason": answer.fallback_reason,
+    }
+
+
+def make_execute_node(
+    experts: Mapping[str, Runnable],
+    base: Runnable,
+    policies: Mapping[str, ExpertPolicy],
+    device_limits: DeviceLimits | None,
+    scheduler: str,
+) -> Runnable:
+    """Build the node that runs the state's query graph with the chosen scheduler."""
+
+    async def aexecute(state: CompLLMState) -> dict:
+        query_graph, routes = state["query_graph"], state["routes"]
+        run = make_sub_query_runner(
+            query_graph, experts, base, policies, device_limits, get_stream_writer()
+        )
+        if scheduler == "waves":
+            waves = compile_query_graph(query_graph, run).compile(name="execute_waves")
+            answers = (await waves.ainvoke({"routes": routes}))["sub_answers"]
+        else:
+            answers = await build_eager(query_graph, run).ainvoke({"routes": routes})
+        return {"sub_answers": answers, "routes": _record_fallbacks(query_graph, routes, answers)}
+
+    def execute(state: CompLLMState) -> dict:
+        return run_sync(aexecute(state))
+
+    return RunnableLambda(execute, afunc=aexecute, name="execute")
+
+
+def _record_fallbacks(
+    query_graph: QueryGraph, routes: list[Route], answers: list[SubAnswer]
+) -> list[Route]:
+    reasons = {a.sub_query: a.fallback_reason for a in answers}
+    return [
+        replace(route, fallback_reason=reasons[sq.id]) if reasons[sq.id] else route
+        for sq, route in zip(query_graph, routes)
+    ]

@@ -1,0 +1,64 @@
+"""Route: send each sub-query to the expert whose data it most resembles, or to the base model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.config import get_stream_writer
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one sub-query goes.
+
+    Attributes:
+        expert: The chosen expert's name, or None for the base model (no expert scored above its
+            threshold).
+        score: Cosine similarity of the sub-query to the chosen expert's nearest centroid.
+        candidates: The best experts with their scores, best first.
+        fallback_reason: Set by execution when the expert failed and base answered instead.
+    """
+
+    expert: str | None
+    score: float = 0.0
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+    fallback_reason: str | None = None
+
+
+Router = Callable[[list[str]], Sequence[Route]]
+"""An `ExpertRouter`, or any callable mapping sub-query texts to one `Route` each."""
+
+
+def make_route_node(router: Router, experts: set[str]) -> Callable[[Mapping[str, Any]], dict]:
+    """Build the node that routes every sub-query of the state's query graph in one batch."""
+
+    def route(state: Mapping[str, Any]) -> dict:
+        query_graph = state["query_graph"]
+        routes = list(router([sq.text for sq in query_graph]))
+        if len(routes) != len(query_graph):
+            raise ValueError(
+                f"the router returned {len(routes)} routes for {len(query_graph)} sub-queries; "
+                "it must return one Route per text, in order"
+            )
+        for route_ in routes:
+            if route_.expert is not None and route_.expert not in experts:
+                raise ValueError(
+                    f"the router chose expert {route_.expert!r}, which is not among the experts "
+                    f"given to create_compllm_graph ({sorted(experts)}); add it there"
+                )
+        writer = get_stream_writer()
+        for sq, route_ in zip(query_graph, routes):
+            writer(
+                {
+                    "event": "route",
+                    "sub_query": sq.id,
+                    "expert": route_.expert,
+                    "score": route_.score,
+                    "candidates": route_.candidates,
+                }
+            )
+        return {"routes": routes}
+
+    return route

@@ -1,0 +1,229 @@
+"""Scheduling the query graph: device capacity, critical-path priority, and the two schedulers.
+
+- "waves" compiles the query graph into a LangGraph `StateGraph` (one node per sub-query); LangGraph
+  runs it in supersteps, so a fast branch waits for its slowest sibling before its children start.
+- "eager" runs the same sub-queries as functional-API tasks and starts each one the moment its own
+  parents finish; every task still streams its events and is checkpointed on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.func import entrypoint, task
+from langgraph.graph import START, StateGraph
+from langgraph.pregel import Pregel
+from typing_extensions import Annotated, TypedDict
+
+from compllm_graph.nodes.route import Route
+from compllm_graph.query_graph import QueryGraph, SubQuery
+from compllm_graph.state import SubAnswer, leaf_answers, merge_sub_answers
+
+SCHEDULERS = ("eager", "waves")
+BASE = "base"
+"""The name `DeviceLimits.placement` uses for the base model."""
+
+RunSubQuery = Callable[[SubQuery, Route, list[SubAnswer]], Awaitable[SubAnswer]]
+"""Answers one sub-query given its route and its parents' answers."""
+
+
+class _Waiter:
+    __slots__ = ("future", "granted", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.granted = False
+
+
+def _grant(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class PrioritySemaphore:
+    """A counting semaphore whose waiters are served highest priority first.
+
+    It is thread-safe and not bound to one event loop: LangGraph runs sync nodes in threads and
+    `langgraph dev` has its own loop, while a device's capacity is shared by all of them.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"a device capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._free = capacity
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[float, int, _Waiter]] = []
+        self._seq = itertools.count()
+
+    async def acquire(self, priority: float = 0.0) -> None:
+        """Wait for a free slot; among waiters, the highest `priority` is served first."""
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
+            waiter = _Waiter(asyncio.get_running_loop())
+            heapq.heappush(self._waiters, (-priority, next(self._seq), waiter))
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            with self._lock:
+                granted = waiter.granted
+                if not granted:
+                    self._waiters = [w for w in self._waiters if w[2] is not waiter]
+                    heapq.heapify(self._waiters)
+            if granted:  # the slot was handed over just as we were cancelled: pass it on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._waiters:
+                self._free = min(self._free + 1, self.capacity)
+                return
+            _, _, waiter = heapq.heappop(self._waiters)
+            waiter.granted = True
+        waiter.loop.call_soon_threadsafe(_grant, waiter.future)
+
+    @property
+    def in_use(self) -> int:
+        return self.capacity - self._free
+
+
+@dataclass
+class DeviceLimits:
+    """Which device each expert runs on, and how many sub-queries each device runs at once.
+
+    Args:
+        capacity: Device name -> maximum concurrent sub-queries (the paper's GPU semaphores).
+        placement: Expert name (or "base" for the base model) -> device name. Experts that are not
+            placed run on `default_device`.
+        default_device: Device for unplaced experts; None leaves them unbounded.
+
+    Example:
+        `DeviceLimits({"gpu0": 2}, {"chemistry": "gpu0", "biology": "gpu0"})` lets chemistry and
+        biology sub-queries share two slots.
+    """
+
+    capacity: Mapping[str, int]
+    placement: Mapping[str, str] = field(default_factory=dict)
+    default_device: str | None = None
+    _semaphores: dict[str, PrioritySemaphore] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in [*self.placement.values(), self.default_device]:
+            if name is not None and name not in self.capacity:
+                raise ValueError(
+                    f"device {name!r} has no capacity; add it to DeviceLimits(capacity={{...}})"
+                )
+        self._semaphores = {d: PrioritySemaphore(c) for d, c in self.capacity.items()}
+
+    def check_experts(self, experts: Mapping[str, Any]) -> None:
+        """Raise if `placement` names an expert the graph does not have."""
+        unknown = sorted(set(self.placement) - set(experts) - {BASE})
+        if unknown:
+            raise ValueError(
+                f"DeviceLimits.placement names unknown experts {unknown}; "
+                f"known: {sorted(experts)} and {BASE!r}"
+            )
+
+    def semaphore(self, expert: str | None) -> PrioritySemaphore | None:
+        device = self.placement.get(expert or BASE, self.default_device)
+        return None if device is None else self._semaphores[device]
+
+
+class _WavesState(TypedDict, total=False):
+    routes: list[Route]
+    sub_answers: Annotated[list[SubAnswer], merge_sub_answers]
+    leaf_answers: list[SubAnswer]
+
+
+def compile_query_graph(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> StateGraph:
+    """Compile a query graph into a LangGraph `StateGraph`: the "waves" scheduler.
+
+    START fans out to the roots, a child with several parents joins on all of them, answers merge
+    through a reducer, and a deferred `leaves` node collects the leaf answers once all are done.
+
+    Args:
+        query_graph: The sub-query DAG.
+        run_sub_query: Answers one sub-query (see `nodes.execute`).
+
+    Returns:
+        An uncompiled graph; its input is `{"routes": [...]}` aligned with the sub-queries.
+    """
+    builder = StateGraph(_WavesState)
+    index = {sq.id: i for i, sq in enumerate(query_graph)}
+    for sq in query_graph:
+        builder.add_node(_node_name(sq), _waves_node(sq, index[sq.id], run_sub_query))
+        parents = [_node_name(query_graph[p]) for p in sq.parents]
+        if not parents:
+            builder.add_edge(START, _node_name(sq))
+        else:
+            builder.add_edge(parents[0] if len(parents) == 1 else parents, _node_name(sq))
+    builder.add_node(
+        "leaves",
+        lambda s: {"leaf_answers": leaf_answers(query_graph, s["sub_answers"])},
+        defer=True,
+    )
+    for leaf in query_graph.leaves:
+        builder.add_edge(_node_name(query_graph[leaf]), "leaves")
+    return builder
+
+
+def _node_name(sq: SubQuery) -> str:
+    return f"sub_query_{sq.id}"
+
+
+def _waves_node(
+    sq: SubQuery, index: int, run_sub_query: RunSubQuery
+) -> Callable[[_WavesState], Awaitable[dict]]:
+    async def node(state: _WavesState) -> dict:
+        parents = [a for a in state.get("sub_answers", []) if a.sub_query in sq.parents]
+        answer = await run_sub_query(sq, state["routes"][index], parents)
+        return {"sub_answers": [answer]}
+
+    return node
+
+
+def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> Pregel:
+    """The "eager" scheduler: each sub-query is a task that starts when its own parents finish.
+
+    Returns:
+        A functional-API entrypoint; input `{"routes": [...]}`, output the list of all answers.
+    """
+    tasks = {
+        sq.id: task(name=_node_name(sq))(_eager_body(sq, run_sub_query)) for sq in query_graph
+    }
+    # Start order only matters for who reaches a device semaphore first; deepest first.
+    start_order = sorted(query_graph.ids, key=lambda i: (-query_graph.remaining_depth[i], i))
+
+    @entrypoint(name="execute_eager")
+    async def execute(inputs: dict) -> list[SubAnswer]:
+        routes = dict(zip(query_graph.ids, inputs["routes"]))
+        running: dict[int, asyncio.Future[SubAnswer]] = {}
+
+        async def run(sq: SubQuery) -> SubAnswer:
+            parents = [await running[p] for p in sq.parents]
+            return await tasks[sq.id](routes[sq.id], parents)
+
+        for sub_query_id in start_order:
+            running[sub_query_id] = asyncio.ensure_future(run(query_graph[sub_query_id]))
+        return list(await asyncio.gather(*(running[i] for i in query_graph.ids)))
+
+    return execute
+
+
+def _eager_body(
+    sq: SubQuery, run_sub_query: RunSubQuery
+) -> Callable[[Route, list[SubAnswer]], Awaitable[SubAnswer]]:
+    async def body(route: Route, parents: list[SubAnswer]) -> SubAnswer:
+        return await run_sub_query(sq, route, parents)
+
+    return body

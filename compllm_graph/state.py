@@ -1,0 +1,72 @@
+"""Graph state: what flows from decompose through route and execute to aggregate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+from compllm_graph.nodes.route import Route
+from compllm_graph.query_graph import QueryGraph
+
+
+@dataclass(frozen=True)
+class SubAnswer:
+    """The answer to one sub-query.
+
+    Attributes:
+        sub_query: Id of the sub-query answered.
+        question: The prompt's question, with `#k` references replaced by parent answers.
+        answer: The model's answer text.
+        expert: Who answered: an expert's name, or None for the base model.
+        seconds: Wall time from the first attempt to the answer, waiting for the device included.
+        attempts: Calls made, failed ones included.
+        fallback_reason: Why the routed expert did not answer, when base answered instead.
+    """
+
+    sub_query: int
+    question: str
+    answer: str
+    expert: str | None
+    seconds: float
+    attempts: int = 1
+    fallback_reason: str | None = None
+
+
+def merge_sub_answers(left: list[SubAnswer], right: list[SubAnswer]) -> list[SubAnswer]:
+    """Merge answers written by parallel sub-query nodes, keyed by sub-query id."""
+    merged = {a.sub_query: a for a in left}
+    merged.update((a.sub_query, a) for a in right)
+    return [merged[k] for k in sorted(merged)]
+
+
+def leaf_answers(query_graph: QueryGraph, answers: list[SubAnswer]) -> list[SubAnswer]:
+    """The answers of the query graph's leaves: what the aggregator reads."""
+    leaves = set(query_graph.leaves)
+    return [a for a in answers if a.sub_query in leaves]
+
+
+class InputState(TypedDict, total=False):
+    """Give either `query`, or `messages` whose last message is the user's question."""
+
+    query: str
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class OutputState(TypedDict, total=False):
+    """What a run returns; with `messages` input the answer is also appended as an AIMessage."""
+
+    query: str
+    messages: Annotated[list[AnyMessage], add_messages]
+    answer: str
+    query_graph: QueryGraph
+    fallback_reason: str | None
+    routes: list[Route]
+    sub_answers: list[SubAnswer]
+
+
+class CompLLMState(InputState, OutputState, total=False):
+    """The outer graph's state; `routes[i]` belongs to `query_graph.sub_queries[i]`."""

@@ -1,0 +1,270 @@
+"""Gold decompositions from MuSiQue, StrategyQA and Break, as the paper's target sequences.
+
+Each builder reads one dataset file and yields `DecompositionExample`s whose `graph` is a validated
+`QueryGraph`; `example.target` is the tagged text `<q>…</q>…<dep>i->j</dep>` the decomposer learns
+to write. `#k` references stay in the sub-query text (the executor substitutes sub-query k's
+answer there) and also become edges. Splits are deterministic: a hash of the question id.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from compllm_graph.query_graph import (
+    DEFAULT_MAX_SUB_QUERIES,
+    DecompositionError,
+    QueryGraph,
+    SubQuery,
+)
+
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+DATASETS = ("musique", "strategyqa", "break")
+
+# Percent of question ids in train and train + validation; the rest is test.
+_TRAIN_PERCENT = 80
+_TRAIN_VALIDATION_PERCENT = 90
+
+_REFERENCE = re.compile(r"#(\d+)")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,?.!;:])")
+_SPACES = re.compile(r"\s+")
+_BREAK_RETURN = re.compile(r"^\s*return\s+", re.IGNORECASE)
+_PREPOSITIONS = {"by", "in", "with", "at", "of", "to", "on", "after", "from", "for", "into"}
+
+
+@dataclass(frozen=True)
+class DecompositionExample:
+    """A question with its gold decomposition.
+
+    Attributes:
+        qid: The dataset's question id (the split is a hash of it).
+        question: The complex question.
+        graph: The gold query graph.
+        dataset: One of `DATASETS`.
+    """
+
+    qid: str
+    question: str
+    graph: QueryGraph
+    dataset: str
+
+    @property
+    def target(self) -> str:
+        """The paper's target sequence for this example."""
+        return self.graph.to_text()
+
+    @property
+    def split(self) -> Split:
+        return split_of(self.qid)
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file is not MuSiQue JSON, StrategyQA JSON or Break CSV."""
+
+
+def split_of(qid: str) -> Split:
+    """The deterministic split of a question id: 80 % train, 10 % validation, 10 % test."""
+    bucket = int(hashlib.sha256(qid.encode("utf-8")).hexdigest()[:8], 16) % 100
+    if bucket < _TRAIN_PERCENT:
+        return "train"
+    if bucket < _TRAIN_VALIDATION_PERCENT:
+        return "validation"
+    return "test"
+
+
+def tidy(text: str) -> str:
+    """Collapse whitespace and drop the space the datasets put before punctuation."""
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", _SPACES.sub(" ", text)).strip()
+
+
+def musique_step(text: str) -> str:
+    """MuSiQue writes Wikidata hops as `subject >> relation`; make them read as a query.
+
+    `Green >> performer` becomes `performer of Green`; a relation ending in a preposition
+    (`UHF >> distributed by`) becomes `UHF distributed by what?`.
+    """
+    if ">>" not in text:
+        return tidy(text)
+    subject, _, relation = (part.strip() for part in text.partition(">>"))
+    if relation.rsplit(" ", 1)[-1].lower() in _PREPOSITIONS:
+        return tidy(f"{subject} {relation} what?")
+    return tidy(f"{relation} of {subject}")
+
+
+def break_step(text: str) -> str:
+    """Break writes every QDMR step as `return …`; keep only the step itself."""
+    return tidy(_BREAK_RETURN.sub("", text))
+
+
+def graph_from_steps(steps: Sequence[str]) -> QueryGraph:
+    """A query graph whose edges are the `#k` references inside the steps.
+
+    Raises:
+        DecompositionError: no steps, too many, an empty step, or a reference to a step that
+            does not come earlier.
+    """
+    if len(steps) > DEFAULT_MAX_SUB_QUERIES:
+        raise DecompositionError(f"{len(steps)} steps exceed {DEFAULT_MAX_SUB_QUERIES}")
+    nodes = []
+    for i, step in enumerate(steps, start=1):
+        if not step:
+            raise DecompositionError(f"step {i} is empty")
+        parents = sorted({int(k) for k in _REFERENCE.findall(step)})
+        if any(p >= i or p < 1 for p in parents):
+            raise DecompositionError(f"step {i} refers to a step that does not come before it")
+        nodes.append(SubQuery(i, step, tuple(parents)))
+    return QueryGraph(tuple(nodes))
+
+
+def _examples(
+    rows: Iterable[tuple[str, str, list[str]]], dataset: str
+) -> Iterator[DecompositionExample]:
+    """Build examples, skipping the few gold decompositions that are not a valid graph."""
+    for qid, question, steps in rows:
+        try:
+            graph = graph_from_steps(steps)
+        except DecompositionError:
+            continue
+        yield DecompositionExample(qid, tidy(question), graph, dataset)
+
+
+def load_musique(path: Path) -> list[DecompositionExample]:
+    """MuSiQue JSON (a list) or JSONL with `id`, `question`, `question_decomposition`."""
+    records = _read_json_records(path)
+    rows = (
+        (
+            str(r["id"]),
+            r["question"],
+            [musique_step(step["question"]) for step in r["question_decomposition"]],
+        )
+        for r in records
+    )
+    return list(_examples(rows, "musique"))
+
+
+def load_strategyqa(path: Path) -> list[DecompositionExample]:
+    """StrategyQA JSON with `qid`, `question`, `decomposition` (a list of steps)."""
+    records = _read_json_records(path)
+    rows = ((str(r["qid"]), r["question"], [tidy(s) for s in r["decomposition"]]) for r in records)
+    return list(_examples(rows, "strategyqa"))
+
+
+def load_break(path: Path) -> list[DecompositionExample]:
+    """Break QDMR CSV with `question_id`, `question_text`, `decomposition` (steps split by `;`)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"question_id", "question_text", "decomposition"} - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetFormatError(f"{path}: not a Break QDMR CSV, missing columns {missing}")
+        rows = [
+            (r["question_id"], r["question_text"], [break_step(s) for s in r["decomposition"].split(";")])
+            for r in reader
+        ]
+    return list(_examples(rows, "break"))
+
+
+def load_examples(path: str | Path) -> list[DecompositionExample]:
+    """Read any supported file, recognising its format from its columns or keys.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        DatasetFormatError: the file is none of the supported formats.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no dataset file at {path}")
+    if path.suffix.lower() == ".csv":
+        return load_break(path)
+    records = _read_json_records(path)
+    first = records[0] if records else {}
+    if "question_decomposition" in first:
+        return load_musique(path)
+    if "decomposition" in first and "qid" in first:
+        return load_strategyqa(path)
+    raise DatasetFormatError(
+        f"{path}: expected MuSiQue (question_decomposition), StrategyQA (qid, decomposition) "
+        "or a Break CSV"
+    )
+
+
+def _read_json_records(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as err:
+            raise DatasetFormatError(f"{path}: neither JSON nor JSON lines ({err})") from err
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DatasetFormatError(f"{path}: expected a list of objects")
+    return data
+
+
+def default_files(data_dir: Path) -> dict[str, Path]:
+    """Where each dataset lives under the shared data folder."""
+    return {
+        "musique": data_dir / "musique" / "musique_ans_v1.0_dev_decomp_only.json",
+        "strategyqa": data_dir / "strategyqa" / "train.json",
+        "break": data_dir / "break_qdmr" / "QDMR-high-level_dev_no_hotpot.csv",
+    }
+
+
+def select(examples: Iterable[DecompositionExample], split: Split) -> list[DecompositionExample]:
+    """The examples of one split, in file order."""
+    return [e for e in examples if e.split == split]
+
+
+def mix(
+    pools: dict[str, list[DecompositionExample]],
+    total: int,
+    weights: dict[str, float],
+    seed: int = 0,
+) -> list[DecompositionExample]:
+    """Draw `total` examples from several pools in proportion to `weights`, shuffled.
+
+    A pool too small for its share gives all it has and the others make up the difference.
+
+    Raises:
+        ValueError: `total` is not positive, a weight names no pool, or the pools hold fewer
+            than `total` examples together.
+    """
+    if total <= 0:
+        raise ValueError("the number of training examples must be positive")
+    unknown = set(weights) - set(pools)
+    if unknown:
+        raise ValueError(f"weights for unknown datasets {sorted(unknown)}")
+    available = sum(len(pools[name]) for name in weights if weights[name] > 0)
+    if available < total:
+        raise ValueError(f"asked for {total} examples but only {available} are available")
+    rng = random.Random(seed)
+    shuffled = {name: rng.sample(pools[name], len(pools[name])) for name in weights}
+    quota = _quotas({name: len(shuffled[name]) for name in weights}, total, weights)
+    chosen = [e for name in weights for e in shuffled[name][: quota[name]]]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _quotas(sizes: dict[str, int], total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Integer shares of `total` by weight, capped by each pool's size."""
+    quota = dict.fromkeys(sizes, 0)
+    remaining = total
+    open_pools = {n for n in sizes if weights[n] > 0}
+    while remaining > 0 and open_pools:
+        weight_sum = sum(weights[n] for n in open_pools)
+        shares = {n: max(1, int(remaining * weights[n] / weight_sum)) for n in sorted(open_pools)}
+        for name, share in shares.items():
+            take = min(share, sizes[name] - quota[name], remaining)
+            quota[name] += take
+            remaining -= take
+            if quota[name] == sizes[name]:
+                open_pools.discard(name)
+    return quota
