@@ -1,1 +1,18 @@
-"""compllm-graph: the Comp-LLM method (decompose, route, execute, aggregate) as a LangGraph graph."""
+"""compllm-graph: Comp-LLM (decompose, route, execute, aggregate) as a LangGraph graph."""
+
+from compllm_graph.graph import create_compllm_graph
+from compllm_graph.nodes.execute import ExpertPolicy
+from compllm_graph.nodes.route import Route
+from compllm_graph.query_graph import DecompositionError, QueryGraph, SubQuery, parse_decomposition
+from compllm_graph.scheduling import DeviceLimits
+
+__all__ = [
+    "DecompositionError",
+    "DeviceLimits",
+    "ExpertPolicy",
+    "QueryGraph",
+    "Route",
+    "SubQuery",
+    "create_compllm_graph",
+    "parse_decomposition",
+]

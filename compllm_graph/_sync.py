@@ -15,7 +15,8 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run `coroutine` to completion and return its result.
 
     LangGraph's context (config, stream writer) lives in context variables, so it is carried into
-    the new loop; where the calling thread already runs a loop (a notebook), a worker thread does it.
+    the new loop; where the calling thread already runs a loop (a notebook), a worker thread
+    runs it.
     """
     try:
         asyncio.get_running_loop()

@@ -71,7 +71,9 @@ def create_compllm_graph(
     policies = _policies(expert_policy, experts)
 
     builder = StateGraph(CompLLMState, input_schema=InputState, output_schema=OutputState)
-    builder.add_node("decompose", make_decompose_node(decomposer, decomposer_prompt, max_sub_queries))
+    builder.add_node(
+        "decompose", make_decompose_node(decomposer, decomposer_prompt, max_sub_queries)
+    )
     builder.add_node("route", make_route_node(router, set(experts)))
     builder.add_node(
         "execute", make_execute_node(experts, base, policies, device_limits, scheduler)

@@ -6,10 +6,12 @@ the multi-hop datasets, and returns a validated, immutable `QueryGraph`.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 DEFAULT_MAX_SUB_QUERIES = 12
 
@@ -139,6 +141,24 @@ class QueryGraph:
     def critical_path_length(self) -> int:
         return max(self.remaining_depth.values())
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, no tuples) for graph state, checkpoints and JSON."""
+        return {
+            "sub_queries": [
+                {"id": sq.id, "text": sq.text, "parents": list(sq.parents)} for sq in self
+            ]
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QueryGraph:
+        """Rebuild (and re-validate) a graph from `to_dict` output, e.g. a run's `query_graph`."""
+        return cls(
+            tuple(
+                SubQuery(int(d["id"]), str(d["text"]), tuple(int(p) for p in d["parents"]))
+                for d in data["sub_queries"]
+            )
+        )
+
     def to_text(self) -> str:
         """The paper's tagged format: `<q>…</q>` per sub-query, then `<dep>i->j, …</dep>`."""
         questions = "".join(f"<q>{sq.text}</q>" for sq in self.sub_queries)
@@ -199,9 +219,7 @@ def parse_decomposition(text: str, max_sub_queries: int = DEFAULT_MAX_SUB_QUERIE
                 )
         parents[child].add(parent)
     return QueryGraph(
-        tuple(
-            SubQuery(i, q, tuple(sorted(parents[i]))) for i, q in enumerate(questions, start=1)
-        )
+        tuple(SubQuery(i, q, tuple(sorted(parents[i]))) for i, q in enumerate(questions, start=1))
     )
 
 
@@ -228,7 +246,7 @@ def _parse_dependencies(text: str) -> Iterable[tuple[int, int]]:
         if chain.lower() in _NO_DEPS:
             continue
         nodes = [_node_number(part, chain) for part in _ARROW.split(chain)]
-        yield from zip(nodes, nodes[1:])
+        yield from itertools.pairwise(nodes)
 
 
 def _node_number(part: str, chain: str) -> int:

@@ -14,12 +14,13 @@ import itertools
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from langchain_core.runnables import RunnableLambda
 from langgraph.func import entrypoint, task
 from langgraph.graph import START, StateGraph
 from langgraph.pregel import Pregel
-from typing_extensions import Annotated, TypedDict
+from typing_extensions import TypedDict
 
 from compllm_graph.nodes.route import Route
 from compllm_graph.query_graph import QueryGraph, SubQuery
@@ -140,7 +141,7 @@ class DeviceLimits:
 
 
 class _WavesState(TypedDict, total=False):
-    routes: list[Route]
+    routes: list[dict]
     sub_answers: Annotated[list[SubAnswer], merge_sub_answers]
     leaf_answers: list[SubAnswer]
 
@@ -161,7 +162,9 @@ def compile_query_graph(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> 
     builder = StateGraph(_WavesState)
     index = {sq.id: i for i, sq in enumerate(query_graph)}
     for sq in query_graph:
-        builder.add_node(_node_name(sq), _waves_node(sq, index[sq.id], run_sub_query))
+        builder.add_node(
+            _node_name(sq), RunnableLambda(_waves_node(sq, index[sq.id], run_sub_query))
+        )
         parents = [_node_name(query_graph[p]) for p in sq.parents]
         if not parents:
             builder.add_edge(START, _node_name(sq))
@@ -185,8 +188,8 @@ def _waves_node(
     sq: SubQuery, index: int, run_sub_query: RunSubQuery
 ) -> Callable[[_WavesState], Awaitable[dict]]:
     async def node(state: _WavesState) -> dict:
-        parents = [a for a in state.get("sub_answers", []) if a.sub_query in sq.parents]
-        answer = await run_sub_query(sq, state["routes"][index], parents)
+        parents = [a for a in state.get("sub_answers", []) if a["sub_query"] in sq.parents]
+        answer = await run_sub_query(sq, Route.from_dict(state["routes"][index]), parents)
         return {"sub_answers": [answer]}
 
     return node
@@ -198,15 +201,13 @@ def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> Pregel:
     Returns:
         A functional-API entrypoint; input `{"routes": [...]}`, output the list of all answers.
     """
-    tasks = {
-        sq.id: task(name=_node_name(sq))(_eager_body(sq, run_sub_query)) for sq in query_graph
-    }
+    tasks = {sq.id: task(name=_node_name(sq))(_eager_body(sq, run_sub_query)) for sq in query_graph}
     # Start order only matters for who reaches a device semaphore first; deepest first.
     start_order = sorted(query_graph.ids, key=lambda i: (-query_graph.remaining_depth[i], i))
 
-    @entrypoint(name="execute_eager")
-    async def execute(inputs: dict) -> list[SubAnswer]:
-        routes = dict(zip(query_graph.ids, inputs["routes"]))
+    @entrypoint()
+    async def execute_eager(inputs: dict) -> list[SubAnswer]:
+        routes = dict(zip(query_graph.ids, inputs["routes"], strict=False))
         running: dict[int, asyncio.Future[SubAnswer]] = {}
 
         async def run(sq: SubQuery) -> SubAnswer:
@@ -217,13 +218,13 @@ def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> Pregel:
             running[sub_query_id] = asyncio.ensure_future(run(query_graph[sub_query_id]))
         return list(await asyncio.gather(*(running[i] for i in query_graph.ids)))
 
-    return execute
+    return execute_eager
 
 
 def _eager_body(
     sq: SubQuery, run_sub_query: RunSubQuery
-) -> Callable[[Route, list[SubAnswer]], Awaitable[SubAnswer]]:
-    async def body(route: Route, parents: list[SubAnswer]) -> SubAnswer:
-        return await run_sub_query(sq, route, parents)
+) -> Callable[[dict, list[SubAnswer]], Awaitable[SubAnswer]]:
+    async def body(route: dict, parents: list[SubAnswer]) -> SubAnswer:
+        return await run_sub_query(sq, Route.from_dict(route), parents)
 
     return body

@@ -1,20 +1,20 @@
-"""Graph state: what flows from decompose through route and execute to aggregate."""
+"""Graph state: what flows from decompose through route and execute to aggregate.
+
+State values are plain data (dicts, lists, strings) so that any checkpointer can store them and
+`langgraph dev` can send them as JSON; `QueryGraph.from_dict(state["query_graph"])` gives the
+graph object back.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-from compllm_graph.nodes.route import Route
-from compllm_graph.query_graph import QueryGraph
 
-
-@dataclass(frozen=True)
-class SubAnswer:
+class SubAnswer(TypedDict):
     """The answer to one sub-query.
 
     Attributes:
@@ -32,21 +32,21 @@ class SubAnswer:
     answer: str
     expert: str | None
     seconds: float
-    attempts: int = 1
-    fallback_reason: str | None = None
+    attempts: int
+    fallback_reason: str | None
 
 
 def merge_sub_answers(left: list[SubAnswer], right: list[SubAnswer]) -> list[SubAnswer]:
     """Merge answers written by parallel sub-query nodes, keyed by sub-query id."""
-    merged = {a.sub_query: a for a in left}
-    merged.update((a.sub_query, a) for a in right)
+    merged = {a["sub_query"]: a for a in left}
+    merged.update((a["sub_query"], a) for a in right)
     return [merged[k] for k in sorted(merged)]
 
 
-def leaf_answers(query_graph: QueryGraph, answers: list[SubAnswer]) -> list[SubAnswer]:
+def leaf_answers(query_graph: Any, answers: list[SubAnswer]) -> list[SubAnswer]:
     """The answers of the query graph's leaves: what the aggregator reads."""
     leaves = set(query_graph.leaves)
-    return [a for a in answers if a.sub_query in leaves]
+    return [a for a in answers if a["sub_query"] in leaves]
 
 
 class InputState(TypedDict, total=False):
@@ -57,16 +57,20 @@ class InputState(TypedDict, total=False):
 
 
 class OutputState(TypedDict, total=False):
-    """What a run returns; with `messages` input the answer is also appended as an AIMessage."""
+    """What a run returns; with `messages` input the answer is also appended as an AIMessage.
+
+    `query_graph` is `QueryGraph.to_dict()`; `routes[i]` (fields of `Route`) belongs to its
+    i-th sub-query; `sub_answers` are sorted by sub-query id.
+    """
 
     query: str
     messages: Annotated[list[AnyMessage], add_messages]
     answer: str
-    query_graph: QueryGraph
+    query_graph: dict[str, Any]
     fallback_reason: str | None
-    routes: list[Route]
+    routes: list[dict[str, Any]]
     sub_answers: list[SubAnswer]
 
 
 class CompLLMState(InputState, OutputState, total=False):
-    """The outer graph's state; `routes[i]` belongs to `query_graph.sub_queries[i]`."""
+    """The outer graph's state."""

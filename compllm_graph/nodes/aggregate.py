@@ -7,6 +7,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
 
 from compllm_graph.nodes.execute import message_text
+from compllm_graph.query_graph import QueryGraph
 from compllm_graph.state import CompLLMState, leaf_answers
 
 AGGREGATE_PROMPT = """\
@@ -19,10 +20,11 @@ Original question: {query}"""
 
 def aggregate_prompt(state: CompLLMState) -> list[BaseMessage] | None:
     """The reducer's prompt, or None when the single sub-query is the query itself."""
-    leaves = leaf_answers(state["query_graph"], state["sub_answers"])
-    if len(state["query_graph"]) == 1 and leaves[0].question == state["query"]:
+    query_graph = QueryGraph.from_dict(state["query_graph"])
+    leaves = leaf_answers(query_graph, state["sub_answers"])
+    if len(query_graph) == 1 and leaves[0]["question"] == state["query"]:
         return None  # nothing to combine: the answer is already the answer to the query
-    answers = "\n".join(f"Sub-question: {a.question}\nAnswer: {a.answer}" for a in leaves)
+    answers = "\n".join(f"Sub-question: {a['question']}\nAnswer: {a['answer']}" for a in leaves)
     return [HumanMessage(AGGREGATE_PROMPT.format(answers=answers, query=state["query"]))]
 
 
@@ -40,13 +42,13 @@ def make_aggregate_node(aggregator: Runnable) -> Runnable:
     def aggregate(state: CompLLMState) -> dict:
         prompt = aggregate_prompt(state)
         if prompt is None:
-            return finish(state, state["sub_answers"][0].answer)
+            return finish(state, state["sub_answers"][0]["answer"])
         return finish(state, message_text(aggregator.invoke(prompt)))
 
     async def aaggregate(state: CompLLMState) -> dict:
         prompt = aggregate_prompt(state)
         if prompt is None:
-            return finish(state, state["sub_answers"][0].answer)
+            return finish(state, state["sub_answers"][0]["answer"])
         return finish(state, message_text(await aggregator.ainvoke(prompt)))
 
     return RunnableLambda(aggregate, afunc=aaggregate, name="aggregate")

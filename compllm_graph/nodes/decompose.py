@@ -66,13 +66,12 @@ def make_decompose_node(
         get_stream_writer()(
             {
                 "event": "decomposition",
-                "sub_queries": [{"id": sq.id, "text": sq.text, "parents": sq.parents}
-                                for sq in query_graph],
+                "sub_queries": query_graph.to_dict()["sub_queries"],
                 "raw": output,
                 "fallback_reason": reason,
             }
         )
-        return {"query": query, "query_graph": query_graph, "fallback_reason": reason}
+        return {"query": query, "query_graph": query_graph.to_dict(), "fallback_reason": reason}
 
     def decompose(state: CompLLMState) -> dict:
         query = question_of(state)

@@ -62,11 +62,11 @@ class ExpertFailure(RuntimeError):
 
 def sub_query_prompt(sq: SubQuery, parents: list[SubAnswer]) -> str:
     """The question for `sq`, with `#k` filled in and its parents' answers as context."""
-    answers = {a.sub_query: a.answer for a in parents}
+    answers = {a["sub_query"]: a["answer"] for a in parents}
     question = re.sub(r"#(\d+)", lambda m: answers.get(int(m.group(1)), m.group(0)), sq.text)
     if not parents:
         return question
-    context = "\n".join(f"Q: {a.question}\nA: {a.answer}" for a in parents)
+    context = "\n".join(f"Q: {a['question']}\nA: {a['answer']}" for a in parents)
     return CONTEXT_TEMPLATE.format(context=context, question=question)
 
 
@@ -92,7 +92,9 @@ def make_sub_query_runner(
     `stream_mode="custom"` without `subgraphs=True`.
     """
 
-    async def call(expert: str | None, messages: list[BaseMessage], priority: int) -> tuple[str, int]:
+    async def call(
+        expert: str | None, messages: list[BaseMessage], priority: int
+    ) -> tuple[str, int]:
         model = base if expert is None else experts[expert]
         policy = policies.get(expert or BASE, policies.get(BASE, ExpertPolicy()))
         semaphore = device_limits.semaphore(expert) if device_limits else None
@@ -128,22 +130,18 @@ def make_sub_query_runner(
             text, base_attempts = await call(None, messages, priority)
             attempts = failure.attempts + base_attempts
         answer = SubAnswer(
-            sq.id, question, text, expert, time.perf_counter() - started, attempts, reason
+            sub_query=sq.id,
+            question=question,
+            answer=text,
+            expert=expert,
+            seconds=time.perf_counter() - started,
+            attempts=attempts,
+            fallback_reason=reason,
         )
-        writer({"event": "sub_query_end", **_event_fields(answer)})
+        writer({"event": "sub_query_end", **answer})
         return answer
 
     return run
-
-
-def _event_fields(answer: SubAnswer) -> dict:
-    return {
-        "sub_query": answer.sub_query,
-        "expert": answer.expert,
-        "answer": answer.answer,
-        "seconds": answer.seconds,
-        "fallback_reason": answer.fallback_reason,
-    }
 
 
 def make_execute_node(
@@ -156,15 +154,16 @@ def make_execute_node(
     """Build the node that runs the state's query graph with the chosen scheduler."""
 
     async def aexecute(state: CompLLMState) -> dict:
-        query_graph, routes = state["query_graph"], state["routes"]
+        query_graph = QueryGraph.from_dict(state["query_graph"])
+        routes = [Route.from_dict(r) for r in state["routes"]]
         run = make_sub_query_runner(
             query_graph, experts, base, policies, device_limits, get_stream_writer()
         )
         if scheduler == "waves":
             waves = compile_query_graph(query_graph, run).compile(name="execute_waves")
-            answers = (await waves.ainvoke({"routes": routes}))["sub_answers"]
+            answers = (await waves.ainvoke({"routes": state["routes"]}))["sub_answers"]
         else:
-            answers = await build_eager(query_graph, run).ainvoke({"routes": routes})
+            answers = await build_eager(query_graph, run).ainvoke({"routes": state["routes"]})
         return {"sub_answers": answers, "routes": _record_fallbacks(query_graph, routes, answers)}
 
     def execute(state: CompLLMState) -> dict:
@@ -175,9 +174,9 @@ def make_execute_node(
 
 def _record_fallbacks(
     query_graph: QueryGraph, routes: list[Route], answers: list[SubAnswer]
-) -> list[Route]:
-    reasons = {a.sub_query: a.fallback_reason for a in answers}
+) -> list[dict]:
+    reasons = {a["sub_query"]: a["fallback_reason"] for a in answers}
     return [
-        replace(route, fallback_reason=reasons[sq.id]) if reasons[sq.id] else route
-        for sq, route in zip(query_graph, routes)
+        replace(route, fallback_reason=reasons[sq.id]).to_dict()
+        for sq, route in zip(query_graph, routes, strict=False)
     ]

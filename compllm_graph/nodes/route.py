@@ -6,7 +6,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_stream_writer
+
+from compllm_graph.query_graph import QueryGraph
 
 
 @dataclass(frozen=True)
@@ -26,16 +29,34 @@ class Route:
     candidates: list[tuple[str, float]] = field(default_factory=list)
     fallback_reason: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for graph state and JSON."""
+        return {
+            "expert": self.expert,
+            "score": self.score,
+            "candidates": [[name, score] for name, score in self.candidates],
+            "fallback_reason": self.fallback_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Route:
+        return cls(
+            data["expert"],
+            float(data["score"]),
+            [(str(n), float(s)) for n, s in data["candidates"]],
+            data.get("fallback_reason"),
+        )
+
 
 Router = Callable[[list[str]], Sequence[Route]]
 """An `ExpertRouter`, or any callable mapping sub-query texts to one `Route` each."""
 
 
-def make_route_node(router: Router, experts: set[str]) -> Callable[[Mapping[str, Any]], dict]:
+def make_route_node(router: Router, experts: set[str]) -> RunnableLambda:
     """Build the node that routes every sub-query of the state's query graph in one batch."""
 
     def route(state: Mapping[str, Any]) -> dict:
-        query_graph = state["query_graph"]
+        query_graph = QueryGraph.from_dict(state["query_graph"])
         routes = list(router([sq.text for sq in query_graph]))
         if len(routes) != len(query_graph):
             raise ValueError(
@@ -49,7 +70,7 @@ def make_route_node(router: Router, experts: set[str]) -> Callable[[Mapping[str,
                     f"given to create_compllm_graph ({sorted(experts)}); add it there"
                 )
         writer = get_stream_writer()
-        for sq, route_ in zip(query_graph, routes):
+        for sq, route_ in zip(query_graph, routes, strict=False):
             writer(
                 {
                     "event": "route",
@@ -59,6 +80,6 @@ def make_route_node(router: Router, experts: set[str]) -> Callable[[Mapping[str,
                     "candidates": route_.candidates,
                 }
             )
-        return {"routes": routes}
+        return {"routes": [r.to_dict() for r in routes]}
 
-    return route
+    return RunnableLambda(route, name="route")

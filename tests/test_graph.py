@@ -1,0 +1,247 @@
+import asyncio
+import time
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
+
+from compllm_graph import DeviceLimits, ExpertPolicy, QueryGraph, Route, create_compllm_graph
+from tests.fakes import FakeChat, decomposer, keyword_router
+
+THREE_INDEPENDENT = "<q>chem one</q><q>bio two</q><q>math three</q><dep></dep>"
+ROUTER = keyword_router({"chem": "chemistry", "bio": "biology", "math": "mathematics"})
+
+
+def experts(delay=0.0, **kwargs):
+    return {
+        name: FakeChat(label=name, delay=delay, **kwargs)
+        for name in ("chemistry", "biology", "mathematics")
+    }
+
+
+def build(decomposition=THREE_INDEPENDENT, experts_=None, base=None, **kwargs):
+    return create_compllm_graph(
+        decomposer=decomposer(decomposition),
+        experts=experts_ if experts_ is not None else experts(),
+        router=kwargs.pop("router", ROUTER),
+        base=base or FakeChat(label="base"),
+        **kwargs,
+    ).compile()
+
+
+@pytest.mark.parametrize("scheduler", ["eager", "waves"])
+async def test_three_independent_experts_run_concurrently(scheduler):
+    graph = build(experts_=experts(delay=0.3), scheduler=scheduler)
+    started = time.perf_counter()
+    out = await graph.ainvoke({"query": "three things?"})
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, f"three 0.3 s experts took {elapsed:.2f} s: not concurrent"
+    assert [a["expert"] for a in out["sub_answers"]] == ["chemistry", "biology", "mathematics"]
+    assert [r["expert"] for r in out["routes"]] == ["chemistry", "biology", "mathematics"]
+    assert out["fallback_reason"] is None
+
+
+def test_sync_invoke_runs_concurrently_too():
+    graph = build(experts_=experts(delay=0.3))
+    started = time.perf_counter()
+    out = graph.invoke({"query": "three things?"})
+    assert time.perf_counter() - started < 0.5
+    assert out["answer"].startswith("base answer to: Answer the original question")
+
+
+async def test_context_passing_and_aggregation_prompt():
+    base = FakeChat(label="base")
+    graph = build("<q>chem who</q><q>bio of #1</q><dep>1->2</dep>", base=base)
+    out = await graph.ainvoke({"query": "the whole question?"})
+    first, second = out["sub_answers"]
+    assert second["question"].startswith("Answers to earlier questions:\nQ: chem who\nA: chemistry")
+    assert "Question: bio of chemistry answer to: chem who" in second["question"]
+    # the aggregator sees the original query and only the leaf answer
+    (prompt,) = base.calls
+    assert "Original question: the whole question?" in prompt
+    assert second["answer"] in prompt and f"Answer: {first['answer']}\n" not in prompt
+
+
+async def test_eager_beats_waves_on_an_uneven_dag():
+    # 1 (slow) -> 3 ; 2 (fast) -> 4 (slow): eager starts 4 when 2 ends; waves waits for 1.
+    slow, fast = 0.4, 0.05
+
+    def timed(label, delay):
+        return FakeChat(label=label, delay=delay)
+
+    text = "<q>slow a</q><q>fast b</q><q>fast c</q><q>slow d</q><dep>1->3, 2->4</dep>"
+    router = keyword_router({"slow": "slow", "fast": "fast"})
+    elapsed = {}
+    for scheduler in ("eager", "waves"):
+        graph = build(
+            text,
+            {"slow": timed("slow", slow), "fast": timed("fast", fast)},
+            router=router,
+            scheduler=scheduler,
+        )
+        started = time.perf_counter()
+        await graph.ainvoke({"query": "q"})
+        elapsed[scheduler] = time.perf_counter() - started
+    # eager ~ slow + fast (0.45 s) vs waves ~ slow + slow (0.8 s)
+    assert elapsed["eager"] < elapsed["waves"] - 0.2, elapsed
+
+
+async def test_capacity_one_on_a_shared_device_serialises():
+    limits = DeviceLimits(
+        {"gpu0": 1}, {"chemistry": "gpu0", "biology": "gpu0", "mathematics": "gpu0"}
+    )
+    graph = build(experts_=experts(delay=0.15), device_limits=limits)
+    started = time.perf_counter()
+    await graph.ainvoke({"query": "q"})
+    assert time.perf_counter() - started >= 0.45
+
+
+async def test_critical_path_runs_first_when_capacity_is_short():
+    # 1 is a lone leaf; 2 -> 3 is a longer chain, so 2 must get the single slot before 1.
+    text = "<q>chem lone</q><q>chem chain start</q><q>bio chain end #2</q><dep>2->3</dep>"
+    pool = experts(delay=0.05)
+    limits = DeviceLimits({"gpu0": 1}, {"chemistry": "gpu0"})
+    await build(text, pool, device_limits=limits).ainvoke({"query": "q"})
+    assert pool["chemistry"].calls == ["chem chain start", "chem lone"]
+
+
+async def test_failing_expert_retries_then_falls_back_to_base():
+    pool = experts(fail_times=5)
+    graph = build(experts_=pool, expert_policy=ExpertPolicy(retries=2))
+    out = await graph.ainvoke({"query": "q"})
+    chem = out["sub_answers"][0]
+    assert chem["expert"] is None and chem["answer"].startswith("base answer")
+    assert chem["attempts"] == 4  # three expert attempts, then base
+    reason = out["routes"][0]["fallback_reason"]
+    assert "chemistry failed 3 time(s): RuntimeError: chemistry is down" in reason
+    assert out["routes"][0]["expert"] == "chemistry"
+
+
+async def test_hanging_expert_times_out_and_falls_back():
+    pool = experts()
+    pool["biology"] = FakeChat(label="biology", delay=30)
+    graph = build(experts_=pool, expert_policy={"biology": ExpertPolicy(timeout=0.2, retries=0)})
+    started = time.perf_counter()
+    out = await graph.ainvoke({"query": "q"})
+    assert time.perf_counter() - started < 2
+    assert "timed out after 0.2 s" in out["routes"][1]["fallback_reason"]
+    assert out["sub_answers"][1]["expert"] is None
+
+
+async def test_malformed_decomposition_falls_back_to_the_whole_query():
+    base = FakeChat(label="base")
+    out = await build("<q>a</q><q>b</q><dep>1->2, 2->1</dep>", base=base).ainvoke(
+        {"query": "What is 2+2?"}
+    )
+    assert "cycle" in out["fallback_reason"]
+    assert QueryGraph.from_dict(out["query_graph"]) == QueryGraph.single("What is 2+2?")
+    assert out["answer"] == "base answer to: What is 2+2?"
+    assert base.calls == ["What is 2+2?"]  # no aggregation call for a single whole-query node
+
+
+def test_messages_input_appends_the_answer_and_serves_multi_turn_threads():
+    graph = create_compllm_graph(
+        decomposer=decomposer("<q>chem x</q>"),
+        experts=experts(),
+        router=ROUTER,
+        base=FakeChat(label="base"),
+    ).compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t1"}}
+    out = graph.invoke({"messages": [HumanMessage("first?")]}, config)
+    assert out["query"] == "first?"
+    assert isinstance(out["messages"][-1], AIMessage)
+    assert out["messages"][-1].content == out["answer"]
+    out = graph.invoke({"messages": [HumanMessage("second?")]}, config)
+    assert out["query"] == "second?" and len(out["messages"]) == 4
+    snapshot = graph.get_state(config)
+    assert snapshot.values["query_graph"] == out["query_graph"]
+
+
+def test_query_input_does_not_touch_messages():
+    out = build().invoke({"query": "q"})
+    assert "messages" not in out or not out["messages"]
+
+
+def test_compiled_graph_works_as_a_node_inside_another_graph():
+    inner = build()
+    outer = StateGraph(MessagesState)
+    outer.add_node("experts", inner)
+    outer.add_node("polish", lambda s: {"messages": [AIMessage(s["messages"][-1].content.upper())]})
+    outer.add_edge(START, "experts")
+    outer.add_edge("experts", "polish")
+    out = outer.compile().invoke({"messages": [HumanMessage("what?")]})
+    assert out["messages"][-1].content.startswith("BASE ANSWER TO")
+
+
+def test_stream_custom_events_cover_every_stage():
+    events = [e["event"] for e in build().stream({"query": "q"}, stream_mode="custom")]
+    assert events[0] == "decomposition"
+    assert events[1:4] == ["route"] * 3
+    assert events.count("sub_query_start") == 3 and events.count("sub_query_end") == 3
+    assert events[-1] == "answer"
+
+
+def test_missing_question_is_a_clear_error():
+    with pytest.raises(ValueError, match="invoke the graph with"):
+        build().invoke({"messages": []})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"base": None}, "base must be a LangChain chat model"),
+        ({"experts": {"chemistry": "not a model"}}, "experts\\['chemistry'\\] must be"),
+        ({"scheduler": "fastest"}, "scheduler must be one of"),
+        ({"device_limits": DeviceLimits({"gpu": 1}, {"physics": "gpu"})}, "unknown experts"),
+        ({"expert_policy": {"physics": ExpertPolicy()}}, "unknown experts"),
+    ],
+)
+def test_build_time_errors_say_how_to_fix_the_call(kwargs, message):
+    args = {
+        "decomposer": decomposer("<q>a</q>"),
+        "experts": experts(),
+        "router": ROUTER,
+        "base": FakeChat(label="base"),
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=message):
+        create_compllm_graph(**args)
+
+
+def test_router_with_unknown_expert_fails_at_build_time():
+    class StoreRouter:
+        experts = ("chemistry", "physics")
+
+        def __call__(self, texts):
+            return [Route(None) for _ in texts]
+
+    with pytest.raises(ValueError, match=r"route to \['physics'\]"):
+        create_compllm_graph(
+            decomposer=decomposer("<q>a</q>"),
+            experts=experts(),
+            router=StoreRouter(),
+            base=FakeChat(),
+        )
+
+
+def test_router_returning_unknown_expert_at_run_time_is_reported():
+    with pytest.raises(ValueError, match="not among the experts"):
+        build(router=lambda texts: [Route("physics", 0.9) for _ in texts]).invoke({"query": "q"})
+
+
+def test_device_limits_reject_unknown_devices():
+    with pytest.raises(ValueError, match="has no capacity"):
+        DeviceLimits({"gpu0": 1}, {"chemistry": "gpu1"})
+    with pytest.raises(ValueError, match="at least 1"):
+        DeviceLimits({"gpu0": 0})
+
+
+async def test_concurrent_queries_share_device_capacity():
+    limits = DeviceLimits({"gpu0": 2}, default_device="gpu0")
+    pool = experts(delay=0.1)
+    graph = build(experts_=pool, device_limits=limits)
+    started = time.perf_counter()
+    await asyncio.gather(*(graph.ainvoke({"query": f"q{i}"}) for i in range(2)))
+    # six 0.1 s sub-queries (plus six base-free aggregations) through two slots: >= 0.3 s
+    assert time.perf_counter() - started >= 0.3
