@@ -1,0 +1,42 @@
+# `make demo` and `make test` each set up .venv on first use (torch first, from TORCH_SPEC),
+# fetch the embedded default model once into $COMPLLM_HOME, then run.
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
+
+.PHONY: setup models demo test lint bench studio clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+models: setup
+	$(BIN)/compllm models fetch smollm2-135m-instruct
+
+demo: models
+	$(BIN)/compllm ask "$(DEMO_QUESTION)"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy compllm_graph
+
+test: models lint
+	$(BIN)/pytest
+
+bench: models
+	$(BIN)/python benchmarks/scheduling.py
+
+studio: models
+	$(BIN)/langgraph dev --host 127.0.0.1
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

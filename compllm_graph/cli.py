@@ -1,0 +1,155 @@
+"""`compllm`: ask questions, manage models and experts, train and evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from compllm_graph.query_graph import QueryGraph
+
+DEFAULT_QUESTION = (
+    "Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `compllm` command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return int(args.func(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compllm", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+    _add_ask(commands)
+    return parser
+
+
+def _add_ask(commands: argparse._SubParsersAction) -> None:
+    ask = commands.add_parser("ask", help="answer a question with the whole Comp-LLM pipeline")
+    ask.add_argument("question", nargs="?", default=DEFAULT_QUESTION)
+    ask.add_argument("--model", default=None, help="model alias, path or HF id (default: SmolLM2)")
+    ask.add_argument("--store", default=None, help="expert store folder (default: the demo store)")
+    ask.add_argument("--scheduler", choices=("eager", "waves"), default="eager")
+    ask.add_argument("--max-new-tokens", type=int, default=None)
+    ask.add_argument("--stream", action="store_true", help="print events as they happen")
+    ask.add_argument("--json", action="store_true", help="end with one JSON object")
+    ask.set_defaults(func=run_ask)
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    from compllm_graph.defaults import DEFAULT_MAX_NEW_TOKENS, build_default_graph
+    from compllm_graph.expert_store import ExpertStore
+    from compllm_graph.models import DEFAULT_MODEL, load_model
+
+    started = time.perf_counter()
+    local_model = load_model(args.model or DEFAULT_MODEL)
+    store = ExpertStore.open(args.store) if args.store else None
+    graph = build_default_graph(
+        local_model,
+        store,
+        max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        scheduler=args.scheduler,
+    ).compile()
+    timings: dict[str, float] = {"load": time.perf_counter() - started}
+    out = _run_streaming(graph, args.question, timings, echo=args.stream)
+    timings["total"] = time.perf_counter() - started
+    print(format_report(out, timings))
+    if args.json:
+        print(json.dumps(report_json(out, timings)))
+    return 0
+
+
+STAGES = ("decompose", "route", "execute", "aggregate")
+
+
+def _run_streaming(graph: Any, question: str, timings: dict[str, float], echo: bool) -> dict:
+    """Invoke the graph through its stream; each stage's time is the gap between state values."""
+    out: dict = {}
+    stages = iter(("input", *STAGES))
+    mark = time.perf_counter()
+    for mode, chunk in graph.stream({"query": question}, stream_mode=["custom", "values"]):
+        if mode == "values":
+            now = time.perf_counter()
+            stage = next(stages)
+            if stage != "input":
+                timings[stage] = now - mark
+            out, mark = chunk, now
+        elif echo:
+            print(f"  · {describe_event(chunk)}", flush=True)
+    return out
+
+
+def describe_event(event: dict) -> str:
+    """One line for a stream event."""
+    kind = event["event"]
+    if kind == "decomposition":
+        return f"decomposed into {len(event['sub_queries'])} sub-queries"
+    if kind == "route":
+        return f"route [{event['sub_query']}] -> {event['expert'] or 'base'} ({event['score']:.2f})"
+    if kind == "sub_query_start":
+        return f"start [{event['sub_query']}] on {event['expert'] or 'base'}"
+    if kind == "sub_query_end":
+        return (
+            f"done  [{event['sub_query']}] in {event['seconds']:.1f} s: {_short(event['answer'])}"
+        )
+    return f"answer: {_short(event.get('answer', ''))}"
+
+
+def _short(text: str, width: int = 70) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def format_report(out: dict, timings: dict[str, float]) -> str:
+    """The human-readable result of `compllm ask`."""
+    graph = QueryGraph.from_dict(out["query_graph"])
+    lines = [f"Question: {out['query']}", ""]
+    lines.append(f"Sub-queries ({len(graph)}, critical path {graph.critical_path_length}):")
+    for sq in graph:
+        needs = f"   <- needs {', '.join(map(str, sq.parents))}" if sq.parents else ""
+        lines.append(f"  [{sq.id}] {sq.text}{needs}")
+    if out.get("fallback_reason"):
+        lines.append(f"  (decomposition fell back to the whole question: {out['fallback_reason']})")
+    lines += ["", "Routes:"]
+    for sq, route in zip(graph, out["routes"]):
+        others = ", ".join(f"{n} {s:.2f}" for n, s in route["candidates"])
+        lines.append(
+            f"  [{sq.id}] {route['expert'] or 'base':<12} {route['score']:.2f}   ({others})"
+        )
+    lines += ["", "Sub-answers:"]
+    for answer in out["sub_answers"]:
+        who = answer["expert"] or "base"
+        lines.append(
+            f"  [{answer['sub_query']}] {who} {answer['seconds']:.1f} s: {answer['answer']}"
+        )
+        if answer["fallback_reason"]:
+            lines.append(f"      fell back to base: {answer['fallback_reason']}")
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total")
+    lines += ["", f"Answer: {out['answer']}", "", f"Total: {timings['total']:.1f} s ({stages})"]
+    return "\n".join(lines)
+
+
+def report_json(out: dict, timings: dict[str, float]) -> dict:
+    """The `--json` object of `compllm ask`."""
+    return {
+        "query": out["query"],
+        "sub_queries": out["query_graph"]["sub_queries"],
+        "routes": out["routes"],
+        "sub_answers": out["sub_answers"],
+        "answer": out["answer"],
+        "fallback_reason": out.get("fallback_reason"),
+        "timings": timings,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
