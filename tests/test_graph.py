@@ -245,3 +245,35 @@ async def test_concurrent_queries_share_device_capacity():
     await asyncio.gather(*(graph.ainvoke({"query": f"q{i}"}) for i in range(2)))
     # six 0.1 s sub-queries (plus six base-free aggregations) through two slots: >= 0.3 s
     assert time.perf_counter() - started >= 0.3
+
+
+@pytest.mark.parametrize("scheduler", ["eager", "waves"])
+def test_every_sub_query_is_its_own_node_in_the_subgraph_stream(scheduler):
+    seen = set()
+    for namespace, chunk in build(scheduler=scheduler).stream(
+        {"query": "q"}, stream_mode="updates", subgraphs=True
+    ):
+        if namespace:
+            seen.update(chunk)
+    assert {"sub_query_1", "sub_query_2", "sub_query_3"} <= seen
+
+
+@pytest.mark.parametrize("scheduler", ["eager", "waves"])
+async def test_resume_after_a_failure_reuses_checkpointed_sub_answers(scheduler):
+    chemistry, biology = FakeChat(label="chemistry"), FakeChat(label="biology", fail_times=1)
+    base = FakeChat(label="base", fail_times=1)
+    graph = create_compllm_graph(
+        decomposer=decomposer("<q>chem a</q><q>chem b</q><q>bio c #1 #2</q>"),
+        experts={"chemistry": chemistry, "biology": biology},
+        router=ROUTER,
+        base=base,
+        expert_policy=ExpertPolicy(retries=0),
+        scheduler=scheduler,
+    ).compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": scheduler}}
+    with pytest.raises(RuntimeError, match="base failed"):
+        await graph.ainvoke({"query": "q"}, config)  # biology fails, then base fails
+    assert len(chemistry.calls) == 2
+    out = await graph.ainvoke(None, config)
+    assert len(chemistry.calls) == 2, "finished sub-queries must not run again"
+    assert out["sub_answers"][2]["expert"] == "biology"
