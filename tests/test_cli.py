@@ -1,0 +1,50 @@
+import json
+
+from compllm_graph.cli import _run_streaming, build_parser, format_report, report_json
+from tests.test_graph import build
+
+
+def run(echo=False):
+    timings = {"load": 0.5}
+    out = _run_streaming(build(), "three things?", timings, echo=echo)
+    timings["total"] = 1.0
+    return out, timings
+
+
+def test_ask_report_shows_dag_routes_sub_answers_answer_and_times():
+    out, timings = run()
+    text = format_report(out, timings)
+    assert "Sub-queries (3, critical path 1):" in text
+    assert "[2] biology      0.90   (biology 0.90)" in text
+    assert "[3] mathematics " in text and " s: mathematics answer to: math three" in text
+    assert f"Answer: {out['answer']}" in text
+    assert set(timings) == {"load", "decompose", "route", "execute", "aggregate", "total"}
+
+
+def test_ask_json_has_the_documented_keys_and_is_serialisable():
+    out, timings = run()
+    data = json.loads(json.dumps(report_json(out, timings)))
+    assert set(data) == {
+        "query",
+        "sub_queries",
+        "routes",
+        "sub_answers",
+        "answer",
+        "fallback_reason",
+        "timings",
+    }
+    assert data["sub_queries"][0] == {"id": 1, "text": "chem one", "parents": []}
+
+
+def test_stream_flag_echoes_each_event(capsys):
+    run(echo=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "  · decomposed into 3 sub-queries"
+    assert any(line.startswith("  · route [1] -> chemistry (0.90)") for line in lines)
+    assert sum("start [" in line for line in lines) == 3
+    assert lines[-1].startswith("  · answer: base answer to")
+
+
+def test_parser_knows_ask_and_its_options():
+    args = build_parser().parse_args(["ask", "why?", "--json", "--scheduler", "waves"])
+    assert (args.question, args.json, args.scheduler) == ("why?", True, "waves")
