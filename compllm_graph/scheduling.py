@@ -201,13 +201,16 @@ def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> Pregel:
     Returns:
         A functional-API entrypoint; input `{"routes": [...]}`, output the list of all answers.
     """
-    tasks = {sq.id: task(name=_node_name(sq))(_eager_body(sq, run_sub_query)) for sq in query_graph}
+    tasks: dict[int, Any] = {}
+    for sq in query_graph:
+        as_task: Callable[[Any], Any] = task(name=_node_name(sq))
+        tasks[sq.id] = as_task(_eager_body(sq, run_sub_query))
     # Start order only matters for who reaches a device semaphore first; deepest first.
     start_order = sorted(query_graph.ids, key=lambda i: (-query_graph.remaining_depth[i], i))
 
     @entrypoint()
     async def execute_eager(inputs: dict) -> list[SubAnswer]:
-        routes = dict(zip(query_graph.ids, inputs["routes"], strict=False))
+        routes = dict(zip(query_graph.ids, inputs["routes"]))
         running: dict[int, asyncio.Future[SubAnswer]] = {}
 
         async def run(sq: SubQuery) -> SubAnswer:

@@ -178,5 +178,5 @@ def _record_fallbacks(
     reasons = {a["sub_query"]: a["fallback_reason"] for a in answers}
     return [
         replace(route, fallback_reason=reasons[sq.id]).to_dict()
-        for sq, route in zip(query_graph, routes, strict=False)
+        for sq, route in zip(query_graph, routes)
     ]

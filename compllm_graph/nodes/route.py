@@ -70,7 +70,7 @@ def make_route_node(router: Router, experts: set[str]) -> RunnableLambda:
                     f"given to create_compllm_graph ({sorted(experts)}); add it there"
                 )
         writer = get_stream_writer()
-        for sq, route_ in zip(query_graph, routes, strict=False):
+        for sq, route_ in zip(query_graph, routes):
             writer(
                 {
                     "event": "route",
