@@ -9,7 +9,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from compllm_graph import serve
+from compllm_graph.expert_store import commands as expert_commands
+from compllm_graph.models import commands as models_commands
 from compllm_graph.query_graph import QueryGraph
+from compllm_graph.training import commands as training_commands
 
 DEFAULT_QUESTION = (
     "Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?"
@@ -30,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compllm", description=__doc__)
     commands = parser.add_subparsers(title="commands")
     _add_ask(commands)
+    models_commands.register(commands)
+    expert_commands.register(commands)
+    training_commands.register(commands)
+    serve.register(commands)
+    evaluations = commands.add_parser("eval", help="reproduce the paper's tables").add_subparsers(
+        title="evaluations"
+    )
+    expert_commands.register_eval(evaluations)
+    training_commands.register_eval(evaluations)
     return parser
 
 

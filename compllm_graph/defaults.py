@@ -13,6 +13,9 @@ from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
 from compllm_graph.nodes.decompose import DECOMPOSER_PROMPT
 
 DEFAULT_MAX_NEW_TOKENS = 48
+DECOMPOSER_MAX_NEW_TOKENS = 128
+DECOMPOSER_STOP = ["</dep>"]
+"""The tagged format ends with the dependency list; generating past it is wasted time."""
 
 
 def default_decomposer(local_model: LocalModel) -> tuple[Runnable, str | None]:
@@ -23,12 +26,16 @@ def default_decomposer(local_model: LocalModel) -> tuple[Runnable, str | None]:
     """
     from compllm_graph import decomposer
 
-    if local_model.name == decomposer.BASE_MODEL and decomposer.ADAPTER_DIR.is_dir():
+    trained = (decomposer.ADAPTER_DIR / "adapter_model.safetensors").is_file()
+    if local_model.name == decomposer.BASE_MODEL and trained:
         if "decomposer" not in local_model.adapters:
             local_model.add_adapter("decomposer", decomposer.ADAPTER_DIR)
-        chat = local_model.chat_model(adapter="decomposer", max_new_tokens=128)
+        chat = local_model.chat_model(
+            adapter="decomposer", max_new_tokens=DECOMPOSER_MAX_NEW_TOKENS, stop=DECOMPOSER_STOP
+        )
         return chat, decomposer.DECOMPOSER_SYSTEM_PROMPT
-    return local_model.chat_model(max_new_tokens=128), DECOMPOSER_PROMPT
+    chat = local_model.chat_model(max_new_tokens=DECOMPOSER_MAX_NEW_TOKENS, stop=DECOMPOSER_STOP)
+    return chat, DECOMPOSER_PROMPT
 
 
 def build_default_graph(
