@@ -18,8 +18,8 @@ BASE_MODEL = "smollm2-135m-instruct"
 """The model alias the adapter was trained on."""
 
 DECOMPOSER_SYSTEM_PROMPT = (
-    "Split the question into simple sub-questions. Write each one as <q>...</q>, "
-    "using #k for the answer of sub-question k, then list the dependencies as <dep>i->j</dep>."
+    "Decompose the question into sub-questions <q>...</q>; #k is the answer of sub-question k. "
+    "Then list dependencies <dep>i->j</dep>."
 )
 """The system message the adapter was trained with; send it unchanged."""
 

@@ -1,0 +1,16 @@
+"""Expert store and router: experts' data centroids in FAISS, adapters, calibrated thresholds."""
+
+from compllm_graph.expert_store.demo import default_store_path, demo_store
+from compllm_graph.expert_store.router import ExpertRouter, ThresholdFit
+from compllm_graph.expert_store.store import CorruptStoreError, Expert, ExpertStore, StoreError
+
+__all__ = [
+    "CorruptStoreError",
+    "Expert",
+    "ExpertRouter",
+    "ExpertStore",
+    "StoreError",
+    "ThresholdFit",
+    "default_store_path",
+    "demo_store",
+]

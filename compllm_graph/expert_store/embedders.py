@@ -8,6 +8,7 @@ centres and L2-normalises them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -65,7 +66,7 @@ class HashingEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             words = _WORD.findall(text.lower())
-            for feature in [*words, *(f"{a} {b}" for a, b in zip(words, words[1:]))]:
+            for feature in [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]:
                 digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
                 value = int.from_bytes(digest, "little")
                 out[row, value % self.dim] += 1.0 if value >> 63 else -1.0
@@ -168,43 +169,56 @@ def pool_hidden_states(
     """Run the base decoder once over `texts` and pool its last hidden layer several ways.
 
     Texts are sorted by length so that batches carry little padding; padding is built here, so
-    tokenizers without a pad token work too.
+    tokenizers without a pad token work too. Each batch holds the model exclusively (adapters
+    are switched off meanwhile), so concurrent chat calls never see the change.
 
     Returns:
         One float32 array of shape (len(texts), hidden) per requested pooling.
     """
-    import torch
-
-    tokenizer, model = local_model.tokenizer, local_model.model
-    ids = [tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens] or [0]
-           for text in texts]
-    hidden = int(model.config.hidden_size)
+    tokenizer = local_model.tokenizer
+    # An empty text still needs one token; id 0 stands in.
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] or [0] for t in texts]
+    hidden = int(local_model.model.config.hidden_size)
     out = {p: np.zeros((len(texts), hidden), dtype=np.float32) for p in poolings}
     order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
-    device = next(model.parameters()).device
-    with torch.inference_mode(), _adapters_disabled(model):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            width = max(len(ids[i]) for i in rows)
-            input_ids = torch.zeros((len(rows), width), dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, i in enumerate(rows):
-                input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
-                mask[j, : len(ids[i])] = 1
-            states = model(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                output_hidden_states=True,
-            ).hidden_states[-1].float()
-            mask_f = mask.to(device).unsqueeze(-1).float()
-            lengths = mask.sum(dim=1)
-            pooled = {
-                "mean": (states * mask_f).sum(dim=1) / mask_f.sum(dim=1),
-                "last": states[torch.arange(len(rows)), (lengths - 1).to(device)],
-            }
-            for p in poolings:
-                out[p][rows] = pooled[p].cpu().numpy()
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        pooled = _pool_batch(local_model, [ids[i] for i in rows])
+        for p in poolings:
+            out[p][rows] = pooled[p]
     return out
+
+
+def _pool_batch(local_model: LocalModel, batch: list[list[int]]) -> dict[str, np.ndarray]:
+    """Mean and last-token pooling of one right-padded batch of token ids."""
+    import torch
+
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.zeros((len(batch), width), dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for j, ids in enumerate(batch):
+        input_ids[j, : len(ids)] = torch.tensor(ids)
+        mask[j, : len(ids)] = 1
+    with local_model.exclusive(), torch.inference_mode():
+        model = local_model.model  # read under the lock: adding an adapter replaces it
+        device = next(model.parameters()).device
+        with _adapters_disabled(model):
+            states = (
+                _decoder(model)(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+                .last_hidden_state.float()
+                .cpu()
+            )
+    weights = mask.unsqueeze(-1).float()
+    return {
+        "mean": ((states * weights).sum(dim=1) / weights.sum(dim=1)).numpy(),
+        "last": states[torch.arange(len(batch)), mask.sum(dim=1) - 1].numpy(),
+    }
+
+
+def _decoder(model: Any) -> Any:
+    """The transformer body without the LM head (its final norm included): no vocab logits."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()
 
 
 class _adapters_disabled:
@@ -223,6 +237,19 @@ class _adapters_disabled:
             self._ctx.__exit__(*exc)
 
 
+def check_spec(spec: str) -> None:
+    """Validate an embedder spec without loading any model.
+
+    Raises:
+        EmbedderError: the spec is malformed.
+    """
+    if spec != MINILM_SPEC and not _HASHING.match(spec) and not _DECODER.match(spec):
+        raise EmbedderError(
+            f"unknown embedder {spec!r}; use minilm, hashing:DIM, mean-pool:ALIAS or "
+            "last-token:ALIAS"
+        )
+
+
 def embedder_from_spec(spec: str, local_model: LocalModel | None = None) -> Embedder:
     """Build the embedder a spec names.
 
@@ -234,24 +261,21 @@ def embedder_from_spec(spec: str, local_model: LocalModel | None = None) -> Embe
     Raises:
         EmbedderError: unknown spec, or `local_model` is a different model than the spec names.
     """
+    check_spec(spec)
     if spec == MINILM_SPEC:
         return MiniLMEmbedder()
     if match := _HASHING.match(spec):
         return HashingEmbedder(int(match.group(1)))
-    if match := _DECODER.match(spec):
-        kind, alias = match.groups()
-        if local_model is None:
-            from compllm_graph.models import load_model
+    kind, alias = spec.split(":", 1)
+    if local_model is None:
+        from compllm_graph.models import load_model
 
-            local_model = load_model(alias)
-        elif local_model.name != alias:
-            raise EmbedderError(
-                f"the store embeds with {alias!r} but the model given is {local_model.name!r}"
-            )
-        return DecoderEmbedder(local_model, "mean" if kind == "mean-pool" else "last", alias)
-    raise EmbedderError(
-        f"unknown embedder {spec!r}; use minilm, hashing:DIM, mean-pool:ALIAS or last-token:ALIAS"
-    )
+        local_model = load_model(alias)
+    elif local_model.name != alias:
+        raise EmbedderError(
+            f"the store embeds with {alias!r} but the model given is {local_model.name!r}"
+        )
+    return DecoderEmbedder(local_model, "mean" if kind == "mean-pool" else "last", alias)
 
 
 __all__ = [
@@ -260,6 +284,7 @@ __all__ = [
     "EmbedderError",
     "HashingEmbedder",
     "MiniLMEmbedder",
+    "check_spec",
     "embedder_from_spec",
     "pool_hidden_states",
 ]

@@ -2,7 +2,7 @@
 
 from compllm_graph.models.catalogue import CATALOGUE, DEFAULT_MODEL
 from compllm_graph.models.chat import LocalChatModel
-from compllm_graph.models.fetch import ChecksumError, FetchError, fetch, home, is_cached
+from compllm_graph.models.download import ChecksumError, FetchError, fetch, home, is_cached
 from compllm_graph.models.loading import ModelLoadError, load_model
 from compllm_graph.models.local import AdapterError, LocalModel
 

@@ -28,6 +28,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" inside a mixed batch
 _IDLE_EXIT_S = 10.0  # the worker thread exits when idle this long and restarts on demand
 _seeded_groups = itertools.count()
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ class GenerationSettings:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (use do_sample=False for greedy), "
-                             f"got {self.temperature}")
+            raise ValueError(
+                f"temperature must be > 0 (use do_sample=False for greedy), got {self.temperature}"
+            )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
@@ -78,7 +80,8 @@ class Completion:
         text: generated text, cut before the first stop string, without special tokens.
         token_ids: generated token ids (including an end-of-sequence or stop-triggering token).
         prompt_tokens: length of the prompt in tokens.
-        finish_reason: ``"stop"`` (end of sequence or stop string) or ``"length"``.
+        finish_reason: ``"stop"`` (end of sequence or stop string), ``"length"``, or
+            ``"abandoned"`` (the caller stopped listening).
         batch_size: how many requests shared the ``generate`` call.
     """
 
@@ -100,6 +103,7 @@ class Request:
         stop: strings that end generation; the text is cut before the first one.
         on_text: called from the worker thread with each new piece of visible text (streaming).
         future: resolved with a :class:`Completion`, or the exception generation raised.
+        abandoned: set by a caller that stopped listening; its row stops at the next token.
     """
 
     prompt_ids: list[int]
@@ -108,6 +112,7 @@ class Request:
     stop: tuple[str, ...] = ()
     on_text: Callable[[str], None] | None = None
     future: Future[Completion] = field(default_factory=Future)
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 class _RowStopper(StoppingCriteria):
@@ -117,8 +122,9 @@ class _RowStopper(StoppingCriteria):
     ``max_new_tokens``; later tokens of that row (padding) are ignored.
     """
 
-    def __init__(self, tokenizer: Any, requests: Sequence[Request], prompt_len: int,
-                 eos_ids: set[int]) -> None:
+    def __init__(
+        self, tokenizer: Any, requests: Sequence[Request], prompt_len: int, eos_ids: set[int]
+    ) -> None:
         self.tokenizer = tokenizer
         self.requests = requests
         self.prompt_len = prompt_len
@@ -129,7 +135,7 @@ class _RowStopper(StoppingCriteria):
         self.reasons = ["length"] * len(requests)
         self.emitted = [0] * len(requests)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         for row, request in enumerate(self.requests):
             if not self.done[row]:
                 self._advance(row, request, int(input_ids[row, -1]))
@@ -138,6 +144,9 @@ class _RowStopper(StoppingCriteria):
     def _advance(self, row: int, request: Request, token: int) -> None:
         tokens = self.tokens[row]
         tokens.append(token)
+        if request.abandoned.is_set():
+            self._finish(row, request, "abandoned")
+            return
         if token in self.eos_ids:
             self._finish(row, request, "stop")
             return
@@ -161,7 +170,11 @@ class _RowStopper(StoppingCriteria):
     def _emit(self, row: int, request: Request, upto: int) -> None:
         """Send newly visible text to a streaming caller."""
         if request.on_text is not None and upto > self.emitted[row]:
-            request.on_text(self.texts[row][self.emitted[row]:upto])
+            try:
+                request.on_text(self.texts[row][self.emitted[row] : upto])
+            except Exception:  # a vanished listener (e.g. closed loop) must not fail the batch
+                request.on_text = None
+                request.abandoned.set()
             self.emitted[row] = upto
 
 
@@ -175,7 +188,7 @@ def _safe_prefix(text: str, stops: Sequence[str]) -> int:
     hold = 0
     for stop in stops:
         for size in range(min(len(stop) - 1, end), 0, -1):
-            if text[end - size:end] == stop[:size]:
+            if text[end - size : end] == stop[:size]:
                 hold = max(hold, size)
                 break
     return end - hold
@@ -185,15 +198,23 @@ class Batcher:
     """Owns the model on one worker thread and runs coalesced requests.
 
     Args:
-        model: a transformers causal LM or a peft ``PeftModel`` wrapping one.
+        model_getter: returns the current model (a transformers causal LM, or the peft
+            ``PeftModel`` wrapping it once adapters are loaded).
         tokenizer: its tokenizer (used for padding ids and decoding).
         lock: held while generating; hold it to change the model (e.g. load an adapter).
         max_batch_size: most requests per ``generate`` call.
         max_wait_ms: after the first request arrives, how long to wait for company.
     """
 
-    def __init__(self, model_getter: Callable[[], Any], tokenizer: Any, lock: threading.RLock,
-                 *, max_batch_size: int = 8, max_wait_ms: float = 5.0) -> None:
+    def __init__(
+        self,
+        model_getter: Callable[[], Any],
+        tokenizer: Any,
+        lock: threading.RLock,
+        *,
+        max_batch_size: int = 8,
+        max_wait_ms: float = 5.0,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
@@ -213,12 +234,22 @@ class Batcher:
         with self._state:
             self._queue.put(request)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="compllm-batcher",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._work, name="compllm-batcher", daemon=True
+                )
                 self._thread.start()
         return request.future
 
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:
+            # Whatever ended this thread, let the next submit start a fresh one.
+            with self._state:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _serve(self) -> None:
         while True:
             try:
                 first = self._queue.get(timeout=_IDLE_EXIT_S)
@@ -262,13 +293,17 @@ class Batcher:
             request.future.set_result(completion)
 
     def generate(self, group: Sequence[Request]) -> list[Completion]:
-        """Run one left-padded ``generate`` call for compatible requests (worker thread only)."""
+        """Run one left-padded ``generate`` call for compatible requests, holding the model lock.
+
+        The worker calls this for each group; tests and benchmarks call it directly to get a
+        batch of exactly ``group``.
+        """
         width = max(len(r.prompt_ids) for r in group)
         input_ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(group), width), dtype=torch.long)
         for row, request in enumerate(group):
-            input_ids[row, width - len(request.prompt_ids):] = torch.tensor(request.prompt_ids)
-            attention[row, width - len(request.prompt_ids):] = 1
+            input_ids[row, width - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids)
+            attention[row, width - len(request.prompt_ids) :] = 1
         stopper = _RowStopper(self._tokenizer, group, width, self.eos_ids)
         settings = group[0].settings
         config = GenerationConfig(
@@ -287,23 +322,37 @@ class Batcher:
             extra: dict[str, Any] = {}
             if hasattr(model, "peft_config"):
                 extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in group]
-            model.generate(input_ids=input_ids, attention_mask=attention,
-                           generation_config=config,
-                           stopping_criteria=StoppingCriteriaList([stopper]), **extra)
+            model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([stopper]),
+                **extra,
+            )
         return [
-            Completion(text=stopper.texts[row], token_ids=stopper.tokens[row],
-                       prompt_tokens=len(request.prompt_ids), finish_reason=stopper.reasons[row],
-                       batch_size=len(group))
+            Completion(
+                text=stopper.texts[row],
+                token_ids=stopper.tokens[row],
+                prompt_tokens=len(request.prompt_ids),
+                finish_reason=stopper.reasons[row],
+                batch_size=len(group),
+            )
             for row, request in enumerate(group)
         ]
 
 
 def _special_ids(tokenizer: Any, model: Any) -> tuple[int, set[int]]:
-    """Padding id and end-of-sequence ids, from the generation config or the tokenizer."""
+    """Padding id and the ids that end an assistant turn.
+
+    GGUF-derived configs sometimes name only ``<|endoftext|>`` as end of sequence while the chat
+    template closes turns with another token (Qwen's ``<|im_end|>``), so known end-of-turn
+    tokens present in the vocabulary count too.
+    """
     eos: Any = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+    candidates = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id]
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    candidates += [vocab[token] for token in _END_OF_TURN if token in vocab]
+    eos_ids = {int(e) for e in candidates if e is not None}
     if not eos_ids:
         raise ValueError("the tokenizer defines no end-of-sequence token")
     pad = tokenizer.pad_token_id

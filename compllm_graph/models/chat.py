@@ -1,8 +1,8 @@
 """``LocalChatModel``: a LangChain chat model served by a :class:`LocalModel`'s batcher.
 
-This replaces ``langchain_huggingface.ChatHuggingFace`` for local models: ChatHuggingFace cannot
-be awaited (its async path runs the blocking pipeline call) and sends one prompt per
-``generate`` call, so concurrent graph nodes never share a forward pass. Here every call goes
+This replaces ``langchain_huggingface.ChatHuggingFace`` for local models: over a local
+``HuggingFacePipeline`` it cannot be awaited (``ainvoke`` raises NotImplementedError) and sends one
+prompt per ``generate`` call, so concurrent graph nodes never share a forward pass. Here every call goes
 through the model's micro-batcher and concurrent calls - from threads or from any event loop -
 share one mixed-adapter ``generate``.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
@@ -52,18 +52,31 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.local.name, "adapter": self.adapter,
-                **{key: getattr(self, key) for key in _SETTINGS}}
+        return {
+            "model": self.local.name,
+            "adapter": self.adapter,
+            **{key: getattr(self, key) for key in _SETTINGS},
+        }
 
-    def _request(self, messages: list[BaseMessage], stop: list[str] | None,
-                 overrides: dict[str, Any], on_text: Any = None) -> Request:
+    def _request(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        overrides: dict[str, Any],
+        on_text: Any = None,
+    ) -> Request:
         unknown = set(overrides) - set(_SETTINGS)
         if unknown:
             raise TypeError(f"unsupported generation arguments: {sorted(unknown)}")
         settings = GenerationSettings(**{k: overrides.get(k, getattr(self, k)) for k in _SETTINGS})
         stops = tuple(s for s in (*(self.stop or ()), *(stop or ())) if s)
-        return Request(prompt_ids=self.local.encode_chat(messages), adapter=self.adapter,
-                       settings=settings, stop=stops, on_text=on_text)
+        return Request(
+            prompt_ids=self.local.encode_chat(messages),
+            adapter=self.adapter,
+            settings=settings,
+            stop=stops,
+            on_text=on_text,
+        )
 
     def _metadata(self, completion: Completion) -> dict[str, Any]:
         return {
@@ -79,56 +92,90 @@ class LocalChatModel(BaseChatModel):
         }
 
     @staticmethod
-    def _usage(completion: Completion) -> dict[str, int]:
+    def _usage(completion: Completion) -> UsageMetadata:
         generated = len(completion.token_ids)
-        return {"input_tokens": completion.prompt_tokens, "output_tokens": generated,
-                "total_tokens": completion.prompt_tokens + generated}
+        return {
+            "input_tokens": completion.prompt_tokens,
+            "output_tokens": generated,
+            "total_tokens": completion.prompt_tokens + generated,
+        }
 
     def _result(self, completion: Completion) -> ChatResult:
-        message = AIMessage(content=completion.text, response_metadata=self._metadata(completion),
-                            usage_metadata=self._usage(completion))  # type: ignore[arg-type]
-        generation = ChatGeneration(message=message,
-                                    generation_info={"finish_reason": completion.finish_reason})
+        message = AIMessage(
+            content=completion.text,
+            response_metadata=self._metadata(completion),
+            usage_metadata=self._usage(completion),
+        )
+        generation = ChatGeneration(
+            message=message, generation_info={"finish_reason": completion.finish_reason}
+        )
         return ChatResult(generations=[generation])
 
     def _final_chunk(self, completion: Completion) -> ChatGenerationChunk:
-        chunk = AIMessageChunk(content="", response_metadata=self._metadata(completion),
-                               usage_metadata=self._usage(completion))  # type: ignore[arg-type]
-        return ChatGenerationChunk(message=chunk,
-                                   generation_info={"finish_reason": completion.finish_reason})
+        chunk = AIMessageChunk(
+            content="",
+            response_metadata=self._metadata(completion),
+            usage_metadata=self._usage(completion),
+        )
+        return ChatGenerationChunk(
+            message=chunk, generation_info={"finish_reason": completion.finish_reason}
+        )
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         request = self._request(messages, stop, kwargs)
         return self._result(self.local.batcher.submit(request).result())
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                         **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         request = self._request(messages, stop, kwargs)
         # wrap_future resolves on *this* loop via call_soon_threadsafe; cancelling the await
-        # cancels the request if the worker has not started it yet.
-        completion = await asyncio.wrap_future(self.local.batcher.submit(request))
+        # drops a queued request, and `abandoned` stops one that is already generating.
+        try:
+            completion = await asyncio.wrap_future(self.local.batcher.submit(request))
+        except asyncio.CancelledError:
+            request.abandoned.set()
+            raise
         return self._result(completion)
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
         request = self._request(messages, stop, kwargs, on_text=pieces.put)
         future = self.local.batcher.submit(request)
         future.add_done_callback(lambda _: pieces.put(_DONE))
-        while (piece := pieces.get()) is not _DONE:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
-            if run_manager is not None:
-                run_manager.on_llm_new_token(piece, chunk=chunk)
-            yield chunk
+        try:
+            while (piece := pieces.get()) is not _DONE:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+        finally:
+            request.abandoned.set()  # no-op once finished; stops the row if the reader left
         yield self._final_chunk(future.result())
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -138,14 +185,15 @@ class LocalChatModel(BaseChatModel):
         request = self._request(messages, stop, kwargs, on_text=deliver)
         future = self.local.batcher.submit(request)
         future.add_done_callback(lambda _: deliver(_DONE))
-        while (piece := await pieces.get()) is not _DONE:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(piece, chunk=chunk)
-            yield chunk
+        try:
+            while (piece := await pieces.get()) is not _DONE:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+        finally:
+            request.abandoned.set()  # no-op once finished; stops the row if the reader left
         yield self._final_chunk(await asyncio.wrap_future(future))
-
-
 
 
 __all__ = ["LocalChatModel"]

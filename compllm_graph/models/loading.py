@@ -18,7 +18,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from compllm_graph.models.catalogue import CATALOGUE
-from compllm_graph.models.fetch import fetch, gguf_path, home, is_cached, model_dir, sha256_file
+from compllm_graph.models.download import fetch, gguf_path, home, is_cached, model_dir, sha256_file
 from compllm_graph.models.local import LocalModel
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -29,8 +29,13 @@ class ModelLoadError(RuntimeError):
     """A model name or path could not be resolved or loaded."""
 
 
-def load_model(name_or_path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32,
-               max_batch_size: int = 8, max_wait_ms: float = 5.0) -> LocalModel:
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype = torch.float32,
+    max_batch_size: int = 8,
+    max_wait_ms: float = 5.0,
+) -> LocalModel:
     """Load a causal LM and its tokenizer as a :class:`LocalModel`.
 
     Args:
@@ -72,8 +77,9 @@ def load_model(name_or_path: str | os.PathLike[str], *, dtype: torch.dtype = tor
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load {text!r}: {exc}") from exc
-    return LocalModel(model, tokenizer, name=name, max_batch_size=max_batch_size,
-                      max_wait_ms=max_wait_ms)
+    return LocalModel(
+        model, tokenizer, name=name, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms
+    )
 
 
 def _alias_folder(alias: str) -> Path:
@@ -111,20 +117,31 @@ def _convert(gguf: Path, folder: Path, digest: str) -> Path:
     """
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not read GGUF {gguf}: {exc}") from exc
+    # The weights are already dequantised to fp32; drop the GGUF quantizer so transformers
+    # agrees to save them as plain safetensors.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        stamp = {"gguf": gguf.name, "gguf_sha256": digest,
-                 "transformers": transformers.__version__}
+        stamp = {"gguf": gguf.name, "gguf_sha256": digest, "transformers": transformers.__version__}
         (tmp / _STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        if folder.exists() and not _stamp_matches(folder, digest):
+            shutil.rmtree(folder)  # a copy without a matching stamp is never trusted
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            # Another process finished the same conversion first; its copy is as good as ours.
+            if not _stamp_matches(folder, digest):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import threading
+import warnings
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +35,15 @@ class LocalModel:
         name: alias, folder name or hub id the model was loaded from.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str, max_batch_size: int = 8,
-                 max_wait_ms: float = 5.0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_batch_size: int = 8,
+        max_wait_ms: float = 5.0,
+    ) -> None:
         """Wrap an already loaded model.
 
         Args:
@@ -50,8 +59,13 @@ class LocalModel:
         self.name = name
         self._adapters: dict[str, Path] = {}
         self._lock = threading.RLock()
-        self.batcher = Batcher(lambda: self._model, tokenizer, self._lock,
-                               max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+        self.batcher = Batcher(
+            lambda: self._model,
+            tokenizer,
+            self._lock,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+        )
 
     def __repr__(self) -> str:
         return f"LocalModel(name={self.name!r}, adapters={list(self._adapters)})"
@@ -60,6 +74,14 @@ class LocalModel:
     def model(self) -> Any:
         """The transformers module, wrapped in a peft ``PeftModel`` once an adapter is added."""
         return self._model
+
+    def exclusive(self) -> AbstractContextManager[Any]:
+        """Hold the model away from the batch worker, e.g. ``with local.exclusive(): ...``.
+
+        Use it around any direct use of :attr:`model` that changes adapter state (such as
+        ``disable_adapter()``), so that concurrent chat calls never see the change.
+        """
+        return self._lock
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -81,16 +103,20 @@ class LocalModel:
         from peft import PeftModel
 
         # The lock keeps the batch worker out of the model while peft injects layers.
-        with self._lock:
+        with self._lock, warnings.catch_warnings():
+            # peft 0.21 calls a transformers 5 API deprecated for v6; not actionable here.
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
             try:
                 if isinstance(self._model, PeftModel):
                     self._model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
                 else:
-                    self._model = PeftModel.from_pretrained(self._model, str(folder),
-                                                            adapter_name=name)
+                    self._model = PeftModel.from_pretrained(
+                        self._model, str(folder), adapter_name=name
+                    )
             except (ValueError, RuntimeError, KeyError) as exc:
-                raise AdapterError(f"adapter {name!r} at {folder} does not fit {self.name}: "
-                                   f"{exc}") from exc
+                raise AdapterError(
+                    f"adapter {name!r} at {folder} does not fit {self.name}: {exc}"
+                ) from exc
             self._model.eval()
             self._adapters[name] = folder
 
@@ -108,8 +134,10 @@ class LocalModel:
         from compllm_graph.models.chat import LocalChatModel
 
         if adapter is not None and adapter not in self._adapters:
-            raise AdapterError(f"unknown adapter {adapter!r} for {self.name}; "
-                               f"loaded: {sorted(self._adapters) or 'none'}")
+            raise AdapterError(
+                f"unknown adapter {adapter!r} for {self.name}; "
+                f"loaded: {sorted(self._adapters) or 'none'}"
+            )
         return LocalChatModel(local=self, adapter=adapter, **generation)
 
     def encode_chat(self, messages: Sequence[BaseMessage]) -> list[int]:
@@ -119,8 +147,9 @@ class LocalModel:
         """
         turns = [{"role": _ROLES.get(m.type, m.type), "content": m.text} for m in messages]
         if getattr(self.tokenizer, "chat_template", None):
-            prompt = self.tokenizer.apply_chat_template(turns, tokenize=False,
-                                                        add_generation_prompt=True)
+            prompt = self.tokenizer.apply_chat_template(
+                turns, tokenize=False, add_generation_prompt=True
+            )
         else:
             prompt = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
         return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -129,16 +158,20 @@ class LocalModel:
 def _check_adapter(name: str, folder: Path, loaded: dict[str, Path]) -> Path:
     """Validate an adapter name and folder before peft touches it."""
     if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or name == BASE_ADAPTER:
-        raise AdapterError(f"unsafe adapter name {name!r}: use a letter followed by letters, "
-                           "digits, '_' or '-' (at most 64 characters)")
+        raise AdapterError(
+            f"unsafe adapter name {name!r}: use a letter followed by letters, "
+            "digits, '_' or '-' (at most 64 characters)"
+        )
     if name in loaded:
         raise AdapterError(f"adapter {name!r} is already loaded (from {loaded[name]})")
     if not folder.is_dir():
         raise AdapterError(f"adapter folder {folder} does not exist")
     if not (folder / "adapter_model.safetensors").is_file():
         if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
-            raise AdapterError(f"{folder} holds pickle weights (.bin/.pt); only safetensors "
-                               "adapters are loaded: re-save with safe_serialization=True")
+            raise AdapterError(
+                f"{folder} holds pickle weights (.bin/.pt); only safetensors "
+                "adapters are loaded: re-save with safe_serialization=True"
+            )
         raise AdapterError(f"{folder} has no adapter_model.safetensors")
     try:
         config = json.loads((folder / "adapter_config.json").read_text())

@@ -165,7 +165,11 @@ def load_break(path: Path) -> list[DecompositionExample]:
         if missing:
             raise DatasetFormatError(f"{path}: not a Break QDMR CSV, missing columns {missing}")
         rows = [
-            (r["question_id"], r["question_text"], [break_step(s) for s in r["decomposition"].split(";")])
+            (
+                r["question_id"],
+                r["question_text"],
+                [break_step(step) for step in r["decomposition"].split(";")],
+            )
             for r in reader
         ]
     return list(_examples(rows, "break"))

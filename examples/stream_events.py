@@ -1,0 +1,60 @@
+"""Streaming Comp-LLM's progress to a terminal with `stream_mode="custom"`.
+
+Every node writes events as it works: the decomposition, each sub-query's route and score, each
+sub-answer as soon as it is ready (sub-queries run concurrently, so they may finish out of
+order), and the final answer.
+
+    python examples/stream_events.py [--max-new-tokens 48] ["your question"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from compllm_graph.defaults import build_default_graph
+
+QUESTION = "Which organelle makes most of a cell's ATP, and what is 12 times 11?"
+
+
+def show(event: dict, started: float) -> None:
+    """Print one custom event as a terminal line."""
+    clock = f"[{time.perf_counter() - started:6.1f} s]"
+    kind = event.get("event")
+    if kind == "decomposition":
+        print(f"{clock} decomposed into {len(event['sub_queries'])} sub-queries")
+        for sq in event["sub_queries"]:
+            after = f" (after {', '.join(map(str, sq['parents']))})" if sq["parents"] else ""
+            print(f"           {sq['id']}. {sq['text']}{after}")
+        if event.get("fallback_reason"):
+            print(f"           fallback: {event['fallback_reason']}")
+    elif kind == "route":
+        expert = event["expert"] or "base model"
+        print(f"{clock} sub-query {event['sub_query']} -> {expert} (score {event['score']:.2f})")
+    elif kind == "sub_query_start":
+        print(f"{clock} sub-query {event['sub_query']} started")
+    elif kind == "sub_query_end":
+        print(
+            f"{clock} sub-query {event['sub_query']} answered in {event['seconds']:.1f} s: "
+            f"{event['answer']!r}"
+        )
+    elif kind == "answer":
+        print(f"{clock} final answer: {event['answer']}")
+    else:
+        print(f"{clock} {event}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("question", nargs="?", default=QUESTION)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    args = parser.parse_args()
+    graph = build_default_graph(max_new_tokens=args.max_new_tokens).compile()
+    print(f"Question: {args.question}")
+    started = time.perf_counter()
+    for event in graph.stream({"query": args.question}, stream_mode="custom"):
+        show(event, started)
+
+
+if __name__ == "__main__":
+    main()

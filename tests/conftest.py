@@ -1,0 +1,25 @@
+"""Shared fixtures: the real SmolLM2 model, loaded once per test session when it is cached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from compllm_graph.models import DEFAULT_MODEL, LocalModel, is_cached, load_model
+
+
+def require_smollm2() -> None:
+    """Skip the calling test unless SmolLM2 has been fetched (tests never download)."""
+    if not is_cached(DEFAULT_MODEL):
+        pytest.skip(
+            f"{DEFAULT_MODEL} is not cached: run `compllm models fetch {DEFAULT_MODEL}` "
+            "(`make test` does this before pytest)"
+        )
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Iterator[LocalModel]:
+    """The embedded default model (SmolLM2-135M-Instruct), loaded once for the session."""
+    require_smollm2()
+    yield load_model(DEFAULT_MODEL)

@@ -1,0 +1,69 @@
+"""Smoke tests: every script in examples/ runs on the embedded default and prints its result.
+
+Each runs in a subprocess, as a user would run it, with short answers to stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_smollm2
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TOKENS = ["--max-new-tokens", "12"]
+
+
+def run_example(name: str, *args: str) -> str:
+    require_smollm2()
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *TOKENS, *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=EXAMPLES.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_graph_as_node() -> None:
+    out = run_example("graph_as_node.py")
+    assert out.count("Comp-LLM: ") == 2
+    assert "(conversation now has 2 messages)" in out
+    assert "(conversation now has 4 messages)" in out  # the second turn kept the first
+    assert "History: ['human', 'ai', 'human', 'ai']" in out
+
+
+def test_chain_with_agent(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jsonl"
+    out = run_example("chain_with_agent.py", "--notes", str(notes))
+    assert f"Tool: saved to {notes}" in out
+    note = json.loads(notes.read_text())
+    assert f"Comp-LLM: {note['answer']}" in out
+    assert f"Reviewer: {note['review']}" in out
+    assert note["answer"] and note["review"]
+
+
+def test_mixed_experts() -> None:
+    out = run_example("mixed_experts.py")
+    assert "chemistry   -> remote 'smollm2-135m-instruct' at http://127.0.0.1:" in out
+    assert "mathematics -> local LoRA adapter 'mathematics'" in out
+    assert "\nAnswer: " in out
+    assert "chemistry (remote) says: " in out
+
+
+def test_stream_events() -> None:
+    out = run_example("stream_events.py", "What is 2 plus 2?")
+    lines = out.splitlines()
+    assert lines[0] == "Question: What is 2 plus 2?"
+    assert "decomposed into" in lines[1]
+    assert any(" -> " in line and "(score " in line for line in lines)
+    assert any("answered in" in line for line in lines)
+    assert "final answer: " in lines[-1]
