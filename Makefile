@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
 
-.PHONY: setup models demo test lint bench studio clean
+.PHONY: setup models demo test lint bench studio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,9 +34,15 @@ test: models lint
 
 bench: models
 	$(BIN)/python benchmarks/scheduling.py
+	$(BIN)/python benchmarks/batching.py
+	$(BIN)/python benchmarks/routing.py
+	$(BIN)/python benchmarks/serving.py
 
 studio: models
-	$(BIN)/langgraph dev --host 127.0.0.1
+	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --host 127.0.0.1
+
+serve: models
+	$(BIN)/compllm serve --model smollm2-135m-instruct --port 8000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

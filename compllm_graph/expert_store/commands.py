@@ -120,13 +120,20 @@ def register_eval(eval_subparsers: Any) -> None:
     routing.add_argument(
         "--model", default="smollm2-135m-instruct", help="decoder for mean-pool and last-token"
     )
-    routing.add_argument("--chart", type=Path, default=Path("runs/routing_eval.png"))
+    routing.add_argument(
+        "--chart",
+        type=Path,
+        default=Path("runs/routing_eval.png"),
+        help="where to write the PNG chart (default runs/routing_eval.png)",
+    )
     routing.add_argument(
         "--cache",
         type=Path,
         help="embedding cache folder (default $COMPLLM_HOME/cache/routing_eval)",
     )
-    routing.add_argument("--json", action="store_true")
+    routing.add_argument(
+        "--json", action="store_true", help="end with the table as one JSON object"
+    )
     routing.set_defaults(func=_eval_routing)
 
 

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
-    """Add `decomposition` to the `compllm eval` group."""
+    """Add `decomposition` and `decomposition-table` to the `compllm eval` group."""
     ev = eval_subparsers.add_parser(
         "decomposition", help="decomposition F1 of a decomposer on MuSiQue, StrategyQA or Break"
     )
@@ -39,7 +39,9 @@ def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--few-shot", action="store_true", help="prompt with the few-shot prompt")
     ev.add_argument("--constrained", action="store_true", help="decode with the tag grammar")
     ev.add_argument(
-        "--split", choices=("train", "validation", "test", "all"), default="test",
+        "--split",
+        choices=("train", "validation", "test", "all"),
+        default="test",
         help="which deterministic split of the file to score (default: test)",
     )
     ev.add_argument("--limit", type=int, default=None, help="score the first N examples")
@@ -49,9 +51,23 @@ def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", action="store_true", help="end with one JSON object")
     ev.set_defaults(func=run_eval_decomposition)
 
+    table = eval_subparsers.add_parser(
+        "decomposition-table",
+        help="Table 1: few-shot vs SFT decomposer on the MuSiQue and Break test splits",
+    )
+    table.add_argument("--model", default=DEFAULT_BASE, help="base model alias or path")
+    table.add_argument("--adapter", default="shipped", help="SFT adapter folder or 'shipped'")
+    table.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    table.add_argument("--limit", type=int, default=100, help="test examples per dataset")
+    table.add_argument("--batch-size", type=int, default=8)
+    table.add_argument("--constrained", action="store_true", help="add SFT + tag grammar")
+    table.add_argument("--json", action="store_true", help="end with one JSON object")
+    table.set_defaults(func=run_eval_table)
+
 
 def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
     from compllm_graph.training.decomposer_sft import DEFAULT_WEIGHTS
+
     lora, opt = LoraSettings(), TrainSettings()
     p = kinds.add_parser("decomposer", help="SFT a decomposer adapter (LoRA)")
     p.add_argument("--base", default=DEFAULT_BASE, help="base model alias or path")
@@ -102,14 +118,18 @@ def _add_optimisation_args(
     p.add_argument("--lora-alpha", type=int, default=lora.alpha)
     p.add_argument("--lora-dropout", type=float, default=lora.dropout)
     p.add_argument(
-        "--lora-top-layers", type=int, default=lora.top_layers,
+        "--lora-top-layers",
+        type=int,
+        default=lora.top_layers,
         help="adapt only the last N layers (cheaper steps); default: all layers",
     )
 
 
 def _settings(args: argparse.Namespace) -> tuple[LoraSettings, TrainSettings]:
     lora = LoraSettings(
-        r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+        r=args.lora_r,
+        alpha=args.lora_alpha,
+        dropout=args.lora_dropout,
         top_layers=args.lora_top_layers,
     )
     opt = TrainSettings(
@@ -170,8 +190,13 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
     command = shlex.join(["compllm", *sys.argv[1:]])
     try:
         record = train_decomposer(
-            local.model, local.tokenizer, plan, args.out, base=args.base,
-            resume=args.resume, command=command,
+            local.model,
+            local.tokenizer,
+            plan,
+            args.out,
+            base=args.base,
+            resume=args.resume,
+            command=command,
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -220,19 +245,30 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
         processor = tag_grammar_factory(local.tokenizer)
     with tqdm(total=len(examples), desc="decompose", unit="q") as bar:
         report, outputs = evaluate(
-            model, local.tokenizer, examples, few_shot=args.few_shot,
-            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-            logits_processor=processor, progress=bar.update,
+            model,
+            local.tokenizer,
+            examples,
+            few_shot=args.few_shot,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            logits_processor=processor,
+            progress=bar.update,
         )
     if args.outputs is not None:
         with args.outputs.open("w", encoding="utf-8") as handle:
             for example, output in zip(examples, outputs):
-                row = {"qid": example.qid, "question": example.question,
-                       "gold": example.target, "output": output}
+                row = {
+                    "qid": example.qid,
+                    "question": example.question,
+                    "gold": example.target,
+                    "output": output,
+                }
                 handle.write(json.dumps(row) + "\n")
     label = "few-shot" if args.few_shot else f"adapter {adapter}" if adapter else "no adapter"
-    print(f"{args.file.name} [{args.split}] {args.model}, {label}"
-          f"{', constrained' if args.constrained else ''}")
+    print(
+        f"{args.file.name} [{args.split}] {args.model}, {label}"
+        f"{', constrained' if args.constrained else ''}"
+    )
     for key, value in report.as_dict().items():
         print(f"  {key:<15} {value:.3f}" if isinstance(value, float) else f"  {key:<15} {value}")
     if args.json:
@@ -267,9 +303,16 @@ def run_train_expert(args: argparse.Namespace) -> int:
     local = load_model(args.base)
     try:
         record = train_expert(
-            local.model, local.tokenizer, texts, out, base=args.base,
-            lora=lora, settings=opt, max_length=args.max_length,
-            resume=args.resume, command=shlex.join(["compllm", *sys.argv[1:]]),
+            local.model,
+            local.tokenizer,
+            texts,
+            out,
+            base=args.base,
+            lora=lora,
+            settings=opt,
+            max_length=args.max_length,
+            resume=args.resume,
+            command=shlex.join(["compllm", *sys.argv[1:]]),
         )
         store = (
             ExpertStore.open(store_path) if store_path.exists() else ExpertStore.create(store_path)
@@ -280,9 +323,52 @@ def run_train_expert(args: argparse.Namespace) -> int:
     except (ValueError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"expert {expert.name!r} trained ({record['steps']} steps, "
-          f"loss {record['loss']['first']} -> {record['loss']['last']}) and added to {store_path}")
+    print(
+        f"expert {expert.name!r} trained ({record['steps']} steps, "
+        f"loss {record['loss']['first']} -> {record['loss']['last']}) and added to {store_path}"
+    )
     if args.json:
-        print(json.dumps({"name": args.name, "adapter": str(out), "store": str(store_path),
-                          **{k: record[k] for k in ("steps", "wall_time_s", "loss")}}))
+        print(
+            json.dumps(
+                {
+                    "name": args.name,
+                    "adapter": str(out),
+                    "store": str(store_path),
+                    **{k: record[k] for k in ("steps", "wall_time_s", "loss")},
+                }
+            )
+        )
+    return 0
+
+
+def run_eval_table(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from compllm_graph.models import load_model
+    from compllm_graph.training.table import TABLE_DATASETS, decomposition_table, format_table
+
+    if not args.data_dir.is_dir():
+        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+        return 2
+    adapter = _adapter_dir(argparse.Namespace(adapter=args.adapter, few_shot=False))
+    if adapter is None:
+        print("error: the table compares against an SFT adapter; give its folder", file=sys.stderr)
+        return 2
+    local = load_model(args.model)
+    runs = len(TABLE_DATASETS) * (3 if args.constrained else 2)
+    with tqdm(total=runs * args.limit, desc="decompose", unit="q") as bar:
+        table = decomposition_table(
+            local,
+            adapter,
+            args.data_dir,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            constrained=args.constrained,
+            progress=bar.update,
+        )
+    print(format_table(table))
+    if args.json:
+        print(
+            json.dumps({d: {m: r.as_dict() for m, r in rows.items()} for d, rows in table.items()})
+        )
     return 0

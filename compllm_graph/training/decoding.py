@@ -204,10 +204,14 @@ class _Vocabulary:
         # Tokens that may be part of a tag, a reference or an edge are checked against the
         # grammar in each state; the rest are safe inside <q> (new lines are never allowed).
         self.checked = [
-            i for i in ids
+            i
+            for i in ids
             if "\n" not in texts[i]
-            and (any(c in "<>#/" for c in texts[i]) or texts[i][0].isdigit()
-                 or texts[i] in _TAG_LETTERS)
+            and (
+                any(c in "<>#/" for c in texts[i])
+                or texts[i][0].isdigit()
+                or texts[i] in _TAG_LETTERS
+            )
         ]
         checked = set(self.checked)
         safe = [i for i in ids if i not in checked and "\n" not in texts[i]]

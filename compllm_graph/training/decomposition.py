@@ -85,9 +85,7 @@ def encode_example(
     answer = [*answer, tokenizer.eos_token_id]
     if len(prompt) + len(answer) > max_length:
         return None
-    return Encoded(
-        input_ids=prompt + answer, labels=[IGNORE_INDEX] * len(prompt) + answer
-    )
+    return Encoded(input_ids=prompt + answer, labels=[IGNORE_INDEX] * len(prompt) + answer)
 
 
 def generate(

@@ -87,9 +87,7 @@ def score_graph(predicted: QueryGraph, gold: QueryGraph) -> ExampleScore:
         for r, c in zip(rows, cols)
         if similarity[r, c] > 0
     }
-    predicted_edges = {
-        (rename.get(p, -p), rename.get(c, -c)) for p, c in predicted.edges
-    }
+    predicted_edges = {(rename.get(p, -p), rename.get(c, -c)) for p, c in predicted.edges}
     gold_edges = set(gold.edges)
     return ExampleScore(
         subquery_f1=_harmonic(matched, len(predicted), len(gold)),

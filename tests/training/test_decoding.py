@@ -35,15 +35,36 @@ def test_maximum_number_of_sub_queries() -> None:
 
 
 # A toy vocabulary: characters and a few multi-character pieces, as a BPE tokenizer has.
-TOKENS = ["<eos>", "<", "q", ">", "</", "><", "dep", "1", "2", "->", ",", " ", "a", "b", "?",
-          "</q>", "\n", "x<", "#"]
+TOKENS = [
+    "<eos>",
+    "<",
+    "q",
+    ">",
+    "</",
+    "><",
+    "dep",
+    "1",
+    "2",
+    "->",
+    ",",
+    " ",
+    "a",
+    "b",
+    "?",
+    "</q>",
+    "\n",
+    "x<",
+    "#",
+]
 EOS = 0
 
 
 def toy_processor() -> TagGrammarProcessor:
     vocabulary = _Vocabulary(TOKENS, special_ids={EOS})
     return TagGrammarProcessor(
-        vocabulary, EOS, prompt_width=0,
+        vocabulary,
+        EOS,
+        prompt_width=0,
         decode=lambda ids: "".join(TOKENS[i] for i in ids if i != EOS),
     )
 
@@ -66,15 +87,32 @@ def greedy(preferences: list[list[str]]) -> str:
 def test_the_processor_steers_a_rambling_model_into_the_grammar() -> None:
     # Each step lists the tokens the "model" prefers, best first; banned ones are skipped.
     steps = [
-        ["a", "<"], ["q"], [">"],
+        ["a", "<"],
+        ["q"],
+        [">"],
         ["\n", "#", "a"],  # no new line; no reference before any sub-query exists
-        ["?"], ["</"], ["q"], [">"],
-        ["a", "<"], ["q"], [">"], ["b"], [" "], ["#"],
+        ["?"],
+        ["</"],
+        ["q"],
+        [">"],
+        ["a", "<"],
+        ["q"],
+        [">"],
+        ["b"],
+        [" "],
+        ["#"],
         ["2", "1"],  # #2 would be this sub-query itself
-        ["</q>"], ["<"], ["dep"], [">"],
-        ["2", "1"], ["->"],
+        ["</q>"],
+        ["<"],
+        ["dep"],
+        [">"],
+        ["2", "1"],
+        ["->"],
         ["1", "2"],  # 1->1 is a self-loop
-        ["\n", "</"], ["dep"], [">"], ["a", "<eos>"],
+        ["\n", "</"],
+        ["dep"],
+        [">"],
+        ["a", "<eos>"],
     ]
     assert greedy(steps) == "<q>a?</q><q>b #1</q><dep>1->2</dep>"
 
@@ -92,8 +130,9 @@ def test_end_of_turn_only_after_the_dependencies() -> None:
     mid = [TOKENS.index(t) for t in ("<", "q", ">", "a")]
     allowed = processor(torch.tensor([mid]), scores.clone())[0] > float("-inf")
     assert not allowed[EOS] and not allowed[TOKENS.index("\n")] and allowed[TOKENS.index("</")]
-    done = [TOKENS.index(t) for t in ("<", "q", ">", "a", "</q>", "<", "dep", ">", "</", "dep",
-                                      ">")]
+    done = [
+        TOKENS.index(t) for t in ("<", "q", ">", "a", "</q>", "<", "dep", ">", "</", "dep", ">")
+    ]
     allowed = processor(torch.tensor([done]), scores.clone())[0] > float("-inf")
     assert allowed.nonzero().flatten().tolist() == [EOS]
 

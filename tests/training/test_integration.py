@@ -21,17 +21,19 @@ from compllm_graph.training.sft import IGNORE_INDEX, attach_lora, train
 pytestmark = pytest.mark.integration
 
 EXAMPLES = [
-    DecompositionExample(
-        f"t{i}", question, graph_from_steps(steps), "musique"
-    )
+    DecompositionExample(f"t{i}", question, graph_from_steps(steps), "musique")
     for i, (question, steps) in enumerate(
         [
             ("Who is the spouse of the Green performer?", ["performer of Green", "spouse of #1"]),
             ("Where was the author of Dune born?", ["author of Dune", "place of birth of #1"]),
-            ("Is the Nile longer than the Amazon?",
-             ["How long is the Nile?", "How long is the Amazon?", "Is #1 greater than #2?"]),
-            ("What is the capital of the country of Jenggawah?",
-             ["country of Jenggawah", "capital of #1"]),
+            (
+                "Is the Nile longer than the Amazon?",
+                ["How long is the Nile?", "How long is the Amazon?", "Is #1 greater than #2?"],
+            ),
+            (
+                "What is the capital of the country of Jenggawah?",
+                ["country of Jenggawah", "capital of #1"],
+            ),
         ]
     )
 ]
@@ -84,11 +86,28 @@ def test_train_expert_command_registers_the_expert(smollm2: LocalModel, tmp_path
     data = tmp_path / "chemistry.txt"
     data.write_text("Water is H2O.\nTable salt is sodium chloride, NaCl.\nAcids donate protons.\n")
     ExpertStore.create(tmp_path / "store", "hashing:64")
-    code = main([
-        "train", "expert", "chemistry", "--data", str(data), "--store", str(tmp_path / "store"),
-        "--out", str(tmp_path / "adapter"), "--max-steps", "1", "--batch-size", "3",
-        "--lora-top-layers", "2", "--description", "basic chemistry", "--json",
-    ])
+    code = main(
+        [
+            "train",
+            "expert",
+            "chemistry",
+            "--data",
+            str(data),
+            "--store",
+            str(tmp_path / "store"),
+            "--out",
+            str(tmp_path / "adapter"),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "3",
+            "--lora-top-layers",
+            "2",
+            "--description",
+            "basic chemistry",
+            "--json",
+        ]
+    )
     assert code == 0
     record = json.loads((tmp_path / "adapter" / "training.json").read_text())
     assert record["steps"] == 1 and record["data"]["texts"] == 3

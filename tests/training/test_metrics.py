@@ -84,3 +84,12 @@ def test_aggregate() -> None:
     }
     with pytest.raises(ValueError):
         aggregate([])
+
+
+def test_table_format() -> None:
+    from compllm_graph.training.table import format_table
+
+    perfect = aggregate([score_graph(GOLD, GOLD)])
+    lines = format_table({"musique": {"few-shot": aggregate([UNPARSED]), "SFT": perfect}})
+    assert lines.splitlines()[2] == "| musique | few-shot | 1 | 0.000 | 0.000 | 0.000 | 0.000 |"
+    assert lines.splitlines()[3] == "| musique | SFT | 1 | 1.000 | 1.000 | 1.000 | 1.000 |"

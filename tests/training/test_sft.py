@@ -26,8 +26,13 @@ from compllm_graph.training.sft import (
 def tiny_model() -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     return LlamaForCausalLM(config)
 
@@ -50,7 +55,9 @@ def test_batch_plan_covers_every_example_each_epoch() -> None:
     assert len(plan) == 6  # 3 batches per epoch, the last one partial
     for epoch in (plan[:3], plan[3:]):
         assert sorted(i for batch in epoch for i in batch) == list(range(10))
-    assert plan == batch_plan([5, 1, 9, 3, 7, 2, 8, 4, 6, 10], TrainSettings(epochs=2, batch_size=4))
+    assert plan == batch_plan(
+        [5, 1, 9, 3, 7, 2, 8, 4, 6, 10], TrainSettings(epochs=2, batch_size=4)
+    )
 
 
 def test_collate_pads_right_and_masks() -> None:
@@ -68,8 +75,9 @@ def test_target_loss_matches_the_model_loss() -> None:
 
 def test_top_layers_only_adapts_the_last_layers() -> None:
     model = attach_lora(tiny_model(), LoraSettings(top_layers=1))
-    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters()
-               if p.requires_grad}
+    adapted = {
+        n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad
+    }
     assert adapted == {"2"}
 
 
@@ -85,14 +93,23 @@ def test_training_lowers_the_loss_and_exports_a_small_adapter(tmp_path: Path) ->
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     lora = LoraSettings(r=4, alpha=8, dropout=0.0)
-    straight = train(attach_lora(tiny_model(), lora), toy_data(), SETTINGS, tmp_path / "a", pad_id=0)
+    straight = train(
+        attach_lora(tiny_model(), lora), toy_data(), SETTINGS, tmp_path / "a", pad_id=0
+    )
     first = train(
-        attach_lora(tiny_model(), lora), toy_data(),
-        TrainSettings(**{**SETTINGS.__dict__, "max_steps": 4}), tmp_path / "b", pad_id=0,
+        attach_lora(tiny_model(), lora),
+        toy_data(),
+        TrainSettings(**{**SETTINGS.__dict__, "max_steps": 4}),
+        tmp_path / "b",
+        pad_id=0,
     )
     assert first.steps == 4 and not first.finished
     resumed = train(
-        attach_lora(tiny_model(), lora), toy_data(), SETTINGS, tmp_path / "b", pad_id=0,
+        attach_lora(tiny_model(), lora),
+        toy_data(),
+        SETTINGS,
+        tmp_path / "b",
+        pad_id=0,
         resume=True,
     )
     assert resumed.steps == 9
@@ -103,8 +120,9 @@ def test_resume_refuses_a_different_plan(tmp_path: Path) -> None:
     lora = LoraSettings(r=4, alpha=8, dropout=0.0)
     train(attach_lora(tiny_model(), lora), toy_data(), SETTINGS, tmp_path, pad_id=0)
     with pytest.raises(ValueError, match="same data and settings"):
-        train(attach_lora(tiny_model(), lora), toy_data(20), SETTINGS, tmp_path, pad_id=0,
-              resume=True)
+        train(
+            attach_lora(tiny_model(), lora), toy_data(20), SETTINGS, tmp_path, pad_id=0, resume=True
+        )
 
 
 def test_save_adapter_round_trips_through_peft(tmp_path: Path) -> None:

@@ -1,0 +1,61 @@
+"""Command-line checks that need no model: argument parsing and clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from compllm_graph.cli import main
+from compllm_graph.decomposer import ADAPTER_DIR
+from compllm_graph.training.commands import _adapter_dir, parse_mix
+from compllm_graph.training.data import split_of
+
+
+def test_parse_mix() -> None:
+    assert parse_mix("musique=0.5, break=0.5") == {"musique": 0.5, "break": 0.5}
+    for bad in ("musique", "hotpot=1", "musique=-1", "musique=0"):
+        with pytest.raises(ValueError):
+            parse_mix(bad)
+
+
+def test_adapter_choice() -> None:
+    def choose(adapter: str | None, few_shot: bool) -> Path | None:
+        return _adapter_dir(argparse.Namespace(adapter=adapter, few_shot=few_shot))
+
+    assert choose(None, False) == ADAPTER_DIR
+    assert choose(None, True) is None
+    assert choose("none", False) is None
+    assert choose("/x/y", True) == Path("/x/y")
+
+
+def test_eval_rejects_a_bad_file_before_loading_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps([{"foo": 1}]))
+    assert main(["eval", "decomposition", str(odd)]) == 2
+    assert "expected MuSiQue" in capsys.readouterr().err
+    assert main(["eval", "decomposition", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_eval_reports_an_empty_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps([{"qid": "x", "question": "q?", "decomposition": ["a", "b #1"]}]))
+    other = next(s for s in ("train", "validation", "test") if s != split_of("x"))
+    assert main(["eval", "decomposition", str(one), "--split", other]) == 2
+    assert "no examples" in capsys.readouterr().err
+
+
+def test_train_decomposer_rejects_a_bad_mix(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "decomposer", "--out", "/tmp/unused", "--mix", "hotpot=1"]) == 2
+    assert "bad --mix" in capsys.readouterr().err
+
+
+def test_train_expert_rejects_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "expert", "x", "--data", str(tmp_path / "none.txt")]) == 2
+    assert "error" in capsys.readouterr().err
