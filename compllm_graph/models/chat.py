@@ -1,10 +1,10 @@
 """``LocalChatModel``: a LangChain chat model served by a :class:`LocalModel`'s batcher.
 
 This replaces ``langchain_huggingface.ChatHuggingFace`` for local models: over a local
-``HuggingFacePipeline`` it cannot be awaited (``ainvoke`` raises NotImplementedError) and sends one
-prompt per ``generate`` call, so concurrent graph nodes never share a forward pass. Here every call goes
-through the model's micro-batcher and concurrent calls - from threads or from any event loop -
-share one mixed-adapter ``generate``.
+``HuggingFacePipeline`` it cannot be awaited (``ainvoke`` raises NotImplementedError) and it
+sends one prompt per ``generate`` call, so concurrent graph nodes never share a forward pass.
+Here every call goes through the model's micro-batcher, and concurrent calls - from threads or
+from any event loop - share one mixed-adapter ``generate``.
 """
 
 from __future__ import annotations

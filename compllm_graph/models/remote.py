@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +25,8 @@ from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
 from pydantic import ConfigDict, Field, SecretStr
 
+from compllm_graph.scheduling import PrioritySemaphore
+
 DEFAULT_MAX_CONCURRENCY = 4
 """In-flight requests per endpoint when the first chat model for it names no limit."""
 
@@ -34,24 +34,8 @@ NO_API_KEY = "EMPTY"
 """Sent when no key is given: local servers (vLLM, llama.cpp, `compllm serve`) ignore it."""
 
 
-class _Waiter:
-    __slots__ = ("granted", "wake")
-
-    def __init__(self, wake: Callable[[], object]) -> None:
-        self.wake = wake
-        self.granted = False
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class EndpointLimit:
+class EndpointLimit(PrioritySemaphore):
     """At most `capacity` requests in flight to one endpoint, first come first served.
-
-    Shared by threads and by any number of event loops: LangGraph runs sync nodes in threads,
-    `run_sync` starts loops of its own, and `langgraph dev` has its own loop.
 
     Attributes:
         endpoint: The normalised base URL this limit guards.
@@ -61,90 +45,11 @@ class EndpointLimit:
     def __init__(self, endpoint: str, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {capacity}")
+        super().__init__(capacity)
         self.endpoint = endpoint
-        self.capacity = capacity
-        self._free = capacity
-        self._peak = 0
-        self._lock = threading.Lock()
-        self._waiters: deque[_Waiter] = deque()
 
     def __repr__(self) -> str:
         return f"EndpointLimit({self.endpoint!r}, capacity={self.capacity}, in_use={self.in_use})"
-
-    @property
-    def in_use(self) -> int:
-        """Requests in flight now."""
-        return self.capacity - self._free
-
-    @property
-    def peak(self) -> int:
-        """The most requests that were in flight at once so far."""
-        return self._peak
-
-    def _try_take(self) -> bool:
-        """Take a free slot if no one is queued for it (caller holds the lock)."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            self._peak = max(self._peak, self.in_use)
-            return True
-        return False
-
-    def acquire(self) -> None:
-        """Block this thread until a slot is free."""
-        event = threading.Event()
-        with self._lock:
-            if self._try_take():
-                return
-            self._waiters.append(_Waiter(event.set))
-        event.wait()
-
-    async def aacquire(self) -> None:
-        """Wait on the running loop, without blocking it, until a slot is free."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if self._try_take():
-                return
-            waiter = _Waiter(lambda: loop.call_soon_threadsafe(_resolve, future))
-            self._waiters.append(waiter)
-        try:
-            await future
-        except asyncio.CancelledError:
-            with self._lock:
-                granted = waiter.granted
-                if not granted:
-                    self._waiters.remove(waiter)
-            if granted:  # the slot was handed over as we were cancelled: pass it on
-                self.release()
-            raise
-
-    def release(self) -> None:
-        """Free a slot, handing it straight to the longest waiter if there is one."""
-        with self._lock:
-            if not self._waiters:
-                self._free = min(self._free + 1, self.capacity)
-                return
-            waiter = self._waiters.popleft()
-            waiter.granted = True
-        waiter.wake()
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold one slot for the duration of a `with` block (blocking)."""
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
-
-    @asynccontextmanager
-    async def ahold(self) -> AsyncIterator[None]:
-        """Hold one slot for the duration of an `async with` block."""
-        await self.aacquire()
-        try:
-            yield
-        finally:
-            self.release()
 
 
 class PerLoopTransport(httpx.AsyncBaseTransport):
