@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    GenerationConfig,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" inside a mixed batch
 _IDLE_EXIT_S = 10.0  # the worker thread exits when idle this long and restarts on demand
@@ -42,6 +47,9 @@ class GenerationSettings:
         top_p: nucleus sampling mass in (0, 1].
         top_k: sample among the k most likely tokens (0 disables).
         seed: makes a sampled request reproducible; seeded requests run in a batch of their own.
+        logits_processor: a factory (left-padded prompt width -> transformers logits processor)
+            that constrains every row of the batch, e.g. the decomposer's tag grammar; requests
+            with different factories never share a batch.
     """
 
     max_new_tokens: int = 256
@@ -50,6 +58,7 @@ class GenerationSettings:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    logits_processor: Callable[[int], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -66,10 +75,10 @@ class GenerationSettings:
     def group_key(self) -> Hashable:
         """Requests with equal keys can share one ``generate`` call with identical results."""
         if not self.do_sample:
-            return ("greedy",)
+            return ("greedy", self.logits_processor)
         if self.seed is not None:
             return ("seeded", next(_seeded_groups))
-        return ("sample", self.temperature, self.top_p, self.top_k)
+        return ("sample", self.temperature, self.top_p, self.top_k, self.logits_processor)
 
 
 @dataclass(frozen=True)
@@ -322,6 +331,8 @@ class Batcher:
             extra: dict[str, Any] = {}
             if hasattr(model, "peft_config"):
                 extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in group]
+            if settings.logits_processor is not None:
+                extra["logits_processor"] = LogitsProcessorList([settings.logits_processor(width)])
             model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,

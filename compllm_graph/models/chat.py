@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -23,7 +23,15 @@ from pydantic import ConfigDict, Field
 from compllm_graph.models.batching import Completion, GenerationSettings, Request
 from compllm_graph.models.local import LocalModel
 
-_SETTINGS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed")
+_SETTINGS = (
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "logits_processor",
+)
 _DONE = object()  # end-of-stream marker
 
 
@@ -45,6 +53,8 @@ class LocalChatModel(BaseChatModel):
     top_k: int = 0
     seed: int | None = None
     stop: list[str] | None = None
+    logits_processor: Callable[[int], Any] | None = Field(default=None, exclude=True, repr=False)
+    """Constrains decoding: see `GenerationSettings.logits_processor`."""
 
     @property
     def _llm_type(self) -> str:

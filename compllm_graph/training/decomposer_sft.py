@@ -98,6 +98,8 @@ def train_decomposer(
     encoded = [encode_example(tokenizer, e, plan.max_length) for e in examples]
     kept = [x for x in encoded if x is not None]
     peft_model = attach_lora(model, plan.lora, seed=plan.settings.seed)
+    # Record the alias, not the cache folder the weights happened to load from.
+    peft_model.peft_config["default"].base_model_name_or_path = base
     record: dict[str, Any] = {
         "base": base,
         "command": command,

@@ -49,6 +49,8 @@ def train_expert(
     if not data:
         raise ValueError("the expert data holds no non-empty text")
     peft_model = attach_lora(model, lora, seed=settings.seed)
+    # Record the alias, not the cache folder the weights happened to load from.
+    peft_model.peft_config["default"].base_model_name_or_path = base
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     result = train(peft_model, data, settings, out_dir, pad_id=int(pad), resume=resume)
     losses = result.losses

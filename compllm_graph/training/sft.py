@@ -131,12 +131,16 @@ def batch_plan(lengths: Sequence[int], settings: TrainSettings) -> list[list[int
     return plan[:total]
 
 
+def _lora_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The adapter weights. Embeddings are never trained here; saying so also stops peft from
+    asking the Hugging Face hub about the base model's vocabulary."""
+    return get_peft_model_state_dict(model, save_embedding_layers=False)
+
+
 def save_adapter(model: PeftModel, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
     """Write the adapter as safetensors (half precision keeps it small) plus its config."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: v.detach().to(dtype).contiguous() for k, v in get_peft_model_state_dict(model).items()
-    }
+    state = {k: v.detach().to(dtype).contiguous() for k, v in _lora_state(model).items()}
     save_file(state, str(out_dir / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     model.peft_config["default"].save_pretrained(str(out_dir))
     return out_dir / ADAPTER_WEIGHTS
@@ -220,7 +224,7 @@ def _save_checkpoint(
     """Full-precision adapter, optimiser moments, schedule and progress, written then renamed."""
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    adapter = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    adapter = {k: v.detach().contiguous() for k, v in _lora_state(model).items()}
     save_file(adapter, str(tmp / ADAPTER_WEIGHTS))
     state = optimizer.state_dict()
     tensors = {

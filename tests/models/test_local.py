@@ -273,3 +273,29 @@ def test_exclusive_holds_the_worker_off(tiny: LocalModel) -> None:
         with pytest.raises(TimeoutError):
             future.result(timeout=0.3)
     assert future.result(timeout=30).token_ids
+
+
+class _ForceLetter:
+    """A logits processor that only allows one token: the letter `z`."""
+
+    def __init__(self, prompt_width: int) -> None:
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        forced = scores.new_full(scores.shape, float("-inf"))
+        forced[:, 3 + 25] = 0.0
+        return forced
+
+
+def test_logits_processor_constrains_only_its_own_requests(tiny: LocalModel) -> None:
+    constrained = tiny.chat_model(max_new_tokens=4, logits_processor=_ForceLetter)
+    free = tiny.chat_model(max_new_tokens=4)
+    free_alone = free.invoke("hello there").content
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(constrained.ainvoke("hello there"), free.ainvoke("hello there"))
+
+    forced, unforced = asyncio.run(both())
+    assert forced.content == "zzzz" != free_alone
+    assert unforced.content == free_alone  # not batched with the constrained request
+    assert forced.response_metadata["batch_size"] == 1
