@@ -87,18 +87,10 @@ class _CharTokenizer:
 def test_decoder_pooling_ignores_lora_adapters_and_padding() -> None:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    base = LlamaForCausalLM(config).eval()
+    from tests.tiny import tiny_llama
+
+    base = tiny_llama(hidden_size=16, intermediate_size=32, num_attention_heads=2).eval()
     texts = ["short", "a somewhat longer text", ""]
     plain = pool_hidden_states(LocalModel(base, _CharTokenizer(), name="tiny"), texts, batch_size=3)
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from compllm_graph.models import CATALOGUE, LocalModel
 from compllm_graph.models.catalogue import ModelSpec, WheelPart
+from tests.tiny import tiny_llama as shared_tiny_llama
 
 PAD, BOS, EOS = 0, 1, 2
 _FIRST = 3  # ids below this are special
@@ -50,20 +49,9 @@ class CharTokenizer:
 
 def tiny_llama(seed: int = 0) -> Any:
     """A 2-layer Llama with random weights; greedy decoding is deterministic."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=40,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
+    return shared_tiny_llama(
+        seed, vocab_size=40, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD
     )
-    return LlamaForCausalLM(config)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import (
@@ -21,20 +21,11 @@ from compllm_graph.training.sft import (
     target_loss,
     train,
 )
+from tests.tiny import tiny_llama
 
 
 def tiny_model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config)
+    return tiny_llama(num_hidden_layers=3, max_position_embeddings=64)
 
 
 def toy_data(n: int = 12) -> list[Encoded]:
