@@ -99,8 +99,7 @@ def _check_models(models: Mapping[str, Any]) -> None:
 def _check_router(router: Router, experts: Mapping[str, Runnable]) -> None:
     if not callable(router):
         raise ValueError("router must be an ExpertRouter or a callable list[str] -> list[Route]")
-    known = getattr(router, "experts", None)
-    missing = sorted(set(known() if callable(known) else known or ()) - set(experts))
+    missing = sorted(set(getattr(router, "experts", ())) - set(experts))
     if missing:
         raise ValueError(
             f"the router can route to {missing}, but experts= has no model for them; "

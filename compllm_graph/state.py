@@ -13,6 +13,8 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
+from compllm_graph.query_graph import QueryGraph
+
 
 class SubAnswer(TypedDict):
     """The answer to one sub-query.
@@ -43,7 +45,7 @@ def merge_sub_answers(left: list[SubAnswer], right: list[SubAnswer]) -> list[Sub
     return [merged[k] for k in sorted(merged)]
 
 
-def leaf_answers(query_graph: Any, answers: list[SubAnswer]) -> list[SubAnswer]:
+def leaf_answers(query_graph: QueryGraph, answers: list[SubAnswer]) -> list[SubAnswer]:
     """The answers of the query graph's leaves: what the aggregator reads."""
     leaves = set(query_graph.leaves)
     return [a for a in answers if a["sub_query"] in leaves]
