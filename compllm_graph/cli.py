@@ -15,7 +15,9 @@ from compllm_graph.models import commands as models_commands
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.training import commands as training_commands
 
-DEFAULT_QUESTION = "What is twice the number of chromosomes in a human body cell?"
+DEFAULT_QUESTION = (
+    "Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
