@@ -172,7 +172,8 @@ _NUMBERED = re.compile(r"^\s*(?:Q\s*)?(\d+)\s*[.):]\s+(.+?)\s*$", re.IGNORECASE)
 _DEP_GRAPH = re.compile(r"dependency\s+graph\s*:?(.*)", re.DOTALL | re.IGNORECASE)
 _ARROW = re.compile(r"\s*(?:-\s*>|→|=>)\s*")
 _CHAIN_SEP = re.compile(r"[,;\n]+")
-_REFERENCE = re.compile(r"#(\d+)")
+REFERENCE = re.compile(r"#(\d+)")
+"""`#k` in a sub-query: the answer of sub-query k belongs here."""
 _NO_DEPS = {"", "none", "n/a", "no dependencies", "-"}
 
 
@@ -208,7 +209,7 @@ def parse_decomposition(text: str, max_sub_queries: int = DEFAULT_MAX_SUB_QUERIE
         )
     edges = set(_parse_dependencies(dep_text))
     for child, question in enumerate(questions, start=1):
-        edges.update((int(k), child) for k in _REFERENCE.findall(question))
+        edges.update((int(k), child) for k in REFERENCE.findall(question))
     parents: dict[int, set[int]] = {i: set() for i in range(1, len(questions) + 1)}
     for parent, child in edges:
         for end in (parent, child):

@@ -8,7 +8,6 @@ is retried; after the last failure the base model answers and the route records 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -20,7 +19,7 @@ from langgraph.types import StreamWriter
 
 from compllm_graph._sync import run_sync
 from compllm_graph.nodes.route import Route
-from compllm_graph.query_graph import QueryGraph, SubQuery
+from compllm_graph.query_graph import REFERENCE, QueryGraph, SubQuery
 from compllm_graph.scheduling import (
     BASE,
     DeviceLimits,
@@ -63,7 +62,7 @@ class ExpertFailure(RuntimeError):
 def sub_query_prompt(sq: SubQuery, parents: list[SubAnswer]) -> str:
     """The question for `sq`, with `#k` filled in and its parents' answers as context."""
     answers = {a["sub_query"]: a["answer"] for a in parents}
-    question = re.sub(r"#(\d+)", lambda m: answers.get(int(m.group(1)), m.group(0)), sq.text)
+    question = REFERENCE.sub(lambda m: answers.get(int(m.group(1)), m.group(0)), sq.text)
     if not parents:
         return question
     context = "\n".join(f"Q: {a['question']}\nA: {a['answer']}" for a in parents)

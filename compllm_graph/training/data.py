@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from compllm_graph.query_graph import (
     DEFAULT_MAX_SUB_QUERIES,
+    REFERENCE,
     DecompositionError,
     QueryGraph,
     SubQuery,
@@ -33,7 +34,6 @@ DATASETS = ("musique", "strategyqa", "break")
 _TRAIN_PERCENT = 80
 _TRAIN_VALIDATION_PERCENT = 90
 
-_REFERENCE = re.compile(r"#(\d+)")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,?.!;:])")
 _SPACES = re.compile(r"\s+")
 _BREAK_RETURN = re.compile(r"^\s*return\s+", re.IGNORECASE)
@@ -117,7 +117,7 @@ def graph_from_steps(steps: Sequence[str]) -> QueryGraph:
     for i, step in enumerate(steps, start=1):
         if not step:
             raise DecompositionError(f"step {i} is empty")
-        parents = sorted({int(k) for k in _REFERENCE.findall(step)})
+        parents = sorted({int(k) for k in REFERENCE.findall(step)})
         if any(p >= i or p < 1 for p in parents):
             raise DecompositionError(f"step {i} refers to a step that does not come before it")
         nodes.append(SubQuery(i, step, tuple(parents)))
