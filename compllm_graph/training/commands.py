@@ -8,10 +8,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from compllm_graph.training.data import DATASETS
+from compllm_graph.training.data import CONJUNCTION, DATASETS
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
 DEFAULT_BASE = "smollm2-135m-instruct"
+MIX_NAMES = (*DATASETS, CONJUNCTION)
 # The shared data folder sits beside the repository checkout.
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -77,7 +78,7 @@ def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mix",
         default=",".join(f"{k}={v}" for k, v in DEFAULT_WEIGHTS.items()),
-        help=f"dataset shares, e.g. musique=0.5,break=0.3,strategyqa=0.2 ({', '.join(DATASETS)})",
+        help=f"dataset shares, e.g. musique=0.5,break=0.3,strategyqa=0.2 ({', '.join(MIX_NAMES)})",
     )
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--validation-size", type=int, default=32, help="per dataset; 0 skips")
@@ -154,8 +155,8 @@ def parse_mix(text: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
-        if not sep or name not in DATASETS:
-            raise ValueError(f"bad --mix entry {item!r}: use NAME=SHARE with NAME in {DATASETS}")
+        if not sep or name not in MIX_NAMES:
+            raise ValueError(f"bad --mix entry {item!r}: use NAME=SHARE with NAME in {MIX_NAMES}")
         weights[name] = float(value)
         if weights[name] < 0:
             raise ValueError(f"--mix share of {name} is negative")

@@ -272,3 +272,89 @@ def _quotas(sizes: dict[str, int], total: int, weights: dict[str, float]) -> dic
             if quota[name] == sizes[name]:
                 open_pools.discard(name)
     return quota
+
+
+CONJUNCTION = "conjunction"
+"""The dataset name of composed questions (see `conjunctions`)."""
+
+_QUESTION_STARTS = {
+    "what", "which", "who", "whom", "whose", "when", "where", "why", "how",
+    "is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would",
+    "has", "have", "had", "in", "on", "at",
+}  # fmt: skip
+_MAX_PART_STEPS = 3
+
+
+def conjunctions(
+    pools: dict[str, list[DecompositionExample]], count: int, seed: int = 0
+) -> list[DecompositionExample]:
+    """Questions that join two independent questions, with no edge between the two parts.
+
+    Every gold decomposition in MuSiQue, StrategyQA and Break is one connected graph, so a
+    decomposer trained on them alone links independent parts too ("Which organelle makes ATP,
+    and what is the formula of glucose?" comes out as a chain). Each part here is either a
+    single-hop question (a gold step with no `#k` that reads as a question) or a whole example
+    of up to three steps; the second part's references are renumbered after the first's.
+
+    Args:
+        pools: Examples to draw parts from; pass train splits only, so no test question leaks.
+        count: How many composed examples to make (fewer if the pools are too small).
+        seed: Drawing is deterministic for a seed.
+
+    Returns:
+        Examples named `CONJUNCTION`, each with a qid `a+b` built from its parts' qids.
+    """
+    examples = [e for pool in pools.values() for e in pool]
+    wholes = [e for e in examples if len(e.graph.sub_queries) <= _MAX_PART_STEPS]
+    singles = _single_hops(examples)
+    if len(wholes) < 2 or len(singles) < 2:
+        return []
+    rng = random.Random(seed)
+    composed: dict[str, DecompositionExample] = {}
+    for _ in range(count * 3):
+        if len(composed) == count:
+            break
+        first, second = (_part(rng, wholes, singles) for _ in range(2))
+        if first[0] == second[0]:
+            continue
+        qid = f"{first[0]}+{second[0]}"
+        question = _join(first[1], second[1], rng)
+        steps = [*first[2], *(_shift(step, len(first[2])) for step in second[2])]
+        composed[qid] = DecompositionExample(qid, question, graph_from_steps(steps), CONJUNCTION)
+    return list(composed.values())
+
+
+Part = tuple[str, str, list[str]]
+
+
+def _single_hops(examples: Iterable[DecompositionExample]) -> list[Part]:
+    parts = []
+    for e in examples:
+        for node in e.graph.sub_queries:
+            text = node.text
+            if node.parents or REFERENCE.search(text) or not text.endswith("?"):
+                continue
+            if text.split(" ", 1)[0].lower() in _QUESTION_STARTS:
+                parts.append((f"{e.qid}/{node.id}", text, [text]))
+    return parts
+
+
+def _part(rng: random.Random, wholes: list[DecompositionExample], singles: list[Part]) -> Part:
+    # Single hops dominate: the demo-style "X, and Y?" is the shape the datasets lack most.
+    if rng.random() < 0.7:
+        return rng.choice(singles)
+    whole = rng.choice(wholes)
+    return whole.qid, whole.question, [n.text for n in whole.graph.sub_queries]
+
+
+def _shift(step: str, offset: int) -> str:
+    return REFERENCE.sub(lambda m: f"#{int(m.group(1)) + offset}", step)
+
+
+def _join(first: str, second: str, rng: random.Random) -> str:
+    head = first.rstrip(" ?.")
+    starts_with_question_word = second.split(" ", 1)[0].lower() in _QUESTION_STARTS
+    tail = second[0].lower() + second[1:] if starts_with_question_word else second
+    if rng.random() < 0.7:
+        return f"{head}, and {tail}"
+    return f"{head}? Also, {tail}"

@@ -14,7 +14,10 @@ import torch
 
 from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.training.data import (
+    CONJUNCTION,
+    DATASETS,
     DecompositionExample,
+    conjunctions,
     default_files,
     load_examples,
     mix,
@@ -25,7 +28,7 @@ from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import TrainResult, attach_lora, train
 
 TRAINING_RECORD = "training.json"
-DEFAULT_WEIGHTS = {"musique": 0.5, "break": 0.3, "strategyqa": 0.2}
+DEFAULT_WEIGHTS = {"musique": 0.55, "break": 0.2, "strategyqa": 0.1, CONJUNCTION: 0.15}
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class DecomposerPlan:
     Attributes:
         data_dir: The shared data folder (MuSiQue, StrategyQA, Break inside).
         train_size: Training examples drawn from the train splits (the paper's ablation: 1,000).
-        weights: Share of each dataset in the training mix.
+        weights: Share of each dataset in the training mix; `conjunction` composes two
+            independent train questions into one (see `conjunctions`).
         max_length: Longest prompt + target in tokens; longer examples are left out.
         validation_size: Validation examples per dataset scored after training (0: none).
         lora: LoRA hyper-parameters.
@@ -66,6 +70,10 @@ def training_examples(
 ) -> list[DecompositionExample]:
     """The training mix, drawn only from each dataset's train split."""
     train_pools = {name: select(pool, "train") for name, pool in pools.items()}
+    if plan.weights.get(CONJUNCTION, 0) > 0:
+        train_pools[CONJUNCTION] = conjunctions(
+            train_pools, plan.train_size, seed=plan.settings.seed
+        )
     return mix(train_pools, plan.train_size, plan.weights, seed=plan.settings.seed)
 
 
@@ -93,7 +101,7 @@ def train_decomposer(
     Returns:
         The training record also written to `out_dir/training.json`.
     """
-    pools = load_pools(plan.data_dir, [n for n, w in plan.weights.items() if w > 0])
+    pools = load_pools(plan.data_dir, _source_datasets(plan.weights))
     examples = training_examples(pools, plan)
     encoded = [encode_example(tokenizer, e, plan.max_length) for e in examples]
     kept = [x for x in encoded if x is not None]
@@ -137,6 +145,13 @@ def train_decomposer(
         record["validation_wall_time_s"] = round(time.monotonic() - started, 1)
     write(result, "finished" if result.finished else "partial")
     return record
+
+
+def _source_datasets(weights: dict[str, float]) -> list[str]:
+    """The dataset files a mix reads: conjunctions are composed from all three."""
+    if weights.get(CONJUNCTION, 0) > 0:
+        return list(DATASETS)
+    return [n for n, w in weights.items() if w > 0]
 
 
 def validate(

@@ -16,6 +16,7 @@ from compllm_graph.training.data import split_of
 
 def test_parse_mix() -> None:
     assert parse_mix("musique=0.5, break=0.5") == {"musique": 0.5, "break": 0.5}
+    assert parse_mix("musique=1,conjunction=0.2") == {"musique": 1.0, "conjunction": 0.2}
     for bad in ("musique", "hotpot=1", "musique=-1", "musique=0"):
         with pytest.raises(ValueError):
             parse_mix(bad)

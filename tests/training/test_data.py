@@ -11,8 +11,12 @@ import pytest
 
 from compllm_graph.query_graph import DecompositionError, parse_decomposition
 from compllm_graph.training.data import (
+    CONJUNCTION,
+    DATASETS,
     DatasetFormatError,
+    DecompositionExample,
     break_step,
+    conjunctions,
     default_files,
     graph_from_steps,
     load_examples,
@@ -21,6 +25,7 @@ from compllm_graph.training.data import (
     select,
     split_of,
 )
+from compllm_graph.training.decomposer_sft import DecomposerPlan, load_pools, training_examples
 
 
 def _by_id(data_dir: Path, dataset: str) -> dict[str, object]:
@@ -124,6 +129,65 @@ def test_mix_respects_weights_and_pool_sizes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="only 50"):
         mix({"strategyqa": small}, 51, {"strategyqa": 1.0})
     assert {e.split for e in select(small, "test")} <= {"test"}
+
+
+def _components(example: DecompositionExample) -> int:
+    """Weakly connected components of an example's graph."""
+    root = {sq.id: sq.id for sq in example.graph.sub_queries}
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            i = root[i]
+        return i
+
+    for parent, child in example.graph.edges:
+        root[find(child)] = find(parent)
+    return len({find(i) for i in root})
+
+
+def test_conjunctions_join_independent_parts(tmp_path: Path) -> None:
+    rows = [
+        {"qid": "chain", "question": "Who wrote the book Gone Girl was based on?",
+         "decomposition": ["Which book was Gone Girl based on?", "Who wrote #1?"]},
+        {"qid": "pair", "question": "Is the Nile longer than the Amazon?",
+         "decomposition": ["How long is the Nile?", "How long is the Amazon?", "Is #1 > #2?"]},
+        {"qid": "flat", "question": "What is the capital of Peru?",
+         "decomposition": ["What is the capital of Peru?"]},
+    ]  # fmt: skip
+    path = tmp_path / "strategy.json"
+    path.write_text(json.dumps(rows))
+    pool = load_examples(path)
+    parts = {e.qid: [sq.text for sq in e.graph.sub_queries] for e in pool}
+    parts.update({f"{e.qid}/{sq.id}": [sq.text] for e in pool for sq in e.graph.sub_queries})
+
+    composed = conjunctions({"strategyqa": pool}, 20, seed=1)
+    assert composed and composed == conjunctions({"strategyqa": pool}, 20, seed=1)
+    for example in composed:
+        first, second = example.qid.split("+")
+        shifted = [s.replace("#1", "#X").replace("#2", "#Y") for s in parts[second]]
+        offset = len(parts[first])
+        shifted = [s.replace("#X", f"#{1 + offset}").replace("#Y", f"#{2 + offset}")
+                   for s in shifted]  # fmt: skip
+        assert [sq.text for sq in example.graph.sub_queries] == parts[first] + shifted
+        assert _components(example) >= 2
+        assert example.dataset == CONJUNCTION
+        assert ", and " in example.question or "? Also, " in example.question
+    used = {part for e in composed for part in e.qid.split("+")}
+    # Steps that need an earlier answer never stand alone as a part.
+    assert not used & {"chain/2", "pair/3"}
+    assert {"chain/1", "pair/1", "pair/2", "flat/1", "chain", "pair"} <= used
+    assert conjunctions({"strategyqa": pool[:1]}, 5) == []
+
+
+def test_default_mix_composes_conjunctions_from_train_questions(data_dir: Path) -> None:
+    plan = DecomposerPlan(data_dir=data_dir, train_size=400)
+    pools = load_pools(data_dir, DATASETS)
+    chosen = training_examples(pools, plan)
+    counts = Counter(e.dataset for e in chosen)
+    assert counts == {"musique": 220, "break": 80, "strategyqa": 40, CONJUNCTION: 60}
+    parts = [p.split("/")[0] for e in chosen if e.dataset == CONJUNCTION for p in e.qid.split("+")]
+    assert {split_of(qid) for qid in parts} == {"train"}
+    assert all(e.split == "train" for e in chosen if e.dataset != CONJUNCTION)
 
 
 def test_bad_files_give_clear_errors(tmp_path: Path) -> None:
