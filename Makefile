@@ -27,7 +27,7 @@ demo: models
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy compllm_graph
+	$(BIN)/mypy compllm_graph tests examples benchmarks
 
 test: models lint
 	$(BIN)/pytest

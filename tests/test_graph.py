@@ -3,6 +3,7 @@ import time
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
@@ -147,7 +148,7 @@ def test_messages_input_appends_the_answer_and_serves_multi_turn_threads():
         router=ROUTER,
         base=FakeChat(label="base"),
     ).compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "t1"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "t1"}}
     out = graph.invoke({"messages": [HumanMessage("first?")]}, config)
     assert out["query"] == "first?"
     assert isinstance(out["messages"][-1], AIMessage)
@@ -270,7 +271,7 @@ async def test_resume_after_a_failure_reuses_checkpointed_sub_answers(scheduler)
         expert_policy=ExpertPolicy(retries=0),
         scheduler=scheduler,
     ).compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": scheduler}}
+    config: RunnableConfig = {"configurable": {"thread_id": scheduler}}
     with pytest.raises(RuntimeError, match="base failed"):
         await graph.ainvoke({"query": "q"}, config)  # biology fails, then base fails
     assert len(chemistry.calls) == 2

@@ -292,7 +292,7 @@ def test_logits_processor_constrains_only_its_own_requests(tiny: LocalModel) -> 
     free = tiny.chat_model(max_new_tokens=4)
     free_alone = free.invoke("hello there").content
 
-    async def both() -> list[Any]:
+    async def both() -> tuple[Any, Any]:
         return await asyncio.gather(constrained.ainvoke("hello there"), free.ainvoke("hello there"))
 
     forced, unforced = asyncio.run(both())
