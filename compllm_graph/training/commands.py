@@ -45,6 +45,11 @@ def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
         default="test",
         help="which deterministic split of the file to score (default: test)",
     )
+    ev.add_argument(
+        "--conjunctions",
+        action="store_true",
+        help="score questions that join two of the split's questions, unlinked (X, and Y?)",
+    )
     ev.add_argument("--limit", type=int, default=None, help="score the first N examples")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--max-new-tokens", type=int, default=128)
@@ -214,7 +219,12 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from compllm_graph.models import AdapterError, load_model
-    from compllm_graph.training.data import DatasetFormatError, load_examples, select
+    from compllm_graph.training.data import (
+        DatasetFormatError,
+        conjunctions,
+        load_examples,
+        select,
+    )
     from compllm_graph.training.decomposition import evaluate
 
     try:
@@ -224,6 +234,8 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
         return 2
     if args.split != "all":
         examples = select(examples, args.split)
+    if args.conjunctions:
+        examples = conjunctions({"file": examples}, args.limit or len(examples))
     examples = examples[: args.limit] if args.limit else examples
     if not examples:
         print(f"error: no examples in the {args.split} split of {args.file}", file=sys.stderr)
@@ -269,6 +281,7 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     print(
         f"{args.file.name} [{args.split}] {args.model}, {label}"
         f"{', constrained' if args.constrained else ''}"
+        f"{', conjunctions' if args.conjunctions else ''}"
     )
     for key, value in report.as_dict().items():
         print(f"  {key:<15} {value:.3f}" if isinstance(value, float) else f"  {key:<15} {value}")

@@ -79,6 +79,17 @@ def test_the_shipped_adapter_decomposes_a_question(smollm2: LocalModel) -> None:
     assert len(graph) >= 2 and graph.edges
 
 
+def test_the_default_decomposer_keeps_the_demo_question_in_two_parts(smollm2: LocalModel) -> None:
+    from compllm_graph.cli import DEFAULT_QUESTION
+    from compllm_graph.defaults import default_decomposer
+
+    chat, prompt = default_decomposer(smollm2)
+    reply = chat.invoke([SystemMessage(prompt), HumanMessage(DEFAULT_QUESTION)])
+    graph = parse_decomposition(str(reply.content))
+    # Two independent questions: two sub-queries and no dependency between them.
+    assert len(graph) == 2 and not graph.edges, reply.content
+
+
 def test_train_expert_command_registers_the_expert(smollm2: LocalModel, tmp_path: Path) -> None:
     from compllm_graph.cli import main
     from compllm_graph.expert_store import ExpertStore
