@@ -284,6 +284,9 @@ _QUESTION_STARTS = {
 }  # fmt: skip
 _MAX_PART_STEPS = 3
 
+Part = tuple[str, str, list[str]]
+"""A part of a composed question: its id, its question and its steps."""
+
 
 def conjunctions(
     pools: dict[str, list[DecompositionExample]], count: int, seed: int = 0
@@ -324,15 +327,13 @@ def conjunctions(
     return list(composed.values())
 
 
-Part = tuple[str, str, list[str]]
-
-
 def _single_hops(examples: Iterable[DecompositionExample]) -> list[Part]:
     parts = []
     for e in examples:
         for node in e.graph.sub_queries:
             text = node.text
-            if node.parents or REFERENCE.search(text) or not text.endswith("?"):
+            # graph_from_steps made every `#k` a parent, so no parents means no reference.
+            if node.parents or not text.endswith("?"):
                 continue
             if text.split(" ", 1)[0].lower() in _QUESTION_STARTS:
                 parts.append((f"{e.qid}/{node.id}", text, [text]))
