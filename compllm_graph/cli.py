@@ -51,6 +51,11 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask.add_argument("question", nargs="?", default=DEFAULT_QUESTION)
     ask.add_argument("--model", default=None, help="model alias, path or HF id (default: SmolLM2)")
     ask.add_argument("--store", default=None, help="expert store folder (default: the demo store)")
+    ask.add_argument(
+        "--decomposer",
+        default=None,
+        help="decomposer adapter folder from `compllm train decomposer` (default: the shipped one)",
+    )
     ask.add_argument("--scheduler", choices=("eager", "waves"), default="eager")
     ask.add_argument("--max-new-tokens", type=int, default=None)
     ask.add_argument("--stream", action="store_true", help="print events as they happen")
@@ -60,18 +65,23 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
 
 def run_ask(args: argparse.Namespace) -> int:
     from compllm_graph.defaults import DEFAULT_MAX_NEW_TOKENS, build_default_graph
-    from compllm_graph.expert_store import ExpertStore
-    from compllm_graph.models import DEFAULT_MODEL, load_model
+    from compllm_graph.expert_store import ExpertStore, StoreError
+    from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, load_model
 
     started = time.perf_counter()
-    local_model = load_model(args.model or DEFAULT_MODEL)
-    store = ExpertStore.open(args.store) if args.store else None
-    graph = build_default_graph(
-        local_model,
-        store,
-        max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
-        scheduler=args.scheduler,
-    ).compile()
+    try:
+        local_model = load_model(args.model or DEFAULT_MODEL)
+        store = ExpertStore.open(args.store) if args.store else None
+        graph = build_default_graph(
+            local_model,
+            store,
+            max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+            decomposer_adapter=args.decomposer,
+            scheduler=args.scheduler,
+        ).compile()
+    except (ModelLoadError, StoreError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     timings: dict[str, float] = {"load": time.perf_counter() - started}
     out = _run_streaming(graph, args.question, timings, echo=args.stream)
     timings["total"] = time.perf_counter() - started

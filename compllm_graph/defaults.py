@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import Runnable
@@ -10,35 +13,86 @@ from langgraph.graph import StateGraph
 from compllm_graph.expert_store import ExpertRouter, ExpertStore, demo_store
 from compllm_graph.graph import create_compllm_graph
 from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
+from compllm_graph.models.local import same_base
 from compllm_graph.nodes.decompose import DECOMPOSER_PROMPT
 from compllm_graph.training.decoding import tag_grammar_factory
+from compllm_graph.training.settings import TRAINING_RECORD
 
 DEFAULT_MAX_NEW_TOKENS = 48
 DECOMPOSER_MAX_NEW_TOKENS = 128
 
 
-def default_decomposer(local_model: LocalModel) -> tuple[Runnable, str | None]:
-    """The shipped SFT decomposer adapter where it fits the model, else the few-shot prompt.
+def default_decomposer(
+    local_model: LocalModel, adapter: str | Path | None = None
+) -> tuple[Runnable, str | None]:
+    """A trained decomposer adapter where one fits the model, else the few-shot prompt.
 
     Either way decoding is constrained to the tag grammar, so the output always parses: it raised
     the shipped adapter's MuSiQue sub-query F1 from 0.75 to 0.77 (see README).
 
+    Args:
+        local_model: The loaded base model.
+        adapter: A folder written by `compllm train decomposer`; by default the shipped adapter,
+            used when `local_model` is its base model.
+
     Returns:
         The decomposer chat model and the system prompt to send it.
+
+    Raises:
+        ValueError: `adapter` was trained on another base model, or its `training.json` is
+            unreadable (`AdapterError`, a `ValueError`, for a folder that is not a LoRA adapter).
     """
     from compllm_graph import decomposer
 
-    generation: dict[str, Any] = {
-        "max_new_tokens": DECOMPOSER_MAX_NEW_TOKENS,
-        "logits_processor": tag_grammar_factory(local_model.tokenizer),
-    }
-    trained = (decomposer.ADAPTER_DIR / "adapter_model.safetensors").is_file()
-    if local_model.name == decomposer.BASE_MODEL and trained:
-        if "decomposer" not in local_model.adapters:
-            local_model.add_adapter("decomposer", decomposer.ADAPTER_DIR)
-        chat = local_model.chat_model(adapter="decomposer", **generation)
-        return chat, decomposer.DECOMPOSER_SYSTEM_PROMPT
-    return local_model.chat_model(**generation), DECOMPOSER_PROMPT
+    shipped = (decomposer.ADAPTER_DIR / "adapter_model.safetensors").is_file()
+    if adapter is None and shipped and local_model.name == decomposer.BASE_MODEL:
+        adapter = decomposer.ADAPTER_DIR
+    name, prompt = None, DECOMPOSER_PROMPT
+    if adapter is not None:
+        name, prompt = _load_decomposer(local_model, Path(adapter))
+    chat = local_model.chat_model(
+        adapter=name,
+        max_new_tokens=DECOMPOSER_MAX_NEW_TOKENS,
+        logits_processor=tag_grammar_factory(local_model.tokenizer),
+    )
+    return chat, prompt
+
+
+def _load_decomposer(local_model: LocalModel, folder: Path) -> tuple[str, str]:
+    """Load a decomposer adapter once per folder; returns its adapter name and system prompt."""
+    from compllm_graph import decomposer
+
+    record = _training_record(folder)
+    base = record.get("base")
+    if isinstance(base, str) and not same_base(base, local_model.name):
+        raise ValueError(
+            f"the decomposer adapter at {folder} was trained on {base!r}, not on "
+            f"{local_model.name!r}: load that model (`--model {base}`) or train one for this model"
+        )
+    prompt = record.get("system_prompt", decomposer.DECOMPOSER_SYSTEM_PROMPT)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"{folder}/training.json has no usable system_prompt; re-train or fix it")
+    shipped = folder.resolve() == decomposer.ADAPTER_DIR
+    # One name per folder, so two decomposers can share a model without overwriting each other.
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+    name = "decomposer" if shipped else f"decomposer_{digest}"
+    if name not in local_model.adapters:
+        local_model.add_adapter(name, folder)
+    return name, prompt
+
+
+def _training_record(folder: Path) -> dict[str, Any]:
+    """`training.json` beside the adapter (empty when there is none)."""
+    path = folder / TRAINING_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is unreadable ({exc}); re-train or remove it") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a JSON object; re-train or remove it")
+    return record
 
 
 def build_default_graph(
@@ -46,6 +100,7 @@ def build_default_graph(
     store: ExpertStore | None = None,
     *,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    decomposer_adapter: str | Path | None = None,
     **options: Any,
 ) -> StateGraph:
     """The Comp-LLM graph on one local model and the demo expert store.
@@ -54,6 +109,8 @@ def build_default_graph(
         model: A model alias, path or id for `load_model`, or an already loaded `LocalModel`.
         store: The expert store; defaults to the demo store (built on first use).
         max_new_tokens: Answer length for experts, base and aggregator.
+        decomposer_adapter: A folder written by `compllm train decomposer` for this model;
+            defaults to the shipped adapter (SmolLM2) or, for other models, the few-shot prompt.
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
@@ -61,7 +118,7 @@ def build_default_graph(
     """
     local_model = model if isinstance(model, LocalModel) else load_model(model)
     store = store if store is not None else demo_store()
-    decomposer, prompt = default_decomposer(local_model)
+    decomposer, prompt = default_decomposer(local_model, decomposer_adapter)
     return create_compllm_graph(
         decomposer=decomposer,
         experts=store.chat_models(local_model, max_new_tokens=max_new_tokens),

@@ -2,7 +2,8 @@
 
 Importing this module loads the model and the demo expert store. Two environment variables
 (settable in `langgraph.json`'s `env`) pick them: `COMPLLM_MODEL` (an alias or path, default
-`smollm2-135m-instruct`) and `COMPLLM_MAX_NEW_TOKENS` (answer length). The graph is compiled
+`smollm2-135m-instruct`), `COMPLLM_DECOMPOSER` (a decomposer adapter folder for that model,
+default: the shipped one) and `COMPLLM_MAX_NEW_TOKENS` (answer length). The graph is compiled
 without a checkpointer: the LangGraph server supplies its own persistence.
 """
 
@@ -22,7 +23,9 @@ def _max_new_tokens() -> int:
 
 
 graph = build_default_graph(
-    os.environ.get("COMPLLM_MODEL", DEFAULT_MODEL), max_new_tokens=_max_new_tokens()
+    os.environ.get("COMPLLM_MODEL", DEFAULT_MODEL),
+    max_new_tokens=_max_new_tokens(),
+    decomposer_adapter=os.environ.get("COMPLLM_DECOMPOSER") or None,
 ).compile(name="compllm")
 
 __all__ = ["graph"]

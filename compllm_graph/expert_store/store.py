@@ -458,10 +458,12 @@ class ExpertStore:
         Raises:
             StoreError: an adapter was trained on a different base model.
         """
+        from compllm_graph.models.local import same_base
+
         models: dict[str, Runnable] = {}
         for expert in self.experts():
             if expert.adapter is not None:
-                if expert.base_model and not _same_base(expert.base_model, local_model.name):
+                if expert.base_model and not same_base(expert.base_model, local_model.name):
                     raise StoreError(
                         f"expert {expert.name!r} has an adapter for {expert.base_model!r}, but "
                         f"the loaded model is {local_model.name!r}"
@@ -705,11 +707,6 @@ def _read_index(
     if manifest["center"] != (center is not None):
         raise CorruptStoreError(f"the centring vector of the store at {root} is missing")
     return index, center
-
-
-def _same_base(recorded: str, name: str) -> bool:
-    """Whether a recorded base model (alias, path or hub id) names the loaded model."""
-    return recorded == name or name in Path(recorded).parts or Path(recorded).name == name
 
 
 def _loaded_adapters(local_model: Any) -> set[str]:

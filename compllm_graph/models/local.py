@@ -183,4 +183,9 @@ def _check_adapter(name: str, folder: Path, loaded: dict[str, Path]) -> Path:
     return folder.resolve()
 
 
-__all__ = ["AdapterError", "LocalModel"]
+def same_base(recorded: str, name: str) -> bool:
+    """Whether a recorded base model (alias, path or hub id) names the loaded model."""
+    return recorded == name or name in Path(recorded).parts or Path(recorded).name == name
+
+
+__all__ = ["AdapterError", "LocalModel", "same_base"]

@@ -24,10 +24,9 @@ from compllm_graph.training.data import (
     select,
 )
 from compllm_graph.training.decomposition import encode_example, evaluate
-from compllm_graph.training.settings import LoraSettings, TrainSettings
+from compllm_graph.training.settings import TRAINING_RECORD, LoraSettings, TrainSettings
 from compllm_graph.training.sft import TrainResult, attach_lora, train
 
-TRAINING_RECORD = "training.json"
 DEFAULT_WEIGHTS = {"musique": 0.55, "break": 0.2, "strategyqa": 0.1, CONJUNCTION: 0.15}
 
 

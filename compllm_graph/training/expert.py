@@ -10,10 +10,8 @@ from typing import Any
 
 import torch
 
-from compllm_graph.training.settings import LoraSettings, TrainSettings
+from compllm_graph.training.settings import TRAINING_RECORD, LoraSettings, TrainSettings
 from compllm_graph.training.sft import Encoded, attach_lora, train
-
-TRAINING_RECORD = "training.json"
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[Encoded]:

@@ -18,6 +18,7 @@ from compllm_graph.models.catalogue import ModelSpec, WheelPart
 from tests.tiny import tiny_llama as shared_tiny_llama
 
 PAD, BOS, EOS = 0, 1, 2
+VOCAB = 40
 _FIRST = 3  # ids below this are special
 
 
@@ -26,7 +27,11 @@ class CharTokenizer:
 
     pad_token_id = PAD
     eos_token_id = EOS
+    all_special_ids = (PAD, BOS, EOS)
     chat_template = None
+
+    def __len__(self) -> int:
+        return VOCAB
 
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
         return {"input_ids": [_FIRST + self._index(ch) for ch in text.lower()]}
@@ -50,7 +55,7 @@ class CharTokenizer:
 def tiny_llama(seed: int = 0) -> Any:
     """A 2-layer Llama with random weights; greedy decoding is deterministic."""
     return shared_tiny_llama(
-        seed, vocab_size=40, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD
+        seed, vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,20 @@ def test_the_default_decomposer_keeps_the_demo_question_in_two_parts(smollm2: Lo
     graph = parse_decomposition(str(reply.content))
     # Two independent questions: two sub-queries and no dependency between them.
     assert len(graph) == 2 and not graph.edges, reply.content
+
+
+def test_a_decomposer_folder_of_ones_own_is_used_with_its_recorded_prompt(
+    smollm2: LocalModel, tmp_path: Path
+) -> None:
+    from compllm_graph.cli import DEFAULT_QUESTION
+    from compllm_graph.defaults import default_decomposer
+
+    # As `compllm train decomposer --out DIR` leaves it: weights, config and training.json.
+    folder = shutil.copytree(ADAPTER_DIR, tmp_path / "mine", ignore=shutil.ignore_patterns("*.py"))
+    chat, prompt = default_decomposer(smollm2, folder)
+    reply = chat.invoke([SystemMessage(prompt), HumanMessage(DEFAULT_QUESTION)])
+    assert prompt == DECOMPOSER_SYSTEM_PROMPT
+    assert len(parse_decomposition(str(reply.content))) == 2, reply.content
 
 
 def test_train_expert_command_registers_the_expert(smollm2: LocalModel, tmp_path: Path) -> None:

@@ -1,0 +1,89 @@
+"""`default_decomposer` with a decomposer adapter folder of the user's own (`ask --decomposer`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compllm_graph.cli import main
+from compllm_graph.defaults import default_decomposer
+from compllm_graph.expert_store import ExpertStore
+from compllm_graph.models import AdapterError, LocalChatModel, LocalModel
+from compllm_graph.models.adapters import save_random_lora
+from compllm_graph.nodes.decompose import DECOMPOSER_PROMPT
+
+
+def adapter_of(chat: object) -> str | None:
+    assert isinstance(chat, LocalChatModel)
+    return chat.adapter
+
+
+def trained_folder(local: LocalModel, folder: Path, record: dict | str | None) -> Path:
+    """A random LoRA for `local` with a `training.json` as `compllm train decomposer` writes."""
+    save_random_lora(local.model, folder, seed=len(folder.name))
+    if record is not None:
+        text = record if isinstance(record, str) else json.dumps(record)
+        (folder / "training.json").write_text(text)
+    return folder
+
+
+def test_an_adapter_folder_is_loaded_once_with_its_recorded_prompt(
+    tiny: LocalModel, tmp_path: Path
+) -> None:
+    record = {"base": "tiny", "system_prompt": "Split the question."}
+    first = trained_folder(tiny, tmp_path / "first", record)
+    second = trained_folder(tiny, tmp_path / "second", None)
+
+    chat, prompt = default_decomposer(tiny, first)
+    again, _ = default_decomposer(tiny, first)
+    _, default_prompt = default_decomposer(tiny, second)
+
+    assert prompt == "Split the question."
+    name = adapter_of(chat)
+    assert name == adapter_of(again) and name is not None and name.startswith("decomposer_")
+    assert len(tiny.adapters) == 2  # one per folder, the repeat reused the first
+    # Without a training record the adapter gets the prompt the trainer always writes.
+    assert default_prompt is not None and "<dep>" in default_prompt
+    assert default_prompt != DECOMPOSER_PROMPT
+
+
+def test_without_an_adapter_a_non_smollm2_model_gets_the_few_shot_prompt(tiny: LocalModel) -> None:
+    chat, prompt = default_decomposer(tiny)
+    assert prompt == DECOMPOSER_PROMPT and adapter_of(chat) is None and not tiny.adapters
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"base": "qwen2.5-coder-0.5b-instruct"}, "--model qwen2.5-coder-0.5b-instruct"),
+        ("{not json", "training.json is unreadable"),
+        ({"base": "tiny", "system_prompt": ""}, "no usable system_prompt"),
+    ],
+)
+def test_an_unusable_adapter_folder_is_refused_before_loading(
+    tiny: LocalModel, tmp_path: Path, record: dict | str, message: str
+) -> None:
+    folder = trained_folder(tiny, tmp_path / "decomposer", record)
+    with pytest.raises(ValueError, match=message):
+        default_decomposer(tiny, folder)
+    assert not tiny.adapters
+
+
+def test_a_folder_without_weights_is_an_adapter_error(tiny: LocalModel, tmp_path: Path) -> None:
+    with pytest.raises(AdapterError, match="does not exist"):
+        default_decomposer(tiny, tmp_path / "missing")
+
+
+def test_ask_reports_a_bad_decomposer_folder_and_exits_2(
+    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr("compllm_graph.models.load_model", lambda alias: tiny)
+    ExpertStore.create(tmp_path / "store", "hashing:64")
+    folder = trained_folder(tiny, tmp_path / "qwen", {"base": "qwen2.5-coder-0.5b-instruct"})
+
+    code = main(["ask", "why?", "--store", str(tmp_path / "store"), "--decomposer", str(folder)])
+
+    assert code == 2
+    assert "was trained on 'qwen2.5-coder-0.5b-instruct'" in capsys.readouterr().err
