@@ -32,8 +32,8 @@ def default_decomposer(
 
     Args:
         local_model: The loaded base model.
-        adapter: A folder written by `compllm train decomposer`; by default the shipped adapter,
-            used when `local_model` is its base model.
+        adapter: A folder written by `compllm train decomposer`; by default the adapter shipped
+            for `local_model` (`compllm_graph.decomposer.adapter_for`), if there is one.
 
     Returns:
         The decomposer chat model and the system prompt to send it.
@@ -44,9 +44,8 @@ def default_decomposer(
     """
     from compllm_graph import decomposer
 
-    shipped = (decomposer.ADAPTER_DIR / "adapter_model.safetensors").is_file()
-    if adapter is None and shipped and local_model.name == decomposer.BASE_MODEL:
-        adapter = decomposer.ADAPTER_DIR
+    if adapter is None:
+        adapter = decomposer.adapter_for(local_model.name)
     name, prompt = None, DECOMPOSER_PROMPT
     if adapter is not None:
         name, prompt = _load_decomposer(local_model, Path(adapter))
@@ -72,7 +71,7 @@ def _load_decomposer(local_model: LocalModel, folder: Path) -> tuple[str, str]:
     prompt = record.get("system_prompt", decomposer.DECOMPOSER_SYSTEM_PROMPT)
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"{folder}/training.json has no usable system_prompt; re-train or fix it")
-    shipped = folder.resolve() == decomposer.ADAPTER_DIR
+    shipped = folder.resolve() in decomposer.shipped().values()
     # One name per folder, so two decomposers can share a model without overwriting each other.
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
     name = "decomposer" if shipped else f"decomposer_{digest}"

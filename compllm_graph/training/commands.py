@@ -35,7 +35,8 @@ def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--adapter",
         default=None,
-        help="adapter folder, 'shipped' or 'none' (default: shipped; none with --few-shot)",
+        help="adapter folder, 'shipped' (for --model) or 'none' (default: shipped; none with "
+        "--few-shot)",
     )
     ev.add_argument("--few-shot", action="store_true", help="prompt with the few-shot prompt")
     ev.add_argument("--constrained", action="store_true", help="decode with the tag grammar")
@@ -62,7 +63,9 @@ def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
         help="Table 1: few-shot vs SFT decomposer on the MuSiQue and Break test splits",
     )
     table.add_argument("--model", default=DEFAULT_BASE, help="base model alias or path")
-    table.add_argument("--adapter", default="shipped", help="SFT adapter folder or 'shipped'")
+    table.add_argument(
+        "--adapter", default="shipped", help="SFT adapter folder or 'shipped' (for --model)"
+    )
     table.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     table.add_argument("--limit", type=int, default=100, help="test examples per dataset")
     table.add_argument("--batch-size", type=int, default=8)
@@ -240,7 +243,11 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     if not examples:
         print(f"error: no examples in the {args.split} split of {args.file}", file=sys.stderr)
         return 2
-    adapter = _adapter_dir(args)
+    try:
+        adapter = _adapter_dir(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     local = load_model(args.model)
     model = local.model
     if adapter is not None:
@@ -291,13 +298,26 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
 
 
 def _adapter_dir(args: argparse.Namespace) -> Path | None:
-    """`--adapter`: a folder, 'none', or by default the shipped decomposer (none for few-shot)."""
-    from compllm_graph.decomposer import ADAPTER_DIR
+    """`--adapter`: a folder, 'none', or by default the decomposer shipped for `--model` (none
+    for few-shot).
+
+    Raises:
+        ValueError: 'shipped' for a model that has no shipped decomposer.
+    """
+    from compllm_graph.decomposer import adapter_for, shipped
 
     choice = args.adapter if args.adapter is not None else ("none" if args.few_shot else "shipped")
     if choice == "none":
         return None
-    return ADAPTER_DIR if choice == "shipped" else Path(choice)
+    if choice != "shipped":
+        return Path(choice)
+    folder = adapter_for(args.model)
+    if folder is None:
+        raise ValueError(
+            f"no decomposer ships for {args.model!r} (only for {', '.join(shipped())}): "
+            "give --adapter DIR, or --adapter none"
+        )
+    return folder
 
 
 def run_train_expert(args: argparse.Namespace) -> int:
@@ -364,7 +384,12 @@ def run_eval_table(args: argparse.Namespace) -> int:
     if not args.data_dir.is_dir():
         print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
         return 2
-    adapter = _adapter_dir(argparse.Namespace(adapter=args.adapter, few_shot=False))
+    try:
+        choice = argparse.Namespace(adapter=args.adapter, model=args.model, few_shot=False)
+        adapter = _adapter_dir(choice)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if adapter is None:
         print("error: the table compares against an SFT adapter; give its folder", file=sys.stderr)
         return 2

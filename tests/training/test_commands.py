@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compllm_graph.cli import main
-from compllm_graph.decomposer import ADAPTER_DIR
+from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
 from compllm_graph.training.commands import _adapter_dir, parse_mix
 from compllm_graph.training.data import split_of
 
@@ -23,13 +23,16 @@ def test_parse_mix() -> None:
 
 
 def test_adapter_choice() -> None:
-    def choose(adapter: str | None, few_shot: bool) -> Path | None:
-        return _adapter_dir(argparse.Namespace(adapter=adapter, few_shot=few_shot))
+    def choose(adapter: str | None, few_shot: bool, model: str = BASE_MODEL) -> Path | None:
+        return _adapter_dir(argparse.Namespace(adapter=adapter, few_shot=few_shot, model=model))
 
     assert choose(None, False) == ADAPTER_DIR
+    assert choose("shipped", True) == ADAPTER_DIR
     assert choose(None, True) is None
     assert choose("none", False) is None
     assert choose("/x/y", True) == Path("/x/y")
+    with pytest.raises(ValueError, match="no decomposer ships for 'other-model'"):
+        choose(None, False, model="other-model")
 
 
 def test_eval_rejects_a_bad_file_before_loading_a_model(

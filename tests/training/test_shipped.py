@@ -1,15 +1,34 @@
-"""The decomposer adapter shipped in the package: small, safetensors, with its training record."""
+"""The decomposer adapters shipped in the package: small safetensors with a training record."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL, DECOMPOSER_SYSTEM_PROMPT
+import pytest
+
+from compllm_graph.decomposer import (
+    ADAPTER_DIR,
+    BASE_MODEL,
+    DECOMPOSER_SYSTEM_PROMPT,
+    adapter_for,
+    shipped,
+)
+from compllm_graph.models import CATALOGUE
 
 
-def test_the_shipped_adapter_is_small_and_documented() -> None:
-    weights = ADAPTER_DIR / "adapter_model.safetensors"
-    assert weights.stat().st_size <= 10 * 1024 * 1024
-    record = json.loads((ADAPTER_DIR / "training.json").read_text())
-    assert record["base"] == BASE_MODEL and record["steps"] > 0
+def test_the_default_model_has_a_shipped_decomposer() -> None:
+    assert adapter_for(BASE_MODEL) == ADAPTER_DIR and ADAPTER_DIR in shipped().values()
+    assert adapter_for("no-such-model") is None
+
+
+@pytest.mark.parametrize(("alias", "folder"), sorted(shipped().items()))
+def test_each_shipped_adapter_is_small_and_documented(alias: str, folder: Path) -> None:
+    assert alias in CATALOGUE
+    assert (folder / "adapter_model.safetensors").stat().st_size <= 10 * 1024 * 1024
+    config = json.loads((folder / "adapter_config.json").read_text())
+    record = json.loads((folder / "training.json").read_text())
+    assert config["base_model_name_or_path"] == record["base"] == alias
+    assert record["steps"] > 0 and record["status"] == "finished"
     assert record["system_prompt"] == DECOMPOSER_SYSTEM_PROMPT
+    assert record["test"]["musique"]["SFT + constrained"]["n"] == 100
