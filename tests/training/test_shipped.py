@@ -25,7 +25,9 @@ def test_the_default_model_has_a_shipped_decomposer() -> None:
 @pytest.mark.parametrize(("alias", "folder"), sorted(shipped().items()))
 def test_each_shipped_adapter_is_small_and_documented(alias: str, folder: Path) -> None:
     assert alias in CATALOGUE
-    assert (folder / "adapter_model.safetensors").stat().st_size <= 10 * 1024 * 1024
+    # The default model's adapter stays within 10 MB; a larger base needs a larger adapter.
+    limit_mib = 10 if alias == BASE_MODEL else 20
+    assert (folder / "adapter_model.safetensors").stat().st_size <= limit_mib * 1024 * 1024
     config = json.loads((folder / "adapter_config.json").read_text())
     record = json.loads((folder / "training.json").read_text())
     assert config["base_model_name_or_path"] == record["base"] == alias
