@@ -109,8 +109,8 @@ def build_default_graph(
         store: The expert store; defaults to the demo store (built on first use).
         max_new_tokens: Answer length for experts, base and aggregator.
         decomposer_adapter: A folder written by `compllm train decomposer` for this model;
-            defaults to the adapter shipped for this model (`decomposer.shipped()`: SmolLM2,
-            Qwen2.5-Coder-0.5B) or, for other models, the few-shot prompt.
+            defaults to the adapter shipped for this model (`decomposer.adapter_for`) or, for
+            a model with none, the few-shot prompt.
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
