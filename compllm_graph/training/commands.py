@@ -90,6 +90,12 @@ def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--validation-size", type=int, default=32, help="per dataset; 0 skips")
+    p.add_argument(
+        "--init-adapter",
+        default=None,
+        help="start from a trained decomposer (a folder, or 'shipped' for --base's) instead of "
+        "fresh LoRA weights",
+    )
     _add_optimisation_args(p, lora, opt)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--json", action="store_true", help="end with one JSON object")
@@ -175,26 +181,31 @@ def parse_mix(text: str) -> dict[str, float]:
 
 def run_train_decomposer(args: argparse.Namespace) -> int:
     from compllm_graph.models import load_model
-    from compllm_graph.training.decomposer_sft import DecomposerPlan, train_decomposer
+    from compllm_graph.training.decomposer_sft import (
+        DecomposerPlan,
+        earlier_stage,
+        train_decomposer,
+    )
 
+    lora, opt = _settings(args)
     try:
-        weights = parse_mix(args.mix)
+        plan = DecomposerPlan(
+            data_dir=args.data_dir,
+            train_size=args.train_size,
+            weights=parse_mix(args.mix),
+            max_length=args.max_length,
+            validation_size=args.validation_size,
+            lora=lora,
+            settings=opt,
+            init_adapter=_init_adapter(args.init_adapter, args.base),
+        )
+        earlier_stage(plan, args.base)  # fail before the minutes spent loading the model
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not args.data_dir.is_dir():
         print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
         return 2
-    lora, opt = _settings(args)
-    plan = DecomposerPlan(
-        data_dir=args.data_dir,
-        train_size=args.train_size,
-        weights=weights,
-        max_length=args.max_length,
-        validation_size=args.validation_size,
-        lora=lora,
-        settings=opt,
-    )
     local = load_model(args.base)
     command = shlex.join(["compllm", *sys.argv[1:]])
     try:
@@ -216,6 +227,18 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def _init_adapter(choice: str | None, base: str) -> Path | None:
+    """`--init-adapter`: a folder, or 'shipped' for the decomposer shipped for `base`."""
+    from compllm_graph.decomposer import adapter_for
+
+    if choice != "shipped":
+        return None if choice is None else Path(choice)
+    folder = adapter_for(base)
+    if folder is None:
+        raise ValueError(f"no decomposer ships for {base!r}: give --init-adapter DIR")
+    return folder
 
 
 def run_eval_decomposition(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
+from compllm_graph.models.local import same_base
 from compllm_graph.training.data import (
     CONJUNCTION,
     DATASETS,
@@ -25,7 +26,7 @@ from compllm_graph.training.data import (
 )
 from compllm_graph.training.decomposition import encode_example, evaluate
 from compllm_graph.training.settings import TRAINING_RECORD, LoraSettings, TrainSettings
-from compllm_graph.training.sft import TrainResult, attach_lora, train
+from compllm_graph.training.sft import ADAPTER_CONFIG, TrainResult, attach_lora, train, warm_start
 
 DEFAULT_WEIGHTS = {"musique": 0.55, "break": 0.2, "strategyqa": 0.1, CONJUNCTION: 0.15}
 
@@ -43,6 +44,8 @@ class DecomposerPlan:
         validation_size: Validation examples per dataset scored after training (0: none).
         lora: LoRA hyper-parameters.
         settings: Optimisation hyper-parameters.
+        init_adapter: Start from this trained decomposer's weights instead of fresh ones (a
+            second stage, e.g. on a MuSiQue-heavier mix); it must share the base and LoRA shape.
     """
 
     data_dir: Path
@@ -52,6 +55,7 @@ class DecomposerPlan:
     validation_size: int = 32
     lora: LoraSettings = field(default_factory=LoraSettings)
     settings: TrainSettings = field(default_factory=TrainSettings)
+    init_adapter: Path | None = None
 
 
 def load_pools(data_dir: Path, datasets: Sequence[str]) -> dict[str, list[DecompositionExample]]:
@@ -104,7 +108,10 @@ def train_decomposer(
     examples = training_examples(pools, plan)
     encoded = [encode_example(tokenizer, e, plan.max_length) for e in examples]
     kept = [x for x in encoded if x is not None]
+    earlier = earlier_stage(plan, base)
     peft_model = attach_lora(model, plan.lora, seed=plan.settings.seed)
+    if plan.init_adapter is not None:
+        warm_start(peft_model, plan.init_adapter)
     # Record the alias, not the cache folder the weights happened to load from.
     peft_model.peft_config["default"].base_model_name_or_path = base
     record: dict[str, Any] = {
@@ -123,6 +130,8 @@ def train_decomposer(
         "lora": asdict(plan.lora),
         "hyper_parameters": asdict(plan.settings),
     }
+    if earlier is not None:
+        record["initialised_from"] = earlier
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def write(result: TrainResult, status: str) -> None:
@@ -144,6 +153,45 @@ def train_decomposer(
         record["validation_wall_time_s"] = round(time.monotonic() - started, 1)
     write(result, "finished" if result.finished else "partial")
     return record
+
+
+def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
+    """What `plan.init_adapter` was trained on, after checking it fits `base` and `plan.lora`.
+
+    Raises:
+        ValueError: another base model or LoRA rank/alpha, or an unreadable record.
+    """
+    folder = plan.init_adapter
+    if folder is None:
+        return None
+    earlier = _read_json(folder / TRAINING_RECORD)
+    config = _read_json(folder / ADAPTER_CONFIG)
+    if isinstance(earlier.get("base"), str) and not same_base(earlier["base"], base):
+        trained_on = earlier["base"]
+        raise ValueError(f"{folder} was trained on {trained_on!r}: pass --base {trained_on}")
+    shape = (config.get("r"), config.get("lora_alpha"))
+    if shape != (plan.lora.r, plan.lora.alpha):
+        raise ValueError(
+            f"{folder} has LoRA r={shape[0]}, alpha={shape[1]}: pass "
+            f"--lora-r {shape[0]} --lora-alpha {shape[1]} to continue from it"
+        )
+    return {
+        "adapter": str(folder),
+        "command": earlier.get("command"),
+        "steps": earlier.get("steps"),
+        "examples": earlier.get("data", {}).get("examples"),
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    fix = "give a folder `compllm train` wrote"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path} ({exc}): {fix}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is not a JSON object: {fix}")
+    return value
 
 
 def _source_datasets(weights: dict[str, float]) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -72,6 +73,27 @@ def attach_lora(model: Any, lora: LoraSettings, seed: int = 0) -> PeftModel:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def warm_start(model: PeftModel, folder: Path) -> None:
+    """Replace the fresh LoRA weights of `model` with a trained adapter's (safetensors only).
+
+    Raises:
+        FileNotFoundError: `folder` holds no adapter weights.
+        ValueError: the weights do not fit `model`'s adapters (another base, rank or targets).
+    """
+    path = folder / ADAPTER_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {folder}: give one `compllm train` wrote")
+    fix = "train on the base model and with the --lora-* settings that adapter was trained with"
+    try:
+        loaded: Any = set_peft_model_state_dict(model, load_file(str(path)))
+    except (RuntimeError, ValueError, SafetensorError) as exc:
+        raise ValueError(f"the adapter at {folder} does not fit: {exc}; {fix}") from exc
+    missing = [k for k in loaded.missing_keys if "lora_" in k]
+    if loaded.unexpected_keys or missing:
+        odd = (loaded.unexpected_keys or missing)[0]
+        raise ValueError(f"the adapter at {folder} does not fit ({odd!r} has no match); {fix}")
 
 
 def target_loss(model: PeftModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -63,3 +63,19 @@ def test_train_expert_rejects_a_missing_file(
 ) -> None:
     assert main(["train", "expert", "x", "--data", str(tmp_path / "none.txt")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_train_decomposer_checks_the_init_adapter_before_loading_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(*extra: str) -> str:
+        assert main(["train", "decomposer", "--out", str(tmp_path / "out"), *extra]) == 2
+        return capsys.readouterr().err
+
+    assert "no decomposer ships for 'other-model'" in run(
+        "--base", "other-model", "--init-adapter", "shipped"
+    )
+    assert "--lora-r 16 --lora-alpha 32" in run("--init-adapter", "shipped", "--lora-r", "8")
+    qwen = "qwen2.5-coder-0.5b-instruct"
+    assert f"pass --base {BASE_MODEL}" in run("--base", qwen, "--init-adapter", str(ADAPTER_DIR))
+    assert "cannot read" in run("--init-adapter", str(tmp_path))

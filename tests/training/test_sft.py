@@ -20,6 +20,7 @@ from compllm_graph.training.sft import (
     save_adapter,
     target_loss,
     train,
+    warm_start,
 )
 from tests.tiny import tiny_llama
 
@@ -135,3 +136,39 @@ def test_save_adapter_round_trips_through_peft(tmp_path: Path) -> None:
 def test_no_data_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no training"):
         train(attach_lora(tiny_model(), LoraSettings()), [], SETTINGS, tmp_path, pad_id=0)
+
+
+def test_warm_start_continues_from_a_trained_adapter(tmp_path: Path) -> None:
+    trained = attach_lora(tiny_model(), LoraSettings(r=4, alpha=8, dropout=0.0))
+    train(trained, toy_data(), SETTINGS, tmp_path, pad_id=0)
+    second = attach_lora(tiny_model(), LoraSettings(r=4, alpha=8, dropout=0.0), seed=7)
+    warm_start(second, tmp_path)
+    batch = collate(toy_data(2), pad_id=0)
+    trained.eval()
+    second.eval()
+    with torch.no_grad():
+        assert torch.allclose(trained(**batch).logits, second(**batch).logits, atol=1e-2)
+        # A no-op warm start would leave the fresh adapter, which scores like the base model.
+        fresh = attach_lora(tiny_model(), LoraSettings(r=4, alpha=8, dropout=0.0))
+        assert target_loss(second, batch) < target_loss(fresh, batch) - 0.1
+
+
+def test_warm_start_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    train(
+        attach_lora(tiny_model(), LoraSettings(r=4, alpha=8)),
+        toy_data(),
+        SETTINGS,
+        tmp_path,
+        pad_id=0,
+    )
+    with pytest.raises(ValueError, match="does not fit"):
+        warm_start(attach_lora(tiny_model(), LoraSettings(r=8, alpha=16)), tmp_path)
+    with pytest.raises(ValueError, match="does not fit"):
+        warm_start(
+            attach_lora(tiny_model(), LoraSettings(r=4, target_modules=("q_proj",))), tmp_path
+        )
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="does not fit"):
+        warm_start(attach_lora(tiny_model(), LoraSettings(r=4, alpha=8)), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no adapter_model\.safetensors"):
+        warm_start(attach_lora(tiny_model(), LoraSettings(r=4, alpha=8)), tmp_path / "missing")

@@ -1,0 +1,39 @@
+"""Checks on a decomposer run's plan that need no model: the earlier stage it continues from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
+from compllm_graph.training.decomposer_sft import DecomposerPlan, earlier_stage
+from compllm_graph.training.settings import LoraSettings
+
+
+def plan(init_adapter: Path | None, r: int = 16, alpha: int = 32) -> DecomposerPlan:
+    return DecomposerPlan(
+        data_dir=Path("unused"), lora=LoraSettings(r=r, alpha=alpha), init_adapter=init_adapter
+    )
+
+
+def test_earlier_stage_summarises_the_adapter_it_continues_from() -> None:
+    shipped = json.loads((ADAPTER_DIR / "training.json").read_text())
+    earlier = earlier_stage(plan(ADAPTER_DIR), BASE_MODEL)
+    assert earlier == {
+        "adapter": str(ADAPTER_DIR),
+        "command": shipped["command"],
+        "steps": shipped["steps"],
+        "examples": shipped["data"]["examples"],
+    }
+    assert earlier_stage(plan(None), BASE_MODEL) is None
+
+
+def test_earlier_stage_refuses_another_shape_or_an_unreadable_record(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--lora-r 16 --lora-alpha 32"):
+        earlier_stage(plan(ADAPTER_DIR, r=16, alpha=16), BASE_MODEL)
+    (tmp_path / "training.json").write_text("[1, 2]")
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        earlier_stage(plan(tmp_path), BASE_MODEL)
