@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
 from compllm_graph.models.local import same_base
 from compllm_graph.nodes.decompose import DECOMPOSER_PROMPT
 from compllm_graph.training.decoding import tag_grammar_factory
-from compllm_graph.training.settings import TRAINING_RECORD
+from compllm_graph.training.settings import read_training_record
 
 DEFAULT_MAX_NEW_TOKENS = 48
 DECOMPOSER_MAX_NEW_TOKENS = 128
@@ -61,7 +60,7 @@ def _load_decomposer(local_model: LocalModel, folder: Path) -> tuple[str, str]:
     """Load a decomposer adapter once per folder; returns its adapter name and system prompt."""
     from compllm_graph import decomposer
 
-    record = _training_record(folder)
+    record = read_training_record(folder)
     base = record.get("base")
     if isinstance(base, str) and not same_base(base, local_model.name):
         raise ValueError(
@@ -78,20 +77,6 @@ def _load_decomposer(local_model: LocalModel, folder: Path) -> tuple[str, str]:
     if name not in local_model.adapters:
         local_model.add_adapter(name, folder)
     return name, prompt
-
-
-def _training_record(folder: Path) -> dict[str, Any]:
-    """`training.json` beside the adapter (empty when there is none)."""
-    path = folder / TRAINING_RECORD
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is unreadable ({exc}); re-train or remove it") from exc
-    if not isinstance(record, dict):
-        raise ValueError(f"{path} is not a JSON object; re-train or remove it")
-    return record
 
 
 def build_default_graph(

@@ -25,7 +25,13 @@ from compllm_graph.training.data import (
     select,
 )
 from compllm_graph.training.decomposition import encode_example, evaluate
-from compllm_graph.training.settings import TRAINING_RECORD, LoraSettings, TrainSettings
+from compllm_graph.training.settings import (
+    TRAINING_RECORD,
+    LoraSettings,
+    TrainSettings,
+    read_json_object,
+    read_training_record,
+)
 from compllm_graph.training.sft import ADAPTER_CONFIG, TrainResult, attach_lora, train, warm_start
 
 DEFAULT_WEIGHTS = {"musique": 0.55, "break": 0.2, "strategyqa": 0.1, CONJUNCTION: 0.15}
@@ -164,8 +170,8 @@ def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
     folder = plan.init_adapter
     if folder is None:
         return None
-    earlier = _read_json(folder / TRAINING_RECORD)
-    config = _read_json(folder / ADAPTER_CONFIG)
+    earlier = read_training_record(folder)
+    config = read_json_object(folder / ADAPTER_CONFIG)
     if isinstance(earlier.get("base"), str) and not same_base(earlier["base"], base):
         trained_on = earlier["base"]
         raise ValueError(f"{folder} was trained on {trained_on!r}: pass --base {trained_on}")
@@ -181,17 +187,6 @@ def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
         "steps": earlier.get("steps"),
         "examples": earlier.get("data", {}).get("examples"),
     }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    fix = "give a folder `compllm train` wrote"
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path} ({exc}): {fix}") from exc
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} is not a JSON object: {fix}")
-    return value
 
 
 def _source_datasets(weights: dict[str, float]) -> list[str]:

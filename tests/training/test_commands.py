@@ -78,4 +78,4 @@ def test_train_decomposer_checks_the_init_adapter_before_loading_a_model(
     assert "--lora-r 16 --lora-alpha 32" in run("--init-adapter", "shipped", "--lora-r", "8")
     qwen = "qwen2.5-coder-0.5b-instruct"
     assert f"pass --base {BASE_MODEL}" in run("--base", qwen, "--init-adapter", str(ADAPTER_DIR))
-    assert "cannot read" in run("--init-adapter", str(tmp_path))
+    assert "adapter_config.json is unreadable" in run("--init-adapter", str(tmp_path))
