@@ -48,7 +48,7 @@ def test_sync_invoke_runs_concurrently_too():
     started = time.perf_counter()
     out = graph.invoke({"query": "three things?"})
     assert time.perf_counter() - started < 0.5
-    assert out["answer"].startswith("base answer to: Answer the original question")
+    assert out["answer"].startswith("base answer to: Here are answers to the parts")
 
 
 async def test_context_passing_and_aggregation_prompt():
@@ -60,7 +60,7 @@ async def test_context_passing_and_aggregation_prompt():
     assert "Question: bio of chemistry answer to: chem who" in second["question"]
     # the aggregator sees the original query and only the leaf answer
     (prompt,) = base.calls
-    assert "Original question: the whole question?" in prompt
+    assert prompt.endswith("repeating the facts above: the whole question?")
     assert second["answer"] in prompt and f"Answer: {first['answer']}\n" not in prompt
 
 
