@@ -99,7 +99,8 @@ def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
     _add_optimisation_args(p, lora, opt)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--json", action="store_true", help="end with one JSON object")
-    p.set_defaults(func=run_train_decomposer)
+    # None: the --init-adapter's LoRA shape, or LoraSettings' defaults (see _lora_shape).
+    p.set_defaults(func=run_train_decomposer, lora_r=None, lora_alpha=None)
 
 
 def _add_train_expert(kinds: argparse._SubParsersAction) -> None:
@@ -187,8 +188,10 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
         train_decomposer,
     )
 
-    lora, opt = _settings(args)
     try:
+        init_adapter = _init_adapter(args.init_adapter, args.base)
+        _lora_shape(args, init_adapter)
+        lora, opt = _settings(args)
         plan = DecomposerPlan(
             data_dir=args.data_dir,
             train_size=args.train_size,
@@ -197,7 +200,7 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
             validation_size=args.validation_size,
             lora=lora,
             settings=opt,
-            init_adapter=_init_adapter(args.init_adapter, args.base),
+            init_adapter=init_adapter,
         )
         earlier_stage(plan, args.base)  # fail before the minutes spent loading the model
     except ValueError as err:
@@ -239,6 +242,24 @@ def _init_adapter(choice: str | None, base: str) -> Path | None:
     if folder is None:
         raise ValueError(f"no decomposer ships for {base!r}: give --init-adapter DIR")
     return folder
+
+
+def _lora_shape(args: argparse.Namespace, init_adapter: Path | None) -> None:
+    """Fill `--lora-r/--lora-alpha` left out: the init adapter's shape, else the defaults."""
+    from compllm_graph.training.settings import read_json_object
+    from compllm_graph.training.sft import ADAPTER_CONFIG
+
+    defaults = LoraSettings()
+    config = read_json_object(init_adapter / ADAPTER_CONFIG) if init_adapter else {}
+    for arg, key, default in (
+        ("lora_r", "r", defaults.r),
+        ("lora_alpha", "lora_alpha", defaults.alpha),
+    ):
+        if getattr(args, arg) is None:
+            value = config.get(key, default)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{init_adapter}/{ADAPTER_CONFIG} has {key}={value!r}: not a LoRA")
+            setattr(args, arg, value)
 
 
 def run_eval_decomposition(args: argparse.Namespace) -> int:

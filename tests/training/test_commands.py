@@ -76,6 +76,10 @@ def test_train_decomposer_checks_the_init_adapter_before_loading_a_model(
         "--base", "other-model", "--init-adapter", "shipped"
     )
     assert "--lora-r 16 --lora-alpha 32" in run("--init-adapter", "shipped", "--lora-r", "8")
+    # Left out, the LoRA shape follows the adapter: the run gets as far as looking for data.
+    assert "no data folder" in run("--init-adapter", "shipped", "--data-dir", str(tmp_path / "no"))
     qwen = "qwen2.5-coder-0.5b-instruct"
     assert f"pass --base {BASE_MODEL}" in run("--base", qwen, "--init-adapter", str(ADAPTER_DIR))
     assert "adapter_config.json is unreadable" in run("--init-adapter", str(tmp_path))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": "16"}))
+    assert "has r='16': not a LoRA" in run("--init-adapter", str(tmp_path))
