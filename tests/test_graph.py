@@ -8,6 +8,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from compllm_graph import DeviceLimits, ExpertPolicy, QueryGraph, Route, create_compllm_graph
+from compllm_graph.nodes.execute import as_question
 from tests.fakes import FakeChat, decomposer, keyword_router
 
 THREE_INDEPENDENT = "<q>chem one</q><q>bio two</q><q>math three</q><dep></dep>"
@@ -57,11 +58,25 @@ async def test_context_passing_and_aggregation_prompt():
     out = await graph.ainvoke({"query": "the whole question?"})
     first, second = out["sub_answers"]
     assert second["question"].startswith("Answers to earlier questions:\nQ: chem who\nA: chemistry")
-    assert "Question: bio of chemistry answer to: chem who" in second["question"]
+    assert "Question: What is the bio of chemistry answer to: chem who?" in second["question"]
     # the aggregator sees the original query and only the leaf answer
     (prompt,) = base.calls
     assert prompt.endswith("repeating the facts above: the whole question?")
     assert second["answer"] in prompt and f"Answer: {first['answer']}\n" not in prompt
+
+
+@pytest.mark.parametrize(
+    ("text", "question"),
+    [
+        ("place of birth of #1", "What is the place of birth of #1?"),
+        (" capital of France. ", "What is the capital of France?"),
+        ("#1 educated at what?", "#1 educated at what?"),
+        ("Who is the spouse of #1", "Who is the spouse of #1"),
+        ("chem who", "chem who"),
+    ],
+)
+def test_relation_phrases_reach_experts_as_questions(text, question):
+    assert as_question(text) == question
 
 
 async def test_eager_beats_waves_on_an_uneven_dag():

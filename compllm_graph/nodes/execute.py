@@ -8,6 +8,7 @@ is retried; after the last failure the base model answers and the route records 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from compllm_graph.scheduling import (
 from compllm_graph.state import CompLLMState, SubAnswer
 
 CONTEXT_TEMPLATE = "Answers to earlier questions:\n{context}\n\nQuestion: {question}"
+_WH_WORD = re.compile(r"(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,24 @@ class ExpertFailure(RuntimeError):
         self.attempts = len(errors)
 
 
+def as_question(text: str) -> str:
+    """A relation phrase as a question (`spouse of #1` -> `What is the spouse of #1?`).
+
+    Decomposers trained on MuSiQue write its Wikidata hops as such phrases. A small model rambles
+    on the bare phrase (SmolLM2-135M greeted "capital of France" as a tour guide) and answers the
+    question ("The capital of France is Paris."). Questions and other text pass unchanged.
+    """
+    text = text.strip()
+    if text.endswith("?") or " of " not in text or _WH_WORD.match(text):
+        return text
+    return f"What is the {text.rstrip('.')}?"
+
+
 def sub_query_prompt(sq: SubQuery, parents: list[SubAnswer]) -> str:
-    """The question for `sq`, with `#k` filled in and its parents' answers as context."""
+    """The question for `sq` (see `as_question`), `#k` filled in, parents' answers as context."""
     answers = {a["sub_query"]: a["answer"] for a in parents}
-    question = REFERENCE.sub(lambda m: answers.get(int(m.group(1)), m.group(0)), sq.text)
+    template = as_question(sq.text)
+    question = REFERENCE.sub(lambda m: answers.get(int(m.group(1)), m.group(0)), template)
     if not parents:
         return question
     context = "\n".join(f"Q: {a['question']}\nA: {a['answer']}" for a in parents)
