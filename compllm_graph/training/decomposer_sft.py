@@ -181,11 +181,12 @@ def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
             f"{folder} has LoRA r={shape[0]}, alpha={shape[1]}: pass "
             f"--lora-r {shape[0]} --lora-alpha {shape[1]} to continue from it"
         )
+    data = earlier.get("data")
     return {
         "adapter": str(folder),
         "command": earlier.get("command"),
         "steps": earlier.get("steps"),
-        "examples": earlier.get("data", {}).get("examples"),
+        "examples": data.get("examples") if isinstance(data, dict) else None,
     }
 
 

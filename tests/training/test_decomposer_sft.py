@@ -37,3 +37,10 @@ def test_earlier_stage_refuses_another_shape_or_an_unreadable_record(tmp_path: P
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(ValueError, match="not a JSON object"):
         earlier_stage(plan(tmp_path), BASE_MODEL)
+
+
+def test_earlier_stage_tolerates_a_record_without_data(tmp_path: Path) -> None:
+    (tmp_path / "training.json").write_text(json.dumps({"base": BASE_MODEL, "data": "?"}))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
+    earlier = earlier_stage(plan(tmp_path), BASE_MODEL)
+    assert earlier is not None and earlier["examples"] is None and earlier["command"] is None
