@@ -246,20 +246,12 @@ def _init_adapter(choice: str | None, base: str) -> Path | None:
 
 def _lora_shape(args: argparse.Namespace, init_adapter: Path | None) -> None:
     """Fill `--lora-r/--lora-alpha` left out: the init adapter's shape, else the defaults."""
-    from compllm_graph.training.settings import read_json_object
-    from compllm_graph.training.sft import ADAPTER_CONFIG
+    from compllm_graph.training.decomposer_sft import adapter_shape
 
     defaults = LoraSettings()
-    config = read_json_object(init_adapter / ADAPTER_CONFIG) if init_adapter else {}
-    for arg, key, default in (
-        ("lora_r", "r", defaults.r),
-        ("lora_alpha", "lora_alpha", defaults.alpha),
-    ):
-        if getattr(args, arg) is None:
-            value = config.get(key, default)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{init_adapter}/{ADAPTER_CONFIG} has {key}={value!r}: not a LoRA")
-            setattr(args, arg, value)
+    r, alpha = adapter_shape(init_adapter) if init_adapter else (defaults.r, defaults.alpha)
+    args.lora_r = r if args.lora_r is None else args.lora_r
+    args.lora_alpha = alpha if args.lora_alpha is None else args.lora_alpha
 
 
 def run_eval_decomposition(args: argparse.Namespace) -> int:

@@ -161,6 +161,22 @@ def train_decomposer(
     return record
 
 
+def adapter_shape(folder: Path) -> tuple[int, int]:
+    """The LoRA rank and alpha a trained adapter was made with.
+
+    Raises:
+        ValueError: its config is unreadable, or `r` / `lora_alpha` is not a positive integer.
+    """
+    config = read_json_object(folder / ADAPTER_CONFIG)
+    shape = []
+    for key in ("r", "lora_alpha"):
+        value = config.get(key)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{folder}/{ADAPTER_CONFIG} has {key}={value!r}: not a LoRA")
+        shape.append(value)
+    return shape[0], shape[1]
+
+
 def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
     """What `plan.init_adapter` was trained on, after checking it fits `base` and `plan.lora`.
 
@@ -171,11 +187,10 @@ def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
     if folder is None:
         return None
     earlier = read_training_record(folder)
-    config = read_json_object(folder / ADAPTER_CONFIG)
     if isinstance(earlier.get("base"), str) and not same_base(earlier["base"], base):
         trained_on = earlier["base"]
         raise ValueError(f"{folder} was trained on {trained_on!r}: pass --base {trained_on}")
-    shape = (config.get("r"), config.get("lora_alpha"))
+    shape = adapter_shape(folder)
     if shape != (plan.lora.r, plan.lora.alpha):
         raise ValueError(
             f"{folder} has LoRA r={shape[0]}, alpha={shape[1]}: pass "
