@@ -8,7 +8,8 @@ as one left-padded ``generate`` call; with peft adapters loaded the group may mi
 
 Per-request ``max_new_tokens``, stop strings and end-of-sequence are applied by one
 :class:`_RowStopper` for every call, batched or not, so a request's output does not depend on
-what it was batched with.
+what it was batched with. Beam-search requests (``num_beams > 1``) run in groups of equal
+settings and return every beam as a scored candidate.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class GenerationSettings:
         logits_processor: a factory (left-padded prompt width -> transformers logits processor)
             that constrains every row of the batch, e.g. the decomposer's tag grammar; requests
             with different factories never share a batch.
+        num_beams: beam-search width; above 1 the request returns all its beams as candidates
+            (best first), stop strings cut the finished beams, and streaming sends the best
+            beam in one piece at the end. Beam search is greedy, so ``do_sample`` must be off.
     """
 
     max_new_tokens: int = 256
@@ -59,8 +63,13 @@ class GenerationSettings:
     top_k: int = 0
     seed: int | None = None
     logits_processor: Callable[[int], Any] | None = None
+    num_beams: int = 1
 
     def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1 (1 is greedy decoding), got {self.num_beams}")
+        if self.num_beams > 1 and self.do_sample:
+            raise ValueError("beam search is deterministic: pass num_beams=1 with do_sample=True")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature <= 0:
@@ -74,6 +83,9 @@ class GenerationSettings:
 
     def group_key(self) -> Hashable:
         """Requests with equal keys can share one ``generate`` call with identical results."""
+        if self.num_beams > 1:
+            # Beams compete until the longest allowed length, so the cap is part of the result.
+            return ("beams", self.num_beams, self.max_new_tokens, self.logits_processor)
         if not self.do_sample:
             return ("greedy", self.logits_processor)
         if self.seed is not None:
@@ -92,6 +104,8 @@ class Completion:
         finish_reason: ``"stop"`` (end of sequence or stop string), ``"length"``, or
             ``"abandoned"`` (the caller stopped listening).
         batch_size: how many requests shared the ``generate`` call.
+        candidates: for beam search, every beam as (text, score), best first, the score being
+            the length-normalised log-probability; the first is ``text``. Empty otherwise.
     """
 
     text: str
@@ -99,6 +113,7 @@ class Completion:
     prompt_tokens: int
     finish_reason: str
     batch_size: int
+    candidates: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -307,12 +322,10 @@ class Batcher:
         The worker calls this for each group; tests and benchmarks call it directly to get a
         batch of exactly ``group``.
         """
-        width = max(len(r.prompt_ids) for r in group)
-        input_ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(group), width), dtype=torch.long)
-        for row, request in enumerate(group):
-            input_ids[row, width - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids)
-            attention[row, width - len(request.prompt_ids) :] = 1
+        if group[0].settings.num_beams > 1:
+            return self._beam_search(group)
+        input_ids, attention = self._left_padded(group)
+        width = input_ids.shape[1]
         stopper = _RowStopper(self._tokenizer, group, width, self.eos_ids)
         settings = group[0].settings
         config = GenerationConfig(
@@ -328,17 +341,12 @@ class Batcher:
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
             model = self._model_getter()
-            extra: dict[str, Any] = {}
-            if hasattr(model, "peft_config"):
-                extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in group]
-            if settings.logits_processor is not None:
-                extra["logits_processor"] = LogitsProcessorList([settings.logits_processor(width)])
             model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
                 generation_config=config,
                 stopping_criteria=StoppingCriteriaList([stopper]),
-                **extra,
+                **self._extra(model, group, width),
             )
         return [
             Completion(
@@ -350,6 +358,86 @@ class Batcher:
             )
             for row, request in enumerate(group)
         ]
+
+    def _left_padded(self, group: Sequence[Request]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r.prompt_ids) for r in group)
+        input_ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(group), width), dtype=torch.long)
+        for row, request in enumerate(group):
+            input_ids[row, width - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids)
+            attention[row, width - len(request.prompt_ids) :] = 1
+        return input_ids, attention
+
+    @staticmethod
+    def _extra(model: Any, group: Sequence[Request], width: int) -> dict[str, Any]:
+        """Per-row adapters and the group's logits processor, as ``generate`` keywords."""
+        extra: dict[str, Any] = {}
+        if hasattr(model, "peft_config"):
+            extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in group]
+        factory = group[0].settings.logits_processor
+        if factory is not None:
+            extra["logits_processor"] = LogitsProcessorList([factory(width)])
+        return extra
+
+    def _beam_search(self, group: Sequence[Request]) -> list[Completion]:
+        """Beam search for a group of equal settings; every beam comes back as a candidate."""
+        settings = group[0].settings
+        beams = settings.num_beams
+        input_ids, attention = self._left_padded(group)
+        width = input_ids.shape[1]
+        config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids),
+        )
+        with self._lock, torch.inference_mode():
+            model = self._model_getter()
+            # peft repeats `adapter_names` per beam only when `num_beams` is a keyword.
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                generation_config=config,
+                num_beams=beams,
+                num_return_sequences=beams,
+                return_dict_in_generate=True,
+                output_scores=True,
+                **self._extra(model, group, width),
+            )
+        rows = out.sequences[:, width:].tolist()
+        scores = out.sequences_scores.tolist()
+        completions = []
+        for index, request in enumerate(group):
+            beams_of = range(index * beams, (index + 1) * beams)
+            finished = [self._finished_beam(rows[b], request) for b in beams_of]
+            tokens, text, reason = finished[0]
+            completions.append(
+                Completion(
+                    text=text,
+                    token_ids=tokens,
+                    prompt_tokens=len(request.prompt_ids),
+                    finish_reason=reason,
+                    batch_size=len(group),
+                    candidates=tuple((f[1], scores[b]) for f, b in zip(finished, beams_of)),
+                )
+            )
+            if request.on_text is not None and text:
+                try:
+                    request.on_text(text)
+                except Exception:  # a vanished listener must not fail its batch-mates
+                    request.on_text = None
+        return completions
+
+    def _finished_beam(self, row: list[int], request: Request) -> tuple[list[int], str, str]:
+        """A beam's tokens up to its end of sequence, its text cut at the first stop string,
+        and why it ended."""
+        end = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
+        tokens = row if end is None else row[: end + 1]
+        text = self._tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            return tokens, text[:cut], "stop"
+        return tokens, text, "length" if end is None else "stop"
 
 
 def _special_ids(tokenizer: Any, model: Any) -> tuple[int, set[int]]:

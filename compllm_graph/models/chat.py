@@ -31,12 +31,17 @@ _SETTINGS = (
     "top_k",
     "seed",
     "logits_processor",
+    "num_beams",
 )
 _DONE = object()  # end-of-stream marker
 
 
 class LocalChatModel(BaseChatModel):
     """Chat model over a shared :class:`LocalModel`, greedy unless ``do_sample=True``.
+
+    With ``num_beams > 1`` it decodes by beam search and ``generate``/``agenerate`` return every
+    beam as a generation, best first, its score in ``generation_info["score"]`` (``invoke``
+    returns the best); `consensus_decomposer` picks among them.
 
     Runtime keyword arguments to ``invoke``/``stream`` (e.g. ``max_new_tokens=16``) override the
     fields for that call; ``stop`` strings are added to the field's.
@@ -55,6 +60,7 @@ class LocalChatModel(BaseChatModel):
     stop: list[str] | None = None
     logits_processor: Callable[[int], Any] | None = Field(default=None, exclude=True, repr=False)
     """Constrains decoding: see `GenerationSettings.logits_processor`."""
+    num_beams: int = 1
 
     @property
     def _llm_type(self) -> str:
@@ -119,7 +125,18 @@ class LocalChatModel(BaseChatModel):
         generation = ChatGeneration(
             message=message, generation_info={"finish_reason": completion.finish_reason}
         )
-        return ChatResult(generations=[generation])
+        if not completion.candidates:
+            return ChatResult(generations=[generation])
+        # The best beam keeps the usage figures; the others carry only their text and score.
+        generation.generation_info = {
+            **(generation.generation_info or {}),
+            "score": completion.candidates[0][1],
+        }
+        others = [
+            ChatGeneration(message=AIMessage(content=text), generation_info={"score": score})
+            for text, score in completion.candidates[1:]
+        ]
+        return ChatResult(generations=[generation, *others])
 
     def _final_chunk(self, completion: Completion) -> ChatGenerationChunk:
         chunk = AIMessageChunk(
