@@ -54,6 +54,17 @@ def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--limit", type=int, default=None, help="score the first N examples")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument(
+        "--beams",
+        type=int,
+        default=1,
+        help="beam-search width (default 1: greedy)",
+    )
+    ev.add_argument(
+        "--consensus",
+        action="store_true",
+        help="keep the beam the other beams agree with (minimum Bayes risk); needs --beams > 1",
+    )
     ev.add_argument("--outputs", type=Path, default=None, help="write raw outputs as JSONL")
     ev.add_argument("--json", action="store_true", help="end with one JSON object")
     ev.set_defaults(func=run_eval_decomposition)
@@ -258,6 +269,7 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from compllm_graph.models import AdapterError, load_model
+    from compllm_graph.training.consensus import ConsensusConfig
     from compllm_graph.training.data import (
         DatasetFormatError,
         conjunctions,
@@ -278,6 +290,12 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     examples = examples[: args.limit] if args.limit else examples
     if not examples:
         print(f"error: no examples in the {args.split} split of {args.file}", file=sys.stderr)
+        return 2
+    if args.beams < 1:
+        print(f"error: --beams must be >= 1 (1 is greedy), got {args.beams}", file=sys.stderr)
+        return 2
+    if args.consensus and args.beams < 2:
+        print("error: --consensus chooses among beams: add --beams 8", file=sys.stderr)
         return 2
     try:
         adapter = _adapter_dir(args)
@@ -307,6 +325,8 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
             few_shot=args.few_shot,
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
+            num_beams=args.beams,
+            consensus=ConsensusConfig() if args.consensus else None,
             logits_processor=processor,
             progress=bar.update,
         )
@@ -324,6 +344,8 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     print(
         f"{args.file.name} [{args.split}] {args.model}, {label}"
         f"{', constrained' if args.constrained else ''}"
+        f"{f', {args.beams} beams' if args.beams > 1 else ''}"
+        f"{', consensus' if args.consensus else ''}"
         f"{', conjunctions' if args.conjunctions else ''}"
     )
     for key, value in report.as_dict().items():
