@@ -56,6 +56,12 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="decomposer adapter folder from `compllm train decomposer` (default: the shipped one)",
     )
+    ask.add_argument(
+        "--decomposer-beams",
+        type=int,
+        default=1,
+        help="beam-search width for the decomposition (default 1: greedy)",
+    )
     ask.add_argument("--scheduler", choices=("eager", "waves"), default="eager")
     ask.add_argument("--max-new-tokens", type=int, default=None)
     ask.add_argument("--stream", action="store_true", help="print events as they happen")
@@ -77,6 +83,7 @@ def run_ask(args: argparse.Namespace) -> int:
             store,
             max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
             decomposer_adapter=args.decomposer,
+            decomposer_beams=args.decomposer_beams,
             scheduler=args.scheduler,
         ).compile()
     except (ModelLoadError, StoreError, ValueError) as err:

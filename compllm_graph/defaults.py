@@ -22,7 +22,7 @@ DECOMPOSER_MAX_NEW_TOKENS = 128
 
 
 def default_decomposer(
-    local_model: LocalModel, adapter: str | Path | None = None
+    local_model: LocalModel, adapter: str | Path | None = None, beams: int = 1
 ) -> tuple[Runnable, str | None]:
     """A trained decomposer adapter where one fits the model, else the few-shot prompt.
 
@@ -33,16 +33,21 @@ def default_decomposer(
         local_model: The loaded base model.
         adapter: A folder written by `compllm train decomposer`; by default the adapter shipped
             for `local_model` (`compllm_graph.decomposer.adapter_for`), if there is one.
+        beams: Beam-search width for the decomposition; 1 is greedy (see README for what
+            wider beams gain and cost).
 
     Returns:
         The decomposer chat model and the system prompt to send it.
 
     Raises:
         ValueError: `adapter` was trained on another base model, or its `training.json` is
-            unreadable (`AdapterError`, a `ValueError`, for a folder that is not a LoRA adapter).
+            unreadable (`AdapterError`, a `ValueError`, for a folder that is not a LoRA
+            adapter), or `beams` is below 1.
     """
     from compllm_graph import decomposer
 
+    if beams < 1:
+        raise ValueError(f"decomposer beams must be >= 1 (1 is greedy decoding), got {beams}")
     if adapter is None:
         adapter = decomposer.adapter_for(local_model.name)
     name, prompt = None, DECOMPOSER_PROMPT
@@ -52,6 +57,7 @@ def default_decomposer(
         adapter=name,
         max_new_tokens=DECOMPOSER_MAX_NEW_TOKENS,
         logits_processor=tag_grammar_factory(local_model.tokenizer),
+        num_beams=beams,
     )
     return chat, prompt
 
@@ -85,6 +91,7 @@ def build_default_graph(
     *,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     decomposer_adapter: str | Path | None = None,
+    decomposer_beams: int = 1,
     **options: Any,
 ) -> StateGraph:
     """The Comp-LLM graph on one local model and the demo expert store.
@@ -96,6 +103,7 @@ def build_default_graph(
         decomposer_adapter: A folder written by `compllm train decomposer` for this model;
             defaults to the adapter shipped for this model (`decomposer.adapter_for`) or, for
             a model with none, the few-shot prompt.
+        decomposer_beams: Beam-search width for the decomposer; 1 is greedy.
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
@@ -103,7 +111,7 @@ def build_default_graph(
     """
     local_model = model if isinstance(model, LocalModel) else load_model(model)
     store = store if store is not None else demo_store()
-    decomposer, prompt = default_decomposer(local_model, decomposer_adapter)
+    decomposer, prompt = default_decomposer(local_model, decomposer_adapter, decomposer_beams)
     return create_compllm_graph(
         decomposer=decomposer,
         experts=store.chat_models(local_model, max_new_tokens=max_new_tokens),

@@ -87,3 +87,12 @@ def test_ask_reports_a_bad_decomposer_folder_and_exits_2(
 
     assert code == 2
     assert "was trained on 'qwen2.5-coder-0.5b-instruct'" in capsys.readouterr().err
+
+
+def test_the_decomposer_searches_beams_when_asked(tiny: LocalModel) -> None:
+    greedy, _ = default_decomposer(tiny)
+    wide, _ = default_decomposer(tiny, beams=3)
+    assert isinstance(wide, LocalChatModel) and wide.num_beams == 3
+    assert isinstance(greedy, LocalChatModel) and greedy.num_beams == 1
+    with pytest.raises(ValueError, match="decomposer beams must be >= 1"):
+        default_decomposer(tiny, beams=0)

@@ -91,6 +91,22 @@ def test_the_default_decomposer_keeps_the_demo_question_in_two_parts(smollm2: Lo
     assert len(graph) == 2 and not graph.edges, reply.content
 
 
+def test_beam_search_decomposes_the_demo_question_within_the_grammar(
+    smollm2: LocalModel,
+) -> None:
+    from compllm_graph.cli import DEFAULT_QUESTION
+    from compllm_graph.defaults import default_decomposer
+
+    chat, prompt = default_decomposer(smollm2, beams=4)
+    chat_messages = [SystemMessage(prompt), HumanMessage(DEFAULT_QUESTION)]
+    beams = chat.generate([chat_messages]).generations[0]
+    assert len(beams) == 4
+    for beam in beams:  # the tag grammar constrains every beam, not only the best
+        parse_decomposition(beam.text)
+    graph = parse_decomposition(beams[0].text)
+    assert len(graph) == 2 and not graph.edges, beams[0].text
+
+
 def test_a_decomposer_folder_of_ones_own_is_used_with_its_recorded_prompt(
     smollm2: LocalModel, tmp_path: Path
 ) -> None:
