@@ -1,9 +1,10 @@
 """The default Comp-LLM graph for LangGraph Studio (`langgraph dev`, see `langgraph.json`).
 
-Importing this module loads the model and the demo expert store. Two environment variables
+Importing this module loads the model and the demo expert store. Environment variables
 (settable in `langgraph.json`'s `env`) pick them: `COMPLLM_MODEL` (an alias or path, default
 `smollm2-135m-instruct`), `COMPLLM_DECOMPOSER` (a decomposer adapter folder for that model,
-default: the shipped one) and `COMPLLM_MAX_NEW_TOKENS` (answer length). The graph is compiled
+default: the shipped one), `COMPLLM_DECOMPOSER_BEAMS` (beam-search width of the decomposition,
+default 1: greedy) and `COMPLLM_MAX_NEW_TOKENS` (answer length). The graph is compiled
 without a checkpointer: the LangGraph server supplies its own persistence.
 """
 
@@ -15,17 +16,18 @@ from compllm_graph.defaults import DEFAULT_MAX_NEW_TOKENS, build_default_graph
 from compllm_graph.models import DEFAULT_MODEL
 
 
-def _max_new_tokens() -> int:
-    text = os.environ.get("COMPLLM_MAX_NEW_TOKENS", str(DEFAULT_MAX_NEW_TOKENS))
+def _positive(variable: str, default: int) -> int:
+    text = os.environ.get(variable, str(default))
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"COMPLLM_MAX_NEW_TOKENS must be a positive integer, got {text!r}")
+        raise ValueError(f"{variable} must be a positive integer, got {text!r}")
     return int(text)
 
 
 graph = build_default_graph(
     os.environ.get("COMPLLM_MODEL", DEFAULT_MODEL),
-    max_new_tokens=_max_new_tokens(),
+    max_new_tokens=_positive("COMPLLM_MAX_NEW_TOKENS", DEFAULT_MAX_NEW_TOKENS),
     decomposer_adapter=os.environ.get("COMPLLM_DECOMPOSER") or None,
+    decomposer_beams=_positive("COMPLLM_DECOMPOSER_BEAMS", 1),
 ).compile(name="compllm")
 
 __all__ = ["graph"]

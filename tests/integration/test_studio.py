@@ -57,6 +57,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",  # offline: no telemetry, no trace upload
         "LANGSMITH_TRACING": "false",
         "COMPLLM_MAX_NEW_TOKENS": "16",  # keep the test short
+        "COMPLLM_DECOMPOSER_BEAMS": "2",  # beam search through the served graph
     }
     command = [
         str(Path(sys.executable).parent / "langgraph"),

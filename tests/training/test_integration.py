@@ -12,7 +12,7 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from compllm_graph.decomposer import ADAPTER_DIR, DECOMPOSER_SYSTEM_PROMPT
-from compllm_graph.models import LocalModel
+from compllm_graph.models import LocalChatModel, LocalModel
 from compllm_graph.query_graph import parse_decomposition
 from compllm_graph.training.data import DecompositionExample, graph_from_steps
 from compllm_graph.training.decomposition import encode_example
@@ -98,6 +98,7 @@ def test_beam_search_decomposes_the_demo_question_within_the_grammar(
     from compllm_graph.defaults import default_decomposer
 
     chat, prompt = default_decomposer(smollm2, beams=4)
+    assert isinstance(chat, LocalChatModel)
     chat_messages = [SystemMessage(prompt), HumanMessage(DEFAULT_QUESTION)]
     beams = chat.generate([chat_messages]).generations[0]
     assert len(beams) == 4
