@@ -37,6 +37,7 @@ bench: models
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/routing.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/decomposer_beams.py
 
 studio: models
 	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --host 127.0.0.1

@@ -41,7 +41,7 @@ class LocalChatModel(BaseChatModel):
 
     With ``num_beams > 1`` it decodes by beam search and ``generate``/``agenerate`` return every
     beam as a generation, best first, its score in ``generation_info["score"]`` (``invoke``
-    returns the best); `consensus_decomposer` picks among them.
+    returns the best), so a caller can rerank them.
 
     Runtime keyword arguments to ``invoke``/``stream`` (e.g. ``max_new_tokens=16``) override the
     fields for that call; ``stop`` strings are added to the field's.

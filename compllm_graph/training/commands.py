@@ -60,11 +60,6 @@ def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="beam-search width (default 1: greedy)",
     )
-    ev.add_argument(
-        "--consensus",
-        action="store_true",
-        help="keep the beam the other beams agree with (minimum Bayes risk); needs --beams > 1",
-    )
     ev.add_argument("--outputs", type=Path, default=None, help="write raw outputs as JSONL")
     ev.add_argument("--json", action="store_true", help="end with one JSON object")
     ev.set_defaults(func=run_eval_decomposition)
@@ -269,7 +264,6 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from compllm_graph.models import AdapterError, load_model
-    from compllm_graph.training.consensus import ConsensusConfig
     from compllm_graph.training.data import (
         DatasetFormatError,
         conjunctions,
@@ -293,9 +287,6 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
         return 2
     if args.beams < 1:
         print(f"error: --beams must be >= 1 (1 is greedy), got {args.beams}", file=sys.stderr)
-        return 2
-    if args.consensus and args.beams < 2:
-        print("error: --consensus chooses among beams: add --beams 8", file=sys.stderr)
         return 2
     try:
         adapter = _adapter_dir(args)
@@ -326,7 +317,6 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
             num_beams=args.beams,
-            consensus=ConsensusConfig() if args.consensus else None,
             logits_processor=processor,
             progress=bar.update,
         )
@@ -345,7 +335,6 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
         f"{args.file.name} [{args.split}] {args.model}, {label}"
         f"{', constrained' if args.constrained else ''}"
         f"{f', {args.beams} beams' if args.beams > 1 else ''}"
-        f"{', consensus' if args.consensus else ''}"
         f"{', conjunctions' if args.conjunctions else ''}"
     )
     for key, value in report.as_dict().items():

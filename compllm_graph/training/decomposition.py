@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
-from compllm_graph.training.consensus import ConsensusConfig, select_consensus
 from compllm_graph.training.data import DecompositionExample
 from compllm_graph.training.metrics import DecompositionReport, aggregate, score_text
 from compllm_graph.training.sft import IGNORE_INDEX, Encoded
@@ -97,7 +96,6 @@ def generate(
     batch_size: int = 8,
     max_new_tokens: int = 128,
     num_beams: int = 1,
-    consensus: ConsensusConfig | None = None,
     logits_processor: Callable[[int], Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
@@ -110,8 +108,6 @@ def generate(
         batch_size: Chats per `generate` call.
         max_new_tokens: Reply length cap.
         num_beams: Beams per chat; 1 is greedy decoding.
-        consensus: Reply with the beam the other beams agree with (`select_consensus`) instead
-            of the most probable one.
         logits_processor: Makes a fresh logits processor for a batch, given the prompt width.
         progress: Called with the number of replies finished after each batch.
 
@@ -123,7 +119,6 @@ def generate(
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1 (1 is greedy decoding), got {num_beams}")
-    per_chat = num_beams if consensus is not None else 1
     replies: list[str] = []
     pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
     for start in range(0, len(chats), batch_size):
@@ -141,24 +136,13 @@ def generate(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 num_beams=num_beams,
-                num_return_sequences=per_chat,
-                return_dict_in_generate=True,
-                output_scores=num_beams > 1,
                 pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
                 **extra,
             )
-        texts = [
-            tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out.sequences
-        ]
-        if consensus is None:
-            replies.extend(texts)
-        else:
-            scores = out.sequences_scores.tolist() if num_beams > 1 else None
-            for first in range(0, len(texts), per_chat):
-                beams = texts[first : first + per_chat]
-                own = scores[first : first + per_chat] if scores else None
-                replies.append(beams[select_consensus(beams, own, consensus)])
+        replies.extend(
+            tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out
+        )
         if progress is not None:
             progress(len(prompts))
     return replies
@@ -173,7 +157,6 @@ def evaluate(
     batch_size: int = 8,
     max_new_tokens: int = 128,
     num_beams: int = 1,
-    consensus: ConsensusConfig | None = None,
     logits_processor: Callable[[int], Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[DecompositionReport, list[str]]:
@@ -186,7 +169,6 @@ def evaluate(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         num_beams=num_beams,
-        consensus=consensus,
         logits_processor=logits_processor,
         progress=progress,
     )

@@ -92,10 +92,3 @@ def test_eval_rejects_a_beam_width_below_one(
     one.write_text(json.dumps([{"qid": "x", "question": "q?", "decomposition": ["a", "b #1"]}]))
     assert main(["eval", "decomposition", str(one), "--split", "all", "--beams", "0"]) == 2
     assert "--beams must be >= 1" in capsys.readouterr().err
-
-
-def test_eval_consensus_needs_beams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    one = tmp_path / "one.json"
-    one.write_text(json.dumps([{"qid": "x", "question": "q?", "decomposition": ["a", "b #1"]}]))
-    assert main(["eval", "decomposition", str(one), "--split", "all", "--consensus"]) == 2
-    assert "--consensus chooses among beams: add --beams" in capsys.readouterr().err

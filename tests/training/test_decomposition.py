@@ -1,4 +1,4 @@
-"""Batched decomposer generation on a tiny random model: greedy, beam search, consensus."""
+"""Batched decomposer generation on a tiny random model: greedy and beam search."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ from typing import Any
 import pytest
 import torch
 
-from compllm_graph.training import decomposition
-from compllm_graph.training.consensus import ConsensusConfig
 from compllm_graph.training.decomposition import generate
 from tests.tiny import tiny_llama
 
 EOS, PAD = 1, 0
-EQUAL = ConsensusConfig(temperature=None)
 
 
 class DigitTokenizer:
@@ -28,8 +25,8 @@ class DigitTokenizer:
         return " ".join(str(int(i)) for i in ids if int(i) not in (EOS, PAD))
 
 
-def reference(model: Any, prompt: list[int], **kwargs: Any) -> Any:
-    """One reply (or, with `num_return_sequences`, every beam) of the prompt generated alone."""
+def reference(model: Any, prompt: list[int], **kwargs: Any) -> str:
+    """The reply to the prompt generated alone."""
     out = model.generate(
         input_ids=torch.tensor([prompt]),
         max_new_tokens=6,
@@ -38,8 +35,7 @@ def reference(model: Any, prompt: list[int], **kwargs: Any) -> Any:
         eos_token_id=EOS,
         **kwargs,
     )
-    replies = [DigitTokenizer().decode(row[len(prompt) :]) for row in out]
-    return replies if "num_return_sequences" in kwargs else replies[0]
+    return DigitTokenizer().decode(out[0, len(prompt) :])
 
 
 def test_beam_search_reaches_generate_and_differs_from_greedy() -> None:
@@ -56,21 +52,3 @@ def test_beam_search_reaches_generate_and_differs_from_greedy() -> None:
 def test_beams_below_one_are_refused() -> None:
     with pytest.raises(ValueError, match="num_beams must be >= 1"):
         generate(tiny_llama(), DigitTokenizer(), [[{"role": "user", "content": "5"}]], num_beams=0)
-
-
-def test_consensus_chooses_among_every_beam_with_its_score(monkeypatch: pytest.MonkeyPatch) -> None:
-    model, tokenizer = tiny_llama(seed=3), DigitTokenizer()
-    prompts = [[5, 9, 12], [7, 7, 30, 2]]
-    chats = [[{"role": "user", "content": " ".join(map(str, p))}] for p in prompts]
-    seen: list[tuple[list[str], list[float] | None]] = []
-
-    def last_beam(beams: list[str], scores: list[float] | None, config: Any) -> int:
-        seen.append((beams, scores))
-        return len(beams) - 1
-
-    monkeypatch.setattr(decomposition, "select_consensus", last_beam)
-    replies = generate(model, tokenizer, chats, max_new_tokens=6, num_beams=3, consensus=EQUAL)
-    every = [reference(model, p, num_beams=3, num_return_sequences=3) for p in prompts]
-    assert [beams for beams, _ in seen] == every
-    assert all(scores and scores == sorted(scores, reverse=True) for _, scores in seen)
-    assert replies == [beams[-1] for beams in every]
