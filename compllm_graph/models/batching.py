@@ -388,21 +388,23 @@ class Batcher:
         config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
             do_sample=False,
+            num_beams=beams,
+            num_return_sequences=beams,
+            return_dict_in_generate=True,
+            output_scores=True,
             pad_token_id=self.pad_id,
             eos_token_id=sorted(self.eos_ids),
         )
         with self._lock, torch.inference_mode():
             model = self._model_getter()
-            # peft repeats `adapter_names` per beam only when `num_beams` is a keyword.
+            extra = self._extra(model, group, width)
+            if "adapter_names" in extra:
+                # Beam search runs every prompt as `beams` rows; peft would repeat the names
+                # only for a `num_beams` keyword, which transformers no longer wants beside a
+                # config.
+                extra["adapter_names"] = [a for a in extra["adapter_names"] for _ in range(beams)]
             out = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                generation_config=config,
-                num_beams=beams,
-                num_return_sequences=beams,
-                return_dict_in_generate=True,
-                output_scores=True,
-                **self._extra(model, group, width),
+                input_ids=input_ids, attention_mask=attention, generation_config=config, **extra
             )
         rows = out.sequences[:, width:].tolist()
         scores = out.sequences_scores.tolist()
