@@ -126,7 +126,7 @@ class LocalModel:
         Args:
             adapter: name given to :meth:`add_adapter`, or None for the base model.
             **generation: ``max_new_tokens``, ``stop``, ``do_sample``, ``temperature``,
-                ``top_p``, ``top_k``, ``seed``.
+                ``top_p``, ``top_k``, ``seed``, ``logits_processor``, ``num_beams``.
 
         Raises:
             AdapterError: ``adapter`` has not been added.
