@@ -52,8 +52,9 @@ class GenerationSettings:
             that constrains every row of the batch, e.g. the decomposer's tag grammar; requests
             with different factories never share a batch.
         num_beams: beam-search width; above 1 the request returns all its beams as candidates
-            (best first), stop strings cut the finished beams, and streaming sends the best
-            beam in one piece at the end. Beam search is greedy, so ``do_sample`` must be off.
+            (best first), stop strings cut the finished beams, streaming sends the best beam
+            in one piece at the end, and a caller that stops listening does not cut the search
+            short. Beam search is greedy, so ``do_sample`` must be off.
     """
 
     max_new_tokens: int = 256
