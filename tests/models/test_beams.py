@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,26 +12,16 @@ from langchain_core.messages import HumanMessage
 from compllm_graph.models import LocalModel
 from compllm_graph.models.batching import GenerationSettings, Request
 
-from .test_local import with_adapters
+from .test_local import request, with_adapters
 
 PROMPTS = ["hello there", "a much longer prompt about the sea", "x"]
 
 
 def beam_request(
-    local: LocalModel,
-    prompt: str,
-    adapter: str | None = None,
-    *,
-    beams: int = 3,
-    max_new: int = 10,
-    stop: tuple[str, ...] = (),
+    local: LocalModel, prompt: str, adapter: str | None = None, **options: Any
 ) -> Request:
-    return Request(
-        prompt_ids=local.encode_chat([HumanMessage(prompt)]),
-        adapter=adapter,
-        settings=GenerationSettings(max_new_tokens=max_new, num_beams=beams),
-        stop=stop,
-    )
+    """A 3-beam, 10-token request unless `options` say otherwise."""
+    return request(local, prompt, adapter, **{"beams": 3, "max_new": 10, **options})
 
 
 def reference_beams(local: LocalModel, prompt: str, beams: int, max_new: int = 10) -> list[str]:

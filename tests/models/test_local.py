@@ -28,11 +28,12 @@ def request(
     *,
     max_new: int = 12,
     stop: tuple[str, ...] = (),
+    beams: int = 1,
 ) -> Request:
     return Request(
         prompt_ids=local.encode_chat([HumanMessage(prompt)]),
         adapter=adapter,
-        settings=GenerationSettings(max_new_tokens=max_new),
+        settings=GenerationSettings(max_new_tokens=max_new, num_beams=beams),
         stop=stop,
     )
 
