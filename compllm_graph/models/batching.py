@@ -176,7 +176,7 @@ class _RowStopper(StoppingCriteria):
             self._finish(row, request, "stop")
             return
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
+        cut = _first_stop(text, request.stop)
         if cut >= 0:
             self.texts[row] = text[:cut]
             self._finish(row, request, "stop")
@@ -201,6 +201,11 @@ class _RowStopper(StoppingCriteria):
                 request.on_text = None
                 request.abandoned.set()
             self.emitted[row] = upto
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int:
+    """Where the earliest stop string starts in ``text``, or -1."""
+    return min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
 
 
 def _safe_prefix(text: str, stops: Sequence[str]) -> int:
@@ -370,11 +375,14 @@ class Batcher:
         return input_ids, attention
 
     @staticmethod
-    def _extra(model: Any, group: Sequence[Request], width: int) -> dict[str, Any]:
+    def _extra(
+        model: Any, group: Sequence[Request], width: int, rows_per_request: int = 1
+    ) -> dict[str, Any]:
         """Per-row adapters and the group's logits processor, as ``generate`` keywords."""
         extra: dict[str, Any] = {}
         if hasattr(model, "peft_config"):
-            extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in group]
+            names = [r.adapter or BASE_ADAPTER for r in group]
+            extra["adapter_names"] = [n for n in names for _ in range(rows_per_request)]
         factory = group[0].settings.logits_processor
         if factory is not None:
             extra["logits_processor"] = LogitsProcessorList([factory(width)])
@@ -398,14 +406,14 @@ class Batcher:
         )
         with self._lock, torch.inference_mode():
             model = self._model_getter()
-            extra = self._extra(model, group, width)
-            if "adapter_names" in extra:
-                # Beam search runs every prompt as `beams` rows; peft would repeat the names
-                # only for a `num_beams` keyword, which transformers no longer wants beside a
-                # config.
-                extra["adapter_names"] = [a for a in extra["adapter_names"] for _ in range(beams)]
+            # Beam search runs every prompt as `beams` rows; peft would repeat the adapter
+            # names only for a `num_beams` keyword, which transformers no longer wants beside
+            # a config.
             out = model.generate(
-                input_ids=input_ids, attention_mask=attention, generation_config=config, **extra
+                input_ids=input_ids,
+                attention_mask=attention,
+                generation_config=config,
+                **self._extra(model, group, width, rows_per_request=beams),
             )
         rows = out.sequences[:, width:].tolist()
         scores = out.sequences_scores.tolist()
@@ -437,7 +445,7 @@ class Batcher:
         end = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
         tokens = row if end is None else row[: end + 1]
         text = self._tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
+        cut = _first_stop(text, request.stop)
         if cut >= 0:
             return tokens, text[:cut], "stop"
         return tokens, text, "length" if end is None else "stop"
