@@ -38,6 +38,7 @@ bench: models
 	$(BIN)/python benchmarks/routing.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/decomposer_beams.py
+	$(BIN)/python benchmarks/decomposer_memory.py
 
 studio: models
 	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --host 127.0.0.1
