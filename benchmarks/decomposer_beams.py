@@ -16,16 +16,15 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.models import DEFAULT_MODEL, load_model
 from compllm_graph.query_graph import parse_decomposition
+from compllm_graph.training.commands import DEFAULT_DATA_DIR
 from compllm_graph.training.data import default_files, load_examples, select
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FALLBACK_QUESTIONS = (
     "Who is the spouse of the director of Titanic?",
     "Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?",
@@ -35,9 +34,11 @@ FALLBACK_QUESTIONS = (
 def questions(count: int) -> list[str]:
     """The first MuSiQue test-split questions, or two built-in ones without the shared data."""
     try:
-        examples = select(load_examples(default_files(DATA_DIR)["musique"]), "test")
+        examples = select(load_examples(default_files(DEFAULT_DATA_DIR)["musique"]), "test")
     except (FileNotFoundError, KeyError):
-        print(f"no MuSiQue data under {DATA_DIR}: using built-in questions", file=sys.stderr)
+        print(
+            f"no MuSiQue data under {DEFAULT_DATA_DIR}: using built-in questions", file=sys.stderr
+        )
         return list(FALLBACK_QUESTIONS[:count])
     return [e.question for e in examples[:count]]
 

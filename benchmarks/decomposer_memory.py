@@ -20,16 +20,14 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 from compllm_graph.decomposer import adapter_for
 from compllm_graph.models import DEFAULT_MODEL, load_model
+from compllm_graph.training.commands import DEFAULT_DATA_DIR
 from compllm_graph.training.data import DecompositionExample, default_files, load_examples, select
 from compllm_graph.training.decoding import tag_grammar_factory
 from compllm_graph.training.decomposition import Messages, generate, sft_messages
 from compllm_graph.training.metrics import score_text, tokens
-
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def hop_ids(qid: str) -> set[str]:
@@ -85,9 +83,9 @@ def main() -> None:
     if adapter is None:
         sys.exit(f"no decomposer ships for {args.model!r}")
     try:
-        examples = load_examples(default_files(DATA_DIR)["musique"])
+        examples = load_examples(default_files(DEFAULT_DATA_DIR)["musique"])
     except (FileNotFoundError, KeyError):
-        sys.exit(f"no MuSiQue data under {DATA_DIR}: this benchmark needs the shared data")
+        sys.exit(f"no MuSiQue data under {DEFAULT_DATA_DIR}: this benchmark needs the shared data")
     train, test = select(examples, "train"), select(examples, "test")[: args.limit]
     train_hops = set().union(*(hop_ids(e.qid) for e in train))
     shared = [bool(hop_ids(e.qid) & train_hops) for e in test]

@@ -29,9 +29,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from compllm_graph import DeviceLimits, QueryGraph, Route, create_compllm_graph
+from compllm_graph.training.commands import DEFAULT_DATA_DIR
 from compllm_graph.training.data import default_files, load_examples
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BASE_MS = 20.0
 
 
@@ -135,8 +135,10 @@ async def main() -> None:
     parser.add_argument("--limit", type=int, default=100, help="graphs per dataset")
     parser.add_argument("--ms-per-char", type=float, default=2.0)
     args = parser.parse_args()
-    if not DATA.is_dir():
-        raise SystemExit(f"no benchmark data at {DATA}: this benchmark needs ../shared/data")
+    if not DEFAULT_DATA_DIR.is_dir():
+        raise SystemExit(
+            f"no benchmark data at {DEFAULT_DATA_DIR}: this benchmark needs ../shared/data"
+        )
     print(
         f"{'dataset':<11} {'graphs':>6} {'ideal':>12} {'waves':>9} {'eager':>9}"
         f" {'eff waves':>9} {'eff eager':>9}"
@@ -145,7 +147,7 @@ async def main() -> None:
         f"{'':<11} {'':>6} {'(seq/bound)':>12} {'speedup over sequential':>19}"
         f" {'(bound / measured)':>20}"
     )
-    for name, path in default_files(DATA).items():
+    for name, path in default_files(DEFAULT_DATA_DIR).items():
         row = await bench_dataset(name, path, args.limit, args.ms_per_char)
         print(report(row), flush=True)
 
