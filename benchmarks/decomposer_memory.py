@@ -69,8 +69,9 @@ def with_examples(question: str, examples: Sequence[DecompositionExample]) -> Me
     return [system, *turns, user]
 
 
-def mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def mean(values: Sequence[float]) -> float | None:
+    """The mean, or None for a group with no questions (JSON null, not an invalid NaN)."""
+    return sum(values) / len(values) if values else None
 
 
 def main() -> None:
@@ -112,7 +113,8 @@ def main() -> None:
             "shared_hop": mean([s for s, hit in zip(f1, shared) if hit]),
             "no_shared_hop": mean([s for s, hit in zip(f1, shared) if not hit]),
         }
-        print(f"  {name:<22} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+        shown = ("-" if v is None else f"{v:.3f}" for v in row.values())
+        print(f"  {name:<22} " + "  ".join(f"{k} {v}" for k, v in zip(row, shown)), flush=True)
         result[name] = row
     print(json.dumps(result))
 
