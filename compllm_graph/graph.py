@@ -8,7 +8,7 @@ aggregate the leaf answers into the final answer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
@@ -16,10 +16,11 @@ from langgraph.graph import END, START, StateGraph
 from compllm_graph.nodes.aggregate import make_aggregate_node
 from compllm_graph.nodes.decompose import DECOMPOSER_PROMPT, make_decompose_node
 from compllm_graph.nodes.execute import ExpertPolicy, make_execute_node
-from compllm_graph.nodes.route import Router, make_route_node
+from compllm_graph.nodes.route import make_route_node
 from compllm_graph.query_graph import DEFAULT_MAX_SUB_QUERIES
-from compllm_graph.scheduling import BASE, SCHEDULERS, DeviceLimits
+from compllm_graph.scheduling import DeviceLimits
 from compllm_graph.state import CompLLMState, InputState, OutputState
+from compllm_graph.types import BASE, Router, Scheduler
 
 
 def create_compllm_graph(
@@ -30,7 +31,7 @@ def create_compllm_graph(
     base: Runnable,
     aggregator: Runnable | None = None,
     device_limits: DeviceLimits | None = None,
-    scheduler: str = "eager",
+    scheduler: Scheduler = "eager",
     expert_policy: ExpertPolicy | Mapping[str, ExpertPolicy] | None = None,
     decomposer_prompt: str | None = DECOMPOSER_PROMPT,
     max_sub_queries: int = DEFAULT_MAX_SUB_QUERIES,
@@ -64,8 +65,8 @@ def create_compllm_graph(
     _check_models({"decomposer": decomposer, "base": base, "aggregator": aggregator or base})
     _check_models({f"experts[{name!r}]": model for name, model in experts.items()})
     _check_router(router, experts)
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+    if scheduler not in get_args(Scheduler):
+        raise ValueError(f"scheduler must be one of {get_args(Scheduler)}, got {scheduler!r}")
     if device_limits is not None:
         device_limits.check_experts(experts)
     policies = _policies(expert_policy, experts)

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from compllm_graph.errors import CompLLMError
+
 DEFAULT_MAX_SUB_QUERIES = 12
 
 
-class DecompositionError(ValueError):
+class DecompositionError(CompLLMError, ValueError):
     """The decomposer's output cannot be turned into a valid query graph."""
 
 

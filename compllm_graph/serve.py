@@ -31,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from compllm_graph.errors import CompLLMError
+
 DEFAULT_MAX_NEW_TOKENS = 256
 _DESCRIPTION = (__doc__ or "").split("\n", 1)[1].strip()
 BATCH_SIZE_HEADER = "x-compllm-batch-size"
@@ -45,7 +47,7 @@ _ROLES = {
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call")
 
 
-class BadRequest(ValueError):
+class BadRequest(CompLLMError, ValueError):
     """A request the server refuses with HTTP 400 (or 404 for an unknown model)."""
 
     def __init__(

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
-from compllm_graph.nodes.route import Route
+from compllm_graph.types import Route
 
 
 class FakeChat(BaseChatModel):

@@ -27,7 +27,6 @@ from compllm_graph.models.remote import (
     normalise_endpoint,
     remote_chat_model,
 )
-from compllm_graph.nodes.route import Route
 from compllm_graph.serve import (
     BATCH_SIZE_HEADER,
     create_app,
@@ -35,6 +34,7 @@ from compllm_graph.serve import (
     serve_in_thread,
 )
 from compllm_graph.serve import main as serve_main
+from compllm_graph.types import Route
 
 DELAY = 0.15
 

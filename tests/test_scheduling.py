@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from compllm_graph.scheduling import PrioritySemaphore
+from compllm_graph._concurrency import PrioritySemaphore
 
 
 async def test_waiters_are_served_highest_priority_first():

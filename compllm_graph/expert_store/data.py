@@ -8,11 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from compllm_graph.errors import CompLLMError
+
 _TEXT_FIELDS = ("text", "question")
 _BASE_LABELS = ("", "base", "none", "null")
 
 
-class DataFileError(ValueError):
+class DataFileError(CompLLMError, ValueError):
     """A data file is missing, of an unknown type, or lacks the expected fields."""
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from compllm_graph.errors import CompLLMError
+
 if TYPE_CHECKING:
     from compllm_graph.models.local import LocalModel
 
@@ -24,7 +26,7 @@ _DECODER = re.compile(r"^(mean-pool|last-token):(\S+)$")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-class EmbedderError(ValueError):
+class EmbedderError(CompLLMError, ValueError):
     """An embedder spec is malformed, or the embedder cannot be built."""
 
 

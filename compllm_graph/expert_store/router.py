@@ -11,7 +11,7 @@ import numpy as np
 
 from compllm_graph.expert_store.embedders import Embedder
 from compllm_graph.expert_store.store import ExpertStore, StoreError, normalise
-from compllm_graph.nodes.route import Route
+from compllm_graph.types import Route
 
 _MARGIN = 0.02  # how far outside the data a threshold is put when all texts go one way
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
+from compllm_graph.errors import CompLLMError
 from compllm_graph.expert_store.embedders import (
     Embedder,
     EmbedderError,
@@ -55,7 +56,7 @@ _MANIFEST = "store.json"
 _LOCK = "store.lock"
 
 
-class StoreError(RuntimeError):
+class StoreError(CompLLMError, RuntimeError):
     """A store operation cannot be done (missing store, unknown or duplicate expert, bad input)."""
 
 

@@ -31,7 +31,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" inside a mixed batch
+_PEFT_BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
 _IDLE_EXIT_S = 10.0  # the worker thread exits when idle this long and restarts on demand
 _seeded_groups = itertools.count()
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
@@ -381,7 +381,7 @@ class Batcher:
         """Per-row adapters and the group's logits processor, as ``generate`` keywords."""
         extra: dict[str, Any] = {}
         if hasattr(model, "peft_config"):
-            names = [r.adapter or BASE_ADAPTER for r in group]
+            names = [r.adapter or _PEFT_BASE for r in group]
             extra["adapter_names"] = [n for n in names for _ in range(rows_per_request)]
         factory = group[0].settings.logits_processor
         if factory is not None:

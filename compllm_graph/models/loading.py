@@ -17,6 +17,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from compllm_graph.errors import CompLLMError
 from compllm_graph.models.catalogue import CATALOGUE
 from compllm_graph.models.download import fetch, gguf_path, home, is_cached, model_dir, sha256_file
 from compllm_graph.models.local import LocalModel
@@ -25,7 +26,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _STAMP = "compllm.json"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CompLLMError, RuntimeError):
     """A model name or path could not be resolved or loaded."""
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import warnings
@@ -11,7 +10,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compllm_graph.models.batching import BASE_ADAPTER, Batcher
+from compllm_graph.adapter_folder import AdapterError, check_adapter_folder, same_base
+from compllm_graph.models.batching import Batcher
+from compllm_graph.types import BASE
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
 # peft keys adapters in ModuleDicts, so no dots; keep names filesystem- and log-friendly too.
 _ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-
-
-class AdapterError(ValueError):
-    """An adapter name or folder is unusable (unsafe name, missing files, pickle weights...)."""
 
 
 class LocalModel:
@@ -157,35 +154,14 @@ class LocalModel:
 
 def _check_adapter(name: str, folder: Path, loaded: dict[str, Path]) -> Path:
     """Validate an adapter name and folder before peft touches it."""
-    if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or name == BASE_ADAPTER:
+    if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or name == BASE:
         raise AdapterError(
             f"unsafe adapter name {name!r}: use a letter followed by letters, "
-            "digits, '_' or '-' (at most 64 characters)"
+            f"digits, '_' or '-' (at most 64 characters; {BASE!r} is the base model)"
         )
     if name in loaded:
         raise AdapterError(f"adapter {name!r} is already loaded (from {loaded[name]})")
-    if not folder.is_dir():
-        raise AdapterError(f"adapter folder {folder} does not exist")
-    if not (folder / "adapter_model.safetensors").is_file():
-        if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
-            raise AdapterError(
-                f"{folder} holds pickle weights (.bin/.pt); only safetensors "
-                "adapters are loaded: re-save with safe_serialization=True"
-            )
-        raise AdapterError(f"{folder} has no adapter_model.safetensors")
-    try:
-        config = json.loads((folder / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise AdapterError(f"{folder}/adapter_config.json is missing or invalid: {exc}") from exc
-    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-        peft_type = config.get("peft_type") if isinstance(config, dict) else None
-        raise AdapterError(f"{folder} is a {peft_type!r} adapter; mixed batches need LoRA")
-    return folder.resolve()
-
-
-def same_base(recorded: str, name: str) -> bool:
-    """Whether a recorded base model (alias, path or hub id) names the loaded model."""
-    return recorded == name or name in Path(recorded).parts or Path(recorded).name == name
+    return check_adapter_folder(folder)[0]
 
 
 __all__ = ["AdapterError", "LocalModel", "same_base"]

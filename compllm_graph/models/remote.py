@@ -25,7 +25,7 @@ from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
 from pydantic import ConfigDict, Field, SecretStr
 
-from compllm_graph.scheduling import PrioritySemaphore
+from compllm_graph._concurrency import PrioritySemaphore
 
 DEFAULT_MAX_CONCURRENCY = 4
 """In-flight requests per endpoint when the first chat model for it names no limit."""

@@ -6,9 +6,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
 
-from compllm_graph.nodes.execute import message_text
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.state import CompLLMState, leaf_answers
+from compllm_graph.types import message_text
 
 # Asking to repeat the facts keeps a small reducer from answering only the first part: on six
 # questions SmolLM2-135M answered 4 right with this wording, 1.5 with "answer the original

@@ -6,9 +6,9 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
 
-from compllm_graph.nodes.execute import message_text
 from compllm_graph.query_graph import DecompositionError, QueryGraph, parse_decomposition
 from compllm_graph.state import CompLLMState
+from compllm_graph.types import message_text
 
 DECOMPOSER_PROMPT = """\
 Break the user's question into the simple sub-questions needed to answer it. Write each \

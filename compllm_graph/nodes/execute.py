@@ -19,16 +19,11 @@ from langgraph.config import get_stream_writer
 from langgraph.types import StreamWriter
 
 from compllm_graph._sync import run_sync
-from compllm_graph.nodes.route import Route
+from compllm_graph.errors import CompLLMError
 from compllm_graph.query_graph import REFERENCE, QueryGraph, SubQuery
-from compllm_graph.scheduling import (
-    BASE,
-    DeviceLimits,
-    RunSubQuery,
-    build_eager,
-    compile_query_graph,
-)
+from compllm_graph.scheduling import DeviceLimits, RunSubQuery, build_eager, compile_query_graph
 from compllm_graph.state import CompLLMState, SubAnswer
+from compllm_graph.types import BASE, Route, Scheduler, display_name, message_text
 
 CONTEXT_TEMPLATE = "Answers to earlier questions:\n{context}\n\nQuestion: {question}"
 _WH_WORD = re.compile(r"(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
@@ -53,11 +48,12 @@ class ExpertPolicy:
             raise ValueError(f"ExpertPolicy.retries must be >= 0, got {self.retries}")
 
 
-class ExpertFailure(RuntimeError):
+class ExpertFailure(CompLLMError, RuntimeError):
     """A model failed on every attempt."""
 
     def __init__(self, expert: str | None, errors: list[str]) -> None:
-        super().__init__(f"{expert or BASE} failed {len(errors)} time(s): " + "; ".join(errors))
+        who = display_name(expert)
+        super().__init__(f"{who} failed {len(errors)} time(s): " + "; ".join(errors))
         self.attempts = len(errors)
 
 
@@ -85,14 +81,6 @@ def sub_query_prompt(sq: SubQuery, parents: list[SubAnswer]) -> str:
     return CONTEXT_TEMPLATE.format(context=context, question=question)
 
 
-def message_text(message: object) -> str:
-    """The text of a chat model's reply (string content, or the text parts of a list)."""
-    content = getattr(message, "content", message)
-    if isinstance(content, list):
-        content = "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
-    return str(content).strip()
-
-
 def make_sub_query_runner(
     query_graph: QueryGraph,
     experts: Mapping[str, Runnable],
@@ -111,7 +99,7 @@ def make_sub_query_runner(
         expert: str | None, messages: list[BaseMessage], priority: int
     ) -> tuple[str, int]:
         model = base if expert is None else experts[expert]
-        policy = policies.get(expert or BASE, policies.get(BASE, ExpertPolicy()))
+        policy = policies.get(display_name(expert), policies.get(BASE, ExpertPolicy()))
         semaphore = device_limits.semaphore(expert) if device_limits else None
         errors: list[str] = []
         for attempt in range(1, policy.retries + 2):
@@ -164,7 +152,7 @@ def make_execute_node(
     base: Runnable,
     policies: Mapping[str, ExpertPolicy],
     device_limits: DeviceLimits | None,
-    scheduler: str,
+    scheduler: Scheduler,
 ) -> Runnable:
     """Build the node that runs the state's query graph with the chosen scheduler."""
 

@@ -2,54 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_stream_writer
 
 from compllm_graph.query_graph import QueryGraph
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where one sub-query goes.
-
-    Attributes:
-        expert: The chosen expert's name, or None for the base model (no expert scored above its
-            threshold).
-        score: Cosine similarity of the sub-query to the chosen expert's nearest centroid.
-        candidates: The best experts with their scores, best first.
-        fallback_reason: Set by execution when the expert failed and base answered instead.
-    """
-
-    expert: str | None
-    score: float = 0.0
-    candidates: list[tuple[str, float]] = field(default_factory=list)
-    fallback_reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for graph state and JSON."""
-        return {
-            "expert": self.expert,
-            "score": self.score,
-            "candidates": [[name, score] for name, score in self.candidates],
-            "fallback_reason": self.fallback_reason,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Route:
-        return cls(
-            data["expert"],
-            float(data["score"]),
-            [(str(n), float(s)) for n, s in data["candidates"]],
-            data.get("fallback_reason"),
-        )
-
-
-Router = Callable[[list[str]], Sequence[Route]]
-"""An `ExpertRouter`, or any callable mapping sub-query texts to one `Route` each."""
+from compllm_graph.types import Router
 
 
 def make_route_node(router: Router, experts: set[str]) -> RunnableLambda:

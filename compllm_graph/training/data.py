@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from compllm_graph.errors import CompLLMError
 from compllm_graph.query_graph import (
     DEFAULT_MAX_SUB_QUERIES,
     REFERENCE,
@@ -66,7 +67,7 @@ class DecompositionExample:
         return split_of(self.qid)
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(CompLLMError, ValueError):
     """A dataset file is not MuSiQue JSON, StrategyQA JSON or Break CSV."""
 
 

@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 from compllm_graph import create_compllm_graph
 from compllm_graph.expert_store import ExpertRouter, ExpertStore, StoreError
 from compllm_graph.models import LocalModel
-from compllm_graph.nodes.route import Route
+from compllm_graph.types import Route
 from tests.fakes import FakeChat, decomposer
 
 CHEMISTRY = [

@@ -11,7 +11,7 @@ import pytest
 
 from compllm_graph.expert_store import ExpertRouter, ExpertStore
 from compllm_graph.expert_store.store import StoreError, cluster_means
-from compllm_graph.nodes.route import Route
+from compllm_graph.types import Route
 
 
 class TableEmbedder:

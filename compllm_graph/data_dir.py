@@ -1,0 +1,23 @@
+"""Where the shared benchmark and training data lives: `$COMPLLM_DATA_DIR`, or `../shared/data`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_VARIABLE = "COMPLLM_DATA_DIR"
+"""Environment variable that overrides the data folder."""
+
+
+def default_data_dir() -> Path:
+    """The data folder: `$COMPLLM_DATA_DIR` if set, else `shared/data` beside the checkout."""
+    override = os.environ.get(DATA_DIR_VARIABLE)
+    if override:
+        return Path(override).expanduser()
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+DEFAULT_DATA_DIR = default_data_dir()
+"""`default_data_dir()` when compllm_graph was imported."""
+
+__all__ = ["DATA_DIR_VARIABLE", "DEFAULT_DATA_DIR", "default_data_dir"]
