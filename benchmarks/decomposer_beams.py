@@ -19,10 +19,10 @@ import time
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.models import DEFAULT_MODEL, load_model
 from compllm_graph.query_graph import parse_decomposition
-from compllm_graph.training.commands import DEFAULT_DATA_DIR
 from compllm_graph.training.data import default_files, load_examples, select
 
 FALLBACK_QUESTIONS = (

@@ -28,8 +28,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from compllm_graph import DeviceLimits, QueryGraph, Route, create_compllm_graph
-from compllm_graph.training.commands import DEFAULT_DATA_DIR
+from compllm_graph import DeviceLimits, QueryGraph, Route, Scheduler, create_compllm_graph
+from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.training.data import default_files, load_examples
 
 BASE_MS = 20.0
@@ -82,7 +82,7 @@ def critical_path(graph: QueryGraph, seconds: list[float]) -> float:
 
 
 async def execute_seconds(
-    graph: QueryGraph, seconds: list[float], scheduler: str, limits: DeviceLimits | None
+    graph: QueryGraph, seconds: list[float], scheduler: Scheduler, limits: DeviceLimits | None
 ) -> float:
     """Wall time of the execute stage: the gap between the state after route and after execute."""
     experts = {
@@ -116,7 +116,8 @@ async def bench_dataset(name: str, path: Path, limit: int, ms_per_char: float) -
         totals["sequential"] += await execute_seconds(
             example.graph, seconds, "eager", one_at_a_time
         )
-        for scheduler in ("waves", "eager"):
+        schedulers: tuple[Scheduler, ...] = ("waves", "eager")
+        for scheduler in schedulers:
             totals[scheduler] += await execute_seconds(example.graph, seconds, scheduler, None)
     return {"dataset": name, "graphs": len(examples), **totals}
 

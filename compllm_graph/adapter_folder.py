@@ -8,6 +8,7 @@ opens them.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ class AdapterError(CompLLMError, ValueError):
     """An adapter name or folder is unusable (unsafe name, missing files, pickle weights...)."""
 
 
-def check_adapter_folder(folder: str | Path) -> tuple[Path, dict[str, Any]]:
+def check_adapter_folder(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
     """Validate a peft LoRA adapter folder.
 
     Args:

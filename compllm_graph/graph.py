@@ -13,8 +13,9 @@ from typing import Any, get_args
 from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
 
+from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT
 from compllm_graph.nodes.aggregate import make_aggregate_node
-from compllm_graph.nodes.decompose import DECOMPOSER_PROMPT, make_decompose_node
+from compllm_graph.nodes.decompose import make_decompose_node
 from compllm_graph.nodes.execute import ExpertPolicy, make_execute_node
 from compllm_graph.nodes.route import make_route_node
 from compllm_graph.query_graph import DEFAULT_MAX_SUB_QUERIES

@@ -1,45 +1,35 @@
-"""The shipped SFT decomposers: one LoRA adapter per base model, in a folder named after its alias.
+"""The decomposer: its prompts, its tag grammar, and the shipped SFT adapters.
 
-`adapter_for(alias)` gives the folder (None where none ships). Load it with
+One LoRA adapter ships per base model, in a folder named after its alias (`adapter_for(alias)`
+gives it, None where none ships). `default_decomposer(local_model)` loads the right one with its
+recorded system prompt and grammar-constrained decoding; by hand, load it with
 `local_model.add_adapter("decomposer", folder)`, chat with
 `local_model.chat_model(adapter="decomposer")` sending `DECOMPOSER_SYSTEM_PROMPT` as the system
 message and the user's question as the human message, and read the reply with
 `compllm_graph.query_graph.parse_decomposition`. `training.json` beside the weights records how
 each was trained and what it scored.
+
+Modules: `prompts` (both prompts), `grammar` (the tag grammar as a logits processor; needs the
+[local] extra), `loading` (shipped adapters, training records, `default_decomposer`).
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-BASE_MODEL = "smollm2-135m-instruct"
-"""The default model's alias."""
-
-ADAPTER_DIR = PACKAGE_DIR / BASE_MODEL
-"""The default model's decomposer: `adapter_model.safetensors`, `adapter_config.json` and
-`training.json`."""
-
-DECOMPOSER_SYSTEM_PROMPT = (
-    "Decompose the question into sub-questions <q>...</q>; #k is the answer of sub-question k. "
-    "Then list dependencies <dep>i->j</dep>."
+from compllm_graph.decomposer.loading import (
+    ADAPTER_DIR,
+    BASE_MODEL,
+    adapter_for,
+    default_decomposer,
+    read_training_record,
+    shipped,
 )
-"""The system message the adapters were trained with; send it unchanged."""
+from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT, DECOMPOSER_SYSTEM_PROMPT
 
-
-def shipped() -> dict[str, Path]:
-    """Every shipped decomposer adapter, by the alias of the model it was trained on."""
-    return {
-        folder.name: folder
-        for folder in sorted(PACKAGE_DIR.iterdir())
-        if (folder / "adapter_model.safetensors").is_file()
-    }
-
-
-def adapter_for(model: str) -> Path | None:
-    """The shipped decomposer adapter folder for a model alias, or None when none ships."""
-    return shipped().get(model)
-
-
-__all__ = ["ADAPTER_DIR", "BASE_MODEL", "DECOMPOSER_SYSTEM_PROMPT", "adapter_for", "shipped"]
+__all__ = [
+    "ADAPTER_DIR",
+    "BASE_MODEL",
+    "DECOMPOSER_PROMPT",
+    "DECOMPOSER_SYSTEM_PROMPT",
+    "adapter_for",
+    "default_decomposer",
+    "read_training_record",
+    "shipped",
+]

@@ -13,137 +13,54 @@ Layout::
     index/<generation>.center.npy   the centring vector (mean of all expert data), when centring
 
 `store.json` is the commit point: it is replaced atomically after everything it names is written,
-so a crash leaves at most unlisted files, which the next writer removes.
+so a crash leaves at most unlisted files, which the next writer removes. The seams live in their
+own modules: `records` (what is stored), `locking` (the lock and atomic writes), `disk` (the
+format), `index` (FAISS) and `serving` (experts as chat models).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import io
 import json
 import os
-import re
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
-from compllm_graph.errors import CompLLMError
+from compllm_graph.adapter_folder import AdapterError, check_adapter_folder
+from compllm_graph.expert_store.disk import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    load,
+    remove_unlisted,
+    write_expert,
+)
 from compllm_graph.expert_store.embedders import (
     Embedder,
     EmbedderError,
     check_spec,
     embedder_from_spec,
 )
+from compllm_graph.expert_store.index import cluster_means, normalise, read_index, write_index
+from compllm_graph.expert_store.locking import locked, write_json
+from compllm_graph.expert_store.records import (
+    DEFAULT_THRESHOLD,
+    CorruptStoreError,
+    Expert,
+    StoreError,
+    check_name,
+    check_threshold,
+)
+from compllm_graph.expert_store.serving import expert_chat_models
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
 
     from compllm_graph.models.local import LocalModel
-
-FORMAT = "compllm-expert-store"
-FORMAT_VERSION = 1
-DEFAULT_THRESHOLD = 0.7
-MAX_CENTROIDS = 64
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_MANIFEST = "store.json"
-_LOCK = "store.lock"
-
-
-class StoreError(CompLLMError, RuntimeError):
-    """A store operation cannot be done (missing store, unknown or duplicate expert, bad input)."""
-
-
-class CorruptStoreError(StoreError):
-    """The store on disk is damaged or partially written."""
-
-
-@dataclass(frozen=True)
-class Expert:
-    """One expert as stored.
-
-    Attributes:
-        name: Unique name matching `NAME_PATTERN`.
-        description: What the expert knows.
-        base_model: Base model the adapter was trained on, or None.
-        adapter: Path of the stored peft adapter folder, or None (the base model answers, with
-            `system_prompt` if set).
-        system_prompt: System message put before the expert's prompts, or None.
-        threshold: Per-expert routing threshold, or None for the store default.
-        counts: Training texts per centroid.
-        stats: Statistics of the expert's data.
-        centroids: Raw (uncentred) mean embedding per centroid, shape (len(counts), dim).
-    """
-
-    name: str
-    description: str
-    base_model: str | None
-    adapter: Path | None
-    system_prompt: str | None
-    threshold: float | None
-    counts: tuple[int, ...]
-    stats: dict[str, Any] = field(default_factory=dict)
-    centroids: np.ndarray = field(
-        default_factory=lambda: np.zeros((0, 0), np.float32), repr=False, compare=False
-    )
-
-
-def check_name(name: str) -> str:
-    """Return `name` if it is a valid expert name.
-
-    Raises:
-        StoreError: the name does not match `^[a-z0-9][a-z0-9_-]{0,63}$`.
-    """
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in ("base",):
-        raise StoreError(
-            f"invalid expert name {name!r}: use 1-64 characters of a-z, 0-9, '_' or '-', "
-            "starting with a letter or digit ('base' is reserved)"
-        )
-    return name
-
-
-def cluster_means(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Split an expert's data into `k` clusters (spherical k-means) and average each.
-
-    Clustering runs on unit vectors (routing uses cosine); the means are of the raw vectors so
-    that the store can re-centre them later without the data.
-
-    Returns:
-        The raw mean vector of each non-empty cluster and its size.
-
-    Raises:
-        StoreError: `k` is out of range or larger than the number of vectors.
-    """
-    n, dim = vectors.shape
-    if not 1 <= k <= MAX_CENTROIDS:
-        raise StoreError(f"centroids must be in 1..{MAX_CENTROIDS}, got {k}")
-    if n < k:
-        raise StoreError(f"{k} centroids need at least {k} texts, got {n}")
-    if k == 1:
-        return vectors.mean(axis=0, keepdims=True).astype(np.float32), (n,)
-    unit = normalise(vectors)
-    kmeans = faiss.Kmeans(
-        dim, k, niter=25, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
-    )
-    kmeans.train(unit)
-    _, assign = kmeans.index.search(unit, 1)
-    groups = [np.flatnonzero(assign[:, 0] == c) for c in range(k)]
-    groups = [g for g in groups if len(g)]
-    means = np.stack([vectors[g].mean(axis=0) for g in groups]).astype(np.float32)
-    return means, tuple(len(g) for g in groups)
-
-
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), as contiguous float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 class ExpertStore:
@@ -198,7 +115,7 @@ class ExpertStore:
                 check_spec(spec)
             except EmbedderError as exc:
                 raise StoreError(str(exc)) from None
-        _check_threshold(threshold)
+        check_threshold(threshold)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise StoreError(f"cannot create a store at {root}: it exists and is not empty")
         root.mkdir(parents=True, exist_ok=True)
@@ -213,10 +130,10 @@ class ExpertStore:
             "experts": [],
             "index": None,
         }
-        with _locked(root, exclusive=True):
+        with locked(root, exclusive=True):
             (root / "experts").mkdir(exist_ok=True)
             (root / "index").mkdir(exist_ok=True)
-            _write_json(root / _MANIFEST, manifest)
+            write_json(root / MANIFEST, manifest)
         return cls(root, manifest, {}, instance, None)
 
     @classmethod
@@ -239,13 +156,13 @@ class ExpertStore:
             CorruptStoreError: a file is missing, truncated or inconsistent.
         """
         root = Path(path).expanduser()
-        if not (root / _MANIFEST).is_file():
+        if not (root / MANIFEST).is_file():
             raise StoreError(
-                f"no expert store at {root} (missing {_MANIFEST}); create one with "
+                f"no expert store at {root} (missing {MANIFEST}); create one with "
                 "`compllm experts create` or `compllm experts build-demo`"
             )
-        with _locked(root, exclusive=False):
-            manifest, experts = _load(root)
+        with locked(root, exclusive=False):
+            manifest, experts = load(root)
         if embedder is not None and embedder.spec != manifest["embedder"]:
             raise StoreError(
                 f"the store at {root} embeds with {manifest['embedder']!r}, not {embedder.spec!r}"
@@ -254,8 +171,8 @@ class ExpertStore:
 
     def reload(self) -> None:
         """Re-read the store from disk (to see other processes' changes)."""
-        with _locked(self.path, exclusive=False):
-            self._manifest, self._experts = _load(self.path)
+        with locked(self.path, exclusive=False):
+            self._manifest, self._experts = load(self.path)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -308,7 +225,7 @@ class ExpertStore:
         info = self._manifest["index"]
         if info is None:
             return faiss.IndexFlatIP(self._manifest["dim"] or 1), [], None
-        index, center = _read_index(self.path, info, self._manifest)
+        index, center = read_index(self.path, info, self._manifest)
         return index, list(info["rows"]), center
 
     # -- writing --------------------------------------------------------------------------------
@@ -350,8 +267,8 @@ class ExpertStore:
         if not texts:
             raise StoreError(f"expert {name!r} needs at least one non-empty text")
         if threshold is not None:
-            _check_threshold(threshold)
-        adapter_dir, base_model = _check_adapter(adapter, base_model)
+            check_threshold(threshold)
+        adapter_dir, base_model = check_adapter(adapter, base_model)
         if name in self._experts:
             raise StoreError(f"expert {name!r} already exists in {self.path}; remove it first")
         vectors = self.embedder.embed(texts) if embeddings is None else embeddings
@@ -377,8 +294,8 @@ class ExpertStore:
             "counts": list(counts),
             "stats": stats,
         }
-        with _locked(self.path, exclusive=True):
-            manifest, experts = _load(self.path)
+        with locked(self.path, exclusive=True):
+            manifest, experts = load(self.path)
             if name in experts:
                 raise StoreError(f"expert {name!r} already exists in {self.path}; remove it first")
             if manifest["dim"] not in (None, means.shape[1]):
@@ -386,7 +303,7 @@ class ExpertStore:
                     f"embeddings have {means.shape[1]} dimensions; the store has {manifest['dim']}"
                 )
             manifest["dim"] = int(means.shape[1])
-            experts[name] = _write_expert(self.path, record, means, adapter_dir)
+            experts[name] = write_expert(self.path, record, means, adapter_dir)
             self._commit(manifest, experts)
         return self._experts[name]
 
@@ -396,8 +313,8 @@ class ExpertStore:
         Raises:
             StoreError: no such expert.
         """
-        with _locked(self.path, exclusive=True):
-            manifest, experts = _load(self.path)
+        with locked(self.path, exclusive=True):
+            manifest, experts = load(self.path)
             if name not in experts:
                 raise StoreError(f"no expert {name!r} in {self.path}; experts: {sorted(experts)}")
             del experts[name]
@@ -414,9 +331,9 @@ class ExpertStore:
         """
         for value in [*thresholds.values(), default]:
             if value is not None:
-                _check_threshold(value)
-        with _locked(self.path, exclusive=True):
-            manifest, experts = _load(self.path)
+                check_threshold(value)
+        with locked(self.path, exclusive=True):
+            manifest, experts = load(self.path)
             unknown = sorted(set(thresholds) - set(experts))
             if unknown:
                 raise StoreError(f"no such experts: {unknown}")
@@ -424,11 +341,11 @@ class ExpertStore:
                 expert_json = self.path / "experts" / name / "expert.json"
                 record = json.loads(expert_json.read_text())
                 record["threshold"] = None if value is None else float(value)
-                _write_json(expert_json, record)
+                write_json(expert_json, record)
             if default is not None:
                 manifest["default_threshold"] = float(default)
-            _write_json(self.path / _MANIFEST, manifest)
-            self._manifest, self._experts = _load(self.path)
+            write_json(self.path / MANIFEST, manifest)
+            self._manifest, self._experts = load(self.path)
 
     def _commit(self, manifest: dict[str, Any], experts: dict[str, Expert]) -> None:
         """Write a new index for `experts`, then `store.json` naming it; clean up leftovers.
@@ -438,297 +355,43 @@ class ExpertStore:
         generation = int(manifest["generation"]) + 1
         manifest["generation"] = generation
         manifest["experts"] = sorted(experts)
-        manifest["index"] = _write_index(self.path, generation, experts, manifest["center"])
-        _write_json(self.path / _MANIFEST, manifest)
-        _remove_unlisted(self.path, manifest)
+        manifest["index"] = write_index(self.path, generation, experts, manifest["center"])
+        write_json(self.path / MANIFEST, manifest)
+        remove_unlisted(self.path, manifest)
         self._manifest, self._experts = manifest, experts
 
     # -- serving --------------------------------------------------------------------------------
 
     def chat_models(self, local_model: LocalModel, **generation: Any) -> dict[str, Runnable]:
-        """The `experts` mapping for `create_compllm_graph`, served by `local_model`.
-
-        An expert with an adapter gets `local_model.chat_model(adapter=name)` (the adapter is
-        loaded on first use); one without gets the base chat model. A system prompt, if set, is
-        put before every request.
-
-        Args:
-            local_model: The loaded base model.
-            **generation: Generation settings passed to every chat model.
-
-        Raises:
-            StoreError: an adapter was trained on a different base model.
-        """
-        from compllm_graph.models.local import same_base
-
-        models: dict[str, Runnable] = {}
-        for expert in self.experts():
-            if expert.adapter is not None:
-                if expert.base_model and not same_base(expert.base_model, local_model.name):
-                    raise StoreError(
-                        f"expert {expert.name!r} has an adapter for {expert.base_model!r}, but "
-                        f"the loaded model is {local_model.name!r}"
-                    )
-                if expert.name not in _loaded_adapters(local_model):
-                    local_model.add_adapter(expert.name, expert.adapter)
-                chat: Runnable = local_model.chat_model(adapter=expert.name, **generation)
-            else:
-                chat = local_model.chat_model(**generation)
-            models[expert.name] = _with_system_prompt(chat, expert.system_prompt)
-        return models
+        """The `experts` mapping for `create_compllm_graph`; see `serving.expert_chat_models`."""
+        return expert_chat_models(self.experts(), local_model, **generation)
 
 
-# -- helpers ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(root: Path, exclusive: bool) -> Iterator[None]:
-    """Hold `store.lock` (exclusive for writers, shared for readers).
-
-    A reader that cannot create the lock file (a read-only store) reads without it: writers
-    replace files atomically, so it still never sees a half-written file.
-    """
-    lock_path = root / _LOCK
-    try:
-        handle = open(lock_path, "a+")  # noqa: SIM115 - closed below, after unlocking
-    except OSError as exc:
-        if not exclusive:
-            yield
-            return
-        raise StoreError(f"cannot open the store lock {lock_path}: {exc}") from exc
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would hide the store from others
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _check_threshold(value: float) -> None:
-    if not isinstance(value, (int, float)) or not -1.0 <= float(value) <= 1.0:
-        raise StoreError(f"a threshold is a cosine similarity in [-1, 1], got {value!r}")
-
-
-def _check_adapter(
+def check_adapter(
     adapter: str | os.PathLike[str] | None, base_model: str | None
 ) -> tuple[Path | None, str | None]:
-    """Validate a peft adapter folder; return it and the base model it names."""
+    """Validate a peft LoRA adapter folder; return it and the base model it names.
+
+    Raises:
+        StoreError: the folder fails `adapter_folder.check_adapter_folder`'s checks.
+    """
     if adapter is None:
         return None, base_model
-    folder = Path(adapter).expanduser()
-    config = folder / "adapter_config.json"
-    if not config.is_file():
-        raise StoreError(f"{folder} is not a peft adapter folder (no adapter_config.json)")
-    if not list(folder.glob("*.safetensors")):
-        raise StoreError(f"{folder} holds no .safetensors weights (only safetensors are loaded)")
     try:
-        recorded = json.loads(config.read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise StoreError(f"cannot read {config}: {exc}") from exc
+        folder, config = check_adapter_folder(adapter)
+    except AdapterError as exc:
+        raise StoreError(str(exc)) from None
+    recorded = config.get("base_model_name_or_path")
     return folder, base_model or (str(recorded) if recorded else None)
 
 
-def _write_expert(
-    root: Path, record: dict[str, Any], means: np.ndarray, adapter: Path | None
-) -> Expert:
-    """Write an expert folder under a temporary name, then rename it into place."""
-    experts_dir = root / "experts"
-    tmp = Path(tempfile.mkdtemp(dir=experts_dir, prefix=f".tmp-{record['name']}-"))
-    tmp.chmod(0o755)
-    try:
-        _write_json(tmp / "expert.json", record)
-        _write_bytes(tmp / "centroids.npy", _npy_bytes(means))
-        if adapter is not None:
-            (tmp / "adapter").mkdir()
-            for item in adapter.iterdir():
-                if item.is_file() and item.suffix in (".json", ".safetensors"):
-                    shutil.copyfile(item, tmp / "adapter" / item.name)
-        final = experts_dir / record["name"]
-        shutil.rmtree(final, ignore_errors=True)  # an unlisted leftover of a crashed writer
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _read_expert(root, record["name"], means.shape[1])
-
-
-def _write_index(
-    root: Path, generation: int, experts: dict[str, Expert], center: bool
-) -> dict[str, Any] | None:
-    """Build and write the FAISS index of all centroids; return its manifest entry."""
-    if not experts:
-        return None
-    names = sorted(experts)
-    means = np.concatenate([experts[n].centroids for n in names])
-    counts = np.concatenate([np.asarray(experts[n].counts, dtype=np.float64) for n in names])
-    rows = [n for n in names for _ in experts[n].counts]
-    info: dict[str, Any] = {"file": f"index/{generation}.faiss", "rows": rows, "center_file": None}
-    vectors = means
-    if center:
-        mean = (means * counts[:, None]).sum(axis=0) / counts.sum()
-        vectors = means - mean.astype(np.float32)
-        info["center_file"] = f"index/{generation}.center.npy"
-        _write_bytes(root / info["center_file"], _npy_bytes(mean[None, :]))
-    index = faiss.IndexFlatIP(means.shape[1])
-    index.add(normalise(vectors))
-    _write_bytes(root / info["file"], faiss.serialize_index(index).tobytes())
-    return info
-
-
-def _remove_unlisted(root: Path, manifest: dict[str, Any]) -> None:
-    """Delete index files and expert folders the manifest does not name (crash leftovers)."""
-    info = manifest["index"] or {}
-    keep = {info.get("file"), info.get("center_file")}
-    for item in (root / "index").iterdir():
-        if f"index/{item.name}" not in keep:
-            item.unlink(missing_ok=True)
-    listed = set(manifest["experts"])
-    for item in (root / "experts").iterdir():
-        if item.name not in listed:
-            shutil.rmtree(item, ignore_errors=True)
-
-
-def _load(root: Path) -> tuple[dict[str, Any], dict[str, Expert]]:
-    """Read and validate `store.json` and every listed expert."""
-    manifest = _read_manifest(root)
-    experts = {name: _read_expert(root, name, manifest["dim"]) for name in manifest["experts"]}
-    info = manifest["index"]
-    if (info is None) != (not experts):
-        raise CorruptStoreError(f"{root / _MANIFEST}: the index does not match the expert list")
-    if info is not None:
-        expected = [n for n in sorted(experts) for _ in experts[n].counts]
-        if info.get("rows") != expected:
-            raise CorruptStoreError(f"{root / _MANIFEST}: the index rows do not match the experts")
-        _read_index(root, info, manifest)
-    return manifest, experts
-
-
-def _read_manifest(root: Path) -> dict[str, Any]:
-    path = root / _MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CorruptStoreError(f"{path} is unreadable or not JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CorruptStoreError(f"{path} is not an expert store manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise CorruptStoreError(
-            f"{path} has format version {manifest.get('version')!r}; this compllm-graph reads "
-            f"version {FORMAT_VERSION}"
-        )
-    required: dict[str, type | tuple[type, ...]] = {
-        "embedder": str,
-        "center": bool,
-        "default_threshold": (int, float),
-        "generation": int,
-        "experts": list,
-    }
-    for key, kind in required.items():
-        if not isinstance(manifest.get(key), kind):
-            raise CorruptStoreError(f"{path}: field {key!r} is missing or has the wrong type")
-    if not all(isinstance(n, str) and NAME_PATTERN.match(n) for n in manifest["experts"]):
-        raise CorruptStoreError(f"{path}: the expert list holds an invalid name")
-    return manifest
-
-
-def _read_expert(root: Path, name: str, dim: int | None) -> Expert:
-    folder = root / "experts" / name
-    try:
-        record = json.loads((folder / "expert.json").read_text())
-        centroids = np.load(folder / "centroids.npy", allow_pickle=False)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CorruptStoreError(f"expert {name!r} in {root} is damaged or missing: {exc}") from exc
-    counts = record.get("counts") if isinstance(record, dict) else None
-    if (
-        not isinstance(counts, list)
-        or record.get("name") != name
-        or centroids.ndim != 2
-        or centroids.shape[0] != len(counts)
-        or (dim is not None and centroids.shape[1] != dim)
-        or not np.isfinite(centroids).all()
-    ):
-        raise CorruptStoreError(
-            f"expert {name!r} in {root}: expert.json and centroids.npy disagree"
-        )
-    adapter = folder / "adapter" if record.get("adapter") else None
-    if adapter is not None and not (adapter / "adapter_config.json").is_file():
-        raise CorruptStoreError(f"expert {name!r} in {root}: its adapter folder is incomplete")
-    return Expert(
-        name=name,
-        description=str(record.get("description") or ""),
-        base_model=record.get("base_model"),
-        adapter=adapter,
-        system_prompt=record.get("system_prompt"),
-        threshold=record.get("threshold"),
-        counts=tuple(int(c) for c in counts),
-        stats=dict(record.get("stats") or {}),
-        centroids=centroids.astype(np.float32),
-    )
-
-
-def _read_index(
-    root: Path, info: dict[str, Any], manifest: dict[str, Any]
-) -> tuple[faiss.Index, np.ndarray | None]:
-    try:
-        data = np.frombuffer((root / info["file"]).read_bytes(), dtype=np.uint8)
-        index = faiss.deserialize_index(data)
-        center = None
-        if info.get("center_file"):
-            center = np.load(root / info["center_file"], allow_pickle=False)[0]
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
-        raise CorruptStoreError(f"the index of the store at {root} is damaged: {exc}") from exc
-    if index.ntotal != len(info["rows"]) or index.d != manifest["dim"]:
-        raise CorruptStoreError(f"the index of the store at {root} does not match store.json")
-    if manifest["center"] != (center is not None):
-        raise CorruptStoreError(f"the centring vector of the store at {root} is missing")
-    return index, center
-
-
-def _loaded_adapters(local_model: Any) -> set[str]:
-    adapters = getattr(local_model, "adapters", None)
-    if callable(adapters):
-        adapters = adapters()
-    return set(adapters or ())
-
-
-def _with_system_prompt(chat: Runnable, system_prompt: str | None) -> Runnable:
-    """`chat` with `system_prompt` put first in every request (unchanged when None)."""
-    if not system_prompt:
-        return chat
-    from langchain_core.messages import SystemMessage, convert_to_messages
-    from langchain_core.runnables import RunnableLambda
-
-    def prepend(request: Any) -> list[Any]:
-        messages = convert_to_messages([request] if isinstance(request, str) else request)
-        return [SystemMessage(system_prompt), *messages]
-
-    return RunnableLambda(prepend, name="system_prompt") | chat
-
-
-__all__ = ["CorruptStoreError", "Expert", "ExpertStore", "StoreError", "check_name"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "CorruptStoreError",
+    "Expert",
+    "ExpertStore",
+    "StoreError",
+    "check_name",
+    "cluster_means",
+    "normalise",
+]

@@ -8,13 +8,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.training.data import CONJUNCTION, DATASETS
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
 DEFAULT_BASE = "smollm2-135m-instruct"
 MIX_NAMES = (*DATASETS, CONJUNCTION)
-# The shared data folder sits beside the repository checkout.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -305,7 +304,7 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
         model = local.model.merge_and_unload()
     processor = None
     if args.constrained:
-        from compllm_graph.training.decoding import tag_grammar_factory
+        from compllm_graph.decomposer.grammar import tag_grammar_factory
 
         processor = tag_grammar_factory(local.tokenizer)
     with tqdm(total=len(examples), desc="decompose", unit="q") as bar:

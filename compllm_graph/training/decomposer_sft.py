@@ -12,8 +12,13 @@ from typing import Any
 
 import torch
 
-from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
-from compllm_graph.models.local import same_base
+from compllm_graph.adapter_folder import same_base
+from compllm_graph.decomposer.loading import (
+    TRAINING_RECORD,
+    read_json_object,
+    read_training_record,
+)
+from compllm_graph.decomposer.prompts import DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.training.data import (
     CONJUNCTION,
     DATASETS,
@@ -25,13 +30,7 @@ from compllm_graph.training.data import (
     select,
 )
 from compllm_graph.training.decomposition import encode_example, evaluate
-from compllm_graph.training.settings import (
-    TRAINING_RECORD,
-    LoraSettings,
-    TrainSettings,
-    read_json_object,
-    read_training_record,
-)
+from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import ADAPTER_CONFIG, TrainResult, attach_lora, train, warm_start
 
 DEFAULT_WEIGHTS = {"musique": 0.55, "break": 0.2, "strategyqa": 0.1, CONJUNCTION: 0.15}

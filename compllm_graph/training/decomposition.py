@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
+from compllm_graph.decomposer.prompts import DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.training.data import DecompositionExample
 from compllm_graph.training.metrics import DecompositionReport, aggregate, score_text
 from compllm_graph.training.sft import IGNORE_INDEX, Encoded

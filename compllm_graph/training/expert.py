@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from compllm_graph.training.settings import TRAINING_RECORD, LoraSettings, TrainSettings
+from compllm_graph.decomposer.loading import TRAINING_RECORD
+from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import Encoded, attach_lora, train
 
 

@@ -2,39 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-TRAINING_RECORD = "training.json"
-"""Written beside every trained adapter: data, hyper-parameters, wall time and metrics."""
-
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`.
-
-    Raises:
-        ValueError: the file is unreadable or holds something else than an object.
-    """
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is unreadable ({exc}); re-train or remove it") from exc
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} is not a JSON object; re-train or remove it")
-    return value
-
-
-def read_training_record(folder: Path) -> dict[str, Any]:
-    """`training.json` beside an adapter (empty when there is none).
-
-    Raises:
-        ValueError: it is unreadable or not a JSON object.
-    """
-    path = folder / TRAINING_RECORD
-    return read_json_object(path) if path.is_file() else {}
-
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

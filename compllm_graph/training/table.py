@@ -59,7 +59,7 @@ def decomposition_table(
     model = local.model.merge_and_unload()  # same outputs, base-model speed
     variants: dict[str, Any] = {"SFT": None}
     if constrained:
-        from compllm_graph.training.decoding import tag_grammar_factory
+        from compllm_graph.decomposer.grammar import tag_grammar_factory
 
         variants["SFT + constrained"] = tag_grammar_factory(local.tokenizer)
     for name, examples in tests.items():

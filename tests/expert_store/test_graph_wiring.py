@@ -55,7 +55,7 @@ def store(tmp_path: Path) -> ExpertStore:
     adapter = tmp_path / "lora"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(
-        json.dumps({"base_model_name_or_path": "smollm2-135m-instruct"})
+        json.dumps({"base_model_name_or_path": "smollm2-135m-instruct", "peft_type": "LORA"})
     )
     save_file({"w": np.zeros(2, np.float32)}, str(adapter / "adapter_model.safetensors"))
     store.add_expert("chemistry", CHEMISTRY, adapter=adapter)

@@ -93,13 +93,20 @@ def test_bad_add_arguments_are_clear_errors(store: ExpertStore, tmp_path: Path) 
         store.add_expert("empty", ["", "  "])
     with pytest.raises(StoreError, match="need at least 5 texts"):
         store.add_expert("few", CHEMISTRY, centroids=5)
-    with pytest.raises(StoreError, match="not a peft adapter"):
+    with pytest.raises(StoreError, match="has no adapter_model.safetensors"):
         store.add_expert("noadapter", CHEMISTRY, adapter=tmp_path)
     (tmp_path / "pickled").mkdir()
     (tmp_path / "pickled" / "adapter_config.json").write_text("{}")
     (tmp_path / "pickled" / "adapter_model.bin").write_bytes(b"\x80")
-    with pytest.raises(StoreError, match=r"no \.safetensors"):
+    with pytest.raises(StoreError, match="holds pickle weights"):
         store.add_expert("pickled", CHEMISTRY, adapter=tmp_path / "pickled")
+    (tmp_path / "prefix").mkdir()
+    (tmp_path / "prefix" / "adapter_config.json").write_text('{"peft_type": "PREFIX_TUNING"}')
+    save_file(
+        {"w": np.zeros(2, np.float32)}, str(tmp_path / "prefix" / "adapter_model.safetensors")
+    )
+    with pytest.raises(StoreError, match="'PREFIX_TUNING' adapter"):
+        store.add_expert("prefix", CHEMISTRY, adapter=tmp_path / "prefix")
     with pytest.raises(StoreError, match="not empty"):
         ExpertStore.create(store.path, "hashing:128")
     with pytest.raises(StoreError, match="unknown embedder"):

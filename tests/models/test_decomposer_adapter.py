@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from compllm_graph.cli import main
+from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.expert_store import ExpertStore
 from compllm_graph.models import AdapterError, LocalChatModel, LocalModel
 from compllm_graph.models.adapters import save_random_lora
-from compllm_graph.nodes.decompose import DECOMPOSER_PROMPT
 
 
 def adapter_of(chat: object) -> str | None:

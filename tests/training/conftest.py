@@ -1,4 +1,4 @@
-"""Where the shared benchmark data lives (the repository's sibling `shared/data`)."""
+"""Where the shared benchmark data lives (`$COMPLLM_DATA_DIR`, or the sibling `shared/data`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from compllm_graph.data_dir import DEFAULT_DATA_DIR as DATA_DIR
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared data folder, or a skip when this checkout has none beside it."""
     if not (DATA_DIR / "musique").is_dir():
-        pytest.skip(f"the shared datasets are not at {DATA_DIR} (they sit beside the checkout)")
+        pytest.skip(
+            f"the shared datasets are not at {DATA_DIR} "
+            " (set COMPLLM_DATA_DIR, or put them beside the checkout)"
+        )
     return DATA_DIR

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from compllm_graph.decomposer.grammar import TagGrammarProcessor, _Vocabulary, scan
 from compllm_graph.query_graph import parse_decomposition
-from compllm_graph.training.decoding import TagGrammarProcessor, _Vocabulary, scan
 
 
 def test_prefixes_of_valid_outputs_are_accepted() -> None:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import torch
-
+from compllm_graph._extras import requires
 from compllm_graph.query_graph import DEFAULT_MAX_SUB_QUERIES
+
+with requires("local"):
+    import torch
 
 _OPEN_Q, _CLOSE_Q, _OPEN_DEP, _CLOSE_DEP = "<q>", "</q>", "<dep>", "</dep>"
 _DEP_CHARS = set("0123456789->, ")

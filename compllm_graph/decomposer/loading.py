@@ -1,0 +1,143 @@
+"""Loading a decomposer: the shipped adapters, their `training.json` records, and the chat model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compllm_graph.adapter_folder import same_base
+from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT, DECOMPOSER_SYSTEM_PROMPT
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
+    from compllm_graph.models.local import LocalModel
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+BASE_MODEL = "smollm2-135m-instruct"
+"""The default model's alias."""
+
+ADAPTER_DIR = PACKAGE_DIR / BASE_MODEL
+"""The default model's decomposer: `adapter_model.safetensors`, `adapter_config.json` and
+`training.json`."""
+
+TRAINING_RECORD = "training.json"
+"""Written beside every trained adapter: data, hyper-parameters, wall time and metrics."""
+
+DECOMPOSER_MAX_NEW_TOKENS = 128
+
+
+def shipped() -> dict[str, Path]:
+    """Every shipped decomposer adapter, by the alias of the model it was trained on."""
+    return {
+        folder.name: folder
+        for folder in sorted(PACKAGE_DIR.iterdir())
+        if (folder / "adapter_model.safetensors").is_file()
+    }
+
+
+def adapter_for(model: str) -> Path | None:
+    """The shipped decomposer adapter folder for a model alias, or None when none ships."""
+    return shipped().get(model)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`.
+
+    Raises:
+        ValueError: the file is unreadable or holds something else than an object.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is unreadable ({exc}); re-train or remove it") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is not a JSON object; re-train or remove it")
+    return value
+
+
+def read_training_record(folder: Path) -> dict[str, Any]:
+    """`training.json` beside an adapter (empty when there is none).
+
+    Raises:
+        ValueError: it is unreadable or not a JSON object.
+    """
+    path = folder / TRAINING_RECORD
+    return read_json_object(path) if path.is_file() else {}
+
+
+def default_decomposer(
+    local_model: LocalModel, adapter: str | Path | None = None, beams: int = 1
+) -> tuple[Runnable, str | None]:
+    """A trained decomposer adapter where one fits the model, else the few-shot prompt.
+
+    Either way decoding is constrained to the tag grammar, so the output always parses: it raised
+    the shipped adapter's MuSiQue sub-query F1 from 0.75 to 0.77 (see README).
+
+    Args:
+        local_model: The loaded base model.
+        adapter: A folder written by `compllm train decomposer`; by default the adapter shipped
+            for `local_model` (`adapter_for`), if there is one.
+        beams: Beam-search width for the decomposition; 1 is greedy (see README for what
+            wider beams gain and cost).
+
+    Returns:
+        The decomposer chat model and the system prompt to send it.
+
+    Raises:
+        ValueError: `adapter` was trained on another base model, or its `training.json` is
+            unreadable (`AdapterError`, a `ValueError`, for a folder that is not a LoRA
+            adapter), or `beams` is below 1.
+    """
+    # The grammar needs torch; importing it here keeps this module loadable without [local].
+    from compllm_graph.decomposer.grammar import tag_grammar_factory
+
+    if beams < 1:
+        raise ValueError(f"decomposer beams must be >= 1 (1 is greedy decoding), got {beams}")
+    if adapter is None:
+        adapter = adapter_for(local_model.name)
+    name, prompt = None, DECOMPOSER_PROMPT
+    if adapter is not None:
+        name, prompt = _load_adapter(local_model, Path(adapter))
+    chat = local_model.chat_model(
+        adapter=name,
+        max_new_tokens=DECOMPOSER_MAX_NEW_TOKENS,
+        logits_processor=tag_grammar_factory(local_model.tokenizer),
+        num_beams=beams,
+    )
+    return chat, prompt
+
+
+def _load_adapter(local_model: LocalModel, folder: Path) -> tuple[str, str]:
+    """Load a decomposer adapter once per folder; returns its adapter name and system prompt."""
+    record = read_training_record(folder)
+    base = record.get("base")
+    if isinstance(base, str) and not same_base(base, local_model.name):
+        raise ValueError(
+            f"the decomposer adapter at {folder} was trained on {base!r}, not on "
+            f"{local_model.name!r}: load that model (`--model {base}`) or train one for this model"
+        )
+    prompt = record.get("system_prompt", DECOMPOSER_SYSTEM_PROMPT)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"{folder}/training.json has no usable system_prompt; re-train or fix it")
+    is_shipped = folder.resolve() in shipped().values()
+    # One name per folder, so two decomposers can share a model without overwriting each other.
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+    name = "decomposer" if is_shipped else f"decomposer_{digest}"
+    if name not in local_model.adapters:
+        local_model.add_adapter(name, folder)
+    return name, prompt
+
+
+__all__ = [
+    "ADAPTER_DIR",
+    "BASE_MODEL",
+    "TRAINING_RECORD",
+    "adapter_for",
+    "default_decomposer",
+    "read_training_record",
+    "shipped",
+]
