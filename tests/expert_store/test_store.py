@@ -93,7 +93,7 @@ def test_bad_add_arguments_are_clear_errors(store: ExpertStore, tmp_path: Path) 
         store.add_expert("empty", ["", "  "])
     with pytest.raises(StoreError, match="need at least 5 texts"):
         store.add_expert("few", CHEMISTRY, centroids=5)
-    with pytest.raises(StoreError, match="has no adapter_model.safetensors"):
+    with pytest.raises(StoreError, match=r"has no adapter_model\.safetensors"):
         store.add_expert("noadapter", CHEMISTRY, adapter=tmp_path)
     (tmp_path / "pickled").mkdir()
     (tmp_path / "pickled" / "adapter_config.json").write_text("{}")
