@@ -33,12 +33,12 @@ test: models lint
 	$(BIN)/pytest
 
 bench: models
-	$(BIN)/python benchmarks/scheduling.py
-	$(BIN)/python benchmarks/batching.py
-	$(BIN)/python benchmarks/routing.py
-	$(BIN)/python benchmarks/serving.py
-	$(BIN)/python benchmarks/decomposer_beams.py
-	$(BIN)/python benchmarks/decomposer_memory.py
+	$(BIN)/python -m benchmarks.scheduling
+	$(BIN)/python -m benchmarks.batching
+	$(BIN)/python -m benchmarks.routing
+	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.decomposer_beams
+	$(BIN)/python -m benchmarks.decomposer_memory
 
 studio: models
 	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --host 127.0.0.1

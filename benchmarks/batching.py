@@ -12,7 +12,7 @@ three ways side by side in one run (interleaved rounds, median reported):
 Then peak memory (max RSS of a fresh subprocess) of one base carrying four adapters vs four
 separate model copies with one adapter each.
 
-Usage: ``python benchmarks/batching.py [--rounds 3] [--max-new-tokens 64]``. The last line is JSON.
+Usage: ``python -m benchmarks.batching [--rounds 3] [--max-new-tokens 64]``. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pathlib import Path
 from langchain_core.messages import HumanMessage
 
 from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
-from compllm_graph.models.adapters import save_random_lora
 from compllm_graph.models.batching import GenerationSettings, Request
+from tests.random_lora import save_random_lora
 
 PROMPTS = (
     "Write a short story about a lighthouse keeper.",

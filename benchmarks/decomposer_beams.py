@@ -5,7 +5,7 @@ questions with each beam width, in interleaved rounds; the median seconds per qu
 width's ratio to greedy are printed. Decomposition F1 per width is the README's table
 (`compllm eval decomposition FILE --beams N`), not measured here.
 
-Usage: ``python benchmarks/decomposer_beams.py [--model ALIAS] [--beams 1 4 8] [--questions 4]
+Usage: ``python -m benchmarks.decomposer_beams [--model ALIAS] [--beams 1 4 8] [--questions 4]
 [--rounds 3]``. The last line is JSON.
 """
 

@@ -7,7 +7,7 @@ on the first test-split questions, separately for those that share a hop with th
 and those that do not: once plainly, and once with the `--examples` train questions most
 similar to the question (IDF-weighted word overlap) put before it as solved chat turns.
 
-Usage: ``python benchmarks/decomposer_memory.py [--model ALIAS] [--limit 100] [--examples 2]``.
+Usage: ``python -m benchmarks.decomposer_memory [--model ALIAS] [--limit 100] [--examples 2]``.
 Needs the shared data. The last line is JSON.
 """
 

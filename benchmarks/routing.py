@@ -8,7 +8,7 @@ Measures, side by side in one run:
 
 Target: FAISS search <= 1 ms per sub-query at 10,000 experts.
 
-Usage: python benchmarks/routing.py [--embedder minilm|mean-pool:ALIAS|hashing:DIM] [--json]
+Usage: python -m benchmarks.routing [--embedder minilm|mean-pool:ALIAS|hashing:DIM] [--json]
 """
 
 from __future__ import annotations

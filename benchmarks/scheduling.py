@@ -12,7 +12,7 @@ times the execute stage of the real graph under three schedules:
 It prints each scheduler's speedup over sequential and its efficiency = critical-path bound /
 measured wall time (the bound is the longest latency-weighted path: no schedule can beat it).
 
-    python benchmarks/scheduling.py [--limit 100] [--ms-per-char 2]
+    python -m benchmarks.scheduling [--limit 100] [--ms-per-char 2]
 """
 
 from __future__ import annotations

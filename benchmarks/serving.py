@@ -4,7 +4,7 @@ Starts the OpenAI-compatible server in-process on SmolLM2 with N random LoRA ada
 sends N requests (one per adapter) through `remote_chat_model`, first one at a time and then all
 at once, and prints generated tokens per second of each and the ratio, measured side by side.
 
-    python benchmarks/serving.py [--adapters 4] [--tokens 32] [--rounds 2]
+    python -m benchmarks.serving [--adapters 4] [--tokens 32] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 from langchain_core.messages import BaseMessage
 
 from compllm_graph.models import DEFAULT_MODEL, load_model
-from compllm_graph.models.adapters import save_random_lora
 from compllm_graph.models.remote import RemoteChatModel, remote_chat_model
 from compllm_graph.serve import create_app, local_chat_models, serve_in_thread
+from tests.random_lora import save_random_lora
 
 PROMPT = "Explain in a few sentences why the sky is blue."
 

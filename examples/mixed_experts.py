@@ -6,8 +6,8 @@ llama.cpp server, Ollama, TGI or `compllm serve`; the adapter or model name is `
 Without `--remote`, the example starts `compllm serve` in-process on 127.0.0.1, so it runs
 anywhere. Both kinds of expert are ordinary chat models to the graph; routing is unchanged.
 
-Without `--adapter DIR` the mathematics adapter is a small random LoRA, a stand-in that only
-shows the wiring (train a real one with `compllm_graph.training`).
+Without `--adapter DIR` the mathematics adapter is a small random LoRA written with peft, a
+stand-in that only shows the wiring (train a real one with `compllm train expert`).
 
     python examples/mixed_experts.py [--remote http://gpu-box:8000/v1 --remote-model chemistry]
         [--adapter path/to/mathematics_lora] [--max-new-tokens 48]
@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableLambda
+from peft import LoraConfig, get_peft_model
 
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.expert_store import ExpertRouter, demo_store
 from compllm_graph.graph import create_compllm_graph
 from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
-from compllm_graph.models.adapters import save_random_lora
 from compllm_graph.models.remote import remote_chat_model
 from compllm_graph.serve import create_app, local_chat_models, serve_in_thread
 
@@ -56,7 +57,11 @@ def mathematics_adapter(local: LocalModel, adapter: Path | None, scratch: Path) 
     """`--adapter`, or a small random LoRA written to `scratch` as a stand-in."""
     if adapter is not None:
         return adapter
-    return save_random_lora(local.model, scratch / "mathematics", seed=0, std=0.02)
+    # init_lora_weights=False makes B non-zero, so the stand-in really changes the output; the
+    # copy keeps peft from wrapping the shared model.
+    config = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(copy.deepcopy(local.model), config).save_pretrained(str(scratch / "mathematics"))
+    return scratch / "mathematics"
 
 
 def run(args: argparse.Namespace, scratch: Path) -> None:

@@ -26,11 +26,11 @@ from transformers import AutoModelForCausalLM
 
 from compllm_graph.graph import create_compllm_graph
 from compllm_graph.models import DEFAULT_MODEL, LocalModel
-from compllm_graph.models.adapters import save_random_lora
 from compllm_graph.models.remote import RemoteChatModel, remote_chat_model
 from compllm_graph.serve import BATCH_SIZE_HEADER
 from compllm_graph.types import Route
 from tests.conftest import require_smollm2
+from tests.random_lora import save_random_lora
 
 pytestmark = pytest.mark.integration
 

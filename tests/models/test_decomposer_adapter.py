@@ -12,7 +12,7 @@ from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.expert_store import ExpertStore
 from compllm_graph.models import AdapterError, LocalChatModel, LocalModel
-from compllm_graph.models.adapters import save_random_lora
+from tests.random_lora import save_random_lora
 
 
 def adapter_of(chat: object) -> str | None:

@@ -13,8 +13,8 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from compllm_graph.models import AdapterError, LocalModel
-from compllm_graph.models.adapters import save_random_lora
 from compllm_graph.models.batching import GenerationSettings, Request, _safe_prefix
+from tests.random_lora import save_random_lora
 
 from .conftest import CharTokenizer, tiny_llama
 

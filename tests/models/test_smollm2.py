@@ -11,8 +11,8 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from compllm_graph.models import DEFAULT_MODEL, LocalModel, home, load_model
-from compllm_graph.models.adapters import save_random_lora
 from compllm_graph.models.batching import GenerationSettings, Request
+from tests.random_lora import save_random_lora
 
 from ..conftest import require_smollm2
 

@@ -1,4 +1,4 @@
-"""Random LoRA adapters, for tests and benchmarks of multi-adapter serving (not for answers)."""
+"""Random LoRA adapters for tests and benchmarks of multi-adapter serving (not for answers)."""
 
 from __future__ import annotations
 
