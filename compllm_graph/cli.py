@@ -3,26 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from compllm_graph import serve
-from compllm_graph.expert_store import commands as expert_commands
-from compllm_graph.models import commands as models_commands
 from compllm_graph.query_graph import QueryGraph
-from compllm_graph.training import commands as training_commands
+from compllm_graph.types import display_name
 
 DEFAULT_QUESTION = (
     "Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?"
 )
 
 
+# Each group's parser comes from the modules named here, imported only when that group runs, so
+# `compllm --help` and `compllm ask` load neither torch's training stack nor the server.
+GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "models": ("fetch and list the catalogued local models", ("compllm_graph.models.commands",)),
+    "experts": (
+        "manage the expert store and route texts",
+        ("compllm_graph.expert_store.commands",),
+    ),
+    "train": ("fine-tune LoRA adapters", ("compllm_graph.training.train_commands",)),
+    "eval": (
+        "reproduce the paper's tables",
+        ("compllm_graph.expert_store.eval_commands", "compllm_graph.training.eval_commands"),
+    ),
+    "serve": (
+        "serve a local model and its LoRA adapters over an OpenAI-compatible API",
+        ("compllm_graph.serve",),
+    ),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `compllm` command line; returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else "")
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
@@ -30,20 +49,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `compllm` parser, with the full arguments of `command`'s group only.
+
+    Args:
+        command: The command about to run (the first argument); the other groups get a stub
+            that lists them in `--help`. None builds every group in full.
+    """
     parser = argparse.ArgumentParser(prog="compllm", description=__doc__)
     commands = parser.add_subparsers(title="commands")
     _add_ask(commands)
-    models_commands.register(commands)
-    expert_commands.register(commands)
-    training_commands.register(commands)
-    serve.register(commands)
-    evaluations = commands.add_parser("eval", help="reproduce the paper's tables").add_subparsers(
-        title="evaluations"
-    )
-    expert_commands.register_eval(evaluations)
-    training_commands.register_eval(evaluations)
+    for name, (help_text, modules) in GROUPS.items():
+        group = commands.add_parser(name, help=help_text, description=help_text)
+        if command is None or command == name:
+            _register(group, modules)
     return parser
+
+
+def _register(group: argparse.ArgumentParser, modules: tuple[str, ...]) -> None:
+    if len(modules) == 1:
+        importlib.import_module(modules[0]).register(group)
+        return
+    subcommands = group.add_subparsers(title="evaluations")
+    for module in modules:
+        importlib.import_module(module).register(subcommands)
 
 
 def _add_ask(commands: argparse._SubParsersAction) -> None:
@@ -124,9 +153,10 @@ def describe_event(event: dict) -> str:
     if kind == "decomposition":
         return f"decomposed into {len(event['sub_queries'])} sub-queries"
     if kind == "route":
-        return f"route [{event['sub_query']}] -> {event['expert'] or 'base'} ({event['score']:.2f})"
+        who = display_name(event["expert"])
+        return f"route [{event['sub_query']}] -> {who} ({event['score']:.2f})"
     if kind == "sub_query_start":
-        return f"start [{event['sub_query']}] on {event['expert'] or 'base'}"
+        return f"start [{event['sub_query']}] on {display_name(event['expert'])}"
     if kind == "sub_query_end":
         return (
             f"done  [{event['sub_query']}] in {event['seconds']:.1f} s: {_short(event['answer'])}"
@@ -153,11 +183,11 @@ def format_report(out: dict, timings: dict[str, float]) -> str:
     for sq, route in zip(graph, out["routes"]):
         others = ", ".join(f"{n} {s:.2f}" for n, s in route["candidates"])
         lines.append(
-            f"  [{sq.id}] {route['expert'] or 'base':<12} {route['score']:.2f}   ({others})"
+            f"  [{sq.id}] {display_name(route['expert']):<12} {route['score']:.2f}   ({others})"
         )
     lines += ["", "Sub-answers:"]
     for answer in out["sub_answers"]:
-        who = answer["expert"] or "base"
+        who = display_name(answer["expert"])
         lines.append(
             f"  [{answer['sub_query']}] {who} {answer['seconds']:.1f} s: {answer['answer']}"
         )

@@ -406,14 +406,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
-def register(subparsers: Any) -> None:
-    """Add the `serve` subcommand to the `compllm` parser."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve a local model and its LoRA adapters over an OpenAI-compatible API",
-        description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Give the `compllm serve` parser its description and arguments."""
+    parser.description = _DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_arguments(parser)
 
 

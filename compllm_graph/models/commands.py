@@ -11,9 +11,8 @@ from compllm_graph.models.catalogue import CATALOGUE, get_spec
 from compllm_graph.models.download import FetchError, fetch, gguf_path, home, is_cached, model_dir
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``models`` command group to the CLI's subparsers."""
-    models = subparsers.add_parser("models", help="fetch and list the catalogued local models")
+def register(models: argparse.ArgumentParser) -> None:
+    """Add `fetch` and `list` to the `compllm models` group."""
     actions = models.add_subparsers(dest="models_command", required=True)
 
     fetch_cmd = actions.add_parser("fetch", help="download, assemble and verify a model")

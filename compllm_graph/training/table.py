@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from compllm_graph.decomposer.grammar import tag_grammar_factory
 from compllm_graph.training.data import default_files, load_examples, select
 from compllm_graph.training.decomposition import evaluate
 from compllm_graph.training.metrics import DecompositionReport
@@ -59,8 +60,6 @@ def decomposition_table(
     model = local.model.merge_and_unload()  # same outputs, base-model speed
     variants: dict[str, Any] = {"SFT": None}
     if constrained:
-        from compllm_graph.decomposer.grammar import tag_grammar_factory
-
         variants["SFT + constrained"] = tag_grammar_factory(local.tokenizer)
     for name, examples in tests.items():
         for label, processor in variants.items():

@@ -17,7 +17,7 @@ from .conftest import FakeModel
 
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="compllm")
-    models_commands.register(parser.add_subparsers(dest="command", required=True))
+    models_commands.register(parser.add_subparsers().add_parser("models"))
     args = parser.parse_args(argv)
     return int(args.func(args))
 

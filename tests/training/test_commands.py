@@ -10,8 +10,9 @@ import pytest
 
 from compllm_graph.cli import main
 from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
-from compllm_graph.training.commands import _adapter_dir, parse_mix
 from compllm_graph.training.data import split_of
+from compllm_graph.training.eval_commands import _adapter_dir
+from compllm_graph.training.train_commands import parse_mix
 
 
 def test_parse_mix() -> None:

@@ -1,4 +1,4 @@
-"""`compllm train decomposer|expert` and `compllm eval decomposition`."""
+"""`compllm train decomposer` and `compllm train expert`: LoRA fine-tuning from the command line."""
 
 from __future__ import annotations
 
@@ -9,79 +9,33 @@ import sys
 from pathlib import Path
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.decomposer import adapter_for
+from compllm_graph.expert_store import ExpertStore, StoreError, default_store_path
+from compllm_graph.expert_store.data import DataFileError, read_texts
+from compllm_graph.models import DEFAULT_MODEL, home, load_model
 from compllm_graph.training.data import CONJUNCTION, DATASETS
+from compllm_graph.training.decomposer_sft import (
+    DEFAULT_WEIGHTS,
+    DecomposerPlan,
+    adapter_shape,
+    earlier_stage,
+    train_decomposer,
+)
+from compllm_graph.training.expert import train_expert
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
-DEFAULT_BASE = "smollm2-135m-instruct"
+DEFAULT_BASE = DEFAULT_MODEL
 MIX_NAMES = (*DATASETS, CONJUNCTION)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `train decomposer` and `train expert` to the `compllm` command line."""
-    train_parser = subparsers.add_parser("train", help="fine-tune LoRA adapters")
+def register(train_parser: argparse.ArgumentParser) -> None:
+    """Add `decomposer` and `expert` to the `compllm train` group."""
     kinds = train_parser.add_subparsers(title="what to train")
     _add_train_decomposer(kinds)
     _add_train_expert(kinds)
 
 
-def register_eval(eval_subparsers: argparse._SubParsersAction) -> None:
-    """Add `decomposition` and `decomposition-table` to the `compllm eval` group."""
-    ev = eval_subparsers.add_parser(
-        "decomposition", help="decomposition F1 of a decomposer on MuSiQue, StrategyQA or Break"
-    )
-    ev.add_argument("file", type=Path, help="MuSiQue JSON/JSONL, StrategyQA JSON or Break CSV")
-    ev.add_argument("--model", default=DEFAULT_BASE, help="base model alias or path")
-    ev.add_argument(
-        "--adapter",
-        default=None,
-        help="adapter folder, 'shipped' (for --model) or 'none' (default: shipped; none with "
-        "--few-shot)",
-    )
-    ev.add_argument("--few-shot", action="store_true", help="prompt with the few-shot prompt")
-    ev.add_argument("--constrained", action="store_true", help="decode with the tag grammar")
-    ev.add_argument(
-        "--split",
-        choices=("train", "validation", "test", "all"),
-        default="test",
-        help="which deterministic split of the file to score (default: test)",
-    )
-    ev.add_argument(
-        "--conjunctions",
-        action="store_true",
-        help="score questions that join two of the split's questions, unlinked (X, and Y?)",
-    )
-    ev.add_argument("--limit", type=int, default=None, help="score the first N examples")
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--max-new-tokens", type=int, default=128)
-    ev.add_argument(
-        "--beams",
-        type=int,
-        default=1,
-        help="beam-search width (default 1: greedy)",
-    )
-    ev.add_argument("--outputs", type=Path, default=None, help="write raw outputs as JSONL")
-    ev.add_argument("--json", action="store_true", help="end with one JSON object")
-    ev.set_defaults(func=run_eval_decomposition)
-
-    table = eval_subparsers.add_parser(
-        "decomposition-table",
-        help="Table 1: few-shot vs SFT decomposer on the MuSiQue and Break test splits",
-    )
-    table.add_argument("--model", default=DEFAULT_BASE, help="base model alias or path")
-    table.add_argument(
-        "--adapter", default="shipped", help="SFT adapter folder or 'shipped' (for --model)"
-    )
-    table.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    table.add_argument("--limit", type=int, default=100, help="test examples per dataset")
-    table.add_argument("--batch-size", type=int, default=8)
-    table.add_argument("--constrained", action="store_true", help="add SFT + tag grammar")
-    table.add_argument("--json", action="store_true", help="end with one JSON object")
-    table.set_defaults(func=run_eval_table)
-
-
 def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
-    from compllm_graph.training.decomposer_sft import DEFAULT_WEIGHTS
-
     lora, opt = LoraSettings(), TrainSettings()
     p = kinds.add_parser("decomposer", help="SFT a decomposer adapter (LoRA)")
     p.add_argument("--base", default=DEFAULT_BASE, help="base model alias or path")
@@ -186,13 +140,6 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 def run_train_decomposer(args: argparse.Namespace) -> int:
-    from compllm_graph.models import load_model
-    from compllm_graph.training.decomposer_sft import (
-        DecomposerPlan,
-        earlier_stage,
-        train_decomposer,
-    )
-
     try:
         init_adapter = _init_adapter(args.init_adapter, args.base)
         _lora_shape(args, init_adapter)
@@ -239,8 +186,6 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
 
 def _init_adapter(choice: str | None, base: str) -> Path | None:
     """`--init-adapter`: a folder, or 'shipped' for the decomposer shipped for `base`."""
-    from compllm_graph.decomposer import adapter_for
-
     if choice != "shipped":
         return None if choice is None else Path(choice)
     folder = adapter_for(base)
@@ -251,127 +196,13 @@ def _init_adapter(choice: str | None, base: str) -> Path | None:
 
 def _lora_shape(args: argparse.Namespace, init_adapter: Path | None) -> None:
     """Fill `--lora-r/--lora-alpha` left out: the init adapter's shape, else the defaults."""
-    from compllm_graph.training.decomposer_sft import adapter_shape
-
     defaults = LoraSettings()
     r, alpha = adapter_shape(init_adapter) if init_adapter else (defaults.r, defaults.alpha)
     args.lora_r = r if args.lora_r is None else args.lora_r
     args.lora_alpha = alpha if args.lora_alpha is None else args.lora_alpha
 
 
-def run_eval_decomposition(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from compllm_graph.models import AdapterError, load_model
-    from compllm_graph.training.data import (
-        DatasetFormatError,
-        conjunctions,
-        load_examples,
-        select,
-    )
-    from compllm_graph.training.decomposition import evaluate
-
-    try:
-        examples = load_examples(args.file)
-    except (FileNotFoundError, DatasetFormatError, KeyError) as err:
-        print(f"error: cannot read {args.file}: {err}", file=sys.stderr)
-        return 2
-    if args.split != "all":
-        examples = select(examples, args.split)
-    if args.conjunctions:
-        examples = conjunctions({"file": examples}, args.limit or len(examples))
-    examples = examples[: args.limit] if args.limit else examples
-    if not examples:
-        print(f"error: no examples in the {args.split} split of {args.file}", file=sys.stderr)
-        return 2
-    if args.beams < 1:
-        print(f"error: --beams must be >= 1 (1 is greedy), got {args.beams}", file=sys.stderr)
-        return 2
-    try:
-        adapter = _adapter_dir(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    local = load_model(args.model)
-    model = local.model
-    if adapter is not None:
-        try:
-            local.add_adapter("decomposer", adapter)
-        except AdapterError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        # Folding the LoRA weights into the base makes generation as fast as the base model.
-        model = local.model.merge_and_unload()
-    processor = None
-    if args.constrained:
-        from compllm_graph.decomposer.grammar import tag_grammar_factory
-
-        processor = tag_grammar_factory(local.tokenizer)
-    with tqdm(total=len(examples), desc="decompose", unit="q") as bar:
-        report, outputs = evaluate(
-            model,
-            local.tokenizer,
-            examples,
-            few_shot=args.few_shot,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            num_beams=args.beams,
-            logits_processor=processor,
-            progress=bar.update,
-        )
-    if args.outputs is not None:
-        with args.outputs.open("w", encoding="utf-8") as handle:
-            for example, output in zip(examples, outputs):
-                row = {
-                    "qid": example.qid,
-                    "question": example.question,
-                    "gold": example.target,
-                    "output": output,
-                }
-                handle.write(json.dumps(row) + "\n")
-    label = "few-shot" if args.few_shot else f"adapter {adapter}" if adapter else "no adapter"
-    print(
-        f"{args.file.name} [{args.split}] {args.model}, {label}"
-        f"{', constrained' if args.constrained else ''}"
-        f"{f', {args.beams} beams' if args.beams > 1 else ''}"
-        f"{', conjunctions' if args.conjunctions else ''}"
-    )
-    for key, value in report.as_dict().items():
-        print(f"  {key:<15} {value:.3f}" if isinstance(value, float) else f"  {key:<15} {value}")
-    if args.json:
-        print(json.dumps(report.as_dict()))
-    return 0
-
-
-def _adapter_dir(args: argparse.Namespace) -> Path | None:
-    """`--adapter`: a folder, 'none', or by default the decomposer shipped for `--model` (none
-    for few-shot).
-
-    Raises:
-        ValueError: 'shipped' for a model that has no shipped decomposer.
-    """
-    from compllm_graph.decomposer import adapter_for, shipped
-
-    choice = args.adapter if args.adapter is not None else ("none" if args.few_shot else "shipped")
-    if choice == "none":
-        return None
-    if choice != "shipped":
-        return Path(choice)
-    folder = adapter_for(args.model)
-    if folder is None:
-        raise ValueError(
-            f"no decomposer ships for {args.model!r} (only for {', '.join(shipped())}): "
-            "give --adapter DIR, or --adapter none"
-        )
-    return folder
-
-
 def run_train_expert(args: argparse.Namespace) -> int:
-    from compllm_graph.expert_store import ExpertStore, StoreError, default_store_path
-    from compllm_graph.expert_store.data import DataFileError, read_texts
-    from compllm_graph.models import home, load_model
-    from compllm_graph.training.expert import train_expert
-
     try:
         texts = read_texts(args.data)[: args.max_texts]
     except DataFileError as err:
@@ -417,43 +248,5 @@ def run_train_expert(args: argparse.Namespace) -> int:
                     **{k: record[k] for k in ("steps", "wall_time_s", "loss")},
                 }
             )
-        )
-    return 0
-
-
-def run_eval_table(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from compllm_graph.models import load_model
-    from compllm_graph.training.table import TABLE_DATASETS, decomposition_table, format_table
-
-    if not args.data_dir.is_dir():
-        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
-        return 2
-    try:
-        choice = argparse.Namespace(adapter=args.adapter, model=args.model, few_shot=False)
-        adapter = _adapter_dir(choice)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if adapter is None:
-        print("error: the table compares against an SFT adapter; give its folder", file=sys.stderr)
-        return 2
-    local = load_model(args.model)
-    runs = len(TABLE_DATASETS) * (3 if args.constrained else 2)
-    with tqdm(total=runs * args.limit, desc="decompose", unit="q") as bar:
-        table = decomposition_table(
-            local,
-            adapter,
-            args.data_dir,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            constrained=args.constrained,
-            progress=bar.update,
-        )
-    print(format_table(table))
-    if args.json:
-        print(
-            json.dumps({d: {m: r.as_dict() for m, r in rows.items()} for d, rows in table.items()})
         )
     return 0
