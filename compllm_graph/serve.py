@@ -26,12 +26,15 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
+from compllm_graph._extras import requires
 from compllm_graph.errors import CompLLMError
+
+with requires("serve"):
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
 
 DEFAULT_MAX_NEW_TOKENS = 256
 _DESCRIPTION = (__doc__ or "").split("\n", 1)[1].strip()

@@ -1,4 +1,13 @@
-"""Expert store and router: experts' data centroids in FAISS, adapters, calibrated thresholds."""
+"""Expert store and router: experts' data centroids in FAISS, adapters, calibrated thresholds.
+
+Needs the [router] extra; every module below checks for it through this package.
+"""
+
+from compllm_graph._extras import requires
+
+with requires("router"):
+    import faiss  # noqa: F401
+    import numpy  # noqa: F401
 
 from compllm_graph.expert_store.demo import default_store_path, demo_store
 from compllm_graph.expert_store.router import ExpertRouter, ThresholdFit

@@ -23,13 +23,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from transformers import (
-    GenerationConfig,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from compllm_graph._extras import requires
+
+with requires("local"):
+    import torch
+    from transformers import (
+        GenerationConfig,
+        LogitsProcessorList,
+        StoppingCriteria,
+        StoppingCriteriaList,
+    )
 
 _PEFT_BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
 _IDLE_EXIT_S = 10.0  # the worker thread exits when idle this long and restarts on demand

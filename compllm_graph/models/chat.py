@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -21,7 +22,6 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict, Field
 
 from compllm_graph.models.batching import Completion, GenerationSettings, Request
-from compllm_graph.models.local import LocalModel
 
 _SETTINGS = (
     "max_new_tokens",
@@ -34,6 +34,33 @@ _SETTINGS = (
     "num_beams",
 )
 _DONE = object()  # end-of-stream marker
+
+
+class Submitter(Protocol):
+    """Runs generation requests: `Batcher` for the transformers engine."""
+
+    def submit(self, request: Request) -> Future[Completion]:
+        """Queue `request`; its future holds the completion."""
+        ...
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """What a chat model needs from a loaded model (`LocalModel` is one)."""
+
+    @property
+    def name(self) -> str:
+        """The model's alias or path."""
+        ...
+
+    @property
+    def batcher(self) -> Submitter:
+        """Where requests go."""
+        ...
+
+    def encode_chat(self, messages: Sequence[BaseMessage]) -> list[int]:
+        """Token ids of `messages` through the model's chat template."""
+        ...
 
 
 class LocalChatModel(BaseChatModel):
@@ -49,7 +76,7 @@ class LocalChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    local: LocalModel = Field(exclude=True, repr=False)
+    local: ChatBackend = Field(exclude=True, repr=False)
     adapter: str | None = None
     max_new_tokens: int = 256
     do_sample: bool = False

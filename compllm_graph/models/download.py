@@ -18,10 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm.auto import tqdm
-
+from compllm_graph._extras import requires
 from compllm_graph.errors import CompLLMError
 from compllm_graph.models.catalogue import ModelSpec, WheelPart, get_spec
+
+with requires("local"):
+    from tqdm.auto import tqdm
 
 #: ``downloader(requirement, dest_dir) -> wheel_path``; swapped out in tests.
 Downloader = Callable[[str, Path], Path]

@@ -13,14 +13,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
+from compllm_graph._extras import requires
 from compllm_graph.errors import CompLLMError
 from compllm_graph.models.catalogue import CATALOGUE
 from compllm_graph.models.download import fetch, gguf_path, home, is_cached, model_dir, sha256_file
 from compllm_graph.models.local import LocalModel
+
+with requires("local"):
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _STAMP = "compllm.json"

@@ -18,14 +18,17 @@ from urllib.parse import urlsplit, urlunsplit
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_openai import ChatOpenAI
-
-# The httpx flavour the installed openai SDK is built on (httpx2 for openai>=3); langchain-openai
-# exposes it for exactly this: transports handed to the SDK client.
-from langchain_openai._compat import httpx
 from pydantic import ConfigDict, Field, SecretStr
 
 from compllm_graph._concurrency import PrioritySemaphore
+from compllm_graph._extras import requires
+
+with requires("remote"):
+    from langchain_openai import ChatOpenAI
+
+    # The httpx flavour the installed openai SDK is built on (httpx2 for openai>=3);
+    # langchain-openai exposes it for exactly this: transports handed to the SDK client.
+    from langchain_openai._compat import httpx
 
 DEFAULT_MAX_CONCURRENCY = 4
 """In-flight requests per endpoint when the first chat model for it names no limit."""

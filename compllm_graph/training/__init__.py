@@ -1,7 +1,15 @@
 """Training and evaluating decomposers and experts: data builders, LoRA SFT, decomposition F1.
 
-Heavy modules (`sft`, `decomposition`, `decoding`) import torch and peft; import them directly.
+Needs the [train] extra. Heavy modules (`sft`, `decomposition`, `decomposer_sft`, `expert`) are
+not imported here; import them directly.
 """
+
+from compllm_graph._extras import requires
+
+with requires("train"):
+    import peft  # noqa: F401
+    import scipy  # noqa: F401
+    import torch  # noqa: F401
 
 from compllm_graph.training.data import DecompositionExample, load_examples, split_of
 from compllm_graph.training.metrics import DecompositionReport, score_graph, score_text

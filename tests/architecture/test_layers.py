@@ -1,0 +1,138 @@
+"""The package's layering, read from the source with `ast`: no upward imports and no import loops.
+
+Every import counts, those inside functions included (they still couple the modules); only
+`if TYPE_CHECKING:` imports are left out, since they never run.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "compllm_graph"
+
+# Lowest first. A module may import its own layer and the layers below it, never one above.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "_extras", "_sync", "_concurrency", "data_dir", "adapter_folder"),
+    ("query_graph", "types"),
+    ("state",),
+    ("models", "decomposer"),
+    ("expert_store",),
+    ("scheduling",),
+    ("nodes",),
+    ("graph",),
+    ("defaults",),
+    ("training",),
+    ("serve", "studio", "cli"),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            yield from (n for child in node.orelse for n in _walk(child))
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
+def _walk(node: ast.AST) -> Iterator[ast.AST]:
+    yield node
+    yield from _runtime_nodes(node)
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The package modules `path` imports at run time (submodule imports resolved)."""
+    found: set[str] = set()
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        found.update(n for n in names if n in known)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: imports_of(path, set(files)) - {name} for name, path in files.items()}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")[1:]
+    top = parts[0] if parts else ""
+    for rank, names in enumerate(LAYERS):
+        if top in names:
+            return rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in {Path(__file__).name}")
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in graph():
+        if module != "compllm_graph":
+            layer_of(module)
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    upward = [
+        f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})"
+        for module, targets in graph().items()
+        if module != "compllm_graph"
+        for target in targets
+        if target != "compllm_graph" and layer_of(target) > layer_of(module)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_loops() -> None:
+    edges = graph()
+    # A package's __init__ re-exporting its submodules is not a loop with them.
+    edges = {
+        m: {t for t in ts if not (m.startswith(t + ".") and edges.get(t, set()) & {m})}
+        for m, ts in edges.items()
+    }
+    loops = [" -> ".join(cycle) for cycle in _cycles(edges)]
+    assert not loops, "\n".join(loops)
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:
+                found.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return found
+
+
+@pytest.mark.parametrize("module", ["compllm_graph.models.local", "compllm_graph.nodes.execute"])
+def test_the_checker_sees_imports(module: str) -> None:
+    assert graph()[module], f"no imports found for {module}: the checker is broken"
