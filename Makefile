@@ -5,9 +5,10 @@ TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CORE_VENV := .venv-core
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
 
-.PHONY: setup models demo test lint bench studio serve clean
+.PHONY: setup models demo test test-core lint bench studio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +30,14 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy compllm_graph tests examples benchmarks
 
-test: models lint
+test: models lint test-core
 	$(BIN)/pytest
+
+# A venv with only the core dependencies (langgraph, langchain-core): the graph must work there.
+test-core:
+	test -x $(CORE_VENV)/bin/python || $(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install -q -e .
+	$(CORE_VENV)/bin/python tests/core_install_check.py
 
 bench: models
 	$(BIN)/python -m benchmarks.scheduling
@@ -47,4 +54,4 @@ serve: models
 	$(BIN)/compllm serve --model smollm2-135m-instruct --port 8000
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CORE_VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
