@@ -1,4 +1,4 @@
-"""Run inside a venv holding only the core install (`make test-core`): the graph works without torch.
+"""Run in a venv holding only the core install (`make test-core`): the graph works without torch.
 
 `pip install compllm-graph` (no extras) must give a graph that drops into a LangChain app with any
 chat models: this builds and runs one on `tests/fakes.py` models, and checks that the optional
@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compllm_graph import CompLLMError, create_compllm_graph  # noqa: E402
-from compllm_graph._extras import MissingExtraError  # noqa: E402
-from compllm_graph.types import Route  # noqa: E402
-from tests.fakes import FakeChat, decomposer  # noqa: E402
+from compllm_graph import CompLLMError, create_compllm_graph
+from compllm_graph._extras import MissingExtraError
+from compllm_graph.types import Route
+from tests.fakes import FakeChat, decomposer
 
 ABSENT = ("torch", "transformers", "peft", "faiss", "numpy", "langchain_openai", "starlette")
 
