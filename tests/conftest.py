@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 
 import pytest
 
@@ -18,8 +19,14 @@ def require_smollm2() -> None:
         )
 
 
+@cache
+def shared_smollm2() -> LocalModel:
+    """SmolLM2, loaded once per test session and shared by fixtures and standard suites."""
+    require_smollm2()
+    return load_model(DEFAULT_MODEL)
+
+
 @pytest.fixture(scope="session")
 def smollm2() -> Iterator[LocalModel]:
     """The embedded default model (SmolLM2-135M-Instruct), loaded once for the session."""
-    require_smollm2()
-    yield load_model(DEFAULT_MODEL)
+    yield shared_smollm2()

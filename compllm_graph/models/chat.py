@@ -16,10 +16,10 @@ from concurrent.futures import Future
 from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from compllm_graph.models.batching import Completion, GenerationSettings, Request
 
@@ -89,9 +89,31 @@ class LocalChatModel(BaseChatModel):
     """Constrains decoding: see `GenerationSettings.logits_processor`."""
     num_beams: int = 1
 
+    @model_validator(mode="before")
+    @classmethod
+    def _standard_max_tokens(cls, values: Any) -> Any:
+        """Accept LangChain's standard `max_tokens` as `max_new_tokens`."""
+        if isinstance(values, dict) and "max_tokens" in values:
+            values = dict(values)
+            limit = values.pop("max_tokens")
+            if limit is not None:
+                values.setdefault("max_new_tokens", limit)
+        return values
+
     @property
     def _llm_type(self) -> str:
         return "compllm-local"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """Tracing parameters in LangSmith's standard names."""
+        return LangSmithParams(
+            ls_provider="compllm",
+            ls_model_name=str(kwargs.get("model", self.local.name)),
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
+            ls_stop=stop or self.stop,
+        )
 
     @property
     def _identifying_params(self) -> dict[str, Any]:

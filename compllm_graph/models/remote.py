@@ -140,6 +140,11 @@ class RemoteChatModel(ChatOpenAI):
 
     endpoint_limit: EndpointLimit = Field(exclude=True, repr=False)
 
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """No: the endpoint limit is this process's shared state, which a copy would not share."""
+        return False
+
     def _generate(
         self,
         messages: list[BaseMessage],
