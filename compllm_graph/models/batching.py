@@ -1,14 +1,14 @@
 """Micro-batching: one worker thread owns the model and coalesces concurrent requests.
 
-Callers (threads, or coroutines on any event loop) put a :class:`Request` on a thread-safe queue
-and wait on its ``concurrent.futures.Future``. The worker takes the first request, waits at most
-``max_wait_ms`` for more (up to ``max_batch_size``), groups compatible ones and runs each group
-as one left-padded ``generate`` call; with peft adapters loaded the group may mix adapters
-(``adapter_names=[...]``, ``"__base__"`` for the base model).
+Callers (threads, or coroutines on any event loop) put a `Request` on a thread-safe queue
+and wait on its `concurrent.futures.Future`. The worker takes the first request, waits at most
+`max_wait_ms` for more (up to `max_batch_size`), groups compatible ones and runs each group
+as one left-padded `generate` call; with peft adapters loaded the group may mix adapters
+(`adapter_names=[...]`, `"__base__"` for the base model).
 
-Per-request ``max_new_tokens``, stop strings and end-of-sequence are applied by one
-:class:`_RowStopper` for every call, batched or not, so a request's output does not depend on
-what it was batched with. Beam-search requests (``num_beams > 1``) run in groups of equal
+Per-request `max_new_tokens`, stop strings and end-of-sequence are applied by one
+`_RowStopper` for every call, batched or not, so a request's output does not depend on
+what it was batched with. Beam-search requests (`num_beams > 1`) run in groups of equal
 settings and return every beam as a scored candidate.
 """
 
@@ -42,7 +42,7 @@ _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding settings of one request; greedy unless ``do_sample`` is set.
+    """Decoding settings of one request; greedy unless `do_sample` is set.
 
     Attributes:
         max_new_tokens: most tokens generated for this request.
@@ -57,7 +57,7 @@ class GenerationSettings:
         num_beams: beam-search width; above 1 the request returns all its beams as candidates
             (best first), stop strings cut the finished beams, streaming sends the best beam
             in one piece at the end, and a caller that stops listening does not cut the search
-            short. Beam search is greedy, so ``do_sample`` must be off.
+            short. Beam search is greedy, so `do_sample` must be off.
     """
 
     max_new_tokens: int = 256
@@ -86,7 +86,7 @@ class GenerationSettings:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
 
     def group_key(self) -> Hashable:
-        """Requests with equal keys can share one ``generate`` call with identical results."""
+        """Requests with equal keys can share one `generate` call with identical results."""
         if self.num_beams > 1:
             # Beams compete until the longest allowed length, so the cap is part of the result.
             return ("beams", self.num_beams, self.max_new_tokens, self.logits_processor)
@@ -105,11 +105,11 @@ class Completion:
         text: generated text, cut before the first stop string, without special tokens.
         token_ids: generated token ids (including an end-of-sequence or stop-triggering token).
         prompt_tokens: length of the prompt in tokens.
-        finish_reason: ``"stop"`` (end of sequence or stop string), ``"length"``, or
-            ``"abandoned"`` (the caller stopped listening).
-        batch_size: how many requests shared the ``generate`` call.
+        finish_reason: `"stop"` (end of sequence or stop string), `"length"`, or
+            `"abandoned"` (the caller stopped listening).
+        batch_size: how many requests shared the `generate` call.
         candidates: for beam search, every beam as (text, score), best first, the score being
-            the length-normalised log-probability; the first is ``text``. Empty otherwise.
+            the length-normalised log-probability; the first is `text`. Empty otherwise.
     """
 
     text: str
@@ -130,7 +130,7 @@ class Request:
         settings: decoding settings.
         stop: strings that end generation; the text is cut before the first one.
         on_text: called from the worker thread with each new piece of visible text (streaming).
-        future: resolved with a :class:`Completion`, or the exception generation raised.
+        future: resolved with a `Completion`, or the exception generation raised.
         abandoned: set by a caller that stopped listening; its row stops at the next token.
     """
 
@@ -144,10 +144,10 @@ class Request:
 
 
 class _RowStopper(StoppingCriteria):
-    """Tracks each row's text and tells ``generate`` which rows are finished.
+    """Tracks each row's text and tells `generate` which rows are finished.
 
     A row finishes on an end-of-sequence token, on a stop string, or at its own
-    ``max_new_tokens``; later tokens of that row (padding) are ignored.
+    `max_new_tokens`; later tokens of that row (padding) are ignored.
     """
 
     def __init__(
@@ -207,12 +207,12 @@ class _RowStopper(StoppingCriteria):
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int:
-    """Where the earliest stop string starts in ``text``, or -1."""
+    """Where the earliest stop string starts in `text`, or -1."""
     return min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
 
 
 def _safe_prefix(text: str, stops: Sequence[str]) -> int:
-    """Length of ``text`` that can be shown without risking a stop string or a split character.
+    """Length of `text` that can be shown without risking a stop string or a split character.
 
     Holds back a trailing U+FFFD (half a multi-byte character) and any suffix that could be the
     start of a stop string completed by later tokens.
@@ -232,10 +232,10 @@ class Batcher:
 
     Args:
         model_getter: returns the current model (a transformers causal LM, or the peft
-            ``PeftModel`` wrapping it once adapters are loaded).
+            `PeftModel` wrapping it once adapters are loaded).
         tokenizer: its tokenizer (used for padding ids and decoding).
         lock: held while generating; hold it to change the model (e.g. load an adapter).
-        max_batch_size: most requests per ``generate`` call.
+        max_batch_size: most requests per `generate` call.
         max_wait_ms: after the first request arrives, how long to wait for company.
     """
 
@@ -263,7 +263,7 @@ class Batcher:
         self.pad_id, self.eos_ids = _special_ids(tokenizer, model_getter())
 
     def submit(self, request: Request) -> Future[Completion]:
-        """Queue ``request`` and return its future (thread-safe, never blocks on generation)."""
+        """Queue `request` and return its future (thread-safe, never blocks on generation)."""
         with self._state:
             self._queue.put(request)
             if self._thread is None:
@@ -297,7 +297,7 @@ class Batcher:
 
     def _collect(self, first: Request) -> list[Request]:
         """The first request plus whatever arrives within the wait window (already queued
-        requests, e.g. those that came in during the previous ``generate``, join at once)."""
+        requests, e.g. those that came in during the previous `generate`, join at once)."""
         batch = [first]
         deadline = time.monotonic() + self.max_wait_s
         while len(batch) < self.max_batch_size:
@@ -326,10 +326,10 @@ class Batcher:
             request.future.set_result(completion)
 
     def generate(self, group: Sequence[Request]) -> list[Completion]:
-        """Run one left-padded ``generate`` call for compatible requests, holding the model lock.
+        """Run one left-padded `generate` call for compatible requests, holding the model lock.
 
         The worker calls this for each group; tests and benchmarks call it directly to get a
-        batch of exactly ``group``.
+        batch of exactly `group`.
         """
         if group[0].settings.num_beams > 1:
             return self._beam_search(group)
@@ -381,7 +381,7 @@ class Batcher:
     def _extra(
         model: Any, group: Sequence[Request], width: int, rows_per_request: int = 1
     ) -> dict[str, Any]:
-        """Per-row adapters and the group's logits processor, as ``generate`` keywords."""
+        """Per-row adapters and the group's logits processor, as `generate` keywords."""
         extra: dict[str, Any] = {}
         if hasattr(model, "peft_config"):
             names = [r.adapter or _PEFT_BASE for r in group]
@@ -457,8 +457,8 @@ class Batcher:
 def _special_ids(tokenizer: Any, model: Any) -> tuple[int, set[int]]:
     """Padding id and the ids that end an assistant turn.
 
-    GGUF-derived configs sometimes name only ``<|endoftext|>`` as end of sequence while the chat
-    template closes turns with another token (Qwen's ``<|im_end|>``), so known end-of-turn
+    GGUF-derived configs sometimes name only `<|endoftext|>` as end of sequence while the chat
+    template closes turns with another token (Qwen's `<|im_end|>`), so known end-of-turn
     tokens present in the vocabulary count too.
     """
     eos: Any = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

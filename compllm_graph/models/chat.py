@@ -1,10 +1,10 @@
-"""``LocalChatModel``: a LangChain chat model served by a :class:`LocalModel`'s batcher.
+"""`LocalChatModel`: a LangChain chat model served by a `LocalModel`'s batcher.
 
-This replaces ``langchain_huggingface.ChatHuggingFace`` for local models: over a local
-``HuggingFacePipeline`` it cannot be awaited (``ainvoke`` raises NotImplementedError) and it
-sends one prompt per ``generate`` call, so concurrent graph nodes never share a forward pass.
+This replaces `langchain_huggingface.ChatHuggingFace` for local models: over a local
+`HuggingFacePipeline` it cannot be awaited (`ainvoke` raises NotImplementedError) and it
+sends one prompt per `generate` call, so concurrent graph nodes never share a forward pass.
 Here every call goes through the model's micro-batcher, and concurrent calls - from threads or
-from any event loop - share one mixed-adapter ``generate``.
+from any event loop - share one mixed-adapter `generate`.
 """
 
 from __future__ import annotations
@@ -64,14 +64,14 @@ class ChatBackend(Protocol):
 
 
 class LocalChatModel(BaseChatModel):
-    """Chat model over a shared :class:`LocalModel`, greedy unless ``do_sample=True``.
+    """Chat model over a shared `LocalModel`, greedy unless `do_sample=True`.
 
-    With ``num_beams > 1`` it decodes by beam search and ``generate``/``agenerate`` return every
-    beam as a generation, best first, its score in ``generation_info["score"]`` (``invoke``
+    With `num_beams > 1` it decodes by beam search and `generate`/`agenerate` return every
+    beam as a generation, best first, its score in `generation_info["score"]` (`invoke`
     returns the best), so a caller can rerank them.
 
-    Runtime keyword arguments to ``invoke``/``stream`` (e.g. ``max_new_tokens=16``) override the
-    fields for that call; ``stop`` strings are added to the field's.
+    Runtime keyword arguments to `invoke`/`stream` (e.g. `max_new_tokens=16`) override the
+    fields for that call; `stop` strings are added to the field's.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

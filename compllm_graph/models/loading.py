@@ -1,4 +1,4 @@
-"""Resolve a model name or path to a loaded :class:`LocalModel`.
+"""Resolve a model name or path to a loaded `LocalModel`.
 
 GGUF files are dequantised by transformers to fp32, which is slow (about 14 s for SmolLM2 on two
 cores); the first load therefore saves a safetensors copy in the cache and later loads use it.
@@ -39,13 +39,13 @@ def load_model(
     max_batch_size: int = 8,
     max_wait_ms: float = 5.0,
 ) -> LocalModel:
-    """Load a causal LM and its tokenizer as a :class:`LocalModel`.
+    """Load a causal LM and its tokenizer as a `LocalModel`.
 
     Args:
         name_or_path: a catalogue alias (fetched on first use), a local Hugging Face folder, a
-            ``.gguf`` file, or a Hugging Face model id (needs the hub).
+            `.gguf` file, or a Hugging Face model id (needs the hub).
         dtype: parameter dtype; fp32 by default (what GGUF dequantises to).
-        max_batch_size: most requests coalesced into one ``generate`` call.
+        max_batch_size: most requests coalesced into one `generate` call.
         max_wait_ms: how long the batcher waits for more requests after the first arrives.
 
     Returns:
@@ -104,7 +104,7 @@ def _converted_folder(gguf: Path) -> Path:
 
 
 def _stamp_matches(folder: Path, digest: str) -> bool:
-    """True when ``folder`` holds a finished conversion of the GGUF with sha256 ``digest``."""
+    """True when `folder` holds a finished conversion of the GGUF with sha256 `digest`."""
     try:
         stamp = json.loads((folder / _STAMP).read_text())
     except (OSError, ValueError):
@@ -113,7 +113,7 @@ def _stamp_matches(folder: Path, digest: str) -> bool:
 
 
 def _convert(gguf: Path, folder: Path, digest: str) -> Path:
-    """Dequantise ``gguf`` once and save model + tokenizer as safetensors into ``folder``.
+    """Dequantise `gguf` once and save model + tokenizer as safetensors into `folder`.
 
     The copy is written to a temporary sibling and renamed, so a crash never leaves a half-written
     folder that a later load would trust.

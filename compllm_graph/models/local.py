@@ -1,4 +1,4 @@
-"""``LocalModel``: one set of weights, any number of LoRA adapters, batched chat models."""
+"""`LocalModel`: one set of weights, any number of LoRA adapters, batched chat models."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class LocalModel:
             model: a transformers causal LM (put in eval mode here).
             tokenizer: its tokenizer.
             name: display name.
-            max_batch_size: most requests coalesced into one ``generate`` call.
+            max_batch_size: most requests coalesced into one `generate` call.
             max_wait_ms: how long the batcher waits for more requests after the first.
         """
         model.eval()
@@ -69,14 +69,14 @@ class LocalModel:
 
     @property
     def model(self) -> Any:
-        """The transformers module, wrapped in a peft ``PeftModel`` once an adapter is added."""
+        """The transformers module, wrapped in a peft `PeftModel` once an adapter is added."""
         return self._model
 
     def exclusive(self) -> AbstractContextManager[Any]:
-        """Hold the model away from the batch worker, e.g. ``with local.exclusive(): ...``.
+        """Hold the model away from the batch worker, e.g. `with local.exclusive(): ...`.
 
-        Use it around any direct use of :attr:`model` that changes adapter state (such as
-        ``disable_adapter()``), so that concurrent chat calls never see the change.
+        Use it around any direct use of `model` that changes adapter state (such as
+        `disable_adapter()`), so that concurrent chat calls never see the change.
         """
         return self._lock
 
@@ -89,11 +89,11 @@ class LocalModel:
         """Load a LoRA adapter (safetensors only) that chat models can then select by name.
 
         Args:
-            name: adapter name: a letter, then letters, digits, ``_`` or ``-`` (64 chars max).
-            path: folder with ``adapter_config.json`` and ``adapter_model.safetensors``.
+            name: adapter name: a letter, then letters, digits, `_` or `-` (64 chars max).
+            path: folder with `adapter_config.json` and `adapter_model.safetensors`.
 
         Raises:
-            AdapterError: unsafe or duplicate name, missing files, ``.bin`` (pickle) weights,
+            AdapterError: unsafe or duplicate name, missing files, `.bin` (pickle) weights,
                 a non-LoRA adapter, or weights that do not fit this model.
         """
         folder = _check_adapter(name, Path(path), self._adapters)
@@ -121,12 +121,12 @@ class LocalModel:
         """A LangChain chat model over this model's weights, optionally through an adapter.
 
         Args:
-            adapter: name given to :meth:`add_adapter`, or None for the base model.
-            **generation: ``max_new_tokens``, ``stop``, ``do_sample``, ``temperature``,
-                ``top_p``, ``top_k``, ``seed``, ``logits_processor``, ``num_beams``.
+            adapter: name given to `add_adapter`, or None for the base model.
+            **generation: `max_new_tokens`, `stop`, `do_sample`, `temperature`,
+                `top_p`, `top_k`, `seed`, `logits_processor`, `num_beams`.
 
         Raises:
-            AdapterError: ``adapter`` has not been added.
+            AdapterError: `adapter` has not been added.
         """
         from compllm_graph.models.chat import LocalChatModel
 
@@ -138,9 +138,9 @@ class LocalModel:
         return LocalChatModel(local=self, adapter=adapter, **generation)
 
     def encode_chat(self, messages: Sequence[BaseMessage]) -> list[int]:
-        """Token ids of ``messages`` through the chat template, ending with the assistant cue.
+        """Token ids of `messages` through the chat template, ending with the assistant cue.
 
-        Tokenizers without a chat template get a plain ``role: text`` transcript.
+        Tokenizers without a chat template get a plain `role: text` transcript.
         """
         turns = [{"role": _ROLES.get(m.type, m.type), "content": m.text} for m in messages]
         if getattr(self.tokenizer, "chat_template", None):
