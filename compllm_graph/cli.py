@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from compllm_graph._extras import MissingExtraError
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.types import display_name
 
@@ -41,12 +42,16 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `compllm` command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv[0] if argv else "")
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
+    try:
+        parser = build_parser(argv[0] if argv else "")
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return 2
+        return int(args.func(args))
+    except MissingExtraError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    return int(args.func(args))
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ stacks are really absent and that asking for them names the extra to install.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,8 +57,17 @@ def check_extras_are_named() -> None:
             raise AssertionError(f"{module} imported without its [{extra}] extra")
 
 
+def check_cli() -> None:
+    ask = [sys.executable, "-m", "compllm_graph.cli", "ask", "What is water?"]
+    done = subprocess.run(ask, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "pip install 'compllm-graph[" in done.stderr, done.stderr
+    help_run = [sys.executable, "-m", "compllm_graph.cli", "--help"]
+    assert "ask" in subprocess.run(help_run, capture_output=True, text=True, check=True).stdout
+
+
 if __name__ == "__main__":
     check_absent()
     check_graph()
     check_extras_are_named()
-    print("core install: graph built and run on fake models; extras named on import")
+    check_cli()
+    print("core install: graph built and run on fake models; extras named on import and by the CLI")

@@ -18,6 +18,7 @@ from compllm_graph.expert_store.demo import build_demo_store, default_store_path
 from compllm_graph.expert_store.embedders import EmbedderError
 from compllm_graph.expert_store.router import ExpertRouter
 from compllm_graph.expert_store.store import DEFAULT_THRESHOLD, Expert, ExpertStore, StoreError
+from compllm_graph.types import display_name
 
 _ERRORS = (StoreError, EmbedderError, DataFileError, ValueError, OSError)
 
@@ -218,7 +219,7 @@ def _route(args: argparse.Namespace) -> dict[str, Any]:
     lines = []
     for item in items:
         scores = ", ".join(f"{name} {score:.3f}" for name, score in item["candidates"])
-        lines.append(f"{item['expert'] or 'base':<14} [{scores}]  {item['text']}")
+        lines.append(f"{display_name(item['expert']):<14} [{scores}]  {item['text']}")
     return {"routes": items, "text": "\n".join(lines)}
 
 

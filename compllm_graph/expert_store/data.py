@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from compllm_graph.errors import CompLLMError
+from compllm_graph.types import BASE
 
 _TEXT_FIELDS = ("text", "question")
-_BASE_LABELS = ("", "base", "none", "null")
+_BASE_LABELS = ("", BASE, "none", "null")
 
 
 class DataFileError(CompLLMError, ValueError):

@@ -26,6 +26,7 @@ import numpy as np
 from compllm_graph.expert_store.embedders import MiniLMEmbedder, pool_hidden_states
 from compllm_graph.expert_store.router import ExpertRouter
 from compllm_graph.expert_store.store import ExpertStore
+from compllm_graph.types import BASE
 
 EXPERT_GROUPS: dict[str, tuple[str, ...]] = {
     "mathematics": ("elementary_mathematics", "high_school_mathematics", "college_mathematics"),
@@ -84,14 +85,14 @@ def load_routing_data(mmlu_dir: Path, per_group: int = 300, seed: int = SEED) ->
     """
     texts: list[str] = []
     groups: dict[str, Split] = {}
-    for name, subjects in [*EXPERT_GROUPS.items(), ("base", OUT_OF_DOMAIN)]:
+    for name, subjects in [*EXPERT_GROUPS.items(), (BASE, OUT_OF_DOMAIN)]:
         chosen = _balanced_sample(mmlu_dir, subjects, per_group, random.Random(f"{seed}-{name}"))
         rows = list(range(len(texts), len(texts) + len(chosen)))
         texts += chosen
-        fit = 0 if name == "base" else round(FIT * len(rows))
-        cal = round(CALIBRATE * len(rows)) if name != "base" else len(rows) // 2
+        fit = 0 if name == BASE else round(FIT * len(rows))
+        cal = round(CALIBRATE * len(rows)) if name != BASE else len(rows) // 2
         groups[name] = Split(rows[:fit], rows[fit : fit + cal], rows[fit + cal :])
-    ood = groups.pop("base")
+    ood = groups.pop(BASE)
     return RoutingData(texts, groups, ood)
 
 

@@ -63,7 +63,7 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or name == BASE:
         raise StoreError(
             f"invalid expert name {name!r}: use 1-64 characters of a-z, 0-9, '_' or '-', "
-            "starting with a letter or digit ('base' is reserved)"
+            f"starting with a letter or digit ({BASE!r} is reserved)"
         )
     return name
 
