@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    local = load_model(args.model)
+    local = load_model(args.model, engine="transformers")
     chats = {width: default_decomposer(local, beams=width) for width in args.beams}
     asked = questions(args.questions)
     times: dict[int, list[float]] = {width: [] for width in args.beams}

@@ -91,7 +91,7 @@ def main() -> None:
     train_hops = set().union(*(hop_ids(e.qid) for e in train))
     shared = [bool(hop_ids(e.qid) & train_hops) for e in test]
 
-    local = load_model(args.model)
+    local = load_model(args.model, engine="transformers")
     local.add_adapter("decomposer", adapter)
     model = local.model.merge_and_unload()
     neighbours = Neighbours(train)

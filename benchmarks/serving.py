@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    local = load_model(DEFAULT_MODEL, max_batch_size=args.adapters)
+    local = load_model(DEFAULT_MODEL, engine="transformers", max_batch_size=args.adapters)
     names = [f"expert{i}" for i in range(args.adapters)]
     with tempfile.TemporaryDirectory() as scratch:
         # Write every adapter from the plain base model before peft wraps it.

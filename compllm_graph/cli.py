@@ -97,6 +97,18 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         help="beam-search width for the decomposition (default 1: greedy)",
     )
     ask.add_argument("--scheduler", choices=("eager", "waves"), default="eager")
+    ask.add_argument(
+        "--engine",
+        choices=("llama.cpp", "transformers"),
+        default=None,
+        help="inference engine (default: llama.cpp where installed; transformers for beams)",
+    )
+    ask.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="llama.cpp CPU threads (default: $COMPLLM_THREADS or the physical cores)",
+    )
     ask.add_argument("--max-new-tokens", type=int, default=None)
     ask.add_argument("--stream", action="store_true", help="print events as they happen")
     ask.add_argument("--json", action="store_true", help="end with one JSON object")
@@ -107,10 +119,14 @@ def run_ask(args: argparse.Namespace) -> int:
     from compllm_graph.defaults import DEFAULT_MAX_NEW_TOKENS, build_default_graph
     from compllm_graph.expert_store import ExpertStore, StoreError
     from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, load_model
+    from compllm_graph.models.loading import Engine
 
     started = time.perf_counter()
     try:
-        local_model = load_model(args.model or DEFAULT_MODEL)
+        engine: Engine | None = args.engine
+        if engine is None and args.decomposer_beams > 1:
+            engine = "transformers"  # beam search runs there
+        local_model = load_model(args.model or DEFAULT_MODEL, engine=engine, n_threads=args.threads)
         store = ExpertStore.open(args.store) if args.store else None
         graph = build_default_graph(
             local_model,

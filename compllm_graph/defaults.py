@@ -10,13 +10,14 @@ from langgraph.graph import StateGraph
 from compllm_graph.decomposer.loading import default_decomposer
 from compllm_graph.expert_store import ExpertRouter, ExpertStore, demo_store
 from compllm_graph.graph import create_compllm_graph
-from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
+from compllm_graph.models import DEFAULT_MODEL, load_model
+from compllm_graph.models.loading import InferenceModel
 
 DEFAULT_MAX_NEW_TOKENS = 48
 
 
 def build_default_graph(
-    model: str | LocalModel = DEFAULT_MODEL,
+    model: str | InferenceModel = DEFAULT_MODEL,
     store: ExpertStore | None = None,
     *,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -27,7 +28,8 @@ def build_default_graph(
     """The Comp-LLM graph on one local model and the demo expert store.
 
     Args:
-        model: A model alias, path or id for `load_model`, or an already loaded `LocalModel`.
+        model: A model alias, path or id for `load_model`, or an already loaded model
+            (`LocalModel` or `LlamaCppModel`).
         store: The expert store; defaults to the demo store (built on first use).
         max_new_tokens: Answer length for experts, base and aggregator.
         decomposer_adapter: A folder written by `compllm train decomposer` for this model;
@@ -39,7 +41,10 @@ def build_default_graph(
     Returns:
         An uncompiled `StateGraph`, as `create_compllm_graph` returns.
     """
-    local_model = model if isinstance(model, LocalModel) else load_model(model)
+    if isinstance(model, str):
+        # Beam search runs on the transformers engine; greedy decoding on the default one.
+        model = load_model(model, engine="transformers" if decomposer_beams > 1 else None)
+    local_model = model
     store = store if store is not None else demo_store()
     decomposer, prompt = default_decomposer(local_model, decomposer_adapter, decomposer_beams)
     return create_compllm_graph(

@@ -401,7 +401,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default and ceiling of a request's max_tokens",
     )
     parser.add_argument(
-        "--max-batch-size", type=int, default=8, help="most requests per generate call"
+        "--engine",
+        choices=("llama.cpp", "transformers"),
+        default=None,
+        help="inference engine (default: llama.cpp where installed)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="llama.cpp CPU threads (default: $COMPLLM_THREADS or the physical cores)",
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=8, help="transformers: most requests per generate"
     )
     parser.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests"
@@ -425,7 +437,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         local = load_model(
-            args.model, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms
+            args.model,
+            engine=args.engine,
+            n_threads=args.threads,
+            max_batch_size=args.max_batch_size,
+            max_wait_ms=args.max_wait_ms,
         )
         for name, folder in args.adapter:
             local.add_adapter(name, folder)

@@ -65,7 +65,7 @@ def mathematics_adapter(local: LocalModel, adapter: Path | None, scratch: Path) 
 
 
 def run(args: argparse.Namespace, scratch: Path) -> None:
-    local = load_model(DEFAULT_MODEL)
+    local = load_model(DEFAULT_MODEL, engine="transformers")
     store = demo_store()
     tokens = args.max_new_tokens
     local.add_adapter("mathematics", mathematics_adapter(local, args.adapter, scratch))

@@ -23,7 +23,7 @@ def require_smollm2() -> None:
 def shared_smollm2() -> LocalModel:
     """SmolLM2, loaded once per test session and shared by fixtures and standard suites."""
     require_smollm2()
-    return load_model(DEFAULT_MODEL)
+    return load_model(DEFAULT_MODEL, engine="transformers")
 
 
 @pytest.fixture(scope="session")

@@ -254,3 +254,38 @@ def tag_grammar_factory(
         )
 
     return make
+
+
+def tag_grammar_gbnf(max_sub_queries: int = DEFAULT_MAX_SUB_QUERIES) -> str:
+    """The same tag grammar as GBNF, for llama.cpp's grammar sampler (root rule `root`).
+
+    Sub-query k may reference only `#1`..`#k-1` (a reference is never followed by a digit, so
+    `#1` cannot grow into `#12`), and `<dep>` lists only edges i->j with i < j <= the number of
+    sub-queries written, so every complete output parses as a DAG.
+    """
+    if not 1 <= max_sub_queries <= 99:
+        raise ValueError(f"max_sub_queries must be in 1..99, got {max_sub_queries}")
+    rules = [
+        'root ::= "<q>" text1 "</q>" rest1',
+        "plain ::= [^<>\\n#]",
+        "free ::= [^<>\\n#0-9]",
+        'sep ::= "," " "*',
+    ]
+    for k in range(1, max_sub_queries + 1):
+        more = f' | "<q>" text{k + 1} "</q>" rest{k + 1}' if k < max_sub_queries else ""
+        rules.append(f"rest{k} ::= dep{k}{more}")
+        if k == 1:
+            rules.append("text1 ::= plain+")
+        else:
+            targets = " | ".join(f'"{i}"' for i in range(1, k))
+            rules += [
+                f'ref{k} ::= ("#" ({targets}))+',
+                f"text{k} ::= (plain | ref{k} free)+ ref{k}? | ref{k}",
+            ]
+        edges = [f'" "* "{i}->{j}" " "*' for j in range(2, k + 1) for i in range(1, j)]
+        if edges:
+            rules.append(f"edge{k} ::= " + " | ".join(f"({e})" for e in edges))
+            rules.append(f'dep{k} ::= "<dep>" (edge{k} (sep edge{k})*)? " "* "</dep>"')
+        else:
+            rules.append(f'dep{k} ::= "<dep>" " "* "</dep>"')
+    return "\n".join(rules) + "\n"

@@ -13,7 +13,7 @@ from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT, DECOMPOSER_SYSTE
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
 
-    from compllm_graph.models.local import LocalModel
+    from compllm_graph.models.loading import InferenceModel
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -70,7 +70,7 @@ def read_training_record(folder: Path) -> dict[str, Any]:
 
 
 def default_decomposer(
-    local_model: LocalModel, adapter: str | Path | None = None, beams: int = 1
+    local_model: InferenceModel, adapter: str | Path | None = None, beams: int = 1
 ) -> tuple[Runnable, str | None]:
     """A trained decomposer adapter where one fits the model, else the few-shot prompt.
 
@@ -93,25 +93,33 @@ def default_decomposer(
             adapter), or `beams` is below 1.
     """
     # The grammar needs torch; importing it here keeps this module loadable without [local].
-    from compllm_graph.decomposer.grammar import tag_grammar_factory
+    from compllm_graph.decomposer.grammar import tag_grammar_factory, tag_grammar_gbnf
+    from compllm_graph.models.local import LocalModel
 
     if beams < 1:
         raise ValueError(f"decomposer beams must be >= 1 (1 is greedy decoding), got {beams}")
+    if beams > 1 and not isinstance(local_model, LocalModel):
+        raise ValueError(
+            "decomposer beam search runs on the transformers engine: load the model with "
+            "engine='transformers' (`compllm ask --engine transformers`), or use beams=1"
+        )
     if adapter is None:
         adapter = adapter_for(local_model.name)
     name, prompt = None, DECOMPOSER_PROMPT
     if adapter is not None:
         name, prompt = _load_adapter(local_model, Path(adapter))
+    constraint: dict[str, Any] = (
+        {"logits_processor": tag_grammar_factory(local_model.tokenizer), "num_beams": beams}
+        if isinstance(local_model, LocalModel)
+        else {"grammar": tag_grammar_gbnf()}
+    )
     chat = local_model.chat_model(
-        adapter=name,
-        max_new_tokens=DECOMPOSER_MAX_NEW_TOKENS,
-        logits_processor=tag_grammar_factory(local_model.tokenizer),
-        num_beams=beams,
+        adapter=name, max_new_tokens=DECOMPOSER_MAX_NEW_TOKENS, **constraint
     )
     return chat, prompt
 
 
-def _load_adapter(local_model: LocalModel, folder: Path) -> tuple[str, str]:
+def _load_adapter(local_model: InferenceModel, folder: Path) -> tuple[str, str]:
     """Load a decomposer adapter once per folder; returns its adapter name and system prompt."""
     record = read_training_record(folder)
     base = record.get("base")

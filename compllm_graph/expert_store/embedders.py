@@ -272,7 +272,7 @@ def embedder_from_spec(spec: str, local_model: LocalModel | None = None) -> Embe
     if local_model is None:
         from compllm_graph.models import load_model
 
-        local_model = load_model(alias)
+        local_model = load_model(alias, engine="transformers")
     elif local_model.name != alias:
         raise EmbedderError(
             f"the store embeds with {alias!r} but the model given is {local_model.name!r}"

@@ -159,7 +159,7 @@ def _embed_decoder(
 ) -> dict[str, np.ndarray]:
     from compllm_graph.models import load_model
 
-    local_model = load_model(model)
+    local_model = load_model(model, engine="transformers")
     pooled: dict[str, list[np.ndarray]] = {p: [] for p in poolings}
     started, chunk = time.perf_counter(), 128
     for start in range(0, len(texts), chunk):

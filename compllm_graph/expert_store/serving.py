@@ -16,11 +16,11 @@ from compllm_graph.adapter_folder import same_base
 from compllm_graph.expert_store.records import Expert, StoreError
 
 if TYPE_CHECKING:
-    from compllm_graph.models.local import LocalModel
+    from compllm_graph.models.loading import InferenceModel
 
 
 def expert_chat_models(
-    experts: Iterable[Expert], local_model: LocalModel, **generation: Any
+    experts: Iterable[Expert], local_model: InferenceModel, **generation: Any
 ) -> dict[str, Runnable]:
     """The `experts` mapping for `create_compllm_graph`, served by `local_model`.
 

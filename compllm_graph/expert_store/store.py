@@ -60,6 +60,7 @@ from compllm_graph.expert_store.serving import expert_chat_models
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
 
+    from compllm_graph.models.loading import InferenceModel
     from compllm_graph.models.local import LocalModel
 
 
@@ -362,7 +363,7 @@ class ExpertStore:
 
     # -- serving --------------------------------------------------------------------------------
 
-    def chat_models(self, local_model: LocalModel, **generation: Any) -> dict[str, Runnable]:
+    def chat_models(self, local_model: InferenceModel, **generation: Any) -> dict[str, Runnable]:
         """The `experts` mapping for `create_compllm_graph`; see `serving.expert_chat_models`."""
         return expert_chat_models(self.experts(), local_model, **generation)
 

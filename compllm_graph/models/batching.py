@@ -14,16 +14,20 @@ settings and return every beam as a scored candidate.
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 from compllm_graph._extras import requires
+from compllm_graph.models.requests import (
+    Completion,
+    Request,
+    first_stop,
+    safe_prefix,
+)
 
 with requires("local"):
     import torch
@@ -36,111 +40,7 @@ with requires("local"):
 
 _PEFT_BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
 _IDLE_EXIT_S = 10.0  # the worker thread exits when idle this long and restarts on demand
-_seeded_groups = itertools.count()
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Decoding settings of one request; greedy unless `do_sample` is set.
-
-    Attributes:
-        max_new_tokens: most tokens generated for this request.
-        do_sample: sample instead of greedy decoding.
-        temperature: sampling temperature (> 0).
-        top_p: nucleus sampling mass in (0, 1].
-        top_k: sample among the k most likely tokens (0 disables).
-        seed: makes a sampled request reproducible; seeded requests run in a batch of their own.
-        logits_processor: a factory (left-padded prompt width -> transformers logits processor)
-            that constrains every row of the batch, e.g. the decomposer's tag grammar; requests
-            with different factories never share a batch.
-        num_beams: beam-search width; above 1 the request returns all its beams as candidates
-            (best first), stop strings cut the finished beams, streaming sends the best beam
-            in one piece at the end, and a caller that stops listening does not cut the search
-            short. Beam search is greedy, so `do_sample` must be off.
-    """
-
-    max_new_tokens: int = 256
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    logits_processor: Callable[[int], Any] | None = None
-    num_beams: int = 1
-
-    def __post_init__(self) -> None:
-        if self.num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1 (1 is greedy decoding), got {self.num_beams}")
-        if self.num_beams > 1 and self.do_sample:
-            raise ValueError("beam search is deterministic: pass num_beams=1 with do_sample=True")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature <= 0:
-            raise ValueError(
-                f"temperature must be > 0 (use do_sample=False for greedy), got {self.temperature}"
-            )
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-
-    def group_key(self) -> Hashable:
-        """Requests with equal keys can share one `generate` call with identical results."""
-        if self.num_beams > 1:
-            # Beams compete until the longest allowed length, so the cap is part of the result.
-            return ("beams", self.num_beams, self.max_new_tokens, self.logits_processor)
-        if not self.do_sample:
-            return ("greedy", self.logits_processor)
-        if self.seed is not None:
-            return ("seeded", next(_seeded_groups))
-        return ("sample", self.temperature, self.top_p, self.top_k, self.logits_processor)
-
-
-@dataclass(frozen=True)
-class Completion:
-    """What one request produced.
-
-    Attributes:
-        text: generated text, cut before the first stop string, without special tokens.
-        token_ids: generated token ids (including an end-of-sequence or stop-triggering token).
-        prompt_tokens: length of the prompt in tokens.
-        finish_reason: `"stop"` (end of sequence or stop string), `"length"`, or
-            `"abandoned"` (the caller stopped listening).
-        batch_size: how many requests shared the `generate` call.
-        candidates: for beam search, every beam as (text, score), best first, the score being
-            the length-normalised log-probability; the first is `text`. Empty otherwise.
-    """
-
-    text: str
-    token_ids: list[int]
-    prompt_tokens: int
-    finish_reason: str
-    batch_size: int
-    candidates: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass
-class Request:
-    """One generation request handed to the worker.
-
-    Attributes:
-        prompt_ids: token ids of the already-templated prompt.
-        adapter: peft adapter name, or None for the base model.
-        settings: decoding settings.
-        stop: strings that end generation; the text is cut before the first one.
-        on_text: called from the worker thread with each new piece of visible text (streaming).
-        future: resolved with a `Completion`, or the exception generation raised.
-        abandoned: set by a caller that stopped listening; its row stops at the next token.
-    """
-
-    prompt_ids: list[int]
-    adapter: str | None
-    settings: GenerationSettings
-    stop: tuple[str, ...] = ()
-    on_text: Callable[[str], None] | None = None
-    future: Future[Completion] = field(default_factory=Future)
-    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 class _RowStopper(StoppingCriteria):
@@ -179,7 +79,7 @@ class _RowStopper(StoppingCriteria):
             self._finish(row, request, "stop")
             return
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = _first_stop(text, request.stop)
+        cut = first_stop(text, request.stop)
         if cut >= 0:
             self.texts[row] = text[:cut]
             self._finish(row, request, "stop")
@@ -188,7 +88,7 @@ class _RowStopper(StoppingCriteria):
         if len(tokens) >= request.settings.max_new_tokens:
             self._finish(row, request, "length")
         else:
-            self._emit(row, request, _safe_prefix(text, request.stop))
+            self._emit(row, request, safe_prefix(text, request.stop))
 
     def _finish(self, row: int, request: Request, reason: str) -> None:
         self.done[row] = True
@@ -204,27 +104,6 @@ class _RowStopper(StoppingCriteria):
                 request.on_text = None
                 request.abandoned.set()
             self.emitted[row] = upto
-
-
-def _first_stop(text: str, stops: Sequence[str]) -> int:
-    """Where the earliest stop string starts in `text`, or -1."""
-    return min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-
-
-def _safe_prefix(text: str, stops: Sequence[str]) -> int:
-    """Length of `text` that can be shown without risking a stop string or a split character.
-
-    Holds back a trailing U+FFFD (half a multi-byte character) and any suffix that could be the
-    start of a stop string completed by later tokens.
-    """
-    end = len(text.rstrip("\ufffd"))
-    hold = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, end), 0, -1):
-            if text[end - size : end] == stop[:size]:
-                hold = max(hold, size)
-                break
-    return end - hold
 
 
 class Batcher:
@@ -448,7 +327,7 @@ class Batcher:
         end = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
         tokens = row if end is None else row[: end + 1]
         text = self._tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = _first_stop(text, request.stop)
+        cut = first_stop(text, request.stop)
         if cut >= 0:
             return tokens, text[:cut], "stop"
         return tokens, text, "length" if end is None else "stop"

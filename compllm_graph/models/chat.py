@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Usag
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, model_validator
 
-from compllm_graph.models.batching import Completion, GenerationSettings, Request
+from compllm_graph.models.requests import Completion, GenerationSettings, Request
 
 _SETTINGS = (
     "max_new_tokens",
@@ -32,6 +32,7 @@ _SETTINGS = (
     "seed",
     "logits_processor",
     "num_beams",
+    "grammar",
 )
 _DONE = object()  # end-of-stream marker
 
@@ -88,6 +89,8 @@ class LocalChatModel(BaseChatModel):
     logits_processor: Callable[[int], Any] | None = Field(default=None, exclude=True, repr=False)
     """Constrains decoding: see `GenerationSettings.logits_processor`."""
     num_beams: int = 1
+    grammar: str | None = Field(default=None, repr=False)
+    """Constrains decoding on the llama.cpp engine: see `GenerationSettings.grammar`."""
 
     @model_validator(mode="before")
     @classmethod

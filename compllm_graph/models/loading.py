@@ -6,12 +6,14 @@ cores); the first load therefore saves a safetensors copy in the cache and later
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args, overload
 
 from compllm_graph._extras import requires
 from compllm_graph.errors import CompLLMError
@@ -19,10 +21,19 @@ from compllm_graph.models.catalogue import CATALOGUE
 from compllm_graph.models.download import fetch, gguf_path, home, is_cached, model_dir, sha256_file
 from compllm_graph.models.local import LocalModel
 
+if TYPE_CHECKING:
+    from compllm_graph.models.llama_model import LlamaCppModel
+
 with requires("local"):
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+Engine = Literal["llama.cpp", "transformers"]
+"""Which runtime serves a model: llama.cpp on the GGUF file, or transformers on fp32 weights."""
+
+InferenceModel: TypeAlias = "LocalModel | LlamaCppModel"
+"""A loaded model of either engine; both hand out chat models and take adapters alike."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _STAMP = "compllm.json"
@@ -32,30 +43,126 @@ class ModelLoadError(CompLLMError, RuntimeError):
     """A model name or path could not be resolved or loaded."""
 
 
+def default_engine() -> Engine:
+    """`$COMPLLM_ENGINE` if set, else llama.cpp where it is installed, else transformers."""
+    chosen = os.environ.get("COMPLLM_ENGINE")
+    if chosen:
+        if chosen not in get_args(Engine):
+            raise ModelLoadError(
+                f"COMPLLM_ENGINE must be one of {get_args(Engine)}, got {chosen!r}"
+            )
+        return "llama.cpp" if chosen == "llama.cpp" else "transformers"
+    return "llama.cpp" if importlib.util.find_spec("llama_cpp") is not None else "transformers"
+
+
+@overload
 def load_model(
     name_or_path: str | os.PathLike[str],
     *,
+    engine: Literal["transformers"],
+    n_threads: int | None = None,
     dtype: torch.dtype = torch.float32,
     max_batch_size: int = 8,
     max_wait_ms: float = 5.0,
-) -> LocalModel:
-    """Load a causal LM and its tokenizer as a `LocalModel`.
+) -> LocalModel: ...
+
+
+@overload
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    engine: Literal["llama.cpp"],
+    n_threads: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_batch_size: int = 8,
+    max_wait_ms: float = 5.0,
+) -> LlamaCppModel: ...
+
+
+@overload
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    engine: Engine | None = None,
+    n_threads: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_batch_size: int = 8,
+    max_wait_ms: float = 5.0,
+) -> LocalModel | LlamaCppModel: ...
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    engine: Engine | None = None,
+    n_threads: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_batch_size: int = 8,
+    max_wait_ms: float = 5.0,
+) -> LocalModel | LlamaCppModel:
+    """Load a model for inference on the llama.cpp engine or the transformers one.
 
     Args:
-        name_or_path: a catalogue alias (fetched on first use), a local Hugging Face folder, a
-            `.gguf` file, or a Hugging Face model id (needs the hub).
-        dtype: parameter dtype; fp32 by default (what GGUF dequantises to).
-        max_batch_size: most requests coalesced into one `generate` call.
-        max_wait_ms: how long the batcher waits for more requests after the first arrives.
+        name_or_path: a catalogue alias (fetched on first use), a `.gguf` file, a local Hugging
+            Face folder, or a Hugging Face model id (needs the hub; transformers only).
+        engine: "llama.cpp" runs the GGUF file natively (fast, no training or beam search);
+            "transformers" dequantises it to fp32 (training, beam search, hidden-state
+            embedders). None: `default_engine()`, falling back to transformers for a source
+            that is not a GGUF file.
+        n_threads: CPU threads for llama.cpp; None: `$COMPLLM_THREADS` or the physical cores.
+        dtype: parameter dtype on transformers; fp32 by default (what GGUF dequantises to).
+        max_batch_size: most requests coalesced into one transformers `generate` call.
+        max_wait_ms: how long the transformers batcher waits for more requests.
 
     Returns:
         The loaded model; all chat models made from it share its weights.
 
     Raises:
-        ModelLoadError: the name is neither an alias, an existing path, nor a hub id, or
-            loading failed.
+        ModelLoadError: the name is neither an alias, an existing path, nor a hub id, llama.cpp
+            was asked for a source that is not a GGUF file, or loading failed.
     """
+    if engine is not None and engine not in get_args(Engine):
+        raise ModelLoadError(f"engine must be one of {get_args(Engine)}, got {engine!r}")
     text = os.fspath(name_or_path)
+    gguf = _gguf_source(text)
+    chosen = engine or default_engine()
+    if chosen == "llama.cpp":
+        if gguf is None:
+            if engine is not None:
+                raise ModelLoadError(
+                    f"the llama.cpp engine needs a GGUF file or a catalogue alias, not {text!r}; "
+                    "use engine='transformers'"
+                )
+        else:
+            return _load_llama(text, gguf, n_threads)
+    return _load_transformers(text, dtype, max_batch_size, max_wait_ms)
+
+
+def _gguf_source(text: str) -> Path | None:
+    """The GGUF file behind an alias (fetched on first use) or a `.gguf` path, else None."""
+    if text in CATALOGUE:
+        return gguf_path(text) if is_cached(text) else fetch(text)
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path
+    return None
+
+
+def _load_llama(text: str, gguf: Path, n_threads: int | None) -> LlamaCppModel:
+    from compllm_graph.models.llama_engine import EngineError, LlamaEngine
+    from compllm_graph.models.llama_model import LlamaCppModel
+
+    try:
+        engine = LlamaEngine(gguf, n_threads=n_threads)
+    except EngineError as exc:
+        raise ModelLoadError(f"could not load {text!r} on llama.cpp: {exc}") from exc
+    name = text if text in CATALOGUE else gguf.stem
+    return LlamaCppModel(engine, name=name, cache_dir=home() / "cache" / "lora")
+
+
+def _load_transformers(
+    text: str, dtype: torch.dtype, max_batch_size: int, max_wait_ms: float
+) -> LocalModel:
     path = Path(text).expanduser()
     if text in CATALOGUE:
         folder, name = _alias_folder(text), text
@@ -150,4 +257,4 @@ def _convert(gguf: Path, folder: Path, digest: str) -> Path:
     return folder
 
 
-__all__ = ["ModelLoadError", "load_model"]
+__all__ = ["Engine", "InferenceModel", "ModelLoadError", "default_engine", "load_model"]

@@ -97,7 +97,7 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    local = load_model(args.model)
+    local = load_model(args.model, engine="transformers")
     model = local.model
     if adapter is not None:
         try:
@@ -180,7 +180,7 @@ def run_eval_table(args: argparse.Namespace) -> int:
     if adapter is None:
         print("error: the table compares against an SFT adapter; give its folder", file=sys.stderr)
         return 2
-    local = load_model(args.model)
+    local = load_model(args.model, engine="transformers")
     runs = len(TABLE_DATASETS) * (3 if args.constrained else 2)
     with tqdm(total=runs * args.limit, desc="decompose", unit="q") as bar:
         table = decomposition_table(

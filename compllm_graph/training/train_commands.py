@@ -161,7 +161,7 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
     if not args.data_dir.is_dir():
         print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
         return 2
-    local = load_model(args.base)
+    local = load_model(args.base, engine="transformers")
     command = shlex.join(["compllm", *sys.argv[1:]])
     try:
         record = train_decomposer(
@@ -211,7 +211,7 @@ def run_train_expert(args: argparse.Namespace) -> int:
     store_path = args.store or default_store_path()
     out = args.out or home() / "adapters" / args.name
     lora, opt = _settings(args)
-    local = load_model(args.base)
+    local = load_model(args.base, engine="transformers")
     try:
         record = train_expert(
             local.model,

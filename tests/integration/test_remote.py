@@ -87,6 +87,8 @@ def url(smollm2: LocalModel, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         str(TOKENS),
         "--max-wait-ms",
         "100",
+        "--engine",
+        "transformers",  # compared with the transformers model, and batching across adapters
     ]
     with open(log, "w") as stderr:
         process = subprocess.Popen(

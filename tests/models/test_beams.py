@@ -10,7 +10,7 @@ import torch
 from langchain_core.messages import HumanMessage
 
 from compllm_graph.models import LocalModel
-from compllm_graph.models.batching import GenerationSettings, Request
+from compllm_graph.models.requests import GenerationSettings, Request
 
 from .test_local import request, with_adapters
 

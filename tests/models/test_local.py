@@ -13,7 +13,7 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from compllm_graph.models import AdapterError, LocalModel
-from compllm_graph.models.batching import GenerationSettings, Request, _safe_prefix
+from compllm_graph.models.requests import GenerationSettings, Request, safe_prefix
 from tests.random_lora import save_random_lora
 
 from .conftest import CharTokenizer, tiny_llama
@@ -91,9 +91,9 @@ def test_stop_string_cuts_text_and_stream_matches(tiny: LocalModel) -> None:
 
 
 def test_safe_prefix_holds_back_partial_stop_and_split_characters() -> None:
-    assert _safe_prefix("hello wor", ["world"]) == len("hello ")
-    assert _safe_prefix("hello", ["xyz"]) == 5
-    assert _safe_prefix("caf\ufffd", []) == 3
+    assert safe_prefix("hello wor", ["world"]) == len("hello ")
+    assert safe_prefix("hello", ["xyz"]) == 5
+    assert safe_prefix("caf\ufffd", []) == 3
 
 
 def test_token_counts_in_metadata(tiny: LocalModel) -> None:

@@ -1,0 +1,568 @@
+"""The llama.cpp engine: one GGUF model in process, LoRA experts, continuous batching.
+
+One worker thread owns the model. Each busy adapter (the base model included) has a context of
+its own, all sharing the weights, so an adapter is set once per context instead of switched per
+step. Every step the worker decodes one token for each running sequence of one adapter group in a
+single `llama_decode` (several sequence ids in one batch; new requests' prompts join the same
+batch), then moves to the next busy group round-robin, so no adapter waits behind another's long
+answer. Finished sequences free their slot (`llama_memory_seq_rm`) and new requests join between
+steps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compllm_graph._extras import requires
+from compllm_graph.errors import CompLLMError
+from compllm_graph.models.requests import Completion, Request, first_stop, safe_prefix
+
+with requires("local"):
+    import llama_cpp as ll
+
+DEFAULT_CONTEXT = 4096
+"""Tokens of KV cache per adapter context, shared by its sequences."""
+DEFAULT_SEQUENCES = 8
+"""Sequences one adapter context runs at once."""
+MAX_CONTEXTS = 8
+"""Adapter contexts alive at once; an idle one is handed to another adapter when all are used."""
+
+
+class EngineError(CompLLMError, RuntimeError):
+    """llama.cpp refused a model, an adapter or a batch."""
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (hyper-threads share a core's memory bandwidth), at least 1."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores, physical = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            physical = value.strip()
+        elif key.strip() == "core id":
+            cores.add((physical, value.strip()))
+    return len(cores) or max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """`$COMPLLM_THREADS` if set, else the physical cores."""
+    value = os.environ.get("COMPLLM_THREADS")
+    return int(value) if value else physical_cores()
+
+
+def _extra_buffers() -> bool:
+    """Whether to let llama.cpp repack weights (`$COMPLLM_LLAMA_REPACK=1`; off by default)."""
+    return os.environ.get("COMPLLM_LLAMA_REPACK", "") == "1"
+
+
+_LOG_CALLBACK: Any = None
+_BACKEND_LOCK = threading.Lock()
+
+
+def _init_backend() -> None:
+    """Start llama.cpp once per process, keeping its logs quiet unless `COMPLLM_VERBOSE`."""
+    global _LOG_CALLBACK
+    with _BACKEND_LOCK:
+        if _LOG_CALLBACK is not None:
+            return
+        verbose = bool(os.environ.get("COMPLLM_VERBOSE"))
+
+        @ll.llama_log_callback
+        def log(level: int, text: bytes, user_data: Any) -> None:
+            if verbose or level == 4:  # GGML_LOG_LEVEL_ERROR
+                print(text.decode("utf-8", "replace"), end="", flush=True)
+
+        _LOG_CALLBACK = log  # kept alive: llama.cpp holds only the pointer
+        ll.llama_log_set(log, ctypes.c_void_p())
+        ll.llama_backend_init()
+
+
+@dataclass
+class _Sequence:
+    """One running request: its slot, tokens, text and sampler."""
+
+    request: Request
+    seq_id: int
+    sampler: Any
+    position: int = 0
+    pending: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)
+    text: str = ""
+    emitted: int = 0
+    peak_batch: int = 1
+    budget: int = 0
+
+
+class _AdapterContext:
+    """A llama.cpp context serving one adapter (or the base model) for several sequences."""
+
+    def __init__(
+        self,
+        engine: LlamaEngine,
+        adapter: str | None,
+        *,
+        n_ctx: int | None = None,
+        n_seq_max: int | None = None,
+    ) -> None:
+        n_ctx = n_ctx or engine.n_ctx
+        n_seq_max = n_seq_max or engine.n_seq_max
+        params = ll.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_ctx
+        params.n_ubatch = min(512, n_ctx)
+        params.n_seq_max = n_seq_max
+        params.n_threads = params.n_threads_batch = engine.n_threads
+        params.kv_unified = True  # sequences share the pool, so one long prompt fits
+        params.no_perf = True
+        self.ctx = ll.llama_init_from_model(engine.model, params)
+        if not self.ctx:
+            raise EngineError(f"llama.cpp could not create a context of {n_ctx} tokens")
+        self.memory = ll.llama_get_memory(self.ctx)
+        self.batch = ll.llama_batch_init(n_ctx, 0, 1)
+        self.adapter: str | None = None
+        self.engine = engine
+        self.running: list[_Sequence] = []
+        self.free_slots = list(range(n_seq_max))
+        self.use(adapter)
+
+    def use(self, adapter: str | None) -> None:
+        """Apply `adapter` (None: none) to this context; it must be idle."""
+        if adapter is None:
+            code = ll.llama_set_adapters_lora(self.ctx, None, 0, None)
+        else:
+            handles = (ll.llama_adapter_lora_p_ctypes * 1)(self.engine.adapters[adapter])
+            scales = (ctypes.c_float * 1)(1.0)
+            code = ll.llama_set_adapters_lora(self.ctx, handles, 1, scales)
+        if code != 0:
+            raise EngineError(f"llama.cpp could not apply adapter {adapter!r} (code {code})")
+        ll.llama_memory_clear(self.memory, True)
+        self.adapter = adapter
+
+    def used_tokens(self) -> int:
+        return sum(s.budget for s in self.running)
+
+    def close(self) -> None:
+        ll.llama_batch_free(self.batch)
+        ll.llama_free(self.ctx)
+
+
+class LlamaEngine:
+    """A GGUF model run by llama.cpp, with LoRA adapters and a continuous-batching worker.
+
+    Args:
+        path: The model's GGUF file.
+        n_threads: CPU threads for decoding; None: `default_threads()`.
+        n_ctx: KV-cache tokens per adapter context, shared by its sequences; a request's prompt
+            plus its `max_new_tokens` must fit.
+        n_seq_max: Sequences one context decodes together.
+        max_contexts: Adapter contexts kept at once.
+
+    Raises:
+        EngineError: llama.cpp cannot load the file.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_threads: int | None = None,
+        n_ctx: int = DEFAULT_CONTEXT,
+        n_seq_max: int = DEFAULT_SEQUENCES,
+        max_contexts: int = MAX_CONTEXTS,
+    ) -> None:
+        _init_backend()
+        self.n_threads = n_threads or default_threads()
+        if self.n_threads < 1 or n_ctx < 16 or n_seq_max < 1 or max_contexts < 1:
+            raise ValueError("n_threads, n_seq_max and max_contexts must be >= 1, n_ctx >= 16")
+        params = ll.llama_model_default_params()
+        params.n_gpu_layers = 0
+        # The extra buffer types repack weights for AMX, which crashes in llama_decode on VMs
+        # that do not grant AMX state (seen here: Firecracker on Sapphire Rapids).
+        params.use_extra_bufts = _extra_buffers()
+        self.model = ll.llama_model_load_from_file(str(path).encode(), params)
+        if not self.model:
+            raise EngineError(f"llama.cpp could not load {path}")
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        self.n_ctx = min(n_ctx, ll.llama_model_n_ctx_train(self.model))
+        self.n_seq_max = n_seq_max
+        self.max_contexts = max_contexts
+        self.adapters: dict[str, Any] = {}
+        self._contexts: list[_AdapterContext] = []
+        self._waiting: deque[Request] = deque()
+        self._turn = 0
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    # -- model facts --------------------------------------------------------------------------
+
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text (None when absent)."""
+        size = 1 << 16
+        buffer = ctypes.create_string_buffer(size)
+        length = ll.llama_model_meta_val_str(self.model, key.encode(), buffer, size)
+        if length < 0:
+            return None
+        if length >= size:
+            buffer = ctypes.create_string_buffer(length + 1)
+            ll.llama_model_meta_val_str(self.model, key.encode(), buffer, length + 1)
+        return buffer.value.decode("utf-8", "replace")
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """Token ids of `text`; special tokens written in it (`<|im_start|>`) are parsed."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            tokens = (ll.llama_token * capacity)()
+            count = ll.llama_tokenize(
+                self.vocab, data, len(data), tokens, capacity, add_special, True
+            )
+            if count >= 0:
+                return list(tokens[:count])
+            capacity = -count
+
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes of one token; control tokens are empty unless `special`."""
+        buffer = ctypes.create_string_buffer(64)
+        length = ll.llama_token_to_piece(self.vocab, token, buffer, 64, 0, special)
+        if length < 0:
+            buffer = ctypes.create_string_buffer(-length)
+            length = ll.llama_token_to_piece(self.vocab, token, buffer, -length, 0, special)
+        return buffer.raw[:length]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of `tokens`, control tokens left out."""
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    @property
+    def bos(self) -> int:
+        """The beginning-of-sequence token."""
+        return int(ll.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos(self) -> int:
+        """The end-of-sequence token."""
+        return int(ll.llama_vocab_eos(self.vocab))
+
+    def is_end(self, token: int) -> bool:
+        """Whether `token` ends generation (end of sequence or of turn)."""
+        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+
+    # -- adapters -----------------------------------------------------------------------------
+
+    def load_adapter(self, name: str, gguf_path: str | Path) -> None:
+        """Load a GGUF LoRA once under `name`; contexts apply it when they serve it.
+
+        Raises:
+            EngineError: llama.cpp refused the file (wrong architecture or shapes).
+        """
+        handle = ll.llama_adapter_lora_init(self.model, str(gguf_path).encode())
+        if not handle:
+            raise EngineError(f"llama.cpp refused the LoRA adapter {gguf_path} for {name!r}")
+        with self._cond:
+            self.adapters[name] = handle
+
+    def prompt_logits(self, tokens: Sequence[int], adapter: str | None = None) -> Any:
+        """The next-token logits after `tokens` (a numpy array), on a context of its own.
+
+        For checks and benchmarks (e.g. an adapter's effect against peft's); generation goes
+        through `submit`.
+        """
+        import numpy as np
+
+        context = _AdapterContext(self, adapter, n_ctx=max(16, len(tokens)), n_seq_max=1)
+        try:
+            batch = context.batch
+            for index, token in enumerate(tokens):
+                batch.token[index] = token
+                batch.pos[index] = index
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = 0
+                batch.logits[index] = index == len(tokens) - 1
+            batch.n_tokens = len(tokens)
+            if ll.llama_decode(context.ctx, batch) != 0:
+                raise EngineError("llama_decode failed on the prompt")
+            logits = ll.llama_get_logits_ith(context.ctx, len(tokens) - 1)
+            vocab_size = ll.llama_vocab_n_tokens(self.vocab)
+            return np.ctypeslib.as_array(logits, shape=(vocab_size,)).copy()
+        finally:
+            context.close()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def submit(self, request: Request) -> Future[Completion]:
+        """Queue `request` and return its future (thread-safe; never blocks on generation).
+
+        The future fails with `ValueError` for what this engine cannot do: beam search,
+        transformers logits processors, an unknown adapter, a prompt that does not fit.
+        """
+        problem = self._refusal(request)
+        if problem:
+            request.future.set_exception(ValueError(problem))
+            return request.future
+        with self._cond:
+            if self._closed:
+                request.future.set_exception(EngineError("the engine is closed"))
+                return request.future
+            self._waiting.append(request)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+                self._worker.start()
+            self._cond.notify()
+        return request.future
+
+    def _refusal(self, request: Request) -> str | None:
+        settings = request.settings
+        if settings.num_beams > 1:
+            return (
+                "beam search runs on the transformers engine: "
+                "load_model(..., engine='transformers')"
+            )
+        if settings.logits_processor is not None:
+            return (
+                "the llama.cpp engine takes a GBNF `grammar`, not a transformers logits_processor"
+            )
+        if request.adapter is not None and request.adapter not in self.adapters:
+            return f"adapter {request.adapter!r} is not loaded; loaded: {sorted(self.adapters)}"
+        needed = len(request.prompt_ids) + settings.max_new_tokens
+        if not request.prompt_ids:
+            return "the prompt is empty"
+        if needed > self.n_ctx:
+            return (
+                f"the prompt ({len(request.prompt_ids)} tokens) plus max_new_tokens "
+                f"({settings.max_new_tokens}) exceeds the context of {self.n_ctx} tokens"
+            )
+        return None
+
+    def close(self) -> None:
+        """Stop the worker (running requests finish as abandoned) and free llama.cpp's memory."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._worker is not None:
+            self._worker.join()
+        for context in self._contexts:
+            context.close()
+        self._contexts.clear()
+        for handle in self.adapters.values():
+            ll.llama_adapter_lora_free(handle)
+        self.adapters.clear()
+        ll.llama_model_free(self.model)
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._waiting and not self._busy():
+                    self._cond.wait()
+                if self._closed:
+                    self._abandon_all()
+                    return
+                self._admit()
+            context = self._next_context()
+            if context is not None:
+                try:
+                    self._step(context)
+                except Exception as exc:  # a failed decode must fail its requests, not the worker
+                    self._fail(context, exc)
+
+    def _busy(self) -> bool:
+        return any(c.running for c in self._contexts)
+
+    def _admit(self) -> None:
+        """Give waiting requests a slot in their adapter's context, in arrival order."""
+        still: deque[Request] = deque()
+        while self._waiting:
+            request = self._waiting.popleft()
+            if request.abandoned.is_set():
+                request.future.set_result(_completion(request, [], "", "abandoned", 0))
+                continue
+            context = self._context_for(request.adapter)
+            budget = len(request.prompt_ids) + request.settings.max_new_tokens
+            if (
+                context is None
+                or not context.free_slots
+                or (context.used_tokens() + budget > self.n_ctx)
+            ):
+                still.append(request)
+                continue
+            try:
+                sampler = _sampler(self, request)
+            except EngineError as exc:
+                request.future.set_exception(exc)
+                continue
+            sequence = _Sequence(
+                request=request,
+                seq_id=context.free_slots.pop(0),
+                sampler=sampler,
+                pending=list(request.prompt_ids),
+                budget=budget,
+            )
+            context.running.append(sequence)
+        self._waiting = still
+
+    def _context_for(self, adapter: str | None) -> _AdapterContext | None:
+        for context in self._contexts:
+            if context.adapter == adapter:
+                return context
+        if len(self._contexts) < self.max_contexts:
+            context = _AdapterContext(self, adapter)
+            self._contexts.append(context)
+            return context
+        idle = next((c for c in self._contexts if not c.running), None)
+        if idle is not None:
+            idle.use(adapter)
+        return idle
+
+    def _next_context(self) -> _AdapterContext | None:
+        """The next context with running sequences, round-robin."""
+        busy = [c for c in self._contexts if c.running]
+        if not busy:
+            return None
+        self._turn = (self._turn + 1) % len(busy)
+        return busy[self._turn]
+
+    def _step(self, context: _AdapterContext) -> None:
+        """One `llama_decode` for every running sequence of `context`, then one token each."""
+        batch, rows = context.batch, []
+        count = 0
+        for sequence in list(context.running):
+            if sequence.request.abandoned.is_set():
+                self._finish(context, sequence, "abandoned")
+                continue
+            feed = sequence.pending or sequence.tokens[-1:]
+            for offset, token in enumerate(feed):
+                batch.token[count] = token
+                batch.pos[count] = sequence.position + offset
+                batch.n_seq_id[count] = 1
+                batch.seq_id[count][0] = sequence.seq_id
+                batch.logits[count] = offset == len(feed) - 1
+                count += 1
+            sequence.position += len(feed)
+            sequence.pending = []
+            rows.append((sequence, count - 1))
+        if not rows:
+            return
+        batch.n_tokens = count
+        code = ll.llama_decode(context.ctx, batch)
+        if code != 0:
+            raise EngineError(f"llama_decode failed with code {code}")
+        for sequence, row in rows:
+            sequence.peak_batch = max(sequence.peak_batch, len(rows))
+            token = ll.llama_sampler_sample(sequence.sampler, context.ctx, row)
+            self._advance(context, sequence, token)
+
+    def _advance(self, context: _AdapterContext, sequence: _Sequence, token: int) -> None:
+        request = sequence.request
+        sequence.tokens.append(token)
+        if self.is_end(token):
+            self._finish(context, sequence, "stop")
+            return
+        sequence.raw += self.piece(token)
+        text = sequence.raw.decode("utf-8", "replace")
+        cut = first_stop(text, request.stop)
+        if cut >= 0:
+            sequence.text = text[:cut]
+            self._finish(context, sequence, "stop")
+            return
+        sequence.text = text
+        if len(sequence.tokens) >= request.settings.max_new_tokens:
+            self._finish(context, sequence, "length")
+        else:
+            _emit(sequence, safe_prefix(text, request.stop))
+
+    def _finish(self, context: _AdapterContext, sequence: _Sequence, reason: str) -> None:
+        _emit(sequence, len(sequence.text))
+        ll.llama_memory_seq_rm(context.memory, sequence.seq_id, -1, -1)
+        ll.llama_sampler_free(sequence.sampler)
+        context.running.remove(sequence)
+        context.free_slots.append(sequence.seq_id)
+        request = sequence.request
+        if not request.future.done():
+            request.future.set_result(
+                _completion(request, sequence.tokens, sequence.text, reason, sequence.peak_batch)
+            )
+
+    def _fail(self, context: _AdapterContext, error: Exception) -> None:
+        for sequence in list(context.running):
+            ll.llama_memory_seq_rm(context.memory, sequence.seq_id, -1, -1)
+            ll.llama_sampler_free(sequence.sampler)
+            context.running.remove(sequence)
+            context.free_slots.append(sequence.seq_id)
+            if not sequence.request.future.done():
+                sequence.request.future.set_exception(error)
+
+    def _abandon_all(self) -> None:
+        for context in self._contexts:
+            for sequence in list(context.running):
+                self._finish(context, sequence, "abandoned")
+        while self._waiting:
+            request = self._waiting.popleft()
+            request.future.set_result(_completion(request, [], "", "abandoned", 0))
+
+
+def _sampler(engine: LlamaEngine, request: Request) -> Any:
+    """The request's sampler chain: its grammar first, then greedy or seeded sampling."""
+    settings = request.settings
+    chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+    if settings.grammar is not None:
+        grammar = ll.llama_sampler_init_grammar(
+            engine.vocab, settings.grammar.encode("utf-8"), b"root"
+        )
+        if not grammar:
+            ll.llama_sampler_free(chain)
+            raise EngineError("llama.cpp could not parse the request's GBNF grammar")
+        ll.llama_sampler_chain_add(chain, grammar)
+    if not settings.do_sample:
+        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
+        return chain
+    if settings.top_k:
+        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_k(settings.top_k))
+    if settings.top_p < 1.0:
+        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(settings.top_p, 1))
+    ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(settings.temperature))
+    seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
+    ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed))
+    return chain
+
+
+def _emit(sequence: _Sequence, upto: int) -> None:
+    """Send newly visible text to a streaming caller."""
+    request = sequence.request
+    if request.on_text is None or upto <= sequence.emitted:
+        return
+    try:
+        request.on_text(sequence.text[sequence.emitted : upto])
+    except Exception:  # a vanished listener (e.g. a closed loop) must not stop the others
+        request.on_text = None
+        request.abandoned.set()
+    sequence.emitted = upto
+
+
+def _completion(
+    request: Request, tokens: list[int], text: str, reason: str, batch_size: int
+) -> Completion:
+    return Completion(
+        text=text,
+        token_ids=list(tokens),
+        prompt_tokens=len(request.prompt_ids),
+        finish_reason=reason,
+        batch_size=batch_size,
+    )
+
+
+__all__ = ["DEFAULT_CONTEXT", "EngineError", "LlamaEngine", "default_threads", "physical_cores"]

@@ -1,0 +1,164 @@
+"""`LlamaCppModel`: a GGUF model on the llama.cpp engine with the same interface as `LocalModel`.
+
+Chat models, adapters, stop strings, streaming and token usage work as on the transformers
+engine (`chat_model(adapter=...)`, `add_adapter(name, peft_folder)`), so the graph, the CLI,
+`compllm serve` and Studio switch engines with one argument of `load_model`. What needs the
+model's tensors (training, beam search, hidden-state embedders) stays on the transformers engine.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compllm_graph._extras import requires
+from compllm_graph.adapter_folder import AdapterError
+from compllm_graph.models.gguf_lora import BaseShape, cached_conversion
+from compllm_graph.models.llama_engine import LlamaEngine
+from compllm_graph.types import BASE
+
+with requires("local"):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
+    from compllm_graph.models.chat import LocalChatModel
+
+_ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+
+
+class LlamaCppModel:
+    """One GGUF model on llama.cpp that hands out chat models, one per adapter.
+
+    Args:
+        engine: The loaded engine.
+        name: Alias or file name the model was loaded from.
+        cache_dir: Where converted adapters go when an adapter folder is read-only.
+    """
+
+    engine_name = "llama.cpp"
+
+    def __init__(self, engine: LlamaEngine, *, name: str, cache_dir: Path) -> None:
+        self.engine = engine
+        self.name = name
+        self._cache_dir = cache_dir
+        self._adapters: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self._template = engine.metadata("tokenizer.chat_template")
+        self._shape = BaseShape(
+            architecture=engine.metadata("general.architecture") or "llama",
+            heads=_int(engine, "attention.head_count"),
+            kv_heads=_int(engine, "attention.head_count_kv"),
+        )
+
+    def __repr__(self) -> str:
+        return f"LlamaCppModel(name={self.name!r}, adapters={list(self._adapters)})"
+
+    @property
+    def batcher(self) -> LlamaEngine:
+        """Where chat models send requests (the engine's continuous batcher)."""
+        return self.engine
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """Names of the loaded adapters."""
+        return tuple(self._adapters)
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens of prompt plus answer one request may use."""
+        return self.engine.n_ctx
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Load a peft LoRA adapter (safetensors only), converted to a GGUF LoRA once and cached.
+
+        Args:
+            name: A letter, then letters, digits, `_` or `-` (64 characters at most).
+            path: Folder with `adapter_config.json` and `adapter_model.safetensors`.
+
+        Raises:
+            AdapterError: unsafe or duplicate name, missing files, pickle weights, or a
+                non-LoRA adapter.
+            LoraConversionError: the adapter uses what a GGUF LoRA cannot express.
+            EngineError: llama.cpp refused the converted adapter (it does not fit the model).
+        """
+        if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or name == BASE:
+            raise AdapterError(
+                f"unsafe adapter name {name!r}: use a letter followed by letters, digits, '_' "
+                f"or '-' (at most 64 characters; {BASE!r} is the base model)"
+            )
+        with self._lock:
+            if name in self._adapters:
+                raise AdapterError(f"adapter {name!r} is already loaded")
+            gguf_file = cached_conversion(path, self._shape, self._cache_dir)
+            self.engine.load_adapter(name, gguf_file)
+            self._adapters[name] = Path(path).resolve()
+
+    def chat_model(self, adapter: str | None = None, **generation: Any) -> LocalChatModel:
+        """A LangChain chat model over this model, optionally through an adapter.
+
+        Args:
+            adapter: A name given to `add_adapter`, or None for the base model.
+            **generation: `max_new_tokens`, `stop`, `do_sample`, `temperature`, `top_p`,
+                `top_k`, `seed`, `grammar` (GBNF).
+
+        Raises:
+            AdapterError: `adapter` has not been added.
+        """
+        from compllm_graph.models.chat import LocalChatModel
+
+        if adapter is not None and adapter not in self._adapters:
+            raise AdapterError(
+                f"unknown adapter {adapter!r} for {self.name}; "
+                f"loaded: {sorted(self._adapters) or 'none'}"
+            )
+        return LocalChatModel(local=self, adapter=adapter, **generation)
+
+    def encode_chat(self, messages: Sequence[BaseMessage]) -> list[int]:
+        """Token ids of `messages` through the GGUF's own chat template, with the assistant cue.
+
+        Models without a template get a plain `role: text` transcript, as on transformers.
+        """
+        turns = [{"role": _ROLES.get(m.type, m.type), "content": m.text} for m in messages]
+        if self._template:
+            prompt = _render(self._template, turns, self.engine)
+        else:
+            prompt = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
+        return self.engine.tokenize(prompt)
+
+    def close(self) -> None:
+        """Free the model, its contexts and adapters."""
+        self.engine.close()
+
+
+def _int(engine: LlamaEngine, key: str) -> int:
+    architecture = engine.metadata("general.architecture") or "llama"
+    value = engine.metadata(f"{architecture}.{key}")
+    return int(value) if value else 1
+
+
+def _raise(message: str) -> None:
+    raise ValueError(message)
+
+
+def _render(template: str, turns: list[dict[str, str]], engine: LlamaEngine) -> str:
+    """Render a Hugging Face chat template as transformers does (sandboxed Jinja)."""
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = _raise
+    environment.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    special = {
+        "bos_token": engine.piece(engine.bos, special=True).decode("utf-8", "replace"),
+        "eos_token": engine.piece(engine.eos, special=True).decode("utf-8", "replace"),
+    }
+    return environment.from_string(template).render(
+        messages=turns, add_generation_prompt=True, **special
+    )
+
+
+__all__ = ["LlamaCppModel"]
