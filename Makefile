@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	@$(BIN)/python -m pip cache list llama_cpp_python 2>/dev/null | grep -q llama_cpp_python || \
+		echo "building llama.cpp (llama-cpp-python from source): about 10 minutes, once; pip caches the wheel"
 	$(BIN)/python -m pip install -q -e ".[all,dev]"
 	touch $(STAMP)
 
@@ -46,6 +48,7 @@ bench: models
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.decomposer_beams
 	$(BIN)/python -m benchmarks.decomposer_memory
+	$(BIN)/python -m benchmarks.engines
 
 studio: models
 	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --host 127.0.0.1

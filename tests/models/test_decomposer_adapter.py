@@ -79,7 +79,7 @@ def test_a_folder_without_weights_is_an_adapter_error(tiny: LocalModel, tmp_path
 def test_ask_reports_a_bad_decomposer_folder_and_exits_2(
     tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr("compllm_graph.models.load_model", lambda alias: tiny)
+    monkeypatch.setattr("compllm_graph.models.load_model", lambda alias, **options: tiny)
     ExpertStore.create(tmp_path / "store", "hashing:64")
     folder = trained_folder(tiny, tmp_path / "qwen", {"base": "qwen2.5-coder-0.5b-instruct"})
 
