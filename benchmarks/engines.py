@@ -1,16 +1,19 @@
 """Engines side by side: our llama.cpp engine, llama-cpp-python's high-level `Llama`, transformers.
 
-For each model, in one run and interleaved round by round: tok/s at batch 1, and the aggregate
-tok/s of 4 concurrent requests with no adapter, on one adapter, and on 4 different adapters
-(random LoRAs, r=8 on q/v). Then load times and peak RSS (each engine in a fresh process), the
-copy bandwidth and each model's bandwidth ceiling (GGUF bytes per token), and `compllm ask`
-seconds on the demo question. It prints the issue's ratios and ends with one JSON line.
+For each model, in one run and interleaved round by round: tok/s at batch 1 (without and with an
+adapter), and the aggregate tok/s of 4 concurrent requests with no adapter, on one adapter, and
+on 4 different adapters (random LoRAs, r=8 on q/v). Each engine runs in a fresh process per
+round: in one process, one engine's idle OpenMP threads slowed the next one (SmolLM2 on
+llama.cpp, 4 adapters: 22.6 tok/s after transformers had run, 65 tok/s alone). The reference
+`Llama` cannot switch adapters or batch callers, so it gets the batch-1 row only. Then load
+times and peak RSS (each engine in a fresh process), the copy bandwidth and each model's
+bandwidth ceiling (GGUF bytes per token), and `compllm ask` seconds on the demo question. It prints the issue's ratios and ends with one JSON line.
 
 The reference `Llama` gets the same model parameters as ours: llama.cpp's extra (AMX repack)
 buffers are off, since they crash `llama_decode` on this VM (see `models/llama_engine.py`).
 
-Usage: ``python -m benchmarks.engines [--models ALIAS ...] [--tokens 64] [--rounds 2]
-[--no-transformers-1.5b]``.
+Usage: `python -m benchmarks.engines [--models ALIAS ...] [--tokens 64] [--rounds 2]
+[--no-transformers-1.5b]`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from safetensors.numpy import save_file
 
 from compllm_graph.models import fetch, is_cached, load_model
 from compllm_graph.models.download import gguf_path
+from compllm_graph.models.llama_engine import default_threads
 from compllm_graph.models.llama_model import LlamaCppModel
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
@@ -134,45 +138,68 @@ def tok_per_s(call: Callable[[], int]) -> float:
     return count / (time.perf_counter() - started)
 
 
-def bench_model(alias: str, args: argparse.Namespace) -> dict[str, Any]:
+def measures(engine: str, alias: str, adapters: list[Path], args: argparse.Namespace) -> dict:
+    """This process's measures for one engine: what `--worker` prints."""
+    if engine == "reference":
+        path = gguf_path(alias)
+        llm = reference_llama(path, args.threads or default_threads())
+        native = load_model(alias, engine="llama.cpp")  # only for the same prompt tokens
+        ids = native.encode_chat([HumanMessage(PROMPTS[0])])
+        return {"batch 1": tok_per_s(reference_call(llm, ids, args.tokens))}
+    model: Any = (
+        load_model(alias, engine="llama.cpp", n_threads=args.threads)
+        if engine == "llama.cpp"
+        else load_model(alias, engine="transformers")
+    )
+    for i, folder in enumerate(adapters):
+        model.add_adapter(f"a{i}", folder)
+    tokens = args.tokens
+    ours(model, None, PROMPTS[0], 4)()  # warm-up: contexts and caches
+    return {
+        "batch 1": tok_per_s(ours(model, None, PROMPTS[0], tokens)),
+        "batch 1, one adapter": tok_per_s(ours(model, "a0", PROMPTS[0], tokens)),
+        "4 concurrent, no adapter": concurrent([ours(model, None, p, tokens) for p in PROMPTS]),
+        "4 concurrent, one adapter": concurrent([ours(model, "a0", p, tokens) for p in PROMPTS]),
+        "4 concurrent, 4 adapters": concurrent(
+            [ours(model, f"a{i}", p, tokens) for i, p in enumerate(PROMPTS)]
+        ),
+    }
+
+
+def worker_run(engine: str, alias: str, adapters: list[Path], args: argparse.Namespace) -> dict:
+    """`measures` in a fresh process, so no engine's idle threads slow another's (they did)."""
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.engines",
+        "--worker",
+        engine,
+        alias,
+        "--tokens",
+        str(args.tokens),
+        *(["--threads", str(args.threads)] if args.threads else []),
+        "--adapters",
+        *map(str, adapters),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def bench_model(alias: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     path = gguf_path(alias) if is_cached(alias) else fetch(alias)
-    native = load_model(alias, engine="llama.cpp", n_threads=args.threads)
-    with tempfile.TemporaryDirectory() as scratch:
-        for i in range(4):
-            native.add_adapter(f"a{i}", random_lora(native, Path(scratch) / f"a{i}", seed=i))
-    prompt_ids = native.encode_chat([HumanMessage(PROMPTS[0])])
-    reference = reference_llama(path, native.engine.n_threads)
-    hf = None
+    shaper = load_model(alias, engine="llama.cpp")
+    adapters = [random_lora(shaper, scratch / alias / f"a{i}", seed=i) for i in range(4)]
+    shaper.close()
+    engines = ["llama.cpp", "reference"]
     if alias != MODELS[2] or args.transformers_large:
-        hf = load_model(alias, engine="transformers")
+        engines.append("transformers")
     rows: dict[str, list[float]] = {}
     for _ in range(args.rounds):
-        measures = {
-            "llama.cpp batch 1": lambda: tok_per_s(ours(native, None, PROMPTS[0], args.tokens)),
-            "Llama (reference) batch 1": lambda: tok_per_s(
-                reference_call(reference, prompt_ids, args.tokens)
-            ),
-            "llama.cpp 4 concurrent, no adapter": lambda: concurrent(
-                [ours(native, None, p, args.tokens) for p in PROMPTS]
-            ),
-            "llama.cpp 4 concurrent, one adapter": lambda: concurrent(
-                [ours(native, "a0", p, args.tokens) for p in PROMPTS]
-            ),
-            "llama.cpp 4 concurrent, 4 adapters": lambda: concurrent(
-                [ours(native, f"a{i}", p, args.tokens) for i, p in enumerate(PROMPTS)]
-            ),
-        }
-        if hf is not None:
-            measures["transformers batch 1"] = lambda: tok_per_s(
-                ours(hf, None, PROMPTS[0], args.tokens)
-            )
-            measures["transformers 4 concurrent, no adapter"] = lambda: concurrent(
-                [ours(hf, None, p, args.tokens) for p in PROMPTS]
-            )
-        for label, measure in measures.items():
-            rows.setdefault(label, []).append(measure())
-            print(f"  {alias} {label}: {rows[label][-1]:.1f} tok/s", file=sys.stderr, flush=True)
-    native.close()
+        for engine in engines:
+            for label, value in worker_run(engine, alias, adapters, args).items():
+                name = f"{'Llama (reference)' if engine == 'reference' else engine} {label}"
+                rows.setdefault(name, []).append(value)
+                print(f"  {alias} {name}: {value:.1f} tok/s", file=sys.stderr, flush=True)
     return {
         "model": alias,
         "gguf_bytes": path.stat().st_size,
@@ -247,11 +274,18 @@ def main() -> None:
         action="store_false",
         help="skip the transformers engine on Qwen 1.5B (8.9 GB, about 2 tok/s)",
     )
+    parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "ALIAS"), help=argparse.SUPPRESS)
+    parser.add_argument("--adapters", nargs="*", type=Path, default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        engine, alias = args.worker
+        print(json.dumps(measures(engine, alias, args.adapters, args)))
+        return
     bandwidth = copy_bandwidth()
     results = []
+    scratch = Path(tempfile.mkdtemp(prefix="engines-"))
     for alias in args.models:
-        row = bench_model(alias, args)
+        row = bench_model(alias, args, scratch)
         row["load"] = {e: load_and_memory(alias, e) for e in ("llama.cpp", "transformers")}
         row["ceiling_tok_s"] = round(bandwidth * 1e9 / row["gguf_bytes"], 1)
         results.append(row)
@@ -275,16 +309,21 @@ def main() -> None:
 def report(row: dict[str, Any]) -> None:
     tok = row["tok_s"]
     one = tok["llama.cpp batch 1"]
+    one_adapter = tok["llama.cpp batch 1, one adapter"]
     print(f"\n{row['model']} (GGUF {row['gguf_bytes'] / 1e6:.0f} MB)")
     for label, value in tok.items():
         print(f"  {label:<40} {value:7.1f} tok/s")
     ratios = {
         "llama.cpp / Llama reference, batch 1 (target >= 0.9)": one
         / tok["Llama (reference) batch 1"],
-        "4 on one adapter / batch 1 (target >= 1.5)": tok["llama.cpp 4 concurrent, one adapter"]
-        / one,
-        "4 on 4 adapters / batch 1 (target >= 1.0)": tok["llama.cpp 4 concurrent, 4 adapters"]
-        / one,
+        "4 on one adapter / batch 1 on it (target >= 1.5)": tok[
+            "llama.cpp 4 concurrent, one adapter"
+        ]
+        / one_adapter,
+        "4 on 4 adapters / batch 1 on one (target >= 1.0)": tok[
+            "llama.cpp 4 concurrent, 4 adapters"
+        ]
+        / one_adapter,
         "batch 1 / bandwidth ceiling": one / row["ceiling_tok_s"],
     }
     if "transformers batch 1" in tok:

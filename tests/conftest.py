@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cache
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,16 @@ def shared_smollm2() -> LocalModel:
     """SmolLM2, loaded once per test session and shared by fixtures and standard suites."""
     require_smollm2()
     return load_model(DEFAULT_MODEL, engine="transformers")
+
+
+@cache
+def shared_smollm2_llama() -> Any:
+    """SmolLM2 on the llama.cpp engine, loaded once per test session (skips without either)."""
+    require_smollm2()
+    pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed: `make setup` builds it"
+    )
+    return load_model(DEFAULT_MODEL, engine="llama.cpp", n_threads=2)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""langchain-tests' standard integration suite for `LocalChatModel` on the real SmolLM2."""
+"""langchain-tests' standard integration suite for `LocalChatModel` on the real SmolLM2, on
+both engines."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from compllm_graph.models import LocalChatModel
-from tests.conftest import shared_smollm2
+from tests.conftest import shared_smollm2, shared_smollm2_llama
 
 pytestmark = pytest.mark.integration
 
@@ -38,3 +39,9 @@ class TestLocalChatModelIntegration(ChatModelIntegrationTests):
     @property
     def returns_usage_metadata(self) -> bool:
         return True
+
+
+class TestLlamaCppChatModelIntegration(TestLocalChatModelIntegration):
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"local": shared_smollm2_llama(), "max_new_tokens": 16}
