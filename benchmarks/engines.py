@@ -7,7 +7,8 @@ round: in one process, one engine's idle OpenMP threads slowed the next one (Smo
 llama.cpp, 4 adapters: 22.6 tok/s after transformers had run, 65 tok/s alone). The reference
 `Llama` cannot switch adapters or batch callers, so it gets the batch-1 row only. Then load
 times and peak RSS (each engine in a fresh process), the copy bandwidth and each model's
-bandwidth ceiling (GGUF bytes per token), and `compllm ask` seconds on the demo question. It prints the issue's ratios and ends with one JSON line.
+bandwidth ceiling (GGUF bytes per token), and `compllm ask` seconds on the demo question. It
+prints the issue's ratios and ends with one JSON line.
 
 The reference `Llama` gets the same model parameters as ours: llama.cpp's extra (AMX repack)
 buffers are off, since they crash `llama_decode` on this VM (see `models/llama_engine.py`).

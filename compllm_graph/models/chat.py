@@ -21,6 +21,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Usag
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, model_validator
 
+from compllm_graph.adapter_folder import AdapterError
 from compllm_graph.models.requests import Completion, GenerationSettings, Request
 
 _SETTINGS = (
@@ -35,6 +36,17 @@ _SETTINGS = (
     "grammar",
 )
 _DONE = object()  # end-of-stream marker
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+
+
+def chat_turns(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """Messages as the `{"role", "content"}` turns chat templates take."""
+    return [{"role": _ROLES.get(m.type, m.type), "content": m.text} for m in messages]
+
+
+def transcript(turns: list[dict[str, str]]) -> str:
+    """A plain `role: text` prompt for models without a chat template."""
+    return "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
 
 
 class Submitter(Protocol):
@@ -275,4 +287,19 @@ class LocalChatModel(BaseChatModel):
         yield self._final_chunk(await asyncio.wrap_future(future))
 
 
-__all__ = ["LocalChatModel"]
+def chat_model_for(
+    backend: ChatBackend, loaded: Sequence[str], adapter: str | None, **generation: Any
+) -> LocalChatModel:
+    """A chat model over `backend`, through `adapter` (None: the base model).
+
+    Raises:
+        AdapterError: `adapter` is not among the `loaded` ones.
+    """
+    if adapter is not None and adapter not in loaded:
+        raise AdapterError(
+            f"unknown adapter {adapter!r} for {backend.name}; loaded: {sorted(loaded) or 'none'}"
+        )
+    return LocalChatModel(local=backend, adapter=adapter, **generation)
+
+
+__all__ = ["ChatBackend", "LocalChatModel", "chat_model_for", "chat_turns", "transcript"]

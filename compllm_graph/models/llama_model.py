@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from compllm_graph._extras import requires
 from compllm_graph.adapter_folder import AdapterError
+from compllm_graph.models.chat import LocalChatModel, chat_model_for, chat_turns, transcript
 from compllm_graph.models.gguf_lora import BaseShape, cached_conversion
 from compllm_graph.models.llama_engine import LlamaEngine
 from compllm_graph.types import BASE
@@ -27,10 +28,7 @@ with requires("local"):
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
-    from compllm_graph.models.chat import LocalChatModel
-
 _ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
 class LlamaCppModel:
@@ -111,25 +109,18 @@ class LlamaCppModel:
         Raises:
             AdapterError: `adapter` has not been added.
         """
-        from compllm_graph.models.chat import LocalChatModel
-
-        if adapter is not None and adapter not in self._adapters:
-            raise AdapterError(
-                f"unknown adapter {adapter!r} for {self.name}; "
-                f"loaded: {sorted(self._adapters) or 'none'}"
-            )
-        return LocalChatModel(local=self, adapter=adapter, **generation)
+        return chat_model_for(self, self.adapters, adapter, **generation)
 
     def encode_chat(self, messages: Sequence[BaseMessage]) -> list[int]:
         """Token ids of `messages` through the GGUF's own chat template, with the assistant cue.
 
         Models without a template get a plain `role: text` transcript, as on transformers.
         """
-        turns = [{"role": _ROLES.get(m.type, m.type), "content": m.text} for m in messages]
+        turns = chat_turns(messages)
         if self._template:
             prompt = _render(self._template, turns, self.engine)
         else:
-            prompt = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
+            prompt = transcript(turns)
         return self.engine.tokenize(prompt)
 
     def close(self) -> None:

@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from compllm_graph.adapter_folder import AdapterError, check_adapter_folder, same_base
 from compllm_graph.models.batching import Batcher
+from compllm_graph.models.chat import LocalChatModel, chat_model_for, chat_turns, transcript
 from compllm_graph.types import BASE
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
-    from compllm_graph.models.chat import LocalChatModel
-
 # peft keys adapters in ModuleDicts, so no dots; keep names filesystem- and log-friendly too.
 _ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
 class LocalModel:
@@ -128,27 +126,20 @@ class LocalModel:
         Raises:
             AdapterError: `adapter` has not been added.
         """
-        from compllm_graph.models.chat import LocalChatModel
-
-        if adapter is not None and adapter not in self._adapters:
-            raise AdapterError(
-                f"unknown adapter {adapter!r} for {self.name}; "
-                f"loaded: {sorted(self._adapters) or 'none'}"
-            )
-        return LocalChatModel(local=self, adapter=adapter, **generation)
+        return chat_model_for(self, self.adapters, adapter, **generation)
 
     def encode_chat(self, messages: Sequence[BaseMessage]) -> list[int]:
         """Token ids of `messages` through the chat template, ending with the assistant cue.
 
         Tokenizers without a chat template get a plain `role: text` transcript.
         """
-        turns = [{"role": _ROLES.get(m.type, m.type), "content": m.text} for m in messages]
+        turns = chat_turns(messages)
         if getattr(self.tokenizer, "chat_template", None):
             prompt = self.tokenizer.apply_chat_template(
                 turns, tokenize=False, add_generation_prompt=True
             )
         else:
-            prompt = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
+            prompt = transcript(turns)
         return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 

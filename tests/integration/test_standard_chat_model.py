@@ -6,39 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from langchain_core.language_models import BaseChatModel
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from compllm_graph.models import LocalChatModel
 from tests.conftest import shared_smollm2, shared_smollm2_llama
+from tests.standard_features import LocalChatFeatures
 
 pytestmark = pytest.mark.integration
 
 
-class TestLocalChatModelIntegration(ChatModelIntegrationTests):
-    @property
-    def chat_model_class(self) -> type[BaseChatModel]:
-        return LocalChatModel
-
+class TestLocalChatModelIntegration(LocalChatFeatures, ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"local": shared_smollm2(), "max_new_tokens": 16}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return False
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
 
 
 class TestLlamaCppChatModelIntegration(TestLocalChatModelIntegration):

@@ -8,8 +8,9 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from compllm_graph.models import LocalChatModel, LocalModel
+from compllm_graph.models import LocalModel
 from compllm_graph.models.remote import RemoteChatModel, endpoint_limit
+from tests.standard_features import LocalChatFeatures
 
 from .conftest import CharTokenizer, tiny_llama
 
@@ -19,26 +20,10 @@ def tiny_model() -> LocalModel:
     return LocalModel(tiny_llama(), CharTokenizer(), name="tiny", max_wait_ms=2.0)
 
 
-class TestLocalChatModelStandard(ChatModelUnitTests):
-    @property
-    def chat_model_class(self) -> type[BaseChatModel]:
-        return LocalChatModel
-
+class TestLocalChatModelStandard(LocalChatFeatures, ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"local": tiny_model(), "max_new_tokens": 8}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return False
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # one loaded model; experts are adapters, chosen by `adapter=`
 
 
 URL = "http://127.0.0.1:9/v1"  # never contacted: unit tests only build and bind
