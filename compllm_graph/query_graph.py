@@ -168,12 +168,15 @@ class QueryGraph:
         return f"{questions}<dep>{deps}</dep>"
 
 
-_TAGGED_Q = re.compile(r"<q>\s*(.*?)\s*(?:</q>|<\\q>|(?=<q>|<dep>)|\Z)", re.DOTALL | re.IGNORECASE)
+_TAGGED_Q = re.compile(r"<q>\s*(.*?)\s*(?:</q>|<\\q>|(?=<q>|<dep>))", re.DOTALL | re.IGNORECASE)
+_UNCLOSED_Q = re.compile(r"<q>(?:(?!</q>|<\\q>|<q>|<dep>).)*\Z", re.DOTALL | re.IGNORECASE)
 _TAGGED_DEP = re.compile(r"<dep>(.*?)(?:</dep>|<\\dep>|\Z)", re.DOTALL | re.IGNORECASE)
-_NUMBERED = re.compile(r"^\s*(?:Q\s*)?(\d+)\s*[.):]\s+(.+?)\s*$", re.IGNORECASE)
+_NUMBERED = re.compile(r"^\s*(?:Q\s*)?(\d+)\s*[.):](?:\s+(.*?))?\s*$", re.IGNORECASE)
 _DEP_GRAPH = re.compile(r"dependency\s+graph\s*:?(.*)", re.DOTALL | re.IGNORECASE)
 _ARROW = re.compile(r"\s*(?:-\s*>|→|=>)\s*")
 _CHAIN_SEP = re.compile(r"[,;\n]+")
+MAX_SUB_QUERY_CHARS = 500
+"""Longer sub-queries are refused: a decomposer that runs on inside one tag has failed."""
 REFERENCE = re.compile(r"#(\d+)")
 """`#k` in a sub-query: the answer of sub-query k belongs here."""
 _NO_DEPS = {"", "none", "n/a", "no dependencies", "-"}
@@ -201,6 +204,14 @@ def parse_decomposition(text: str, max_sub_queries: int = DEFAULT_MAX_SUB_QUERIE
             sub-query that does not exist.
     """
     questions, dep_text = _split_format(text)
+    for number, question in enumerate(questions, start=1):
+        if not question.strip():
+            raise DecompositionError(f"sub-query {number} is empty")
+        if len(question) > MAX_SUB_QUERY_CHARS:
+            raise DecompositionError(
+                f"sub-query {number} is {len(question)} characters long "
+                f"(at most {MAX_SUB_QUERY_CHARS}): the decomposer ran on inside it"
+            )
     if not questions:
         raise DecompositionError(
             "no sub-query found: expected <q>…</q> tags or a numbered list '1. …'"
@@ -228,7 +239,9 @@ def parse_decomposition(text: str, max_sub_queries: int = DEFAULT_MAX_SUB_QUERIE
 
 def _split_format(text: str) -> tuple[list[str], str]:
     """Find the sub-queries and the dependency text of whichever format `text` is in."""
-    tagged = [q for q in _TAGGED_Q.findall(text) if q]
+    if _UNCLOSED_Q.search(text):
+        raise DecompositionError("the last <q> is never closed (was the output cut off?)")
+    tagged = _TAGGED_Q.findall(text)
     if tagged:
         deps = _TAGGED_DEP.search(text)
         return tagged, deps.group(1) if deps else ""
@@ -239,7 +252,7 @@ def _split_format(text: str) -> tuple[list[str], str]:
         if numbered:
             raise DecompositionError("numbered sub-queries must be numbered 1, 2, 3, … in order")
         return [], ""
-    return [m.group(2) for m in numbered], graph_match.group(1) if graph_match else ""
+    return [m.group(2) or "" for m in numbered], graph_match.group(1) if graph_match else ""
 
 
 def _parse_dependencies(text: str) -> Iterable[tuple[int, int]]:

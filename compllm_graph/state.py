@@ -22,7 +22,8 @@ class SubAnswer(TypedDict):
     Attributes:
         sub_query: Id of the sub-query answered.
         question: The prompt's question, with `#k` references replaced by parent answers.
-        answer: The model's answer text.
+        answer: The model's answer text; empty when the expert and the base model both failed
+            (`fallback_reason` then says why).
         expert: Who answered: an expert's name, or None for the base model.
         seconds: Wall time from the first attempt to the answer, waiting for the device included.
         attempts: Calls made, failed ones included.
@@ -36,6 +37,11 @@ class SubAnswer(TypedDict):
     seconds: float
     attempts: int
     fallback_reason: str | None
+
+
+def unanswered(answer: SubAnswer) -> bool:
+    """Whether the sub-query's expert and the base model both failed (its answer is empty)."""
+    return not answer["answer"] and answer["fallback_reason"] is not None
 
 
 def merge_sub_answers(left: list[SubAnswer], right: list[SubAnswer]) -> list[SubAnswer]:

@@ -72,4 +72,15 @@ def message_text(message: object) -> str:
     return str(content).strip()
 
 
-__all__ = ["BASE", "Route", "Router", "Scheduler", "display_name", "message_text"]
+QUOTE_CHARS = 300
+"""Most characters of model output quoted in a `fallback_reason`."""
+
+
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`repr(text)`, shortened to about `limit` characters with the length said."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,} characters in all)"
+
+
+__all__ = ["BASE", "Route", "Router", "Scheduler", "display_name", "message_text", "quote"]

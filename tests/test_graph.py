@@ -57,8 +57,8 @@ async def test_context_passing_and_aggregation_prompt():
     graph = build("<q>chem who</q><q>bio of #1</q><dep>1->2</dep>", base=base)
     out = await graph.ainvoke({"query": "the whole question?"})
     first, second = out["sub_answers"]
-    assert second["question"].startswith("Answers to earlier questions:\nQ: chem who\nA: chemistry")
-    assert "Question: What is the bio of chemistry answer to: chem who?" in second["question"]
+    # the question is the sub-query's own, #1 filled in; the context goes only to the expert
+    assert second["question"] == "What is the bio of chemistry answer to: chem who?"
     # the aggregator sees the original query and only the leaf answer
     (prompt,) = base.calls
     assert prompt.endswith("repeating the facts above: the whole question?")
@@ -275,21 +275,95 @@ def test_every_sub_query_is_its_own_node_in_the_subgraph_stream(scheduler):
 
 
 @pytest.mark.parametrize("scheduler", ["eager", "waves"])
-async def test_resume_after_a_failure_reuses_checkpointed_sub_answers(scheduler):
-    chemistry, biology = FakeChat(label="chemistry"), FakeChat(label="biology", fail_times=1)
-    base = FakeChat(label="base", fail_times=1)
+async def test_resume_reuses_checkpointed_sub_answers(scheduler):
+    chemistry, biology = FakeChat(label="chemistry"), FakeChat(label="biology")
     graph = create_compllm_graph(
         decomposer=decomposer("<q>chem a</q><q>chem b</q><q>bio c #1 #2</q>"),
         experts={"chemistry": chemistry, "biology": biology},
         router=ROUTER,
-        base=base,
+        base=FakeChat(label="base"),
+        scheduler=scheduler,
+    ).compile(checkpointer=InMemorySaver(), interrupt_before=["aggregate"])
+    config: RunnableConfig = {"configurable": {"thread_id": scheduler}}
+    await graph.ainvoke({"query": "q"}, config)  # stops with every sub-query answered
+    assert (len(chemistry.calls), len(biology.calls)) == (2, 1)
+    out = await graph.ainvoke(None, config)
+    assert (len(chemistry.calls), len(biology.calls)) == (2, 1), "finished work must not rerun"
+    assert out["answer"]
+
+
+@pytest.mark.parametrize("scheduler", ["eager", "waves"])
+async def test_an_expert_and_base_both_failing_still_answers_the_rest(scheduler):
+    graph = create_compllm_graph(
+        decomposer=decomposer("<q>chem a</q><q>bio c</q>"),
+        experts={
+            "chemistry": FakeChat(label="chemistry", reply=lambda m: "CHEM"),
+            "biology": FakeChat(label="biology", fail_times=5),
+        },
+        router=ROUTER,
+        base=FakeChat(label="base", fail_times=5, reply=lambda m: "JOINED"),
+        aggregator=FakeChat(label="aggregator", reply=lambda m: "CHEM, and that is all"),
         expert_policy=ExpertPolicy(retries=0),
         scheduler=scheduler,
-    ).compile(checkpointer=InMemorySaver())
-    config: RunnableConfig = {"configurable": {"thread_id": scheduler}}
-    with pytest.raises(RuntimeError, match="base failed"):
-        await graph.ainvoke({"query": "q"}, config)  # biology fails, then base fails
-    assert len(chemistry.calls) == 2
-    out = await graph.ainvoke(None, config)
-    assert len(chemistry.calls) == 2, "finished sub-queries must not run again"
-    assert out["sub_answers"][2]["expert"] == "biology"
+    ).compile()
+    out = await graph.ainvoke({"query": "q"})
+    failed = out["sub_answers"][1]
+    assert failed["answer"] == "" and "base failed" in failed["fallback_reason"]
+    assert out["answer"].startswith("CHEM, and that is all")
+    assert "Could not answer: [2] bio c" in out["answer"]
+    assert "sub-query 2:" in out["fallback_reason"]
+
+
+async def test_a_raising_decomposer_falls_back_to_the_whole_query():
+    broken = FakeChat(label="decomposer", fail_times=1)
+    graph = create_compllm_graph(
+        decomposer=broken, experts={}, router=lambda texts: [Route(None)], base=FakeChat()
+    ).compile()
+    out = await graph.ainvoke({"query": "What is water?"})
+    assert [sq["text"] for sq in out["query_graph"]["sub_queries"]] == ["What is water?"]
+    assert "the decomposer raised RuntimeError" in out["fallback_reason"] and out["answer"]
+
+
+def test_a_raising_aggregator_falls_back_to_the_leaf_answers_in_order():
+    graph = create_compllm_graph(
+        decomposer=decomposer("<q>chem a</q><q>bio c</q>"),
+        experts={
+            "chemistry": FakeChat(label="chemistry", reply=lambda m: "First."),
+            "biology": FakeChat(label="biology", reply=lambda m: "Second."),
+        },
+        router=ROUTER,
+        base=FakeChat(),
+        aggregator=FakeChat(label="aggregator", fail_times=1),
+    ).compile()
+    out = graph.invoke({"query": "q"})
+    assert out["answer"] == "First. Second."
+    assert "the aggregator raised RuntimeError" in out["fallback_reason"]
+
+
+def test_a_huge_malformed_decomposition_is_quoted_briefly():
+    graph = create_compllm_graph(
+        decomposer=decomposer("x" * 1_000_000),
+        experts={},
+        router=lambda t: [Route(None)],
+        base=FakeChat(),
+    ).compile()
+    reason = graph.invoke({"query": "q"})["fallback_reason"]
+    assert len(reason) < 600 and "1,000,000 characters" in reason
+
+
+def test_prompts_grow_with_the_parents_not_the_depth():
+    # 12 sub-queries, each needing the two before it: nesting whole prompts made this exponential.
+    texts = [f"step {i:02d}" for i in range(1, 13)]
+    deps = ", ".join(f"{j}->{i}" for i in range(2, 13) for j in (i - 2, i - 1) if j >= 1)
+    expert = FakeChat(label="e", reply=lambda m: "ok")
+    graph = create_compllm_graph(
+        decomposer=decomposer("".join(f"<q>{t}</q>" for t in texts) + f"<dep>{deps}</dep>"),
+        experts={"e": expert},
+        router=lambda qs: [Route("e", 1.0) for _ in qs],
+        base=FakeChat(),
+    ).compile()
+    out = graph.invoke({"query": "q"})
+    longest = max(len(c) for c in expert.calls)
+    assert longest < 4 * max(len(a["question"]) for a in out["sub_answers"]) + 120
+    assert all(a["question"] == t for a, t in zip(out["sub_answers"], texts))
+    assert expert.calls[-1].startswith("Answers to earlier questions:\nQ: step 10\nA: ok\n")

@@ -61,9 +61,24 @@ def test_duplicate_edges_collapse():
     assert graph[2].parents == (1,)
 
 
-def test_unclosed_last_tag_is_tolerated():
-    graph = parse_decomposition("<q>a</q><q>b")
-    assert [sq.text for sq in graph] == ["a", "b"]
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("<q>What is water", "never closed"),  # cut off: the tail could run on, so no guess
+        ("<q>a</q><q>What is wat", "never closed"),  # and the closed ones are not kept silently
+        ("<q></q><q>x</q>", "sub-query 1 is empty"),  # dropping it would renumber #k references
+        ("1.  \n2. What is x?", "sub-query 1 is empty"),
+        ("1. What is a?\n2.   \n", "sub-query 2 is empty"),
+        ("<q>" + "x" * 501 + "</q>", "501 characters long"),
+    ],
+)
+def test_unclosed_empty_and_runaway_sub_queries_are_refused(text: str, problem: str) -> None:
+    with pytest.raises(DecompositionError, match=problem):
+        parse_decomposition(text)
+
+
+def test_a_tag_left_open_before_the_next_one_still_ends_there():
+    assert [sq.text for sq in parse_decomposition("<q>a<q>b</q><dep></dep>")] == ["a", "b"]
 
 
 def test_to_text_round_trips():

@@ -8,7 +8,7 @@ from langgraph.config import get_stream_writer
 
 from compllm_graph.query_graph import DecompositionError, QueryGraph, parse_decomposition
 from compllm_graph.state import CompLLMState
-from compllm_graph.types import message_text
+from compllm_graph.types import message_text, quote
 
 
 def question_of(state: CompLLMState) -> str:
@@ -34,19 +34,25 @@ def make_decompose_node(
 ) -> Runnable:
     """Build the node that decomposes the query into a `QueryGraph`.
 
-    When the decomposer's output is rejected, the query becomes one sub-query and the state's
-    `fallback_reason` says why, so every query is still answered.
+    When the decomposer raises or its output is rejected, the query becomes one sub-query and
+    the state's `fallback_reason` says why (quoting at most `QUOTE_CHARS` of the output), so
+    every query is still answered.
     """
 
     def prompt(query: str) -> list[BaseMessage]:
         head: list[BaseMessage] = [SystemMessage(system_prompt)] if system_prompt else []
         return [*head, HumanMessage(query)]
 
-    def finish(query: str, output: str) -> dict:
+    def finish(query: str, output: str, failure: str | None = None) -> dict:
         try:
+            if failure is not None:
+                raise DecompositionError(failure)
             query_graph, reason = parse_decomposition(output, max_sub_queries), None
         except DecompositionError as exc:
-            query_graph, reason = QueryGraph.single(query), f"{exc}; decomposer wrote {output!r}"
+            query_graph, reason = (
+                QueryGraph.single(query),
+                f"{exc}; decomposer wrote {quote(output)}",
+            )
         get_stream_writer()(
             {
                 "event": "decomposition",
@@ -59,10 +65,18 @@ def make_decompose_node(
 
     def decompose(state: CompLLMState) -> dict:
         query = question_of(state)
-        return finish(query, message_text(decomposer.invoke(prompt(query))))
+        try:
+            output = message_text(decomposer.invoke(prompt(query)))
+        except Exception as exc:  # any decomposer failure: answer the query whole instead
+            return finish(query, "", f"the decomposer raised {type(exc).__name__}: {exc}")
+        return finish(query, output)
 
     async def adecompose(state: CompLLMState) -> dict:
         query = question_of(state)
-        return finish(query, message_text(await decomposer.ainvoke(prompt(query))))
+        try:
+            output = message_text(await decomposer.ainvoke(prompt(query)))
+        except Exception as exc:  # any decomposer failure: answer the query whole instead
+            return finish(query, "", f"the decomposer raised {type(exc).__name__}: {exc}")
+        return finish(query, output)
 
     return RunnableLambda(decompose, afunc=adecompose, name="decompose")

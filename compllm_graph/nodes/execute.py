@@ -2,7 +2,9 @@
 
 A child's prompt carries its parents' questions and answers (the paper's context passing), and
 `#k` in its text is replaced by sub-query k's answer. An expert that raises or exceeds its timeout
-is retried; after the last failure the base model answers and the route records why.
+is retried; after the last failure the base model answers and the route records why. When the
+base model fails too, the sub-query's answer is empty, its `fallback_reason` says why, and the
+rest of the graph still runs.
 """
 
 from __future__ import annotations
@@ -70,11 +72,19 @@ def as_question(text: str) -> str:
     return f"What is the {text.rstrip('.')}?"
 
 
-def sub_query_prompt(sq: SubQuery, parents: list[SubAnswer]) -> str:
-    """The question for `sq` (see `as_question`), `#k` filled in, parents' answers as context."""
+def sub_query_question(sq: SubQuery, parents: list[SubAnswer]) -> str:
+    """The question for `sq` (see `as_question`) with `#k` filled in by the parents' answers."""
     answers = {a["sub_query"]: a["answer"] for a in parents}
     template = as_question(sq.text)
-    question = REFERENCE.sub(lambda m: answers.get(int(m.group(1)), m.group(0)), template)
+    return REFERENCE.sub(lambda m: answers.get(int(m.group(1)), m.group(0)), template)
+
+
+def sub_query_prompt(question: str, parents: list[SubAnswer]) -> str:
+    """`question` after its parents' own questions and answers.
+
+    Each parent contributes only its question and answer, never its own context, so a prompt
+    grows with the number of parents, not with the depth of the graph above them.
+    """
     if not parents:
         return question
     context = "\n".join(f"Q: {a['question']}\nA: {a['answer']}" for a in parents)
@@ -118,8 +128,8 @@ def make_sub_query_runner(
         raise ExpertFailure(expert, errors)
 
     async def run(sq: SubQuery, route: Route, parents: list[SubAnswer]) -> SubAnswer:
-        question = sub_query_prompt(sq, parents)
-        messages: list[BaseMessage] = [HumanMessage(question)]
+        question = sub_query_question(sq, parents)
+        messages: list[BaseMessage] = [HumanMessage(sub_query_prompt(question, parents))]
         priority = query_graph.remaining_depth[sq.id]
         writer({"event": "sub_query_start", "sub_query": sq.id, "expert": route.expert})
         started = time.perf_counter()
@@ -127,11 +137,15 @@ def make_sub_query_runner(
         try:
             text, attempts = await call(expert, messages, priority)
         except ExpertFailure as failure:
-            if expert is None:
-                raise
-            expert, reason = None, str(failure)
-            text, base_attempts = await call(None, messages, priority)
-            attempts = failure.attempts + base_attempts
+            expert, reason, attempts = None, str(failure), failure.attempts
+            text = ""
+            if route.expert is not None:
+                try:
+                    text, base_attempts = await call(None, messages, priority)
+                    attempts += base_attempts
+                except ExpertFailure as base_failure:  # keep going: the other parts still answer
+                    reason = f"{reason}; then {base_failure}"
+                    attempts += base_failure.attempts
         answer = SubAnswer(
             sub_query=sq.id,
             question=question,
