@@ -82,7 +82,9 @@ def _register(group: argparse.ArgumentParser, modules: tuple[str, ...]) -> None:
 
 def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask = commands.add_parser("ask", help="answer a question with the whole Comp-LLM pipeline")
-    ask.add_argument("question", nargs="?", default=DEFAULT_QUESTION)
+    ask.add_argument(
+        "question", nargs="?", default=DEFAULT_QUESTION, help="the question (default: the demo one)"
+    )
     ask.add_argument("--model", default=None, help="model alias, path or HF id (default: SmolLM2)")
     ask.add_argument("--store", default=None, help="expert store folder (default: the demo store)")
     ask.add_argument(
@@ -96,7 +98,13 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         default=1,
         help="beam-search width for the decomposition (default 1: greedy)",
     )
-    ask.add_argument("--scheduler", choices=("eager", "waves"), default="eager")
+    ask.add_argument(
+        "--scheduler",
+        choices=("eager", "waves"),
+        default="eager",
+        help="eager starts each sub-query when its own parents finish; waves runs one "
+        "LangGraph superstep per level (default: eager)",
+    )
     ask.add_argument(
         "--engine",
         choices=("llama.cpp", "transformers"),
@@ -109,7 +117,12 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="llama.cpp CPU threads (default: $COMPLLM_THREADS or the physical cores)",
     )
-    ask.add_argument("--max-new-tokens", type=int, default=None)
+    ask.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="answer length of experts, base and aggregator (default: 48)",
+    )
     ask.add_argument("--stream", action="store_true", help="print events as they happen")
     ask.add_argument("--json", action="store_true", help="end with one JSON object")
     ask.set_defaults(func=run_ask)
@@ -194,7 +207,8 @@ def format_report(out: dict, timings: dict[str, float]) -> str:
     """The human-readable result of `compllm ask`."""
     graph = QueryGraph.from_dict(out["query_graph"])
     lines = [f"Question: {out['query']}", ""]
-    lines.append(f"Sub-queries ({len(graph)}, critical path {graph.critical_path_length}):")
+    depth = graph.critical_path_length
+    lines.append(f"Sub-queries ({len(graph)}; longest chain of dependent ones: {depth}):")
     for sq in graph:
         needs = f"   <- needs {', '.join(map(str, sq.parents))}" if sq.parents else ""
         lines.append(f"  [{sq.id}] {sq.text}{needs}")

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from compllm_graph.cli import _run_streaming, build_parser, format_report, report_json
 from tests.test_graph import build
 
@@ -14,7 +16,7 @@ def run(echo=False):
 def test_ask_report_shows_dag_routes_sub_answers_answer_and_times():
     out, timings = run()
     text = format_report(out, timings)
-    assert "Sub-queries (3, critical path 1):" in text
+    assert "Sub-queries (3; longest chain of dependent ones: 1):" in text
     assert "[2] biology      0.90   (biology 0.90)" in text
     assert "[3] mathematics " in text and " s: mathematics answer to: math three" in text
     assert f"Answer: {out['answer']}" in text
@@ -48,3 +50,17 @@ def test_stream_flag_echoes_each_event(capsys):
 def test_parser_knows_ask_and_its_options():
     args = build_parser().parse_args(["ask", "why?", "--json", "--scheduler", "waves"])
     assert (args.question, args.json, args.scheduler) == ("why?", True, "waves")
+
+
+def test_ask_help_explains_every_argument(capsys):
+    with pytest.raises(SystemExit):
+        build_parser("ask").parse_args(["ask", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in (
+        "the question (default: the demo one)",
+        "eager starts each sub-query when its own parents finish",
+        "answer length of experts, base and aggregator",
+        "inference engine",
+        "llama.cpp CPU threads",
+    ):
+        assert phrase in text
