@@ -186,6 +186,11 @@ def _list(args: argparse.Namespace) -> dict[str, Any]:
         f"{e['description']}"
         for e in experts
     ]
+    if experts and not any(e["adapter"] for e in experts):
+        lines.append(
+            "  note: no expert here has a trained adapter; each answers with the base model and "
+            "its system prompt"
+        )
     return {
         "store": str(store.path),
         "embedder": store.embedder_spec,

@@ -94,7 +94,9 @@ def test_create_add_list_route_fit_remove(
     assert out["experts"][2]["centroids"] == 2 and out["default_threshold"] == 0.5
 
     assert main(["experts", "list", "--store", store]) == 0
-    assert "mathematics" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "mathematics" in listing
+    assert "no expert here has a trained adapter" in listing  # said plainly, not in a docstring
 
     code, out = run_json(
         capsys,
