@@ -37,6 +37,8 @@ with requires("serve"):
     from starlette.routing import Route
 
 DEFAULT_MAX_NEW_TOKENS = 256
+DEFAULT_MAX_BODY_BYTES = 1_000_000
+"""Larger request bodies are answered 413 (`--max-body-bytes`)."""
 _DESCRIPTION = (__doc__ or "").split("\n", 1)[1].strip()
 BATCH_SIZE_HEADER = "x-compllm-batch-size"
 """Response header: how many requests shared the `generate` call that answered this one."""
@@ -155,6 +157,26 @@ def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float
     return float(value)
 
 
+def _check_context(chat: BaseChatModel, messages: list[BaseMessage], max_tokens: int) -> None:
+    """Refuse a prompt that cannot fit the model's context before it reaches the batcher.
+
+    Raises:
+        BadRequest: the prompt plus `max_tokens` exceeds the served model's context length.
+    """
+    backend = getattr(chat, "local", None)
+    limit = getattr(backend, "context_length", None)
+    if backend is None or not isinstance(limit, int):
+        return  # not a local model: the remote end enforces its own limit
+    prompt = len(backend.encode_chat(messages))
+    if prompt + max_tokens > limit:
+        raise BadRequest(
+            f"the prompt is {prompt:,} tokens; with max_tokens {max_tokens} it exceeds the "
+            f"model's context of {limit:,} tokens",
+            param="messages",
+            code="context_length_exceeded",
+        )
+
+
 def _usage(message: BaseMessage) -> dict[str, int]:
     usage = getattr(message, "usage_metadata", None) or {}
     prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
@@ -168,17 +190,30 @@ def _usage(message: BaseMessage) -> dict[str, int]:
 class _Completions:
     """The `/v1/chat/completions` handler over a fixed set of named chat models."""
 
-    def __init__(self, models: Mapping[str, BaseChatModel], max_new_tokens: int) -> None:
+    def __init__(
+        self, models: Mapping[str, BaseChatModel], max_new_tokens: int, max_body_bytes: int
+    ) -> None:
         self.models = dict(models)
         self.max_new_tokens = max_new_tokens
+        self.max_body_bytes = max_body_bytes
 
     async def handle(self, request: Request) -> Response:
+        too_big = _error(413, f"the request body exceeds {self.max_body_bytes:,} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return too_big
+        raw = bytearray()
+        async for chunk in request.stream():  # a body without a length is cut off at the cap
+            raw += chunk
+            if len(raw) > self.max_body_bytes:
+                return too_big
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return _error(400, "the request body is not valid JSON")
         try:
             chat, name, messages, kwargs = self._parse(body)
+            _check_context(chat, messages, kwargs.get("max_new_tokens", self.max_new_tokens))
         except BadRequest as exc:
             return _error(exc.status, str(exc), param=exc.param, code=exc.code)
         if body.get("stream"):
@@ -272,13 +307,20 @@ class _Completions:
 
 
 def create_app(
-    models: Mapping[str, BaseChatModel], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    models: Mapping[str, BaseChatModel],
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
     """An OpenAI-compatible app serving each chat model under its name.
+
+    Requests over `max_body_bytes` get a 413, and a local model's prompt that cannot fit its
+    context (with the request's `max_tokens`) a 400 naming the limit, before any generation.
 
     Args:
         models: Served name -> chat model; requests pick one with their `model` field.
         max_new_tokens: Default and ceiling for a request's `max_tokens`.
+        max_body_bytes: The largest request body accepted.
 
     Raises:
         ValueError: no models, or a non-positive `max_new_tokens`.
@@ -287,6 +329,8 @@ def create_app(
         raise ValueError("create_app needs at least one model to serve")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
     created = int(time.time())
     listing = {
         "object": "list",
@@ -306,7 +350,7 @@ def create_app(
         routes=[
             Route(
                 "/v1/chat/completions",
-                _Completions(models, max_new_tokens).handle,
+                _Completions(models, max_new_tokens, max_body_bytes).handle,
                 methods=["POST"],
             ),
             Route("/v1/models", list_models, methods=["GET"]),
@@ -401,6 +445,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default and ceiling of a request's max_tokens",
     )
     parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="larger request bodies get a 413 (default: %(default)s)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("llama.cpp", "transformers"),
         default=None,
@@ -445,7 +495,11 @@ def run(args: argparse.Namespace) -> int:
         )
         for name, folder in args.adapter:
             local.add_adapter(name, folder)
-        app = create_app(local_chat_models(local), max_new_tokens=args.max_new_tokens)
+        app = create_app(
+            local_chat_models(local),
+            max_new_tokens=args.max_new_tokens,
+            max_body_bytes=args.max_body_bytes,
+        )
     except (ModelLoadError, AdapterError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

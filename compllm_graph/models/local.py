@@ -79,6 +79,12 @@ class LocalModel:
         return self._lock
 
     @property
+    def context_length(self) -> int:
+        """Most tokens of prompt plus answer the model takes (its position embeddings)."""
+        config = getattr(self._model, "config", None)
+        return int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+    @property
     def adapters(self) -> tuple[str, ...]:
         """Names of the loaded adapters."""
         return tuple(self._adapters)
