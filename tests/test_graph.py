@@ -1,7 +1,10 @@
 import asyncio
+import threading
 import time
+from typing import Any
 
 import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
@@ -367,3 +370,38 @@ def test_prompts_grow_with_the_parents_not_the_depth():
     assert longest < 4 * max(len(a["question"]) for a in out["sub_answers"]) + 120
     assert all(a["question"] == t for a, t in zip(out["sub_answers"], texts))
     assert expert.calls[-1].startswith("Answers to earlier questions:\nQ: step 10\nA: ok\n")
+
+
+class BlockingForever(FakeChat):
+    """A model with only a blocking `_generate`, hung until the test releases it."""
+
+    release: Any = None
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        self.release.wait()
+        return super()._generate(messages, stop, run_manager, **kw)
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+        # LangChain's own default: the blocking `_generate` in the loop's executor thread.
+        return await BaseChatModel._agenerate(self, *args, **kwargs)
+
+
+@pytest.mark.parametrize("scheduler", ["eager", "waves"])
+def test_a_hung_blocking_model_does_not_hold_invoke_past_its_timeout(scheduler):
+    release = threading.Event()
+    hung = BlockingForever(label="hung", release=release)
+    graph = create_compllm_graph(
+        decomposer=decomposer("<q>chem a</q>"),
+        experts={"chemistry": hung},
+        router=lambda texts: [Route("chemistry", 1.0) for _ in texts],
+        base=FakeChat(label="base", reply=lambda m: "BASE"),
+        expert_policy=ExpertPolicy(timeout=1.0, retries=0),
+        scheduler=scheduler,
+    ).compile()
+    started = time.perf_counter()
+    try:
+        out = graph.invoke({"query": "q"})
+    finally:
+        release.set()
+    assert time.perf_counter() - started < 4.0
+    assert out["answer"] == "BASE" and "timed out" in out["routes"][0]["fallback_reason"]
