@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from compllm_graph._extras import MissingExtraError
+from compllm_graph._progress import VERBOSE_VARIABLE
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.types import display_name
 
@@ -42,9 +44,12 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `compllm` command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
     try:
-        parser = build_parser(argv[0] if argv else "")
+        parser = build_parser(command)
         args = parser.parse_args(argv)
+        if args.verbose:
+            os.environ[VERBOSE_VARIABLE] = "1"
         if not hasattr(args, "func"):
             parser.print_help()
             return 2
@@ -62,6 +67,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             that lists them in `--help`. None builds every group in full.
     """
     parser = argparse.ArgumentParser(prog="compllm", description=__doc__)
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the libraries' own logs and progress bars"
+    )
     commands = parser.add_subparsers(title="commands")
     _add_ask(commands)
     for name, (help_text, modules) in GROUPS.items():

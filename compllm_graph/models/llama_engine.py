@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from compllm_graph._extras import requires
+from compllm_graph._progress import verbose
 from compllm_graph.errors import CompLLMError
 from compllm_graph.models.requests import Completion, Request, first_stop, safe_prefix
 
@@ -77,11 +78,11 @@ def _init_backend() -> None:
     with _BACKEND_LOCK:
         if _LOG_CALLBACK is not None:
             return
-        verbose = bool(os.environ.get("COMPLLM_VERBOSE"))
+        loud = verbose()
 
         @ll.llama_log_callback
         def log(level: int, text: bytes, user_data: Any) -> None:
-            if verbose or level == 4:  # GGML_LOG_LEVEL_ERROR
+            if loud or level == 4:  # GGML_LOG_LEVEL_ERROR
                 print(text.decode("utf-8", "replace"), end="", flush=True)
 
         _LOG_CALLBACK = log  # kept alive: llama.cpp holds only the pointer

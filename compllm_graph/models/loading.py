@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias, get_args, overload
 
 from compllm_graph._extras import requires
+from compllm_graph._progress import quiet_library_bars, say
 from compllm_graph.errors import CompLLMError
 from compllm_graph.models.catalogue import CATALOGUE
 from compllm_graph.models.download import fetch, gguf_path, home, is_cached, model_dir, sha256_file
@@ -182,6 +183,7 @@ def _load_transformers(
             f"{text!r} is not a known alias ({known}), an existing path, or a hub id (org/name)"
         )
     source = str(folder) if folder is not None else text
+    quiet_library_bars()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
@@ -225,6 +227,8 @@ def _convert(gguf: Path, folder: Path, digest: str) -> Path:
     The copy is written to a temporary sibling and renamed, so a crash never leaves a half-written
     folder that a later load would trust.
     """
+    say(f"converting {gguf.name} to safetensors for the transformers engine (once; about 15 s)")
+    quiet_library_bars()
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "compllm_graph"
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_extras", "_sync", "_concurrency", "data_dir", "adapter_folder"),
+    ("errors", "_extras", "_progress", "_sync", "_concurrency", "data_dir", "adapter_folder"),
     ("query_graph", "types"),
     ("state",),
     ("models", "decomposer"),
