@@ -49,6 +49,7 @@ bench: models
 	$(BIN)/python -m benchmarks.decomposer_beams
 	$(BIN)/python -m benchmarks.decomposer_memory
 	$(BIN)/python -m benchmarks.engines
+	$(BIN)/python -m benchmarks.cli_start
 
 studio: models
 	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --host 127.0.0.1
