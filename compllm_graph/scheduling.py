@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from concurrent.futures import FIRST_COMPLETED
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -20,6 +22,7 @@ from langgraph.pregel import Pregel
 from typing_extensions import TypedDict
 
 from compllm_graph._concurrency import PrioritySemaphore
+from compllm_graph._sync import run_sync
 from compllm_graph.query_graph import QueryGraph, SubQuery
 from compllm_graph.state import SubAnswer, leaf_answers, merge_sub_answers
 from compllm_graph.types import BASE, Route, display_name
@@ -92,9 +95,10 @@ def compile_query_graph(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> 
     builder = StateGraph(_WavesState)
     index = {sq.id: i for i, sq in enumerate(query_graph)}
     for sq in query_graph:
-        builder.add_node(
-            _node_name(sq), RunnableLambda(_waves_node(sq, index[sq.id], run_sub_query))
-        )
+        node = _waves_node(sq, index[sq.id], run_sub_query)
+        # Both a sync and an async body: `invoke` (with a sync-only checkpointer such as
+        # SqliteSaver) runs the first, `ainvoke` the second.
+        builder.add_node(_node_name(sq), RunnableLambda(_blocking_node(node), afunc=node))
         parents = [_node_name(query_graph[p]) for p in sq.parents]
         if not parents:
             builder.add_edge(START, _node_name(sq))
@@ -116,7 +120,7 @@ def _node_name(sq: SubQuery) -> str:
 
 def _waves_node(
     sq: SubQuery, index: int, run_sub_query: RunSubQuery
-) -> Callable[[_WavesState], Awaitable[dict]]:
+) -> Callable[[_WavesState], Coroutine[Any, Any, dict]]:
     async def node(state: _WavesState) -> dict:
         parents = [a for a in state.get("sub_answers", []) if a["sub_query"] in sq.parents]
         answer = await run_sub_query(sq, Route.from_dict(state["routes"][index]), parents)
@@ -125,8 +129,14 @@ def _waves_node(
     return node
 
 
-def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> Pregel:
+def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery, *, sync: bool) -> Pregel:
     """The "eager" scheduler: each sub-query is a task that starts when its own parents finish.
+
+    Args:
+        query_graph: The sub-query DAG.
+        run_sub_query: Answers one sub-query (see `nodes.execute`).
+        sync: Build a sync entrypoint (for `invoke`, and checkpointers without an async API)
+            instead of an async one (for `ainvoke`).
 
     Returns:
         A functional-API entrypoint; input `{"routes": [...]}`, output the list of all answers.
@@ -134,7 +144,8 @@ def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> Pregel:
     tasks: dict[int, Any] = {}
     for sq in query_graph:
         as_task: Callable[[Any], Any] = task(name=_node_name(sq))
-        tasks[sq.id] = as_task(_eager_body(sq, run_sub_query))
+        body = _eager_body(sq, run_sub_query)
+        tasks[sq.id] = as_task(_blocking(body) if sync else body)
     # Start order only matters for who reaches a device semaphore first; deepest first.
     start_order = sorted(query_graph.ids, key=lambda i: (-query_graph.remaining_depth[i], i))
 
@@ -151,12 +162,46 @@ def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> Pregel:
             running[sub_query_id] = asyncio.ensure_future(run(query_graph[sub_query_id]))
         return list(await asyncio.gather(*(running[i] for i in query_graph.ids)))
 
-    return execute_eager
+    @entrypoint()
+    def execute_eager_sync(inputs: dict) -> list[SubAnswer]:
+        routes = dict(zip(query_graph.ids, inputs["routes"]))
+        done: dict[int, SubAnswer] = {}
+        running: dict[Any, int] = {}
+        waiting = list(start_order)
+        while waiting or running:
+            for sub_query_id in [i for i in waiting if set(query_graph[i].parents) <= set(done)]:
+                parents = [done[p] for p in query_graph[sub_query_id].parents]
+                running[tasks[sub_query_id](routes[sub_query_id], parents)] = sub_query_id
+                waiting.remove(sub_query_id)
+            finished, _ = concurrent.futures.wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done[running.pop(future)] = future.result()
+        return [done[i] for i in query_graph.ids]
+
+    return execute_eager_sync if sync else execute_eager
+
+
+def _blocking_node(
+    node: Callable[[_WavesState], Coroutine[Any, Any, dict]],
+) -> Callable[[_WavesState], dict]:
+    def blocking(state: _WavesState) -> dict:
+        return run_sync(node(state))
+
+    return blocking
+
+
+def _blocking(
+    body: Callable[[dict, list[SubAnswer]], Coroutine[Any, Any, SubAnswer]],
+) -> Callable[[dict, list[SubAnswer]], SubAnswer]:
+    def blocking(route: dict, parents: list[SubAnswer]) -> SubAnswer:
+        return run_sync(body(route, parents))
+
+    return blocking
 
 
 def _eager_body(
     sq: SubQuery, run_sub_query: RunSubQuery
-) -> Callable[[dict, list[SubAnswer]], Awaitable[SubAnswer]]:
+) -> Callable[[dict, list[SubAnswer]], Coroutine[Any, Any, SubAnswer]]:
     async def body(route: dict, parents: list[SubAnswer]) -> SubAnswer:
         return await run_sub_query(sq, Route.from_dict(route), parents)
 

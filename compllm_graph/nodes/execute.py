@@ -20,7 +20,6 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
 from langgraph.types import StreamWriter
 
-from compllm_graph._sync import run_sync
 from compllm_graph.errors import CompLLMError
 from compllm_graph.query_graph import REFERENCE, QueryGraph, SubQuery
 from compllm_graph.scheduling import DeviceLimits, RunSubQuery, build_eager, compile_query_graph
@@ -170,21 +169,38 @@ def make_execute_node(
 ) -> Runnable:
     """Build the node that runs the state's query graph with the chosen scheduler."""
 
-    async def aexecute(state: CompLLMState) -> dict:
+    def prepare(state: CompLLMState) -> tuple[QueryGraph, list[Route], RunSubQuery]:
         query_graph = QueryGraph.from_dict(state["query_graph"])
         routes = [Route.from_dict(r) for r in state["routes"]]
         run = make_sub_query_runner(
             query_graph, experts, base, policies, device_limits, get_stream_writer()
         )
-        if scheduler == "waves":
-            waves = compile_query_graph(query_graph, run).compile(name="execute_waves")
-            answers = (await waves.ainvoke({"routes": state["routes"]}))["sub_answers"]
-        else:
-            answers = await build_eager(query_graph, run).ainvoke({"routes": state["routes"]})
+        return query_graph, routes, run
+
+    def finish(query_graph: QueryGraph, routes: list[Route], answers: list[SubAnswer]) -> dict:
         return {"sub_answers": answers, "routes": _record_fallbacks(query_graph, routes, answers)}
 
+    async def aexecute(state: CompLLMState) -> dict:
+        query_graph, routes, run = prepare(state)
+        inputs = {"routes": state["routes"]}
+        if scheduler == "waves":
+            waves = compile_query_graph(query_graph, run).compile(name="execute_waves")
+            answers = (await waves.ainvoke(inputs))["sub_answers"]
+        else:
+            answers = await build_eager(query_graph, run, sync=False).ainvoke(inputs)
+        return finish(query_graph, routes, answers)
+
     def execute(state: CompLLMState) -> dict:
-        return run_sync(aexecute(state))
+        # The sync path runs the inner graph with the sync API too, so a checkpointer without
+        # async methods (SqliteSaver) works; each sub-query still runs on an event loop.
+        query_graph, routes, run = prepare(state)
+        inputs = {"routes": state["routes"]}
+        if scheduler == "waves":
+            waves = compile_query_graph(query_graph, run).compile(name="execute_waves")
+            answers = waves.invoke(inputs)["sub_answers"]
+        else:
+            answers = build_eager(query_graph, run, sync=True).invoke(inputs)
+        return finish(query_graph, routes, answers)
 
     return RunnableLambda(execute, afunc=aexecute, name="execute")
 
