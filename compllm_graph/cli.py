@@ -9,12 +9,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compllm_graph._extras import MissingExtraError
+from compllm_graph._extras import MissingExtraError, requires
 from compllm_graph._progress import VERBOSE_VARIABLE
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.types import display_name
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 DEFAULT_QUESTION = (
     "Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?"
@@ -131,6 +134,18 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="answer length of experts, base and aggregator (default: 48)",
     )
+    ask.add_argument(
+        "--checkpoints",
+        default=None,
+        metavar="PATH.sqlite",
+        help="keep the run's checkpoints in this SQLite file (needs --thread)",
+    )
+    ask.add_argument(
+        "--thread",
+        default=None,
+        metavar="ID",
+        help="the run's thread: an interrupted question on this thread resumes where it stopped",
+    )
     ask.add_argument("--stream", action="store_true", help="print events as they happen")
     ask.add_argument("--json", action="store_true", help="end with one JSON object")
     ask.set_defaults(func=run_ask)
@@ -142,6 +157,9 @@ def run_ask(args: argparse.Namespace) -> int:
     from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, load_model
     from compllm_graph.models.loading import Engine
 
+    if bool(args.checkpoints) != bool(args.thread):
+        print("error: --checkpoints and --thread go together", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         engine: Engine | None = args.engine
@@ -156,12 +174,18 @@ def run_ask(args: argparse.Namespace) -> int:
             decomposer_adapter=args.decomposer,
             decomposer_beams=args.decomposer_beams,
             scheduler=args.scheduler,
-        ).compile()
+        ).compile(checkpointer=_checkpointer(args.checkpoints))
     except (ModelLoadError, StoreError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     timings: dict[str, float] = {"load": time.perf_counter() - started}
-    out = _run_streaming(graph, args.question, timings, echo=args.stream)
+    config: RunnableConfig = {"configurable": {"thread_id": args.thread}} if args.thread else {}
+    pending = graph.get_state(config).next if args.thread else ()
+    if pending:
+        print(f"resuming thread {args.thread!r} at {', '.join(pending)}", file=sys.stderr)
+    inputs = None if pending else {"query": args.question}
+    stages = STAGES[STAGES.index(pending[0]) :] if pending else STAGES
+    out = _run_streaming(graph, inputs, timings, echo=args.stream, config=config, stages=stages)
     timings["total"] = time.perf_counter() - started
     print(format_report(out, timings))
     if args.json:
@@ -172,15 +196,40 @@ def run_ask(args: argparse.Namespace) -> int:
 STAGES = ("decompose", "route", "execute", "aggregate")
 
 
-def _run_streaming(graph: Any, question: str, timings: dict[str, float], echo: bool) -> dict:
-    """Invoke the graph through its stream; each stage's time is the gap between state values."""
+def _checkpointer(path: str | None) -> Any:
+    """A SQLite checkpointer at `path` (None: none); needs the [durable] extra."""
+    if path is None:
+        return None
+    import sqlite3
+
+    with requires("durable"):
+        from langgraph.checkpoint.sqlite import SqliteSaver
+    return SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+
+
+def _run_streaming(
+    graph: Any,
+    inputs: dict | None,
+    timings: dict[str, float],
+    echo: bool,
+    config: RunnableConfig | None = None,
+    stages: tuple[str, ...] = (),
+) -> dict:
+    """Run the graph through its stream; each stage's time is the gap between state values.
+
+    `inputs` None resumes the thread in `config`; `stages` are the nodes left to run.
+    """
     out: dict = {}
-    stages = iter(("input", *STAGES))
+    names = iter(("input", *(stages or STAGES)))
     mark = time.perf_counter()
-    for mode, chunk in graph.stream({"query": question}, stream_mode=["custom", "values"]):
+    # A checkpointed run writes each step before the next starts, so a kill loses no work.
+    durability = "sync" if config else None
+    for mode, chunk in graph.stream(
+        inputs, config or None, stream_mode=["custom", "values"], durability=durability
+    ):
         if mode == "values":
             now = time.perf_counter()
-            stage = next(stages)
+            stage = next(names, "resumed")
             if stage != "input":
                 timings[stage] = now - mark
             out, mark = chunk, now

@@ -8,7 +8,7 @@ from tests.test_graph import build
 
 def run(echo=False):
     timings = {"load": 0.5}
-    out = _run_streaming(build(), "three things?", timings, echo=echo)
+    out = _run_streaming(build(), {"query": "three things?"}, timings, echo=echo)
     timings["total"] = 1.0
     return out, timings
 
