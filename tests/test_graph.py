@@ -11,7 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from compllm_graph import DeviceLimits, ExpertPolicy, QueryGraph, Route, create_compllm_graph
-from compllm_graph.nodes.execute import as_question
+from compllm_graph.nodes.execute import as_question, short_answer
 from tests.fakes import FakeChat, decomposer, keyword_router
 
 THREE_INDEPENDENT = "<q>chem one</q><q>bio two</q><q>math three</q><dep></dep>"
@@ -405,3 +405,30 @@ def test_a_hung_blocking_model_does_not_hold_invoke_past_its_timeout(scheduler):
         release.set()
     assert time.perf_counter() - started < 4.0
     assert out["answer"] == "BASE" and "timed out" in out["routes"][0]["fallback_reason"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "short"),
+    [
+        ("The atomic number of oxygen is 8.", "8"),
+        ("The capital of France is Paris. It lies on the Seine.", "Paris"),
+        ("The chemical formula of glucose is C6H12O6.", "C6H12O6"),
+        ("Paris", "Paris"),
+        ("It has 206 bones in total, counting all of the small bones of the ear and hands", "206"),
+    ],
+)
+def test_references_take_the_short_answer(answer, short):
+    assert short_answer(answer) == short
+
+
+def test_the_full_answer_stays_in_the_context_block():
+    base = FakeChat(reply=lambda m: "The atomic number of oxygen is 8.")
+    graph = create_compllm_graph(
+        decomposer=decomposer("<q>atomic number of oxygen</q><q>#1 multiplied by 3</q>"),
+        experts={},
+        router=lambda texts: [Route(None) for _ in texts],
+        base=base,
+    ).compile()
+    second = graph.invoke({"query": "q"})["sub_answers"][1]
+    assert second["question"] == "8 multiplied by 3"
+    assert "A: The atomic number of oxygen is 8.\n\nQuestion: 8 multiplied by 3" in base.calls[1]

@@ -27,6 +27,10 @@ from compllm_graph.state import CompLLMState, SubAnswer
 from compllm_graph.types import BASE, Route, Scheduler, display_name, message_text
 
 CONTEXT_TEMPLATE = "Answers to earlier questions:\n{context}\n\nQuestion: {question}"
+SHORT_ANSWER_CHARS = 60
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+_COPULA = re.compile(r"\s(?:is|are|was|were|equals|would be|will be)\s", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _WH_WORD = re.compile(r"(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
 
 
@@ -71,9 +75,28 @@ def as_question(text: str) -> str:
     return f"What is the {text.rstrip('.')}?"
 
 
+def short_answer(answer: str, limit: int = SHORT_ANSWER_CHARS) -> str:
+    """The part of an answer that fills a `#k`: the number, the entity, or the main phrase.
+
+    "The atomic number of oxygen is 8." gives "8", "The capital of France is Paris." gives
+    "Paris"; a short answer stays whole, and a long one without a copula is cut at a word.
+    """
+    sentence = _SENTENCE_END.split(answer.strip(), maxsplit=1)[0].strip().rstrip(".!")
+    tail = _COPULA.split(sentence, maxsplit=1)[-1].strip()
+    if tail != sentence and len(tail) <= limit:
+        return tail
+    if len(sentence) <= limit // 2:
+        return sentence
+    numbers = _NUMBER.findall(sentence)
+    if numbers:
+        return numbers[-1]
+    return sentence[:limit].rsplit(" ", 1)[0] if len(sentence) > limit else sentence
+
+
 def sub_query_question(sq: SubQuery, parents: list[SubAnswer]) -> str:
-    """The question for `sq` (see `as_question`) with `#k` filled in by the parents' answers."""
-    answers = {a["sub_query"]: a["answer"] for a in parents}
+    """The question for `sq` (see `as_question`) with `#k` filled in by the short form of the
+    parents' answers (`short_answer`); the whole answers go in the context block."""
+    answers = {a["sub_query"]: short_answer(a["answer"]) for a in parents}
     template = as_question(sq.text)
     return REFERENCE.sub(lambda m: answers.get(int(m.group(1)), m.group(0)), template)
 
