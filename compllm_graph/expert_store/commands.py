@@ -21,6 +21,8 @@ from compllm_graph.expert_store.store import DEFAULT_THRESHOLD, Expert, ExpertSt
 from compllm_graph.types import display_name
 
 _ERRORS = (StoreError, EmbedderError, DataFileError, ValueError, OSError)
+SELF_ROUTING_SAMPLE = 200
+"""How many of a new expert's own texts `experts add` routes to check its threshold."""
 
 
 def register(experts: argparse.ArgumentParser) -> None:
@@ -154,9 +156,10 @@ def _create(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add(args: argparse.Namespace) -> dict[str, Any]:
     store = _open(args)
+    texts = read_texts(args.data)
     expert = store.add_expert(
         args.name,
-        read_texts(args.data),
+        texts,
         description=args.description,
         adapter=args.adapter,
         centroids=args.centroids,
@@ -165,11 +168,25 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
         threshold=args.threshold,
     )
     info = _expert_dict(store, expert)
-    return {
-        "store": str(store.path),
-        "expert": info,
-        "text": f"added {expert.name}: {info['texts']} texts, {info['centroids']} centroids",
-    }
+    text = f"added {expert.name}: {info['texts']} texts, {info['centroids']} centroids"
+    warning = _threshold_warning(store, expert.name, texts)
+    if warning:
+        text += f"\nwarning: {warning}"
+    return {"store": str(store.path), "expert": info, "warning": warning, "text": text}
+
+
+def _threshold_warning(store: ExpertStore, name: str, texts: list[str]) -> str | None:
+    """A warning when most of the expert's own texts would go to base at its threshold."""
+    sample = texts[:SELF_ROUTING_SAMPLE]
+    routes = ExpertRouter(store)(sample)
+    to_base = sum(route.expert is None for route in routes)
+    if to_base * 2 <= len(sample):
+        return None
+    return (
+        f"{to_base} of {len(sample)} of {name}'s own texts score below its threshold "
+        f"{store.threshold(name):.3f} and would go to the base model; run "
+        "`compllm experts fit-thresholds` with labelled texts, or pass --threshold"
+    )
 
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:

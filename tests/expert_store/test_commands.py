@@ -182,3 +182,28 @@ def test_build_demo_and_default_store(
     assert out["routes"][0]["candidates"][0][0] == "mathematics"
     code, out = run_json(capsys, "experts", "list")
     assert all(e["texts"] == 240 and e["system_prompt"] for e in out["experts"])
+
+
+def test_add_warns_when_the_experts_own_texts_fall_below_its_threshold(
+    tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "store")
+    ExpertStore.create(store, "hashing:256", threshold=0.99)
+    code, out = run_json(
+        capsys, "experts", "add", "chem", "--store", store, "--data", str(data["chem"])
+    )
+    assert code == 0 and "would go to the base model" in out["warning"]
+    assert "fit-thresholds" in out["warning"]
+    code, out = run_json(
+        capsys,
+        "experts",
+        "add",
+        "maths",
+        "--store",
+        store,
+        "--data",
+        str(data["maths"]),
+        "--threshold",
+        "-1",
+    )
+    assert code == 0 and out["warning"] is None
