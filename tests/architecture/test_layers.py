@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nodes",),
     ("graph",),
     ("defaults",),
-    ("training",),
+    ("training", "evaluation"),
     ("serve", "studio", "cli"),
 ]
 

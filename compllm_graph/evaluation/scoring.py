@@ -1,0 +1,101 @@
+"""Scoring a final answer against a composed question's parts.
+
+A multiple-choice part is right when the answer contains the gold option's text and no other
+option's text, or names the gold letter unambiguously ("(B)", "option B", "answer: B"); a
+numeric part when a number in the answer equals the gold within 1e-4 relative; a yes/no/maybe
+part when its label is the only one stated. A question is right when all its parts are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+LABELS = ("yes", "no", "maybe")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_LETTER = re.compile(
+    r"\(([A-J])\)|\boption\s+([A-J])\b|\banswer(?:\s+is)?\s*:?\s*\(?([A-J])\b|^([A-J])[.)]",
+    re.IGNORECASE | re.MULTILINE,
+)
+_RELATIVE = 1e-4
+
+
+@dataclass(frozen=True)
+class Score:
+    """One question's score: whether each part is right, in order."""
+
+    parts: tuple[bool, ...]
+
+    @property
+    def right(self) -> bool:
+        """All parts right."""
+        return all(self.parts)
+
+
+def score_question(answer: str, parts: Sequence[Mapping[str, Any]]) -> Score:
+    """Score `answer` against every part of one benchmark record (`parts` as in the JSONL)."""
+    return Score(tuple(part_right(answer, part) for part in parts))
+
+
+def part_right(answer: str, part: Mapping[str, Any]) -> bool:
+    """Whether `answer` answers one part (see the module docstring for the rules)."""
+    gold = str(part["answer"]).strip()
+    choices = part.get("choices")
+    if choices:
+        return _choice_right(answer, [str(c) for c in choices], gold)
+    if gold.lower() in LABELS:
+        return _label_right(answer, gold.lower())
+    return _number_right(answer, gold)
+
+
+def _choice_right(answer: str, choices: list[str], gold: str) -> bool:
+    if gold not in choices:
+        raise ValueError(f"the gold answer {gold!r} is not among the choices {choices}")
+    text = _normalise(answer)
+    present = {c for c in choices if _normalise(c) and _normalise(c) in text}
+    if present - {gold}:
+        return False  # another option's text, whatever letter is named
+    if gold in present:
+        return True
+    letters = {next(g for g in m.groups() if g).upper() for m in _LETTER.finditer(answer)}
+    letter = "ABCDEFGHIJ"[choices.index(gold)]
+    return letters == {letter}
+
+
+def _label_right(answer: str, gold: str) -> bool:
+    stated = {label for label in LABELS if re.search(rf"\b{label}\b", answer, re.IGNORECASE)}
+    return stated == {gold}
+
+
+def _number_right(answer: str, gold: str) -> bool:
+    try:
+        target = float(gold.replace(",", ""))
+    except ValueError as exc:
+        raise ValueError(
+            f"a part without choices needs a numeric or yes/no/maybe answer: {gold!r}"
+        ) from exc
+    for match in _NUMBER.finditer(answer):
+        value = float(match.group(0).replace(",", ""))
+        if abs(value - target) <= _RELATIVE * max(abs(target), 1e-12):
+            return True
+    return False
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def accuracy(scores: Sequence[Score]) -> dict[str, float | int]:
+    """Question accuracy, part accuracy and the counts behind them."""
+    parts = [p for s in scores for p in s.parts]
+    return {
+        "accuracy": sum(s.right for s in scores) / len(scores) if scores else 0.0,
+        "part_accuracy": sum(parts) / len(parts) if parts else 0.0,
+        "n": len(scores),
+        "parts": len(parts),
+    }
+
+
+__all__ = ["LABELS", "Score", "accuracy", "part_right", "score_question"]

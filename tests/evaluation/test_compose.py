@@ -1,0 +1,95 @@
+"""Composed MultiExpertQA-P questions, the disjoint splits, and the sources they come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.evaluation.compose import TEMPLATES, compose_parallel
+from compllm_graph.evaluation.items import Item, as_text, gsm8k_items, medmcqa_items, mmlu_items
+from compllm_graph.evaluation.scoring import score_question
+from compllm_graph.evaluation.splits import split_of
+
+KEYS = {"id", "question", "parts", "edges"}
+PART_KEYS = {"question", "answer", "choices", "domain"}
+
+
+def pool(domain: str, size: int = 40) -> list[Item]:
+    choices = tuple(f"{domain} {word}" for word in ("alpha", "beta", "gamma", "delta"))
+    return [
+        Item(f"{domain}/{i}", f"Item {domain}/{i}?", choices[i % 4], choices, domain)
+        for i in range(size)
+    ]
+
+
+def test_an_item_reads_with_its_lettered_options() -> None:
+    item = Item("x/1", "Which gas do plants absorb?", "CO2", ("O2", "CO2"), "biology")
+    assert as_text(item) == "Which gas do plants absorb? Options: (A) O2; (B) CO2."
+    assert as_text(Item("x/2", "What is 2+2?", "4", None, "mathematics")) == "What is 2+2?"
+
+
+def test_splits_are_stable_disjoint_and_about_the_share() -> None:
+    ids = [f"src/{i}" for i in range(2000)]
+    first = [split_of(i) for i in ids]
+    assert first == [split_of(i) for i in ids]
+    assert 0.25 < first.count("test") / len(ids) < 0.35
+    train = {i for i, s in zip(ids, first) if s == "train"}
+    test = {i for i, s in zip(ids, first) if s == "test"}
+    assert train and test and not train & test
+
+
+def test_composed_questions_keep_parts_from_different_domains() -> None:
+    pools = {d: pool(d) for d in ("chemistry", "biology", "medicine")}
+    records = compose_parallel(pools, parts=2, count=8, seed=1)
+    assert records == compose_parallel(pools, parts=2, count=8, seed=1)  # seeded
+    used = [p["question"] for r in records for p in r["parts"]]
+    assert len(used) == len(set(used)), "an item was used twice"
+    for record in records:
+        assert set(record) == KEYS and record["edges"] == []
+        assert all(set(p) == PART_KEYS for p in record["parts"])
+        assert len({p["domain"] for p in record["parts"]}) == 2
+        assert any(
+            record["question"] == t.format(*(p["question"] for p in record["parts"]))
+            for t in TEMPLATES[2]
+        )
+        # the parts' gold answers, put together, answer the composed question
+        golds = "; ".join(p["answer"] for p in record["parts"])
+        assert score_question(golds, record["parts"]).right
+
+
+def test_only_test_split_items_reach_a_benchmark() -> None:
+    pools = {d: pool(d, 200) for d in ("chemistry", "biology", "medicine")}
+    for record in compose_parallel(pools, parts=3, count=20, seed=0):
+        for part in record["parts"]:
+            item_id = part["question"].split("?")[0].removeprefix("Item ")
+            assert split_of(item_id) == "test"
+
+
+def test_bad_builds_are_refused() -> None:
+    with pytest.raises(ValueError, match="parts must be one of"):
+        compose_parallel({"a": pool("a")}, parts=4, count=1)
+    with pytest.raises(ValueError, match="3 parts need 3 domains"):
+        compose_parallel({"a": pool("a"), "b": pool("b")}, parts=3, count=1)
+    with pytest.raises(ValueError, match="ran out of items"):
+        compose_parallel({"a": pool("a", 4), "b": pool("b", 4)}, parts=2, count=50)
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    if not (DEFAULT_DATA_DIR / "mmlu").is_dir():
+        pytest.skip(f"the shared datasets are not at {DEFAULT_DATA_DIR} (set COMPLLM_DATA_DIR)")
+    return DEFAULT_DATA_DIR
+
+
+def test_real_sources_load_with_exact_answers(data_dir: Path) -> None:
+    chemistry = list(mmlu_items(data_dir, "chemistry"))
+    assert len(chemistry) > 300 and all(i.answer in (i.choices or ()) for i in chemistry)
+    maths = list(gsm8k_items(data_dir))
+    assert len(maths) == 1319 and all(float(i.answer) == float(i.answer) for i in maths)
+    medicine = list(medmcqa_items(data_dir))
+    assert len(medicine) > 3000 and all(i.answer in (i.choices or ()) for i in medicine)
+    assert len({i.id for i in [*chemistry, *maths, *medicine]}) == len(chemistry) + len(
+        maths
+    ) + len(medicine)
