@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
+from collections.abc import Iterator
 
 VERBOSE_VARIABLE = "COMPLLM_VERBOSE"
 
@@ -23,9 +26,20 @@ def quiet_library_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Hide what a library writes to stderr in the block (bars it does not let us turn off,
+    such as transformers' GGUF de-quantising one), unless verbose. Exceptions still propagate."""
+    if verbose():
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def say(message: str) -> None:
     """One progress line on stderr (for a load that takes a while the first time)."""
     print(f"compllm: {message}", file=sys.stderr, flush=True)
 
 
-__all__ = ["VERBOSE_VARIABLE", "quiet_library_bars", "say", "verbose"]
+__all__ = ["VERBOSE_VARIABLE", "quiet_library_bars", "quiet_stderr", "say", "verbose"]

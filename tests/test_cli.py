@@ -93,3 +93,18 @@ def test_verbose_flag_sets_the_variable_libraries_read(monkeypatch):
 
     assert os.environ.get("COMPLLM_VERBOSE") == "1"
     monkeypatch.delenv("COMPLLM_VERBOSE")
+
+
+def test_library_stderr_is_hidden_unless_verbose(monkeypatch, capsys):
+    import sys
+
+    from compllm_graph._progress import quiet_stderr
+
+    monkeypatch.delenv("COMPLLM_VERBOSE", raising=False)
+    with quiet_stderr():
+        print("a library's bar", file=sys.stderr)
+    monkeypatch.setenv("COMPLLM_VERBOSE", "1")
+    with quiet_stderr():
+        print("shown when verbose", file=sys.stderr)
+    err = capsys.readouterr().err
+    assert "a library's bar" not in err and "shown when verbose" in err

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias, get_args, overload
 
 from compllm_graph._extras import requires
-from compllm_graph._progress import quiet_library_bars, say
+from compllm_graph._progress import quiet_library_bars, quiet_stderr, say
 from compllm_graph.errors import CompLLMError
 from compllm_graph.models.catalogue import CATALOGUE
 from compllm_graph.models.download import fetch, gguf_path, home, is_cached, model_dir, sha256_file
@@ -230,10 +230,11 @@ def _convert(gguf: Path, folder: Path, digest: str) -> Path:
     say(f"converting {gguf.name} to safetensors for the transformers engine (once; about 15 s)")
     quiet_library_bars()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        with quiet_stderr():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not read GGUF {gguf}: {exc}") from exc
     # The weights are already dequantised to fp32; drop the GGUF quantizer so transformers
