@@ -264,7 +264,8 @@ def _quotas(sizes: dict[str, int], total: int, weights: dict[str, float]) -> dic
     remaining = total
     open_pools = {n for n in sizes if weights[n] > 0}
     while remaining > 0 and open_pools:
-        weight_sum = sum(weights[n] for n in open_pools)
+        # Summed in a fixed order: a set's order varies with the hash seed, and so would the float.
+        weight_sum = sum(weights[n] for n in sorted(open_pools))
         shares = {n: max(1, int(remaining * weights[n] / weight_sum)) for n in sorted(open_pools)}
         for name, share in shares.items():
             take = min(share, sizes[name] - quota[name], remaining)
