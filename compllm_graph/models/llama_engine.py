@@ -155,6 +155,21 @@ class _AdapterContext:
     def used_tokens(self) -> int:
         return sum(s.budget for s in self.running)
 
+    def put(self, index: int, token: int, position: int, seq_id: int, logits: bool) -> None:
+        """Write one token of the next `llama_decode` into the batch."""
+        self.batch.token[index] = token
+        self.batch.pos[index] = position
+        self.batch.n_seq_id[index] = 1
+        self.batch.seq_id[index][0] = seq_id
+        self.batch.logits[index] = logits
+
+    def release(self, sequence: _Sequence) -> None:
+        """Free a finished (or failed) sequence's cache cells, sampler and slot."""
+        ll.llama_memory_seq_rm(self.memory, sequence.seq_id, -1, -1)
+        ll.llama_sampler_free(sequence.sampler)
+        self.running.remove(sequence)
+        self.free_slots.append(sequence.seq_id)
+
     def close(self) -> None:
         ll.llama_batch_free(self.batch)
         ll.llama_free(self.ctx)
@@ -286,15 +301,10 @@ class LlamaEngine:
 
         context = _AdapterContext(self, adapter, n_ctx=max(16, len(tokens)), n_seq_max=1)
         try:
-            batch = context.batch
             for index, token in enumerate(tokens):
-                batch.token[index] = token
-                batch.pos[index] = index
-                batch.n_seq_id[index] = 1
-                batch.seq_id[index][0] = 0
-                batch.logits[index] = index == len(tokens) - 1
-            batch.n_tokens = len(tokens)
-            if ll.llama_decode(context.ctx, batch) != 0:
+                context.put(index, token, index, 0, index == len(tokens) - 1)
+            context.batch.n_tokens = len(tokens)
+            if ll.llama_decode(context.ctx, context.batch) != 0:
                 raise EngineError("llama_decode failed on the prompt")
             logits = ll.llama_get_logits_ith(context.ctx, len(tokens) - 1)
             vocab_size = ll.llama_vocab_n_tokens(self.vocab)
@@ -439,7 +449,7 @@ class LlamaEngine:
 
     def _step(self, context: _AdapterContext) -> None:
         """One `llama_decode` for every running sequence of `context`, then one token each."""
-        batch, rows = context.batch, []
+        rows: list[tuple[_Sequence, int]] = []
         count = 0
         for sequence in list(context.running):
             if sequence.request.abandoned.is_set():
@@ -447,19 +457,16 @@ class LlamaEngine:
                 continue
             feed = sequence.pending or sequence.tokens[-1:]
             for offset, token in enumerate(feed):
-                batch.token[count] = token
-                batch.pos[count] = sequence.position + offset
-                batch.n_seq_id[count] = 1
-                batch.seq_id[count][0] = sequence.seq_id
-                batch.logits[count] = offset == len(feed) - 1
+                last = offset == len(feed) - 1
+                context.put(count, token, sequence.position + offset, sequence.seq_id, last)
                 count += 1
             sequence.position += len(feed)
             sequence.pending = []
             rows.append((sequence, count - 1))
         if not rows:
             return
-        batch.n_tokens = count
-        code = ll.llama_decode(context.ctx, batch)
+        context.batch.n_tokens = count
+        code = ll.llama_decode(context.ctx, context.batch)
         if code != 0:
             raise EngineError(f"llama_decode failed with code {code}")
         for sequence, row in rows:
@@ -488,10 +495,7 @@ class LlamaEngine:
 
     def _finish(self, context: _AdapterContext, sequence: _Sequence, reason: str) -> None:
         _emit(sequence, len(sequence.text))
-        ll.llama_memory_seq_rm(context.memory, sequence.seq_id, -1, -1)
-        ll.llama_sampler_free(sequence.sampler)
-        context.running.remove(sequence)
-        context.free_slots.append(sequence.seq_id)
+        context.release(sequence)
         request = sequence.request
         if not request.future.done():
             request.future.set_result(
@@ -500,10 +504,7 @@ class LlamaEngine:
 
     def _fail(self, context: _AdapterContext, error: Exception) -> None:
         for sequence in list(context.running):
-            ll.llama_memory_seq_rm(context.memory, sequence.seq_id, -1, -1)
-            ll.llama_sampler_free(sequence.sampler)
-            context.running.remove(sequence)
-            context.free_slots.append(sequence.seq_id)
+            context.release(sequence)
             if not sequence.request.future.done():
                 sequence.request.future.set_exception(error)
 
