@@ -23,6 +23,7 @@ from compllm_graph.models.llama_engine import LlamaEngine
 from compllm_graph.types import BASE
 
 with requires("local"):
+    from jinja2 import Template
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 if TYPE_CHECKING:
@@ -40,15 +41,14 @@ class LlamaCppModel:
         cache_dir: Where converted adapters go when an adapter folder is read-only.
     """
 
-    engine_name = "llama.cpp"
-
     def __init__(self, engine: LlamaEngine, *, name: str, cache_dir: Path) -> None:
         self.engine = engine
         self.name = name
         self._cache_dir = cache_dir
         self._adapters: dict[str, Path] = {}
         self._lock = threading.Lock()
-        self._template = engine.metadata("tokenizer.chat_template")
+        template = engine.metadata("tokenizer.chat_template")
+        self._template = _compile(template, engine) if template else None
         self._shape = BaseShape(
             architecture=engine.metadata("general.architecture") or "llama",
             heads=_int(engine, "attention.head_count"),
@@ -117,8 +117,8 @@ class LlamaCppModel:
         Models without a template get a plain `role: text` transcript, as on transformers.
         """
         turns = chat_turns(messages)
-        if self._template:
-            prompt = _render(self._template, turns, self.engine)
+        if self._template is not None:
+            prompt = self._template.render(messages=turns, add_generation_prompt=True)
         else:
             prompt = transcript(turns)
         return self.engine.tokenize(prompt)
@@ -138,8 +138,8 @@ def _raise(message: str) -> None:
     raise ValueError(message)
 
 
-def _render(template: str, turns: list[dict[str, str]], engine: LlamaEngine) -> str:
-    """Render a Hugging Face chat template as transformers does (sandboxed Jinja)."""
+def _compile(template: str, engine: LlamaEngine) -> Template:
+    """A Hugging Face chat template compiled as transformers does (sandboxed Jinja), once."""
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     environment.globals["raise_exception"] = _raise
     environment.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -147,9 +147,7 @@ def _render(template: str, turns: list[dict[str, str]], engine: LlamaEngine) -> 
         "bos_token": engine.piece(engine.bos, special=True).decode("utf-8", "replace"),
         "eos_token": engine.piece(engine.eos, special=True).decode("utf-8", "replace"),
     }
-    return environment.from_string(template).render(
-        messages=turns, add_generation_prompt=True, **special
-    )
+    return environment.from_string(template, globals=special)
 
 
 __all__ = ["LlamaCppModel"]
