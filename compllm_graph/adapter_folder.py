@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from compllm_graph.errors import CompLLMError
+from compllm_graph.types import BASE
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+# peft keys adapters in ModuleDicts, so no dots; keep names filesystem- and log-friendly too.
+_ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 class AdapterError(CompLLMError, ValueError):
@@ -55,9 +60,32 @@ def check_adapter_folder(folder: str | os.PathLike[str]) -> tuple[Path, dict[str
     return folder.resolve(), config
 
 
+def check_adapter_name(name: str, loaded: Mapping[str, Path]) -> None:
+    """Refuse an unsafe adapter name, the base model's name, or one already loaded.
+
+    Raises:
+        AdapterError: the name is not a letter followed by letters, digits, `_` or `-` (64 at
+            most), is `BASE`, or names an adapter in `loaded`.
+    """
+    if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or name == BASE:
+        raise AdapterError(
+            f"unsafe adapter name {name!r}: use a letter followed by letters, "
+            f"digits, '_' or '-' (at most 64 characters; {BASE!r} is the base model)"
+        )
+    if name in loaded:
+        raise AdapterError(f"adapter {name!r} is already loaded (from {loaded[name]})")
+
+
 def same_base(recorded: str, name: str) -> bool:
     """Whether a recorded base model (alias, path or hub id) names the loaded model."""
     return recorded == name or name in Path(recorded).parts or Path(recorded).name == name
 
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "AdapterError", "check_adapter_folder", "same_base"]
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "AdapterError",
+    "check_adapter_folder",
+    "check_adapter_name",
+    "same_base",
+]

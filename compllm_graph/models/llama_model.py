@@ -8,7 +8,6 @@ model's tensors (training, beam search, hidden-state embedders) stays on the tra
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,11 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compllm_graph._extras import requires
-from compllm_graph.adapter_folder import AdapterError
+from compllm_graph.adapter_folder import check_adapter_name
 from compllm_graph.models.chat import LocalChatModel, chat_model_for, chat_turns, transcript
 from compllm_graph.models.gguf_lora import BaseShape, cached_conversion
 from compllm_graph.models.llama_engine import LlamaEngine
-from compllm_graph.types import BASE
 
 with requires("local"):
     from jinja2 import Template
@@ -28,8 +26,6 @@ with requires("local"):
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
-
-_ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 class LlamaCppModel:
@@ -86,14 +82,8 @@ class LlamaCppModel:
             LoraConversionError: the adapter uses what a GGUF LoRA cannot express.
             EngineError: llama.cpp refused the converted adapter (it does not fit the model).
         """
-        if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or name == BASE:
-            raise AdapterError(
-                f"unsafe adapter name {name!r}: use a letter followed by letters, digits, '_' "
-                f"or '-' (at most 64 characters; {BASE!r} is the base model)"
-            )
         with self._lock:
-            if name in self._adapters:
-                raise AdapterError(f"adapter {name!r} is already loaded")
+            check_adapter_name(name, self._adapters)
             gguf_file = cached_conversion(path, self._shape, self._cache_dir)
             self.engine.load_adapter(name, gguf_file)
             self._adapters[name] = Path(path).resolve()

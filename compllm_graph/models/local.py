@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import warnings
 from collections.abc import Sequence
@@ -10,16 +9,17 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compllm_graph.adapter_folder import AdapterError, check_adapter_folder, same_base
+from compllm_graph.adapter_folder import (
+    AdapterError,
+    check_adapter_folder,
+    check_adapter_name,
+    same_base,
+)
 from compllm_graph.models.batching import Batcher
 from compllm_graph.models.chat import LocalChatModel, chat_model_for, chat_turns, transcript
-from compllm_graph.types import BASE
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
-
-# peft keys adapters in ModuleDicts, so no dots; keep names filesystem- and log-friendly too.
-_ADAPTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 class LocalModel:
@@ -151,13 +151,7 @@ class LocalModel:
 
 def _check_adapter(name: str, folder: Path, loaded: dict[str, Path]) -> Path:
     """Validate an adapter name and folder before peft touches it."""
-    if not isinstance(name, str) or not _ADAPTER_NAME.match(name) or name == BASE:
-        raise AdapterError(
-            f"unsafe adapter name {name!r}: use a letter followed by letters, "
-            f"digits, '_' or '-' (at most 64 characters; {BASE!r} is the base model)"
-        )
-    if name in loaded:
-        raise AdapterError(f"adapter {name!r} is already loaded (from {loaded[name]})")
+    check_adapter_name(name, loaded)
     return check_adapter_folder(folder)[0]
 
 

@@ -16,8 +16,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "compllm_graph"
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_extras", "_progress", "_sync", "_concurrency", "data_dir", "adapter_folder"),
+    ("errors", "_extras", "_progress", "_sync", "_concurrency", "data_dir"),
     ("query_graph", "types"),
+    ("adapter_folder",),
     ("state",),
     ("models", "decomposer"),
     ("expert_store",),
