@@ -13,7 +13,7 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import FIRST_COMPLETED
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.func import entrypoint, task
@@ -26,6 +26,9 @@ from compllm_graph._sync import run_sync
 from compllm_graph.query_graph import QueryGraph, SubQuery
 from compllm_graph.state import SubAnswer, leaf_answers, merge_sub_answers
 from compllm_graph.types import BASE, Route, display_name
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 RunSubQuery = Callable[[SubQuery, Route, list[SubAnswer]], Awaitable[SubAnswer]]
 """Answers one sub-query given its route and its parents' answers."""
@@ -98,7 +101,7 @@ def compile_query_graph(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> 
         node = _waves_node(sq, index[sq.id], run_sub_query)
         # Both a sync and an async body: `invoke` (with a sync-only checkpointer such as
         # SqliteSaver) runs the first, `ainvoke` the second.
-        builder.add_node(_node_name(sq), RunnableLambda(_blocking_node(node), afunc=node))
+        builder.add_node(_node_name(sq), RunnableLambda(_blocking(node), afunc=node))
         parents = [_node_name(query_graph[p]) for p in sq.parents]
         if not parents:
             builder.add_edge(START, _node_name(sq))
@@ -181,20 +184,11 @@ def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery, *, sync: bo
     return execute_eager_sync if sync else execute_eager
 
 
-def _blocking_node(
-    node: Callable[[_WavesState], Coroutine[Any, Any, dict]],
-) -> Callable[[_WavesState], dict]:
-    def blocking(state: _WavesState) -> dict:
-        return run_sync(node(state))
+def _blocking(function: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """`function` as a blocking call: each call runs its coroutine on a loop of its own."""
 
-    return blocking
-
-
-def _blocking(
-    body: Callable[[dict, list[SubAnswer]], Coroutine[Any, Any, SubAnswer]],
-) -> Callable[[dict, list[SubAnswer]], SubAnswer]:
-    def blocking(route: dict, parents: list[SubAnswer]) -> SubAnswer:
-        return run_sync(body(route, parents))
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> R:
+        return run_sync(function(*args, **kwargs))
 
     return blocking
 
