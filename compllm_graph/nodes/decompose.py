@@ -44,15 +44,12 @@ def make_decompose_node(
         return [*head, HumanMessage(query)]
 
     def finish(query: str, output: str, failure: str | None = None) -> dict:
-        try:
-            if failure is not None:
-                raise DecompositionError(failure)
-            query_graph, reason = parse_decomposition(output, max_sub_queries), None
-        except DecompositionError as exc:
-            query_graph, reason = (
-                QueryGraph.single(query),
-                f"{exc}; decomposer wrote {quote(output)}",
-            )
+        query_graph, reason = QueryGraph.single(query), failure
+        if failure is None:
+            try:
+                query_graph = parse_decomposition(output, max_sub_queries)
+            except DecompositionError as exc:
+                reason = f"{exc}; decomposer wrote {quote(output)}"
         get_stream_writer()(
             {
                 "event": "decomposition",
