@@ -13,11 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from compllm_graph.expert_store.data import DataFileError, read_labelled, read_texts
 from compllm_graph.expert_store.demo import build_demo_store, default_store_path, demo_store
 from compllm_graph.expert_store.embedders import EmbedderError
 from compllm_graph.expert_store.router import ExpertRouter
-from compllm_graph.expert_store.store import DEFAULT_THRESHOLD, Expert, ExpertStore, StoreError
+from compllm_graph.expert_store.store import (
+    DEFAULT_THRESHOLD,
+    Expert,
+    ExpertStore,
+    StoreError,
+    check_name,
+)
 from compllm_graph.types import display_name
 
 _ERRORS = (StoreError, EmbedderError, DataFileError, ValueError, OSError)
@@ -156,10 +164,14 @@ def _create(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add(args: argparse.Namespace) -> dict[str, Any]:
     store = _open(args)
-    texts = read_texts(args.data)
+    texts = [t.strip() for t in read_texts(args.data) if t.strip()]
+    check_name(args.name)  # before the embedding, which is the slow part
+    # Embedded once: for the store, and for routing the expert's own texts afterwards.
+    vectors = store.embedder.embed(texts) if texts else None
     expert = store.add_expert(
         args.name,
         texts,
+        embeddings=vectors,
         description=args.description,
         adapter=args.adapter,
         centroids=args.centroids,
@@ -169,16 +181,16 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
     )
     info = _expert_dict(store, expert)
     text = f"added {expert.name}: {info['texts']} texts, {info['centroids']} centroids"
-    warning = _threshold_warning(store, expert.name, texts)
+    warning = _threshold_warning(store, expert.name, np.asarray(vectors))
     if warning:
         text += f"\nwarning: {warning}"
     return {"store": str(store.path), "expert": info, "warning": warning, "text": text}
 
 
-def _threshold_warning(store: ExpertStore, name: str, texts: list[str]) -> str | None:
+def _threshold_warning(store: ExpertStore, name: str, vectors: np.ndarray) -> str | None:
     """A warning when most of the expert's own texts would go to base at its threshold."""
-    sample = texts[:SELF_ROUTING_SAMPLE]
-    routes = ExpertRouter(store)(sample)
+    sample = vectors[:SELF_ROUTING_SAMPLE]
+    routes = ExpertRouter(store).route_vectors(sample)
     to_base = sum(route.expert is None for route in routes)
     if to_base * 2 <= len(sample):
         return None
