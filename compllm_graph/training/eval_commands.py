@@ -17,8 +17,6 @@ from compllm_graph.training.data import DatasetFormatError, conjunctions, load_e
 from compllm_graph.training.decomposition import evaluate
 from compllm_graph.training.table import TABLE_DATASETS, decomposition_table, format_table
 
-DEFAULT_BASE = DEFAULT_MODEL
-
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
     """Add `decomposition` and `decomposition-table` to the `compllm eval` group."""
@@ -26,7 +24,7 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
         "decomposition", help="decomposition F1 of a decomposer on MuSiQue, StrategyQA or Break"
     )
     ev.add_argument("file", type=Path, help="MuSiQue JSON/JSONL, StrategyQA JSON or Break CSV")
-    ev.add_argument("--model", default=DEFAULT_BASE, help="base model alias or path")
+    ev.add_argument("--model", default=DEFAULT_MODEL, help="base model alias or path")
     ev.add_argument(
         "--adapter",
         default=None,
@@ -63,7 +61,7 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
         "decomposition-table",
         help="Table 1: few-shot vs SFT decomposer on the MuSiQue and Break test splits",
     )
-    table.add_argument("--model", default=DEFAULT_BASE, help="base model alias or path")
+    table.add_argument("--model", default=DEFAULT_MODEL, help="base model alias or path")
     table.add_argument(
         "--adapter", default="shipped", help="SFT adapter folder or 'shipped' (for --model)"
     )

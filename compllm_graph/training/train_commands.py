@@ -24,7 +24,6 @@ from compllm_graph.training.decomposer_sft import (
 from compllm_graph.training.expert import train_expert
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
-DEFAULT_BASE = DEFAULT_MODEL
 MIX_NAMES = (*DATASETS, CONJUNCTION)
 
 
@@ -38,7 +37,7 @@ def register(train_parser: argparse.ArgumentParser) -> None:
 def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
     lora, opt = LoraSettings(), TrainSettings()
     p = kinds.add_parser("decomposer", help="SFT a decomposer adapter (LoRA)")
-    p.add_argument("--base", default=DEFAULT_BASE, help="base model alias or path")
+    p.add_argument("--base", default=DEFAULT_MODEL, help="base model alias or path")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--train-size", type=int, default=1000)
@@ -66,7 +65,7 @@ def _add_train_expert(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("expert", help="LoRA on domain text, registered in the expert store")
     p.add_argument("name", help="expert name")
     p.add_argument("--data", type=Path, required=True, help="text, JSONL or CSV of domain text")
-    p.add_argument("--base", default=DEFAULT_BASE, help="base model alias or path")
+    p.add_argument("--base", default=DEFAULT_MODEL, help="base model alias or path")
     p.add_argument("--store", type=Path, default=None, help="expert store folder")
     p.add_argument("--out", type=Path, default=None, help="adapter folder (default: in store)")
     p.add_argument("--description", default="", help="what the expert knows")
