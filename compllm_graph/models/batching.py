@@ -25,6 +25,7 @@ from compllm_graph._extras import requires
 from compllm_graph.models.requests import (
     Completion,
     Request,
+    emit,
     first_stop,
     safe_prefix,
 )
@@ -97,13 +98,7 @@ class _RowStopper(StoppingCriteria):
 
     def _emit(self, row: int, request: Request, upto: int) -> None:
         """Send newly visible text to a streaming caller."""
-        if request.on_text is not None and upto > self.emitted[row]:
-            try:
-                request.on_text(self.texts[row][self.emitted[row] : upto])
-            except Exception:  # a vanished listener (e.g. closed loop) must not fail the batch
-                request.on_text = None
-                request.abandoned.set()
-            self.emitted[row] = upto
+        self.emitted[row] = emit(request, self.texts[row], self.emitted[row], upto)
 
 
 class Batcher:

@@ -24,7 +24,7 @@ from typing import Any
 from compllm_graph._extras import requires
 from compllm_graph._progress import verbose
 from compllm_graph.errors import CompLLMError
-from compllm_graph.models.requests import Completion, Request, first_stop, safe_prefix
+from compllm_graph.models.requests import Completion, Request, emit, first_stop, safe_prefix
 
 with requires("local"):
     import llama_cpp as ll
@@ -544,15 +544,7 @@ def _sampler(engine: LlamaEngine, request: Request) -> Any:
 
 def _emit(sequence: _Sequence, upto: int) -> None:
     """Send newly visible text to a streaming caller."""
-    request = sequence.request
-    if request.on_text is None or upto <= sequence.emitted:
-        return
-    try:
-        request.on_text(sequence.text[sequence.emitted : upto])
-    except Exception:  # a vanished listener (e.g. a closed loop) must not stop the others
-        request.on_text = None
-        request.abandoned.set()
-    sequence.emitted = upto
+    sequence.emitted = emit(sequence.request, sequence.text, sequence.emitted, upto)
 
 
 def _completion(

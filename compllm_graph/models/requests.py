@@ -153,4 +153,20 @@ def safe_prefix(text: str, stops: Sequence[str]) -> int:
     return end - hold
 
 
-__all__ = ["Completion", "GenerationSettings", "Request", "first_stop", "safe_prefix"]
+def emit(request: Request, text: str, emitted: int, upto: int) -> int:
+    """Send `text[emitted:upto]` to a streaming caller; returns how much of `text` it has.
+
+    A listener that raises (its loop closed, say) is dropped and its request abandoned, so it
+    never fails the requests generating beside it.
+    """
+    if request.on_text is None or upto <= emitted:
+        return emitted
+    try:
+        request.on_text(text[emitted:upto])
+    except Exception:  # any failure of the listener is the listener's
+        request.on_text = None
+        request.abandoned.set()
+    return upto
+
+
+__all__ = ["Completion", "GenerationSettings", "Request", "emit", "first_stop", "safe_prefix"]
