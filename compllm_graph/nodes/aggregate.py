@@ -28,10 +28,9 @@ def _leaves(state: CompLLMState) -> list[SubAnswer]:
     return leaf_answers(QueryGraph.from_dict(state["query_graph"]), state["sub_answers"])
 
 
-def aggregate_prompt(state: CompLLMState) -> list[BaseMessage] | None:
+def aggregate_prompt(state: CompLLMState, leaves: list[SubAnswer]) -> list[BaseMessage] | None:
     """The reducer's prompt, or None when there is nothing to combine: no part was answered, or
     the single sub-query is the query itself."""
-    leaves = _leaves(state)
     answered = [a for a in leaves if not unanswered(a)]
     single = len(state["sub_answers"]) == 1 and leaves[0]["question"] == state["query"]
     if not answered or single:
@@ -40,18 +39,20 @@ def aggregate_prompt(state: CompLLMState) -> list[BaseMessage] | None:
     return [HumanMessage(AGGREGATE_PROMPT.format(answers=answers, query=state["query"]))]
 
 
-def joined_leaves(state: CompLLMState) -> str:
+def joined_leaves(leaves: list[SubAnswer]) -> str:
     """The answered leaves in order: the answer when there is nothing to aggregate, or when the
     aggregator failed."""
-    return " ".join(a["answer"] for a in _leaves(state) if not unanswered(a))
+    return " ".join(a["answer"] for a in leaves if not unanswered(a))
 
 
 def make_aggregate_node(aggregator: Runnable) -> Runnable:
     """Build the node that writes the final answer (and appends it to `messages` for chat input)."""
 
-    def finish(state: CompLLMState, answer: str, failure: str | None = None) -> dict:
+    def finish(
+        state: CompLLMState, leaves: list[SubAnswer], answer: str, failure: str | None = None
+    ) -> dict:
         reasons = [r for r in (state.get("fallback_reason"), failure) if r]
-        missing = [a for a in _leaves(state) if unanswered(a)]
+        missing = [a for a in leaves if unanswered(a)]
         if missing:
             parts = "; ".join(f"[{a['sub_query']}] {a['question']}" for a in missing)
             answer = f"{answer} (Could not answer: {parts}.)".strip()
@@ -63,26 +64,30 @@ def make_aggregate_node(aggregator: Runnable) -> Runnable:
             update["messages"] = [AIMessage(answer)]
         return update
 
-    def failed(state: CompLLMState, exc: Exception) -> dict:
+    def failed(state: CompLLMState, leaves: list[SubAnswer], exc: Exception) -> dict:
         reason = f"the aggregator raised {type(exc).__name__}: {exc}; the answer joins the parts"
-        return finish(state, joined_leaves(state), reason)
+        return finish(state, leaves, joined_leaves(leaves), reason)
 
     def aggregate(state: CompLLMState) -> dict:
-        prompt = aggregate_prompt(state)
+        leaves = _leaves(state)
+        prompt = aggregate_prompt(state, leaves)
         if prompt is None:
-            return finish(state, joined_leaves(state))
+            return finish(state, leaves, joined_leaves(leaves))
         try:
-            return finish(state, message_text(aggregator.invoke(prompt)))
+            text = message_text(aggregator.invoke(prompt))
         except Exception as exc:  # the parts are answered: never lose them to the reducer
-            return failed(state, exc)
+            return failed(state, leaves, exc)
+        return finish(state, leaves, text)
 
     async def aaggregate(state: CompLLMState) -> dict:
-        prompt = aggregate_prompt(state)
+        leaves = _leaves(state)
+        prompt = aggregate_prompt(state, leaves)
         if prompt is None:
-            return finish(state, joined_leaves(state))
+            return finish(state, leaves, joined_leaves(leaves))
         try:
-            return finish(state, message_text(await aggregator.ainvoke(prompt)))
+            text = message_text(await aggregator.ainvoke(prompt))
         except Exception as exc:  # the parts are answered: never lose them to the reducer
-            return failed(state, exc)
+            return failed(state, leaves, exc)
+        return finish(state, leaves, text)
 
     return RunnableLambda(aggregate, afunc=aaggregate, name="aggregate")
