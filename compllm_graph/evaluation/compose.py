@@ -2,16 +2,16 @@
 
 The parts are independent (no edges). Each part keeps its own options in the text, and the
 joining template varies, so a decomposer cannot rely on one fixed header. Builds are seeded and
-use only items of the test split.
+use only items of the test split that built no centroid.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from compllm_graph.evaluation.items import Item, as_text
+from compllm_graph.evaluation.items import Item, as_text, centroid_texts
 from compllm_graph.evaluation.splits import split_of
 
 TEMPLATES: Mapping[int, tuple[str, ...]] = {
@@ -30,7 +30,11 @@ TEMPLATES: Mapping[int, tuple[str, ...]] = {
 
 
 def compose_parallel(
-    pools: Mapping[str, Sequence[Item]], parts: int, count: int, seed: int = 0
+    pools: Mapping[str, Sequence[Item]],
+    parts: int,
+    count: int,
+    seed: int = 0,
+    exclude: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """`count` composed questions of `parts` parts, each part from a different domain.
 
@@ -39,6 +43,8 @@ def compose_parallel(
         parts: 2 or 3.
         count: Questions to build; no item is used twice.
         seed: Makes the build reproducible.
+        exclude: Questions that built a centroid or trained a model, never used as parts;
+            None: the demo store's (`centroid_texts`).
 
     Returns:
         Records with exactly the benchmark keys: `id`, `question`, `parts`, `edges`.
@@ -50,8 +56,9 @@ def compose_parallel(
         raise ValueError(f"parts must be one of {sorted(TEMPLATES)}, got {parts}")
     rng = random.Random(seed)
     available: dict[str, list[Item]] = {}
+    used = centroid_texts() if exclude is None else frozenset(exclude)
     for domain, items in sorted(pools.items()):
-        tested = [item for item in items if split_of(item.id) == "test"]
+        tested = [i for i in items if split_of(i.id) == "test" and i.question not in used]
         rng.shuffle(tested)
         available[domain] = tested
     if len(available) < parts:

@@ -11,7 +11,10 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+
+from compllm_graph.expert_store.demo import DEMO_DATA
 
 MMLU_SUBJECTS = {
     "chemistry": ("high_school_chemistry", "college_chemistry"),
@@ -94,6 +97,20 @@ def medmcqa_items(data_dir: Path) -> Iterator[Item]:
                 )
 
 
+@cache
+def centroid_texts() -> frozenset[str]:
+    """The questions the demo store's centroids and thresholds were built from.
+
+    They are MMLU test and GSM8K questions too, so a benchmark must leave them out: an item
+    that built a centroid never appears in an evaluation.
+    """
+    texts: set[str] = set()
+    for path in sorted(DEMO_DATA.glob("*.jsonl")):
+        with path.open(encoding="utf-8") as handle:
+            texts.update(json.loads(line)["text"].strip() for line in handle if line.strip())
+    return frozenset(texts)
+
+
 def as_text(item: Item) -> str:
     """The item as a question a model reads: its options listed after it, lettered."""
     if not item.choices:
@@ -102,4 +119,12 @@ def as_text(item: Item) -> str:
     return f"{item.question} Options: {options}."
 
 
-__all__ = ["MMLU_SUBJECTS", "Item", "as_text", "gsm8k_items", "medmcqa_items", "mmlu_items"]
+__all__ = [
+    "MMLU_SUBJECTS",
+    "Item",
+    "as_text",
+    "centroid_texts",
+    "gsm8k_items",
+    "medmcqa_items",
+    "mmlu_items",
+]

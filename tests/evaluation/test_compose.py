@@ -8,7 +8,14 @@ import pytest
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.evaluation.compose import TEMPLATES, compose_parallel
-from compllm_graph.evaluation.items import Item, as_text, gsm8k_items, medmcqa_items, mmlu_items
+from compllm_graph.evaluation.items import (
+    Item,
+    as_text,
+    centroid_texts,
+    gsm8k_items,
+    medmcqa_items,
+    mmlu_items,
+)
 from compllm_graph.evaluation.scoring import score_question
 from compllm_graph.evaluation.splits import split_of
 
@@ -93,3 +100,21 @@ def test_real_sources_load_with_exact_answers(data_dir: Path) -> None:
     assert len({i.id for i in [*chemistry, *maths, *medicine]}) == len(chemistry) + len(
         maths
     ) + len(medicine)
+
+
+def test_items_that_built_a_centroid_are_never_parts() -> None:
+    pools = {d: pool(d, 200) for d in ("chemistry", "biology")}
+    used = {item.question for items in pools.values() for item in items[:150]}
+    for record in compose_parallel(pools, parts=2, count=10, seed=0, exclude=used):
+        for part in record["parts"]:
+            assert part["question"].split(" Options: ")[0] not in used
+
+
+def test_the_demo_stores_questions_stay_out_of_real_benchmarks(data_dir: Path) -> None:
+    pools = {d: list(mmlu_items(data_dir, d)) for d in ("chemistry", "biology", "medicine")}
+    centroids = centroid_texts()
+    assert any(i.question in centroids for items in pools.values() for i in items)  # they overlap
+    # The demo store took 240 of MMLU's 303 chemistry questions, so few are left to compose.
+    for record in compose_parallel(pools, parts=3, count=3, seed=0):
+        for part in record["parts"]:
+            assert part["question"].split(" Options: ")[0] not in centroids
