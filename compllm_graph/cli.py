@@ -35,7 +35,11 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "train": ("fine-tune LoRA adapters", ("compllm_graph.training.train_commands",)),
     "eval": (
         "reproduce the paper's tables",
-        ("compllm_graph.expert_store.eval_commands", "compllm_graph.training.eval_commands"),
+        (
+            "compllm_graph.expert_store.eval_commands",
+            "compllm_graph.training.eval_commands",
+            "compllm_graph.evaluation.commands",
+        ),
     ),
     "serve": (
         "serve a local model and its LoRA adapters over an OpenAI-compatible API",

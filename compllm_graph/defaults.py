@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import Runnable
 from langgraph.graph import StateGraph
 
 from compllm_graph.decomposer.loading import default_decomposer
@@ -12,6 +14,7 @@ from compllm_graph.expert_store import ExpertRouter, ExpertStore, demo_store
 from compllm_graph.graph import create_compllm_graph
 from compllm_graph.models import DEFAULT_MODEL, load_model
 from compllm_graph.models.loading import InferenceModel
+from compllm_graph.types import Router
 
 DEFAULT_MAX_NEW_TOKENS = 48
 
@@ -23,6 +26,8 @@ def build_default_graph(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     decomposer_adapter: str | Path | None = None,
     decomposer_beams: int = 1,
+    experts: Mapping[str, Runnable] | None = None,
+    router: Router | None = None,
     **options: Any,
 ) -> StateGraph:
     """The Comp-LLM graph on one local model and the demo expert store.
@@ -30,12 +35,16 @@ def build_default_graph(
     Args:
         model: A model alias, path or id for `load_model`, or an already loaded model
             (`LocalModel` or `LlamaCppModel`).
-        store: The expert store; defaults to the demo store (built on first use).
+        store: The expert store; defaults to the model's demo store (built on first use), whose
+            experts are the adapters shipped for the model.
         max_new_tokens: Answer length for experts, base and aggregator.
         decomposer_adapter: A folder written by `compllm train decomposer` for this model;
             defaults to the adapter shipped for this model (`decomposer.adapter_for`) or, for
             a model with none, the few-shot prompt.
         decomposer_beams: Beam-search width for the decomposer; 1 is greedy.
+        experts: Expert chat models to use instead of the store's (`store.chat_models`).
+        router: Router to use instead of the store's `ExpertRouter` (ablations: random or
+            oracle routing, one adapter for everything).
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
@@ -45,12 +54,16 @@ def build_default_graph(
         # Beam search runs on the transformers engine; greedy decoding on the default one.
         model = load_model(model, engine="transformers" if decomposer_beams > 1 else None)
     local_model = model
-    store = store if store is not None else demo_store()
+    store = store if store is not None else demo_store(local_model.name)
     decomposer, prompt = default_decomposer(local_model, decomposer_adapter, decomposer_beams)
     return create_compllm_graph(
         decomposer=decomposer,
-        experts=store.chat_models(local_model, max_new_tokens=max_new_tokens),
-        router=ExpertRouter(store),
+        experts=(
+            store.chat_models(local_model, max_new_tokens=max_new_tokens)
+            if experts is None
+            else experts
+        ),
+        router=ExpertRouter(store) if router is None else router,
         base=local_model.chat_model(max_new_tokens=max_new_tokens),
         decomposer_prompt=prompt,
         **options,

@@ -62,10 +62,10 @@ async def test_context_passing_and_aggregation_prompt():
     first, second = out["sub_answers"]
     # the question is the sub-query's own, #1 filled in; the context goes only to the expert
     assert second["question"] == "What is the bio of chemistry answer to: chem who?"
-    # the aggregator sees the original query and only the leaf answer
+    # the aggregator sees the original query and every part's answer, the earlier one too
     (prompt,) = base.calls
     assert prompt.endswith("repeating the facts above: the whole question?")
-    assert second["answer"] in prompt and f"Answer: {first['answer']}\n" not in prompt
+    assert second["answer"] in prompt and f"Answer: {first['answer']}\n" in prompt
 
 
 @pytest.mark.parametrize(
@@ -327,7 +327,7 @@ async def test_a_raising_decomposer_falls_back_to_the_whole_query():
     assert "the decomposer raised RuntimeError" in out["fallback_reason"] and out["answer"]
 
 
-def test_a_raising_aggregator_falls_back_to_the_leaf_answers_in_order():
+def test_a_raising_aggregator_falls_back_to_the_parts_answers_in_order():
     graph = create_compllm_graph(
         decomposer=decomposer("<q>chem a</q><q>bio c</q>"),
         experts={
@@ -432,3 +432,29 @@ def test_the_full_answer_stays_in_the_context_block():
     second = graph.invoke({"query": "q"})["sub_answers"][1]
     assert second["question"] == "8 multiplied by 3"
     assert "A: The atomic number of oxygen is 8.\n\nQuestion: 8 multiplied by 3" in base.calls[1]
+
+
+def test_the_answer_keeps_every_parts_answer_the_reducer_left_out():
+    graph = create_compllm_graph(
+        decomposer=decomposer("<q>chem a</q><q>bio of #1</q><dep>1->2</dep>"),
+        experts={
+            "chemistry": FakeChat(label="chemistry", reply=lambda m: "The answer is 26."),
+            "biology": FakeChat(label="biology", reply=lambda m: "The answer is (B) Iron."),
+        },
+        router=ROUTER,
+        base=FakeChat(),
+        aggregator=FakeChat(label="aggregator", reply=lambda m: "It is (B) Iron."),
+    ).compile()
+    out = graph.invoke({"query": "q"})
+    assert out["answer"] == "It is (B) Iron. (The parts' answers: 26.)"
+    kept = create_compllm_graph(
+        decomposer=decomposer("<q>chem a</q><q>bio c</q>"),
+        experts={
+            "chemistry": FakeChat(reply=lambda m: "Neon."),
+            "biology": FakeChat(label="biology"),
+        },
+        router=ROUTER,
+        base=FakeChat(),
+        aggregator=FakeChat(reply=lambda m: "Neon, and biology answer to: bio c"),
+    ).compile()
+    assert kept.invoke({"query": "q"})["answer"] == "Neon, and biology answer to: bio c"

@@ -27,7 +27,7 @@ ADAPTER_DIR = PACKAGE_DIR / BASE_MODEL
 TRAINING_RECORD = "training.json"
 """Written beside every trained adapter: data, hyper-parameters, wall time and metrics."""
 
-DECOMPOSER_MAX_NEW_TOKENS = 128
+DECOMPOSER_MAX_NEW_TOKENS = 512
 
 
 def shipped() -> dict[str, Path]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 LABELS = ("yes", "no", "maybe")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
 _LETTER = re.compile(
     r"\(([A-J])\)|\boption\s+([A-J])\b|\banswer(?:\s+is)?\s*:?\s*\(?([A-J])\b|^([A-J])[.)]",
     re.IGNORECASE | re.MULTILINE,
@@ -54,7 +54,7 @@ def _choice_right(answer: str, choices: list[str], gold: str) -> bool:
     if gold not in choices:
         raise ValueError(f"the gold answer {gold!r} is not among the choices {choices}")
     text = _normalise(answer)
-    present = {c for c in choices if _normalise(c) and _normalise(c) in text}
+    present = {c for c in choices if _mentions(text, _normalise(c))}
     if present - {gold}:
         return False  # another option's text, whatever letter is named
     if gold in present:
@@ -84,7 +84,12 @@ def _number_right(answer: str, gold: str) -> bool:
 
 
 def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())
+    return " ".join(text.lower().split()).rstrip(".")
+
+
+def _mentions(text: str, option: str) -> bool:
+    """`option` in `text` as whole words ("tin" is not in "continue", "4" not in "14")."""
+    return bool(option) and re.search(rf"(?<!\w){re.escape(option)}(?!\w)", text) is not None
 
 
 def accuracy(scores: Sequence[Score]) -> dict[str, float | int]:

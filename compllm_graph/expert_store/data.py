@@ -41,13 +41,62 @@ def read_labelled(path: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
     return list(_records(Path(path), label_field="expert"))
 
 
+def read_pairs(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """(question, answer) pairs from `.jsonl` or `.csv` records with both string fields.
+
+    Records whose question or answer is blank are skipped.
+
+    Raises:
+        DataFileError: as `read_texts`, or a record without `question` and `answer` strings.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        raise DataFileError(f"{path}: question-answer data must be .jsonl or .csv")
+    pairs = []
+    for number, row in enumerate(_rows(path), 1):
+        if not has_pair(row):
+            raise DataFileError(f"{path}: record {number} needs 'question' and 'answer' strings")
+        if row["question"].strip() and row["answer"].strip():
+            pairs.append((row["question"].strip(), row["answer"].strip()))
+    return pairs
+
+
+def has_pair(row: Any) -> bool:
+    """Whether a record holds a question and its answer (the `answer` training objective)."""
+    return isinstance(row, dict) and all(
+        isinstance(row.get(k), str) for k in ("question", "answer")
+    )
+
+
+def first_record(path: str | os.PathLike[str]) -> Any:
+    """The first record of a `.jsonl` or `.csv` file (None for `.txt` or an empty file).
+
+    Raises:
+        DataFileError: as `read_texts`.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        return None
+    rows = _rows(path)
+    return rows[0] if rows else None
+
+
 def _records(path: Path, label_field: str | None) -> list[tuple[str, str | None]]:
-    suffix = path.suffix.lower()
-    if label_field and suffix == ".txt":
+    if label_field and path.suffix.lower() == ".txt":
         raise DataFileError(f"{path}: labelled data must be .jsonl or .csv with an 'expert' field")
-    try:
-        if suffix == ".txt":
+    if path.suffix.lower() == ".txt":
+        try:
             return [(line.strip(), None) for line in _read(path).splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"cannot read {path}: {exc}") from exc
+    records = [_record(path, number, row, label_field) for number, row in enumerate(_rows(path), 1)]
+    return [(text, label) for text, label in records if text]
+
+
+def _rows(path: Path) -> list[Any]:
+    """The records of a `.jsonl` or `.csv` file."""
+    suffix = path.suffix.lower()
+    try:
         if suffix == ".jsonl":
             rows: list[Any] = []
             for number, line in enumerate(_read(path).splitlines(), 1):
@@ -56,15 +105,13 @@ def _records(path: Path, label_field: str | None) -> list[tuple[str, str | None]
                         rows.append(json.loads(line))
                     except ValueError as exc:
                         raise DataFileError(f"{path}:{number}: not JSON: {exc}") from exc
-        elif suffix == ".csv":
+            return rows
+        if suffix == ".csv":
             with open(path, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
-        else:
-            raise DataFileError(f"{path}: unknown data file type {suffix!r} (.txt, .jsonl, .csv)")
+                return list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataFileError(f"cannot read {path}: {exc}") from exc
-    records = [_record(path, number, row, label_field) for number, row in enumerate(rows, 1)]
-    return [(text, label) for text, label in records if text]
+    raise DataFileError(f"{path}: unknown data file type {suffix!r} (.txt, .jsonl, .csv)")
 
 
 def _read(path: Path) -> str:
@@ -89,4 +136,11 @@ def _record(path: Path, number: int, row: Any, label_field: str | None) -> tuple
     return text, str(label).strip()
 
 
-__all__ = ["DataFileError", "read_labelled", "read_texts"]
+__all__ = [
+    "DataFileError",
+    "first_record",
+    "has_pair",
+    "read_labelled",
+    "read_pairs",
+    "read_texts",
+]

@@ -1,26 +1,37 @@
-"""The demo store: chemistry, biology, mathematics and medicine experts from shipped samples.
+"""The demo store: chemistry, biology, mathematics and medicine experts shipped in the package.
 
-The demo experts have no adapters: the base model answers with the expert's system prompt. Their
-centroids come from the question samples in `demo_data/` (see `demo_data/ATTRIBUTION.md`), and
-their thresholds are fitted on `demo_data/calibration.jsonl` (held-out questions of each expert
-plus out-of-domain ones), since a fixed 0.7 suits no embedder in particular.
+Each expert is a LoRA adapter trained on its domain's question/answer pairs (the train split of
+the shared datasets; `compllm_graph/experts/BASE/NAME/training.json` says how), one set per base
+model. For a base model with no shipped adapters the demo experts are the base model with the
+expert's system prompt. Centroids come from the question samples in `demo_data/` (see
+`demo_data/ATTRIBUTION.md`), and thresholds are fitted on `demo_data/calibration.jsonl`
+(held-out questions of each expert plus out-of-domain ones), since a fixed 0.7 suits no embedder
+in particular.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from compllm_graph.adapter_folder import ADAPTER_WEIGHTS, same_base
 from compllm_graph.expert_store.data import read_labelled, read_texts
 from compllm_graph.expert_store.router import ExpertRouter
 from compllm_graph.expert_store.store import ExpertStore
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+SHIPPED_EXPERTS = Path(__file__).resolve().parent.parent / "experts"
+"""Trained expert adapters shipped in the package, as `BASE/NAME/` folders."""
+DEMO_MARKER = "demo.json"
+DEMO_VERSION = 2
+"""Bumped when the demo experts change, so a store built by an older version is rebuilt."""
 DEMO_EMBEDDER = "minilm"
 DEMO_EXPERTS: dict[str, tuple[str, str]] = {
     "chemistry": (
@@ -42,16 +53,32 @@ DEMO_EXPERTS: dict[str, tuple[str, str]] = {
 }
 
 
-def default_store_path() -> Path:
-    """Where the default (demo) store lives: `$COMPLLM_HOME/expert_store`."""
-    from compllm_graph.models import home
+def default_store_path(base: str | None = None) -> Path:
+    """Where the default (demo) store of `base` lives: `$COMPLLM_HOME/expert_store` for the
+    default model (or None), `$COMPLLM_HOME/expert_store-BASE` for another one."""
+    from compllm_graph.models import DEFAULT_MODEL, home
 
-    return home() / "expert_store"
+    if base is None or same_base(base, DEFAULT_MODEL):
+        return home() / "expert_store"
+    return home() / f"expert_store-{re.sub(r'[^a-z0-9._-]+', '-', Path(base).name.lower())}"
+
+
+def shipped_experts(base: str) -> dict[str, Path]:
+    """The adapters shipped for `base` (an alias, or a path ending in one), by expert name."""
+    for folder in sorted(SHIPPED_EXPERTS.glob("*/")):
+        if same_base(base, folder.name) or same_base(folder.name, base):
+            return {
+                expert.name: expert
+                for expert in sorted(folder.iterdir())
+                if (expert / ADAPTER_WEIGHTS).is_file()
+            }
+    return {}
 
 
 def build_demo_store(
     path: str | os.PathLike[str] | None = None,
     *,
+    base: str | None = None,
     embedder: str = DEMO_EMBEDDER,
     center: bool = False,
     centroids: int = 1,
@@ -64,20 +91,26 @@ def build_demo_store(
     half-built store; concurrent builders are serialised by a lock file next to it.
 
     Args:
-        path: Store folder; the default store path when None.
+        path: Store folder; `default_store_path(base)` when None.
+        base: The base model whose shipped adapters the experts use; None: the default model.
         embedder: Embedder spec.
         center: Centre embeddings on the mean of all expert data.
         centroids: Centroids per expert.
         calibrate: Fit per-expert thresholds on the shipped calibration questions.
-        force: Replace an existing store at `path`.
+        force: Replace an existing store at `path` (one built by an older version of the demo
+            experts, with no experts of the user's own, is replaced anyway).
 
     Returns:
         The opened store (the existing one when it is present and `force` is False).
     """
-    root = Path(path).expanduser() if path is not None else default_store_path()
+    from compllm_graph.models import DEFAULT_MODEL
+
+    base = base or DEFAULT_MODEL
+    root = Path(path).expanduser() if path is not None else default_store_path(base)
     root.parent.mkdir(parents=True, exist_ok=True)
+    adapters = shipped_experts(base)
     with _build_lock(root):
-        if (root / "store.json").is_file() and not force:
+        if (root / "store.json").is_file() and not force and not _outdated_demo(root):
             return ExpertStore.open(root)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-build-"))
         tmp.chmod(0o755)
@@ -89,12 +122,16 @@ def build_demo_store(
                     read_texts(DEMO_DATA / f"{name}.jsonl"),
                     description=description,
                     system_prompt=system_prompt,
+                    adapter=adapters.get(name),
+                    base_model=base if name in adapters else None,
                     centroids=centroids,
                 )
             if calibrate:
                 router = ExpertRouter(store)
                 fit = router.fit_thresholds(read_labelled(DEMO_DATA / "calibration.jsonl"))
                 store.set_thresholds(fit.thresholds)
+            marker = {"version": DEMO_VERSION, "base": base, "adapters": sorted(adapters)}
+            (tmp / DEMO_MARKER).write_text(json.dumps(marker) + "\n")
             if root.exists():
                 shutil.rmtree(root)
             os.replace(tmp, root)
@@ -103,12 +140,26 @@ def build_demo_store(
     return ExpertStore.open(root, embedder=store.embedder)
 
 
-def demo_store() -> ExpertStore:
-    """The default store, built from the demo data on first use."""
-    root = default_store_path()
-    if (root / "store.json").is_file():
+def demo_store(base: str | None = None) -> ExpertStore:
+    """The default store of `base` (None: the default model), built on first use.
+
+    A demo store built by an older version of the demo experts is rebuilt, unless experts of
+    the user's own were added to it.
+    """
+    root = default_store_path(base)
+    if (root / "store.json").is_file() and not _outdated_demo(root):
         return ExpertStore.open(root)
-    return build_demo_store(root, embedder=DEMO_EMBEDDER)
+    return build_demo_store(root, base=base, embedder=DEMO_EMBEDDER)
+
+
+def _outdated_demo(root: Path) -> bool:
+    try:
+        marker = json.loads((root / DEMO_MARKER).read_text())
+    except (OSError, ValueError):
+        marker = {}
+    if isinstance(marker, dict) and marker.get("version") == DEMO_VERSION:
+        return False
+    return {e.name for e in ExpertStore.open(root).experts()} <= set(DEMO_EXPERTS)
 
 
 @contextlib.contextmanager
@@ -121,4 +172,11 @@ def _build_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-__all__ = ["DEMO_EXPERTS", "build_demo_store", "default_store_path", "demo_store"]
+__all__ = [
+    "DEMO_EXPERTS",
+    "SHIPPED_EXPERTS",
+    "build_demo_store",
+    "default_store_path",
+    "demo_store",
+    "shipped_experts",
+]

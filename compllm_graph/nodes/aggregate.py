@@ -1,7 +1,10 @@
-"""Aggregate: a reducer model answers the original query from the leaf sub-answers.
+"""Aggregate: a reducer model answers the original query from the sub-answers.
 
-If the reducer fails, the answer is the leaf answers joined in order; a part that could not be
-answered is named in the answer and in `fallback_reason`.
+The reducer reads every part's answer, not only the leaves': a question of dependent parts
+asks for the earlier answers too (the GSM8K step, the element). A part whose short answer (the
+number, the option, the entity) the reducer's text leaves out is added after it, so the final
+answer keeps every part's answer. If the reducer fails, the answer is the parts' answers joined
+in order; a part that could not be answered is named in the answer and in `fallback_reason`.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
 
-from compllm_graph.query_graph import QueryGraph
-from compllm_graph.state import CompLLMState, SubAnswer, leaf_answers, unanswered
+from compllm_graph.nodes.execute import short_answer
+from compllm_graph.state import CompLLMState, SubAnswer, unanswered
 from compllm_graph.types import message_text
 
 # Asking to repeat the facts keeps a small reducer from answering only the first part: on six
@@ -24,38 +27,53 @@ Here are answers to the parts of a question.
 Now answer the whole question in one or two sentences, repeating the facts above: {query}"""
 
 
-def _leaves(state: CompLLMState) -> list[SubAnswer]:
-    return leaf_answers(QueryGraph.from_dict(state["query_graph"]), state["sub_answers"])
+def _parts(state: CompLLMState) -> list[SubAnswer]:
+    return sorted(state["sub_answers"], key=lambda a: a["sub_query"])
 
 
-def aggregate_prompt(state: CompLLMState, leaves: list[SubAnswer]) -> list[BaseMessage] | None:
+def aggregate_prompt(state: CompLLMState, parts: list[SubAnswer]) -> list[BaseMessage] | None:
     """The reducer's prompt, or None when there is nothing to combine: no part was answered, or
     the single sub-query is the query itself."""
-    answered = [a for a in leaves if not unanswered(a)]
-    single = len(state["sub_answers"]) == 1 and leaves[0]["question"] == state["query"]
+    answered = [a for a in parts if not unanswered(a)]
+    single = len(parts) == 1 and parts[0]["question"] == state["query"]
     if not answered or single:
         return None
     answers = "\n".join(f"Sub-question: {a['question']}\nAnswer: {a['answer']}" for a in answered)
     return [HumanMessage(AGGREGATE_PROMPT.format(answers=answers, query=state["query"]))]
 
 
-def joined_leaves(leaves: list[SubAnswer]) -> str:
-    """The answered leaves in order: the answer when there is nothing to aggregate, or when the
+def joined_parts(parts: list[SubAnswer]) -> str:
+    """The answered parts in order: the answer when there is nothing to aggregate, or when the
     aggregator failed."""
-    return " ".join(a["answer"] for a in leaves if not unanswered(a))
+    return " ".join(a["answer"] for a in parts if not unanswered(a))
+
+
+def keep_every_part(text: str, parts: list[SubAnswer]) -> str:
+    """`text`, followed by the short answer of every answered part it leaves out."""
+    said = " ".join(text.lower().split())
+    missing = [
+        short
+        for a in parts
+        if not unanswered(a)
+        and (short := short_answer(a["answer"]))
+        and " ".join(short.lower().split()).rstrip(".") not in said
+    ]
+    if not missing:
+        return text
+    return f"{text} (The parts' answers: {'; '.join(missing)}.)".strip()
 
 
 def make_aggregate_node(aggregator: Runnable) -> Runnable:
     """Build the node that writes the final answer (and appends it to `messages` for chat input)."""
 
     def finish(
-        state: CompLLMState, leaves: list[SubAnswer], answer: str, failure: str | None = None
+        state: CompLLMState, parts: list[SubAnswer], answer: str, failure: str | None = None
     ) -> dict:
         reasons = [r for r in (state.get("fallback_reason"), failure) if r]
-        missing = [a for a in leaves if unanswered(a)]
+        missing = [a for a in parts if unanswered(a)]
         if missing:
-            parts = "; ".join(f"[{a['sub_query']}] {a['question']}" for a in missing)
-            answer = f"{answer} (Could not answer: {parts}.)".strip()
+            named = "; ".join(f"[{a['sub_query']}] {a['question']}" for a in missing)
+            answer = f"{answer} (Could not answer: {named}.)".strip()
             reasons += [f"sub-query {a['sub_query']}: {a['fallback_reason']}" for a in missing]
         get_stream_writer()({"event": "answer", "answer": answer})
         update: dict = {"answer": answer, "fallback_reason": "; ".join(reasons) or None}
@@ -64,30 +82,30 @@ def make_aggregate_node(aggregator: Runnable) -> Runnable:
             update["messages"] = [AIMessage(answer)]
         return update
 
-    def failed(state: CompLLMState, leaves: list[SubAnswer], exc: Exception) -> dict:
+    def failed(state: CompLLMState, parts: list[SubAnswer], exc: Exception) -> dict:
         reason = f"the aggregator raised {type(exc).__name__}: {exc}; the answer joins the parts"
-        return finish(state, leaves, joined_leaves(leaves), reason)
+        return finish(state, parts, joined_parts(parts), reason)
 
     def aggregate(state: CompLLMState) -> dict:
-        leaves = _leaves(state)
-        prompt = aggregate_prompt(state, leaves)
+        parts = _parts(state)
+        prompt = aggregate_prompt(state, parts)
         if prompt is None:
-            return finish(state, leaves, joined_leaves(leaves))
+            return finish(state, parts, joined_parts(parts))
         try:
             text = message_text(aggregator.invoke(prompt))
         except Exception as exc:  # the parts are answered: never lose them to the reducer
-            return failed(state, leaves, exc)
-        return finish(state, leaves, text)
+            return failed(state, parts, exc)
+        return finish(state, parts, keep_every_part(text, parts))
 
     async def aaggregate(state: CompLLMState) -> dict:
-        leaves = _leaves(state)
-        prompt = aggregate_prompt(state, leaves)
+        parts = _parts(state)
+        prompt = aggregate_prompt(state, parts)
         if prompt is None:
-            return finish(state, leaves, joined_leaves(leaves))
+            return finish(state, parts, joined_parts(parts))
         try:
             text = message_text(await aggregator.ainvoke(prompt))
         except Exception as exc:  # the parts are answered: never lose them to the reducer
-            return failed(state, leaves, exc)
-        return finish(state, leaves, text)
+            return failed(state, parts, exc)
+        return finish(state, parts, keep_every_part(text, parts))
 
     return RunnableLambda(aggregate, afunc=aaggregate, name="aggregate")

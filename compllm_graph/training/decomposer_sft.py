@@ -19,6 +19,7 @@ from compllm_graph.decomposer.loading import (
     read_training_record,
 )
 from compllm_graph.decomposer.prompts import DECOMPOSER_SYSTEM_PROMPT
+from compllm_graph.training.composed import COMPOSED, composed_examples
 from compllm_graph.training.data import (
     CONJUNCTION,
     DATASETS,
@@ -81,6 +82,10 @@ def training_examples(
     if plan.weights.get(CONJUNCTION, 0) > 0:
         train_pools[CONJUNCTION] = conjunctions(
             train_pools, plan.train_size, seed=plan.settings.seed
+        )
+    if plan.weights.get(COMPOSED, 0) > 0:
+        train_pools[COMPOSED] = composed_examples(
+            plan.data_dir, plan.train_size, seed=plan.settings.seed
         )
     return mix(train_pools, plan.train_size, plan.weights, seed=plan.settings.seed)
 
@@ -205,10 +210,11 @@ def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
 
 
 def _source_datasets(weights: dict[str, float]) -> list[str]:
-    """The dataset files a mix reads: conjunctions are composed from all three."""
+    """The dataset files a mix reads: conjunctions are composed from all three, and the
+    multi-domain compositions from the expert domains' sources instead."""
     if weights.get(CONJUNCTION, 0) > 0:
         return list(DATASETS)
-    return [n for n, w in weights.items() if w > 0]
+    return [n for n, w in weights.items() if w > 0 and n in DATASETS]
 
 
 def validate(

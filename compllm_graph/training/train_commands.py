@@ -6,13 +6,24 @@ import argparse
 import json
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.decomposer import adapter_for
+from compllm_graph.evaluation.benchmarks import write_jsonl
+from compllm_graph.evaluation.items import SOURCES
 from compllm_graph.expert_store import ExpertStore, StoreError, default_store_path
-from compllm_graph.expert_store.data import DataFileError, read_texts
+from compllm_graph.expert_store.data import (
+    DataFileError,
+    first_record,
+    has_pair,
+    read_pairs,
+    read_texts,
+)
 from compllm_graph.models import DEFAULT_MODEL, home, load_model
+from compllm_graph.training.composed import COMPOSED
 from compllm_graph.training.data import CONJUNCTION, DATASETS
 from compllm_graph.training.decomposer_sft import (
     DEFAULT_WEIGHTS,
@@ -21,17 +32,19 @@ from compllm_graph.training.decomposer_sft import (
     earlier_stage,
     train_decomposer,
 )
-from compllm_graph.training.expert import train_expert
+from compllm_graph.training.expert import Objective, train_expert
+from compllm_graph.training.expert_data import ALL_DOMAINS, expert_examples
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
-MIX_NAMES = (*DATASETS, CONJUNCTION)
+MIX_NAMES = (*DATASETS, CONJUNCTION, COMPOSED)
 
 
 def register(train_parser: argparse.ArgumentParser) -> None:
-    """Add `decomposer` and `expert` to the `compllm train` group."""
+    """Add `decomposer`, `expert` and `expert-data` to the `compllm train` group."""
     kinds = train_parser.add_subparsers(title="what to train")
     _add_train_decomposer(kinds)
     _add_train_expert(kinds)
+    _add_expert_data(kinds)
 
 
 def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
@@ -44,7 +57,9 @@ def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mix",
         default=",".join(f"{k}={v}" for k, v in DEFAULT_WEIGHTS.items()),
-        help=f"dataset shares, e.g. musique=0.5,break=0.3,strategyqa=0.2 ({', '.join(MIX_NAMES)})",
+        help="dataset shares, e.g. musique=0.5,break=0.3,strategyqa=0.2 "
+        f"({', '.join(MIX_NAMES)}; composed: multi-domain questions whose parts keep their "
+        "options)",
     )
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--validation-size", type=int, default=32, help="per dataset; 0 skips")
@@ -64,12 +79,29 @@ def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
 def _add_train_expert(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("expert", help="LoRA on domain text, registered in the expert store")
     p.add_argument("name", help="expert name")
-    p.add_argument("--data", type=Path, required=True, help="text, JSONL or CSV of domain text")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="domain text (.txt, .jsonl, .csv), or question/answer records (.jsonl, .csv)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("auto", *get_args(Objective)),
+        default="auto",
+        help="answer: loss on the answer of question/answer records; text: loss on every token; "
+        "auto: answer when the records have 'question' and 'answer'",
+    )
     p.add_argument("--base", default=DEFAULT_MODEL, help="base model alias or path")
     p.add_argument("--store", type=Path, default=None, help="expert store folder")
     p.add_argument("--out", type=Path, default=None, help="adapter folder (default: in store)")
     p.add_argument("--description", default="", help="what the expert knows")
-    p.add_argument("--max-texts", type=int, default=1000)
+    p.add_argument(
+        "--system-prompt",
+        default=None,
+        help="the expert's system prompt: trained with and stored with the expert",
+    )
+    p.add_argument("--max-texts", type=int, default=1000, help="use at most N records")
     p.add_argument("--max-length", type=int, default=256)
     _add_optimisation_args(p, LoraSettings(), TrainSettings(epochs=1.0))
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -201,11 +233,55 @@ def _lora_shape(args: argparse.Namespace, init_adapter: Path | None) -> None:
     args.lora_alpha = alpha if args.lora_alpha is None else args.lora_alpha
 
 
+def _add_expert_data(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "expert-data",
+        help="write an expert's question/answer training file from the train split",
+    )
+    p.add_argument("domain", choices=(*sorted(SOURCES), ALL_DOMAINS))
+    p.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--limit", type=int, default=800, help="at most N records")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_expert_data)
+
+
+def run_expert_data(args: argparse.Namespace) -> int:
+    if not args.data_dir.is_dir():
+        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+        return 2
+    try:
+        records = expert_examples(args.data_dir, args.domain, args.limit, args.seed)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    count = write_jsonl(records, args.out)
+    sources = Counter(r["id"].split("/")[0] for r in records)
+    listing = ", ".join(f"{name} {n}" for name, n in sorted(sources.items()))
+    print(f"wrote {count} {args.domain} records to {args.out} ({listing})")
+    return 0
+
+
+def _expert_data(args: argparse.Namespace) -> tuple[Objective, list[str], list]:
+    """The objective, the texts for the store's centroid, and the training data."""
+    objective = args.objective
+    if objective == "auto":
+        objective = "answer" if has_pair(first_record(args.data)) else "text"
+    if objective == "answer":
+        pairs = read_pairs(args.data)[: args.max_texts]
+        return objective, [q for q, _ in pairs], pairs
+    texts = read_texts(args.data)[: args.max_texts]
+    return objective, texts, texts
+
+
 def run_train_expert(args: argparse.Namespace) -> int:
     try:
-        texts = read_texts(args.data)[: args.max_texts]
+        objective, texts, data = _expert_data(args)
     except DataFileError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not texts:
+        print(f"error: {args.data} holds no usable record", file=sys.stderr)
         return 2
     store_path = args.store or default_store_path()
     out = args.out or home() / "adapters" / args.name
@@ -215,11 +291,13 @@ def run_train_expert(args: argparse.Namespace) -> int:
         record = train_expert(
             local.model,
             local.tokenizer,
-            texts,
+            data,
             out,
             base=args.base,
             lora=lora,
             settings=opt,
+            objective=objective,
+            system_prompt=args.system_prompt,
             max_length=args.max_length,
             resume=args.resume,
             command=shlex.join(["compllm", *sys.argv[1:]]),
@@ -228,7 +306,12 @@ def run_train_expert(args: argparse.Namespace) -> int:
             ExpertStore.open(store_path) if store_path.exists() else ExpertStore.create(store_path)
         )
         expert = store.add_expert(
-            args.name, texts, description=args.description, adapter=out, base_model=args.base
+            args.name,
+            texts,
+            description=args.description,
+            system_prompt=args.system_prompt,
+            adapter=out,
+            base_model=args.base,
         )
     except (ValueError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -244,7 +327,7 @@ def run_train_expert(args: argparse.Namespace) -> int:
                     "name": args.name,
                     "adapter": str(out),
                     "store": str(store_path),
-                    **{k: record[k] for k in ("steps", "wall_time_s", "loss")},
+                    **{k: record[k] for k in ("objective", "steps", "wall_time_s", "loss")},
                 }
             )
         )

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.evaluation.compose import TEMPLATES, compose_parallel
 from compllm_graph.evaluation.items import (
     Item,
@@ -81,13 +80,6 @@ def test_bad_builds_are_refused() -> None:
         compose_parallel({"a": pool("a"), "b": pool("b")}, parts=3, count=1)
     with pytest.raises(ValueError, match="ran out of items"):
         compose_parallel({"a": pool("a", 4), "b": pool("b", 4)}, parts=2, count=50)
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    if not (DEFAULT_DATA_DIR / "mmlu").is_dir():
-        pytest.skip(f"the shared datasets are not at {DEFAULT_DATA_DIR} (set COMPLLM_DATA_DIR)")
-    return DEFAULT_DATA_DIR
 
 
 def test_real_sources_load_with_exact_answers(data_dir: Path) -> None:

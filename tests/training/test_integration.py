@@ -153,6 +153,31 @@ def test_train_expert_command_registers_the_expert(smollm2: LocalModel, tmp_path
     )
     assert code == 0
     record = json.loads((tmp_path / "adapter" / "training.json").read_text())
-    assert record["steps"] == 1 and record["data"]["texts"] == 3
+    assert record["steps"] == 1 and record["data"]["examples"] == 3
+    assert record["objective"] == "text"
     expert = ExpertStore.open(tmp_path / "store").expert("chemistry")
     assert expert.adapter is not None and (expert.adapter / "adapter_model.safetensors").is_file()
+
+
+def test_question_answer_records_train_on_the_answer_with_the_system_prompt(
+    smollm2: LocalModel, tmp_path: Path
+) -> None:
+    from compllm_graph.cli import main
+    from compllm_graph.expert_store import ExpertStore
+
+    data = tmp_path / "chemistry.jsonl"
+    rows = [
+        {"question": "Which gas is inert? Options: (A) Neon; (B) Oxygen.", "answer": "(A) Neon."},
+        {"question": "What is the formula of water?", "answer": "H2O."},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ExpertStore.create(tmp_path / "store", "hashing:64")
+    argv = ["train", "expert", "chemistry", "--data", str(data), "--store", str(tmp_path / "store")]
+    argv += ["--out", str(tmp_path / "adapter"), "--max-steps", "1", "--batch-size", "2"]
+    argv += ["--lora-top-layers", "2", "--system-prompt", "You are a chemistry expert."]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    assert record["objective"] == "answer" and record["data"]["sequences"] == 2
+    assert record["system_prompt"] == "You are a chemistry expert."
+    expert = ExpertStore.open(tmp_path / "store").expert("chemistry")
+    assert expert.system_prompt == "You are a chemistry expert."

@@ -1,0 +1,289 @@
+"""Answering a benchmark file with one system, resumably, and scoring what it answered.
+
+Systems (the paper's Tables 5 and 7):
+
+- `compllm`: the whole pipeline (decompose, route, execute, aggregate).
+- `monolith`: the same base model answering the whole question in one call, with the same total
+  answer budget (one answer's tokens per part, plus the aggregator's).
+- `all-experts`: the pipeline with every sub-query sent to one adapter trained on all experts'
+  data (the paper's fine-tuned, FT, baseline).
+- `random-router`: the pipeline with a seeded random expert per sub-query.
+- `oracle-router`: the pipeline with each sub-query sent to its gold part's domain expert (the
+  gold part is the one whose words it shares most).
+
+Answers are appended to an outputs file one JSON line per question (`id`, `answer`,
+`sub_answers`, `routes`, `seconds`), so a run that stops can be rerun and skips what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import Runnable
+
+from compllm_graph.errors import CompLLMError
+from compllm_graph.evaluation.scoring import part_right, score_question
+from compllm_graph.evaluation.stats import bootstrap_interval
+from compllm_graph.types import Route, Router, display_name, message_text
+
+System = Literal["compllm", "monolith", "all-experts", "random-router", "oracle-router"]
+RECORD_KEYS = frozenset({"id", "question", "parts", "edges"})
+PART_KEYS = frozenset({"question", "answer", "choices", "domain"})
+ALL_DOMAINS_EXPERT = "all-domains"
+
+Answer = dict[str, Any]
+Answerer = Callable[[Mapping[str, Any]], Answer]
+"""Answers one benchmark record: `answer`, `sub_answers` and `routes`."""
+
+
+class BenchmarkError(CompLLMError, ValueError):
+    """A benchmark or outputs file is missing, malformed, or does not match the other."""
+
+
+def read_benchmark(path: Path) -> list[dict[str, Any]]:
+    """The records of a benchmark JSONL file, checked against the format.
+
+    Raises:
+        BenchmarkError: unreadable file, a line that is not JSON, wrong keys, bad edges, or a
+            repeated id.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchmarkError(f"cannot read the benchmark {path}: {exc}") from exc
+    records, seen = [], set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise BenchmarkError(f"{where}: not JSON: {exc}") from exc
+        _check_record(record, where)
+        if record["id"] in seen:
+            raise BenchmarkError(f"{where}: the id {record['id']!r} is used twice")
+        seen.add(record["id"])
+        records.append(record)
+    if not records:
+        raise BenchmarkError(f"{path} holds no question")
+    return records
+
+
+def _check_record(record: Any, where: str) -> None:
+    if not isinstance(record, dict) or set(record) != RECORD_KEYS:
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise BenchmarkError(f"{where}: a record needs exactly {sorted(RECORD_KEYS)}, got {keys}")
+    parts = record["parts"]
+    if not isinstance(parts, list) or not parts:
+        raise BenchmarkError(f"{where}: 'parts' must be a non-empty list")
+    for part in parts:
+        if not isinstance(part, dict) or set(part) != PART_KEYS:
+            raise BenchmarkError(f"{where}: each part needs exactly {sorted(PART_KEYS)}")
+        choices = part["choices"]
+        if choices is not None and str(part["answer"]) not in choices:
+            raise BenchmarkError(f"{where}: the gold answer {part['answer']!r} is not a choice")
+    for edge in record["edges"]:
+        if (
+            not isinstance(edge, list)
+            or len(edge) != 2
+            or not all(isinstance(i, int) and 1 <= i <= len(parts) for i in edge)
+            or edge[0] >= edge[1]
+        ):
+            raise BenchmarkError(f"{where}: bad edge {edge!r} (1-based part indices, i before j)")
+
+
+def answered(outputs: Path | None) -> dict[str, Answer]:
+    """The answers already in an outputs file, by id (empty when there is none)."""
+    if outputs is None or not outputs.exists():
+        return {}
+    done: dict[str, Answer] = {}
+    for number, line in enumerate(outputs.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            done[str(row["id"])] = row
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BenchmarkError(f"{outputs}:{number}: not an outputs line: {exc}") from exc
+    return done
+
+
+def run(
+    records: Sequence[Mapping[str, Any]],
+    answerer: Answerer,
+    outputs: Path | None = None,
+    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+) -> list[Answer]:
+    """Answer every record not yet in `outputs`, appending each answer as it comes.
+
+    Returns:
+        The answers of all `records`: those read from `outputs` and the new ones, in order.
+    """
+    done = answered(outputs)
+    todo = [r for r in records if r["id"] not in done]
+    handle = outputs.open("a", encoding="utf-8") if outputs is not None else None
+    try:
+        for record in progress(todo, len(todo)) if progress else todo:
+            start = time.perf_counter()
+            reply = answerer(record)
+            row = {"id": record["id"], **reply, "seconds": round(time.perf_counter() - start, 3)}
+            done[record["id"]] = row
+            if handle is not None:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.flush()
+    finally:
+        if handle is not None:
+            handle.close()
+    return [done[r["id"]] for r in records]
+
+
+def summarise(
+    records: Sequence[Mapping[str, Any]], answers: Sequence[Answer], seed: int = 0
+) -> dict[str, Any]:
+    """Question and part accuracy (with 95 % bootstrap intervals), speed, and accuracy per domain.
+
+    Raises:
+        BenchmarkError: an answer's id is not the record's at the same position.
+    """
+    rights: list[bool] = []
+    parts_right: list[bool] = []
+    by_domain: dict[str, list[bool]] = {}
+    for record, answer in zip(records, answers, strict=True):
+        if answer["id"] != record["id"]:
+            raise BenchmarkError(f"answer {answer['id']!r} is not for question {record['id']!r}")
+        score = score_question(str(answer["answer"]), record["parts"])
+        rights.append(score.right)
+        parts_right.extend(score.parts)
+        for part, right in zip(record["parts"], score.parts):
+            by_domain.setdefault(part["domain"], []).append(right)
+    seconds = [float(a.get("seconds", 0.0)) for a in answers]
+    return {
+        "accuracy": _share(rights),
+        "accuracy_ci95": bootstrap_interval(rights, seed=seed),
+        "part_accuracy": _share(parts_right),
+        "part_accuracy_ci95": bootstrap_interval(parts_right, seed=seed),
+        "n": len(rights),
+        "seconds_per_question": round(sum(seconds) / len(seconds), 3) if seconds else 0.0,
+        "part_accuracy_by_domain": {d: _share(v) for d, v in sorted(by_domain.items())},
+    }
+
+
+def _share(values: Sequence[bool]) -> float:
+    return round(sum(values) / len(values), 4) if values else 0.0
+
+
+def monolith_answerer(chat_model_for: Callable[[int], Runnable]) -> Answerer:
+    """The whole question in one call; `chat_model_for(budget)` gives a model with that budget.
+
+    The budget is counted in answers: one per part plus the aggregator's.
+    """
+
+    def answer(record: Mapping[str, Any]) -> Answer:
+        model = chat_model_for(len(record["parts"]) + 1)
+        text = message_text(model.invoke([HumanMessage(record["question"])]))
+        return {"answer": text, "sub_answers": [], "routes": []}
+
+    return answer
+
+
+def graph_answerer(
+    graph_for: Callable[[Mapping[str, Any]], Runnable],
+) -> Answerer:
+    """The pipeline; `graph_for(record)` gives the compiled graph that answers the record."""
+
+    def answer(record: Mapping[str, Any]) -> Answer:
+        state = graph_for(record).invoke({"query": record["question"]})
+        subs = state.get("sub_answers") or []
+        return {
+            "answer": state.get("answer") or "",
+            "sub_answers": [
+                {
+                    "question": s["question"],
+                    "answer": s["answer"],
+                    "expert": display_name(s["expert"]),
+                }
+                for s in subs
+            ],
+            "routes": [display_name(Route.from_dict(r).expert) for r in state.get("routes") or []],
+        }
+
+    return answer
+
+
+def one_expert_router(name: str) -> Router:
+    """Every sub-query to `name` (the `all-experts` baseline)."""
+    return lambda texts: [Route(expert=name, score=1.0) for _ in texts]
+
+
+def random_router(names: Sequence[str], seed: int = 0) -> Router:
+    """A seeded random expert per sub-query (`random-router`)."""
+    if not names:
+        raise ValueError("random routing needs at least one expert")
+    rng = random.Random(seed)
+    return lambda texts: [Route(expert=rng.choice(list(names))) for _ in texts]
+
+
+def oracle_router(record: Mapping[str, Any], names: Sequence[str]) -> Router:
+    """Each sub-query to the domain of the gold part it shares most words with.
+
+    A gold domain without an expert goes to the base model.
+    """
+    parts = [(_words(p["question"]), p["domain"]) for p in record["parts"]]
+
+    def route(texts: list[str]) -> list[Route]:
+        routes = []
+        for text in texts:
+            words = _words(text)
+            _, domain = max(parts, key=lambda part: len(part[0] & words) / (len(part[0]) or 1))
+            routes.append(Route(expert=domain if domain in names else None, score=1.0))
+        return routes
+
+    return route
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def check_system(system: str) -> System:
+    """`system` if it is one of `System`'s values.
+
+    Raises:
+        ValueError: an unknown system, naming the known ones.
+    """
+    if system not in get_args(System):
+        raise ValueError(f"unknown system {system!r}; use one of {list(get_args(System))}")
+    return system  # type: ignore[return-value]
+
+
+def sub_answer_right(answer: Mapping[str, Any], record: Mapping[str, Any], index: int) -> bool:
+    """Whether the `index`-th sub-answer answers the `index`-th gold part on its own."""
+    subs = answer.get("sub_answers") or []
+    return index < len(subs) and part_right(str(subs[index]["answer"]), record["parts"][index])
+
+
+__all__ = [
+    "ALL_DOMAINS_EXPERT",
+    "Answerer",
+    "BenchmarkError",
+    "System",
+    "answered",
+    "check_system",
+    "graph_answerer",
+    "monolith_answerer",
+    "one_expert_router",
+    "oracle_router",
+    "random_router",
+    "read_benchmark",
+    "run",
+    "sub_answer_right",
+    "summarise",
+]

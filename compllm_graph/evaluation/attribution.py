@@ -1,0 +1,78 @@
+"""Per-stage attribution: for every wrong question, the first stage of the pipeline that went wrong.
+
+Stages, in pipeline order:
+
+- `decomposition`: the number of sub-queries differs from the number of gold parts.
+- `routing`: a sub-query went to another expert than its part's gold domain (sub-queries and
+  parts are matched in order).
+- `expert`: a sub-answer, read alone, does not answer its part.
+- `aggregation`: every sub-answer was right, but the final answer lost one.
+
+A system without sub-answers (`monolith`) has one stage, `model`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from compllm_graph.evaluation.answers import sub_answer_right
+from compllm_graph.evaluation.scoring import score_question
+
+STAGES = ("decomposition", "routing", "expert", "aggregation", "model")
+
+
+def first_wrong_stage(
+    record: Mapping[str, Any], answer: Mapping[str, Any], experts: frozenset[str] | None = None
+) -> str | None:
+    """The first stage that went wrong for one question; None when it is right.
+
+    Args:
+        record: The benchmark record.
+        answer: Its line of the outputs file.
+        experts: The experts the router could choose; a gold domain outside them counts as
+            routed right when it went to the base model. None: every domain has an expert.
+    """
+    if score_question(str(answer["answer"]), record["parts"]).right:
+        return None
+    subs = answer.get("sub_answers") or []
+    if not subs:
+        return "model"
+    parts = record["parts"]
+    if len(subs) != len(parts):
+        return "decomposition"
+    routes = answer.get("routes") or [s.get("expert") for s in subs]
+    for part, route in zip(parts, routes):
+        gold = part["domain"] if experts is None or part["domain"] in experts else "base"
+        if route != gold:
+            return "routing"
+    if not all(sub_answer_right(answer, record, i) for i in range(len(parts))):
+        return "expert"
+    return "aggregation"
+
+
+def attribution(
+    records: Sequence[Mapping[str, Any]],
+    answers: Sequence[Mapping[str, Any]],
+    experts: frozenset[str] | None = None,
+) -> dict[str, int]:
+    """How many questions were right, and how many went wrong first at each stage."""
+    counts = Counter(
+        first_wrong_stage(r, a, experts) or "right" for r, a in zip(records, answers, strict=True)
+    )
+    return {stage: counts.get(stage, 0) for stage in ("right", *STAGES) if stage in counts}
+
+
+def attribution_table(rows: Mapping[str, Mapping[str, int]]) -> str:
+    """A Markdown table: one row per run, one column per stage, counts and shares."""
+    stages = [s for s in ("right", *STAGES) if any(s in row for row in rows.values())]
+    lines = ["| run | n | " + " | ".join(stages) + " |", "|---" * (len(stages) + 2) + "|"]
+    for name, row in rows.items():
+        n = sum(row.values())
+        cells = [f"{row.get(s, 0)} ({row.get(s, 0) / n:.0%})" if n else "0" for s in stages]
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["STAGES", "attribution", "attribution_table", "first_wrong_stage"]

@@ -1,0 +1,203 @@
+"""`compllm eval benchmarks|answers|experts|attribution`: the answer-quality evaluations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, get_args
+
+from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.evaluation.answers import (
+    ALL_DOMAINS_EXPERT,
+    BenchmarkError,
+    System,
+    answered,
+    read_benchmark,
+    run,
+    summarise,
+)
+from compllm_graph.evaluation.attribution import attribution, attribution_table
+from compllm_graph.evaluation.benchmarks import write_benchmarks
+from compllm_graph.evaluation.experts import expert_table, run_experts
+from compllm_graph.evaluation.systems import build_answerer
+
+DEFAULT_ANSWER_TOKENS = 160
+"""Tokens per answer: GSM8K's worked solutions need about this many."""
+
+
+def register(eval_subparsers: argparse._SubParsersAction) -> None:
+    """Add `benchmarks`, `answers`, `experts` and `attribution` to `compllm eval`."""
+    _add_benchmarks(eval_subparsers)
+    _add_answers(eval_subparsers)
+    _add_experts(eval_subparsers)
+    _add_attribution(eval_subparsers)
+
+
+def _add_benchmarks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmarks",
+        help="build MultiExpertQA-P/-All (2 and 3 parts) and single-domain files",
+        description="Builds p2, p3, all2 and all3 JSONL files (seeded) from the test split of "
+        "the shared data, and one single-domain file per expert domain.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder to write the files into")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--count", type=int, default=300, help="questions per composed file")
+    p.add_argument("--single-count", type=int, default=200, help="questions per domain file")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_benchmarks)
+
+
+def run_benchmarks(args: argparse.Namespace) -> int:
+    if not args.data_dir.is_dir():
+        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+        return 2
+    try:
+        written = write_benchmarks(
+            args.data_dir, args.out, args.count, args.single_count, args.seed
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for path, records in written.items():
+        domains = Counter(p["domain"] for r in records for p in r["parts"])
+        listing = ", ".join(f"{d} {n}" for d, n in sorted(domains.items()))
+        print(f"{path}: {len(records)} questions (parts: {listing})")
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="base model alias or path (default: the default)")
+    p.add_argument("--engine", choices=("llama.cpp", "transformers"), default=None)
+    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=DEFAULT_ANSWER_TOKENS,
+        help="tokens per answer (the monolith gets one per part plus one)",
+    )
+
+
+def _add_answers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "answers",
+        help="answer a benchmark file with one system and score it",
+        description="Answers every question of FILE and scores the final answers (question and "
+        "part accuracy with 95%% bootstrap intervals). With --outputs, answers are appended as "
+        "they come and a rerun skips the questions already answered.",
+    )
+    p.add_argument("file", type=Path, help="benchmark JSONL (compllm eval benchmarks)")
+    p.add_argument("--system", choices=get_args(System), default="compllm")
+    _add_model_args(p)
+    p.add_argument("--store", type=Path, default=None, help="expert store (default: the demo's)")
+    p.add_argument(
+        "--all-domains-adapter",
+        type=Path,
+        default=None,
+        help=f"adapter for --system all-experts (default: the shipped {ALL_DOMAINS_EXPERT!r})",
+    )
+    p.add_argument("--limit", type=int, default=None, help="first N questions only")
+    p.add_argument("--seed", type=int, default=0, help="random-router seed")
+    p.add_argument("--outputs", type=Path, default=None, help="JSONL of answers (appended)")
+    p.add_argument("--json", action="store_true", help="end with one JSON object")
+    p.set_defaults(func=run_answers)
+
+
+def run_answers(args: argparse.Namespace) -> int:
+    try:
+        records = read_benchmark(args.file)[: args.limit]
+        done = answered(args.outputs)
+    except BenchmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    todo = sum(r["id"] not in done for r in records)
+    answerer = build_answerer(args) if todo else None
+    try:
+        answers = run(records, answerer or _nothing, args.outputs, progress=_bar)
+        summary = summarise(records, answers)
+    except BenchmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(_summary_line(args.system, summary))
+    if args.json:
+        print(json.dumps({"system": args.system, "file": str(args.file), **summary}))
+    return 0
+
+
+def _nothing(record: Mapping[str, Any]) -> dict[str, Any]:
+    raise AssertionError(f"{record['id']} was answered already")
+
+
+def _bar(items: Iterable[Any], total: int) -> Iterable[Any]:
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc="answers", unit="question", file=sys.stderr)
+
+
+def _summary_line(system: str, summary: Mapping[str, Any]) -> str:
+    low, high = summary["accuracy_ci95"]
+    return (
+        f"{system}: accuracy {summary['accuracy']:.1%} (95% CI {low:.1%}-{high:.1%}), part "
+        f"accuracy {summary['part_accuracy']:.1%}, n={summary['n']}, "
+        f"{summary['seconds_per_question']:.1f} s/question"
+    )
+
+
+def _add_experts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "experts",
+        help="each expert alone on its domain's held-out items, against the base model",
+        description="Asks each single-domain file's questions to the base model and to the "
+        "domain's expert (same system prompt; only the adapter differs) and prints the table.",
+    )
+    p.add_argument("files", type=Path, nargs="+", help="single-DOMAIN.jsonl files")
+    _add_model_args(p)
+    p.add_argument("--store", type=Path, default=None, help="expert store (default: the demo's)")
+    p.add_argument("--limit", type=int, default=None, help="first N questions per file")
+    p.add_argument("--outputs", type=Path, default=None, help="folder for per-file answers")
+    p.add_argument("--json", action="store_true", help="end with one JSON object")
+    p.set_defaults(func=run_expert_table)
+
+
+def run_expert_table(args: argparse.Namespace) -> int:
+    try:
+        files = {path: read_benchmark(path)[: args.limit] for path in args.files}
+        rows = run_experts(args, files, progress=_bar)
+    except (BenchmarkError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(expert_table(rows))
+    if args.json:
+        print(json.dumps({"rows": rows}))
+    return 0
+
+
+def _add_attribution(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "attribution",
+        help="the first stage that went wrong, for every wrong question of answered runs",
+    )
+    p.add_argument("file", type=Path, help="the benchmark JSONL the runs answered")
+    p.add_argument("outputs", type=Path, nargs="+", help="outputs JSONL of `eval answers`")
+    p.add_argument("--json", action="store_true", help="end with one JSON object")
+    p.set_defaults(func=run_attribution)
+
+
+def run_attribution(args: argparse.Namespace) -> int:
+    try:
+        records = {r["id"]: r for r in read_benchmark(args.file)}
+        rows = {}
+        for path in args.outputs:
+            answers = [a for a in answered(path).values() if a["id"] in records]
+            rows[path.name] = attribution([records[a["id"]] for a in answers], answers)
+    except BenchmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(attribution_table(rows))
+    if args.json:
+        print(json.dumps(rows))
+    return 0

@@ -1,0 +1,118 @@
+"""The systems `compllm eval answers` compares, built on one loaded base model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import Runnable
+
+from compllm_graph.decomposer.loading import TRAINING_RECORD
+from compllm_graph.defaults import build_default_graph
+from compllm_graph.evaluation.answers import (
+    ALL_DOMAINS_EXPERT,
+    Answerer,
+    check_system,
+    graph_answerer,
+    monolith_answerer,
+    one_expert_router,
+    oracle_router,
+    random_router,
+)
+from compllm_graph.expert_store import ExpertStore, demo_store
+from compllm_graph.expert_store.demo import shipped_experts
+from compllm_graph.expert_store.serving import with_system_prompt
+from compllm_graph.models import DEFAULT_MODEL, load_model
+from compllm_graph.models.loading import InferenceModel
+from compllm_graph.types import Route
+
+
+def load_for_eval(args: argparse.Namespace) -> InferenceModel:
+    """The base model of `--model`, `--engine` and `--threads`."""
+    return load_model(args.model or DEFAULT_MODEL, engine=args.engine, n_threads=args.threads)
+
+
+def store_for_eval(args: argparse.Namespace, model: InferenceModel) -> ExpertStore:
+    """`--store`, or the model's demo store."""
+    return ExpertStore.open(args.store) if args.store else demo_store(model.name)
+
+
+def build_answerer(args: argparse.Namespace) -> Answerer:
+    """The answerer of `args.system` (see `answers` for what each system is).
+
+    Raises:
+        ValueError: an unknown system, or `all-experts` without an all-domains adapter.
+    """
+    system = check_system(args.system)
+    model = load_for_eval(args)
+    tokens = args.max_new_tokens
+    if system == "monolith":
+        return monolith_answerer(lambda answers: model.chat_model(max_new_tokens=tokens * answers))
+    store = store_for_eval(args, model)
+    names = [e.name for e in store.experts()]
+
+    def pipeline(**overrides: Any) -> Runnable:
+        return build_default_graph(model, store, max_new_tokens=tokens, **overrides).compile()
+
+    if system == "compllm":
+        graph = pipeline()
+        return graph_answerer(lambda record: graph)
+    if system == "random-router":
+        graph = pipeline(router=random_router(names, args.seed))
+        return graph_answerer(lambda record: graph)
+    if system == "all-experts":
+        graph = pipeline(
+            experts={ALL_DOMAINS_EXPERT: all_domains_model(args, model, tokens)},
+            router=one_expert_router(ALL_DOMAINS_EXPERT),
+        )
+        return graph_answerer(lambda record: graph)
+    return _oracle(pipeline, names)
+
+
+def _oracle(pipeline: Any, names: list[str]) -> Answerer:
+    """One graph whose router is the current record's oracle (the eval answers one at a time)."""
+    current: dict[str, Any] = {}
+
+    def route(texts: list[str]) -> list[Route]:
+        return list(current["router"](texts))
+
+    graph = pipeline(router=route)
+
+    def graph_for(record: Mapping[str, Any]) -> Runnable:
+        current["router"] = oracle_router(record, names)
+        return graph
+
+    return graph_answerer(graph_for)
+
+
+def all_domains_model(args: argparse.Namespace, model: InferenceModel, tokens: int) -> Runnable:
+    """The FT baseline's chat model: the all-domains adapter with its training system prompt.
+
+    Raises:
+        ValueError: no `--all-domains-adapter` and none shipped for the model.
+    """
+    folder = args.all_domains_adapter or shipped_experts(model.name).get(ALL_DOMAINS_EXPERT)
+    if folder is None:
+        raise ValueError(
+            f"no {ALL_DOMAINS_EXPERT!r} adapter ships for {model.name!r}: train one with "
+            f"`compllm train expert {ALL_DOMAINS_EXPERT} ...` and pass --all-domains-adapter DIR"
+        )
+    model.add_adapter(ALL_DOMAINS_EXPERT, Path(folder))
+    chat = model.chat_model(adapter=ALL_DOMAINS_EXPERT, max_new_tokens=tokens)
+    return with_system_prompt(chat, trained_system_prompt(Path(folder)))
+
+
+def trained_system_prompt(folder: Path) -> str | None:
+    """The system prompt an adapter was trained with (its `training.json`), if any."""
+    try:
+        record = json.loads((folder / TRAINING_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    prompt = record.get("system_prompt") if isinstance(record, dict) else None
+    return prompt if isinstance(prompt, str) and prompt else None
+
+
+__all__ = ["all_domains_model", "build_answerer", "load_for_eval", "store_for_eval"]

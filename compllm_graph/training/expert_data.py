@@ -1,0 +1,87 @@
+"""Expert training data: question -> answer pairs from the train split of each domain's sources.
+
+Targets are the answer as a person would give it: the option letter and text for multiple
+choice, then the worked solution or explanation where the source has one (GSM8K, PubMedQA),
+ending with the answer itself. Only items of the train split (`Item.in_split`) are used, and
+benchmarks use only the test split, so no benchmark item can reach an adapter.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from compllm_graph.evaluation.items import SOURCES, Item, as_text, domain_items
+
+ALL_DOMAINS = "all-domains"
+"""The pseudo-domain of the fine-tuned (FT) baseline: every domain's data, balanced."""
+
+
+def target_of(item: Item) -> str:
+    """The answer a person would give: letter and text, or the solution and the result."""
+    if item.choices:
+        letter = "ABCDEFGHIJ"[item.choices.index(item.answer)]
+        return f"The answer is ({letter}) {item.answer}."
+    if item.solution:
+        return f"{item.solution}\nThe answer is {item.answer}."
+    return f"The answer is {item.answer}."
+
+
+def expert_examples(data_dir: Path, domain: str, limit: int, seed: int = 0) -> list[dict[str, str]]:
+    """Up to `limit` training pairs for `domain`, seeded and balanced across its sources.
+
+    Each source of a domain gives an equal share where it has enough items, so a large
+    source (GSM8K train, MedMCQA) does not drown the others. `ALL_DOMAINS` gives the union
+    of every domain's pairs (`limit` per domain), shuffled: the FT baseline learns from exactly
+    the data the experts learn from.
+
+    Returns:
+        Records with `id`, `question` (the item as a model reads it, options included),
+        `answer` (the target) and `domain`.
+
+    Raises:
+        ValueError: an unknown domain or a limit below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if domain == ALL_DOMAINS:
+        union = [r for d in sorted(SOURCES) for r in expert_examples(data_dir, d, limit, seed)]
+        random.Random(f"expert-data-{seed}").shuffle(union)
+        return union
+    if domain not in SOURCES:
+        raise ValueError(f"unknown domain {domain!r}; use one of {[*sorted(SOURCES), ALL_DOMAINS]}")
+    rng = random.Random(f"expert-data-{seed}")
+    items = _trainable(domain_items(data_dir, domain))
+    groups = [[i for i in items if i.id.split("/")[0] == source] for source in _sources(items)]
+    chosen = _balanced(groups, limit, rng)
+    return [
+        {"id": i.id, "question": as_text(i), "answer": target_of(i), "domain": i.domain}
+        for i in chosen
+    ]
+
+
+def _trainable(items: Iterable[Item]) -> list[Item]:
+    return [i for i in items if i.in_split == "train"]
+
+
+def _sources(items: Sequence[Item]) -> list[str]:
+    return sorted({i.id.split("/")[0] for i in items})
+
+
+def _balanced(groups: list[list[Item]], limit: int, rng: random.Random) -> list[Item]:
+    """Round-robin over shuffled groups until `limit` items or all groups are used up."""
+    pools = [rng.sample(group, len(group)) for group in groups if group]
+    chosen: list[Item] = []
+    while pools and len(chosen) < limit:
+        for pool in list(pools):
+            if len(chosen) == limit:
+                break
+            chosen.append(pool.pop())
+            if not pool:
+                pools.remove(pool)
+    rng.shuffle(chosen)
+    return chosen
+
+
+__all__ = ["ALL_DOMAINS", "expert_examples", "target_of"]

@@ -1,0 +1,260 @@
+"""`compllm eval answers`: the benchmark format, resumable runs, scoring, and every system."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import BaseMessage, SystemMessage
+
+from compllm_graph.cli import main
+from compllm_graph.evaluation.answers import (
+    BenchmarkError,
+    answered,
+    oracle_router,
+    random_router,
+    read_benchmark,
+    run,
+    summarise,
+)
+from compllm_graph.expert_store import ExpertStore
+from tests.fakes import FakeChat
+
+CHEMISTRY = {
+    "question": "Which gas is inert? Options: (A) Neon; (B) Oxygen.",
+    "answer": "Neon",
+    "choices": ["Neon", "Oxygen"],
+    "domain": "chemistry",
+}
+MATHS = {"question": "What is 6 times 7?", "answer": "42", "choices": None, "domain": "mathematics"}
+RECORDS = [
+    {
+        "id": f"q{i}",
+        "question": f"{CHEMISTRY['question']} Also, {MATHS['question']}",
+        "parts": [CHEMISTRY, MATHS],
+        "edges": [],
+    }
+    for i in range(3)
+]
+
+
+def write(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "not JSON"),
+        ('{"id": "a", "question": "q", "parts": []}', "exactly"),
+        ('{"id": "a", "question": "q", "parts": [], "edges": []}', "non-empty"),
+        (
+            '{"id": "a", "question": "q", "parts": [{"question": "q", "answer": "x", '
+            '"choices": ["y"], "domain": "d"}], "edges": []}',
+            "not a choice",
+        ),
+        (
+            '{"id": "a", "question": "q", "parts": [{"question": "q", "answer": "1", '
+            '"choices": null, "domain": "d"}], "edges": [[2, 1]]}',
+            "bad edge",
+        ),
+    ],
+)
+def test_a_malformed_benchmark_is_refused_with_its_line(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = tmp_path / "b.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(BenchmarkError, match=message):
+        read_benchmark(path)
+
+
+def test_a_repeated_id_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BenchmarkError, match="used twice"):
+        read_benchmark(write(tmp_path / "b.jsonl", [RECORDS[0], RECORDS[0]]))
+
+
+def test_a_run_appends_and_a_rerun_skips_what_was_answered(tmp_path: Path) -> None:
+    outputs = tmp_path / "out.jsonl"
+    calls: list[str] = []
+
+    def answerer(record: Any) -> dict[str, Any]:
+        calls.append(record["id"])
+        return {"answer": "Neon and 42", "sub_answers": [], "routes": []}
+
+    run(RECORDS[:2], answerer, outputs)
+    answers = run(RECORDS, answerer, outputs)
+    assert calls == ["q0", "q1", "q2"]
+    assert [a["id"] for a in answers] == ["q0", "q1", "q2"]
+    assert set(answered(outputs)) == {"q0", "q1", "q2"}
+    line = json.loads(outputs.read_text().splitlines()[0])
+    assert set(line) == {"id", "answer", "sub_answers", "routes", "seconds"}
+
+
+def test_the_summary_scores_questions_parts_and_domains() -> None:
+    answers = [
+        {"id": "q0", "answer": "Neon; 42", "seconds": 1.0},
+        {"id": "q1", "answer": "Oxygen; 42", "seconds": 3.0},
+        {"id": "q2", "answer": "(A); 41", "seconds": 2.0},
+    ]
+    summary = summarise(RECORDS, answers)
+    assert summary["accuracy"] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary["part_accuracy"] == pytest.approx(4 / 6, abs=1e-4)
+    assert summary["n"] == 3 and summary["seconds_per_question"] == 2.0
+    assert summary["part_accuracy_by_domain"] == {"chemistry": 0.6667, "mathematics": 0.6667}
+    low, high = summary["accuracy_ci95"]
+    assert 0 <= low <= summary["accuracy"] <= high <= 1
+    with pytest.raises(BenchmarkError, match="is not for question"):
+        summarise(RECORDS[:1], [{"id": "q9", "answer": ""}])
+
+
+def test_oracle_and_random_routers() -> None:
+    route = oracle_router(RECORDS[0], ["chemistry", "biology"])
+    routes = route(["Which gas is inert? (A) Neon (B) Oxygen", "what is 6 times 7"])
+    assert [r.expert for r in routes] == ["chemistry", None]  # no mathematics expert: base
+    first = [r.expert for r in random_router(["a", "b", "c"], seed=1)(["x"] * 20)]
+    assert first == [r.expert for r in random_router(["a", "b", "c"], seed=1)(["x"] * 20)]
+    assert len(set(first)) > 1
+    with pytest.raises(ValueError, match="at least one expert"):
+        random_router([])
+
+
+class FakeModel:
+    """A stand-in for a loaded base model: experts answer their own domain's part only.
+
+    The decomposer splits the question at "Also,"; an expert (known by its system prompt or
+    adapter) answers the part of its domain, the base model answers nothing useful.
+    """
+
+    name = "fake"
+
+    def __init__(self, by_adapter: bool = False) -> None:
+        self.added: dict[str, Path] = {}
+        self.by_adapter = by_adapter  # experts known by their adapter only, not their prompt
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        self.added[name] = Path(folder)
+
+    def adapters(self) -> list[str]:
+        return list(self.added)
+
+    def chat_model(self, adapter: str | None = None, **generation: Any) -> FakeChat:
+        return FakeChat(label=adapter or "base", reply=lambda m: self.reply(m, adapter))
+
+    def reply(self, messages: list[BaseMessage], adapter: str | None) -> str:
+        system = " ".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
+        text = str(messages[-1].content)
+        if "<q>" in system or "sub-queries" in system.lower() or "decompos" in system.lower():
+            first, _, second = text.partition(" Also, ")
+            return f"<q>{first}</q><q>{second}</q>"
+        if text.startswith("Here are answers"):  # the aggregator repeats the parts
+            return " ".join(line for line in text.splitlines() if line.startswith("Answer:"))
+        who = (adapter or "") if self.by_adapter else (adapter or system)
+        if "all-domains" in who:
+            return "Neon" if "gas" in text else "42"
+        if "chemistry" in who and "gas" in text:
+            return "The answer is (A) Neon."
+        if "mathematics" in who and "times" in text:
+            return "The answer is 42."
+        return "I do not know."
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    model = FakeModel()
+    monkeypatch.setattr("compllm_graph.evaluation.systems.load_model", lambda *a, **k: model)
+    store = ExpertStore.create(tmp_path / "store", "hashing:64")
+    for name, texts in {
+        "chemistry": ["Which gas is inert?", "noble gases and oxygen", "gas Neon Oxygen"],
+        "mathematics": ["What is 6 times 7?", "multiply numbers times", "arithmetic 6 7"],
+    }.items():
+        store.add_expert(name, texts, system_prompt=f"You are a {name} expert.")
+    adapter = tmp_path / "all-domains"
+    adapter.mkdir()
+    benchmark = write(tmp_path / "p2.jsonl", RECORDS)
+    return {"model": model, "store": tmp_path / "store", "file": benchmark, "adapter": adapter}
+
+
+def eval_answers(fake: dict[str, Any], system: str, *extra: str) -> None:
+    argv = ["eval", "answers", str(fake["file"]), "--system", system, "--json"]
+    argv += ["--store", str(fake["store"]), "--all-domains-adapter", str(fake["adapter"])]
+    assert main([*argv, *extra]) == 0
+
+
+@pytest.mark.parametrize(
+    ("system", "accuracy"),
+    [("oracle-router", 1.0), ("monolith", 0.0), ("all-experts", 1.0), ("compllm", None)],
+)
+def test_each_system_answers_through_the_command(
+    fake: dict[str, Any], system: str, accuracy: float | None, capsys: pytest.CaptureFixture
+) -> None:
+    eval_answers(fake, system)
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    assert summary["system"] == system and summary["n"] == 3
+    assert out[0].startswith(f"{system}: accuracy")
+    if accuracy is not None:
+        assert summary["accuracy"] == accuracy
+    if system == "all-experts":
+        assert "all-domains" in fake["model"].added
+
+
+def test_the_command_resumes_from_its_outputs(
+    fake: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    outputs = tmp_path / "oracle.jsonl"
+    eval_answers(fake, "oracle-router", "--outputs", str(outputs), "--limit", "2")
+    assert len(outputs.read_text().splitlines()) == 2
+    eval_answers(fake, "oracle-router", "--outputs", str(outputs))
+    lines = [json.loads(x) for x in outputs.read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["q0", "q1", "q2"]
+    assert lines[0]["routes"] == ["chemistry", "mathematics"]
+    assert len(lines[0]["sub_answers"]) == 2
+    capsys.readouterr()
+    assert main(["eval", "attribution", str(fake["file"]), str(outputs)]) == 0
+    assert "| oracle.jsonl | 3 | 3 (100%) |" in capsys.readouterr().out
+
+
+def test_a_bad_benchmark_file_exits_2_before_loading_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\n")
+    assert main(["eval", "answers", str(bad)]) == 2
+    assert "a record needs exactly" in capsys.readouterr().err
+
+
+def test_the_expert_table_compares_each_expert_with_the_base(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.random_lora import save_random_lora
+    from tests.tiny import tiny_llama
+
+    model = FakeModel(by_adapter=True)
+    monkeypatch.setattr("compllm_graph.evaluation.systems.load_model", lambda *a, **k: model)
+    store = ExpertStore.create(tmp_path / "store", "hashing:64")
+    adapter = save_random_lora(tiny_llama(), tmp_path / "lora", seed=0)
+    store.add_expert(
+        "chemistry", ["gases"], system_prompt="You are a chemistry expert.", adapter=adapter
+    )
+    single = [
+        {"id": f"s{i}", "question": CHEMISTRY["question"], "parts": [CHEMISTRY], "edges": []}
+        for i in range(4)
+    ]
+    path = write(tmp_path / "single-chemistry.jsonl", single)
+    argv = ["eval", "experts", str(path), "--store", str(tmp_path / "store"), "--json"]
+    assert main([*argv, "--outputs", str(tmp_path / "answers")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = json.loads(out[-1])["rows"][0]
+    assert row["domain"] == "chemistry" and row["n"] == 4
+    assert row["base"] == 0.0 and row["expert"] == 1.0 and row["difference"]["significant"]
+    assert out[0] == "| domain | n | base | expert | expert - base |"
+    assert (tmp_path / "answers" / "single-chemistry.expert.jsonl").is_file()
+    other = write(
+        tmp_path / "single-law.jsonl", [{**single[0], "parts": [{**CHEMISTRY, "domain": "law"}]}]
+    )
+    assert main(["eval", "experts", str(other), "--store", str(tmp_path / "store")]) == 2
+    assert "no expert for 'law'" in capsys.readouterr().err

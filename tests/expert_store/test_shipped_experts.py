@@ -1,0 +1,71 @@
+"""The trained expert adapters shipped in the package, and the demo store that registers them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compllm_graph.expert_store.demo import (
+    DEMO_EXPERTS,
+    SHIPPED_EXPERTS,
+    build_demo_store,
+    default_store_path,
+    shipped_experts,
+)
+from compllm_graph.models import CATALOGUE, DEFAULT_MODEL
+
+SHIPPED = [
+    (base.name, expert)
+    for base in sorted(SHIPPED_EXPERTS.glob("*/"))
+    for expert in sorted(base.iterdir())
+    if expert.is_dir()
+]
+
+
+def test_the_default_model_ships_every_demo_expert_and_the_ft_baseline() -> None:
+    names = set(shipped_experts(DEFAULT_MODEL))
+    assert names == {*DEMO_EXPERTS, "all-domains"}
+    assert shipped_experts("no-such-model") == {}
+
+
+@pytest.mark.parametrize(("base", "folder"), SHIPPED, ids=[f"{b}/{f.name}" for b, f in SHIPPED])
+def test_each_shipped_expert_is_small_trained_and_documented(base: str, folder: Path) -> None:
+    assert base in CATALOGUE
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "training.json",
+    ], "only the adapter and its record ship (no checkpoint, no pickles)"
+    assert (folder / "adapter_model.safetensors").stat().st_size <= 10 * 1024 * 1024
+    config = json.loads((folder / "adapter_config.json").read_text())
+    record = json.loads((folder / "training.json").read_text())
+    assert config["base_model_name_or_path"] == record["base"] == base
+    assert record["status"] == "finished" and record["objective"] == "answer"
+    assert record["loss"]["last"] < record["loss"]["first"]
+    if folder.name in DEMO_EXPERTS:
+        assert record["system_prompt"] == DEMO_EXPERTS[folder.name][1]
+
+
+def test_the_demo_store_routes_to_the_shipped_adapters(tmp_path: Path) -> None:
+    store = build_demo_store(tmp_path / "store", embedder="hashing:64", calibrate=False)
+    adapters = shipped_experts(DEFAULT_MODEL)
+    for expert in store.experts():
+        assert expert.adapter is not None and expert.base_model == DEFAULT_MODEL
+        assert (expert.adapter / "adapter_model.safetensors").read_bytes() == (
+            adapters[expert.name] / "adapter_model.safetensors"
+        ).read_bytes()
+    other = build_demo_store(
+        tmp_path / "other", base="no-such-model", embedder="hashing:64", calibrate=False
+    )
+    assert all(e.adapter is None for e in other.experts())  # prompt-only experts
+
+
+def test_each_base_model_has_its_own_demo_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("COMPLLM_HOME", str(tmp_path))
+    assert default_store_path() == default_store_path(DEFAULT_MODEL) == tmp_path / "expert_store"
+    other = default_store_path("qwen2.5-coder-0.5b-instruct")
+    assert other == tmp_path / "expert_store-qwen2.5-coder-0.5b-instruct"
