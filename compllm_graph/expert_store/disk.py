@@ -99,6 +99,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
     for key, kind in required.items():
         if not isinstance(manifest.get(key), kind):
             raise CorruptStoreError(f"{path}: field {key!r} is missing or has the wrong type")
+    vote = manifest.get("vote")
+    if vote is not None and (isinstance(vote, bool) or not isinstance(vote, int) or vote < 1):
+        raise CorruptStoreError(f"{path}: field 'vote' must be a positive integer or null")
     if not all(isinstance(n, str) and NAME_PATTERN.match(n) for n in manifest["experts"]):
         raise CorruptStoreError(f"{path}: the expert list holds an invalid name")
     return manifest

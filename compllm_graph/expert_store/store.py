@@ -94,6 +94,7 @@ class ExpertStore:
         *,
         center: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
+        vote: int | None = None,
     ) -> ExpertStore:
         """Create an empty store.
 
@@ -104,6 +105,8 @@ class ExpertStore:
             center: Subtract the mean of all expert data before comparing (needed for raw
                 decoder embeddings, which all point the same way).
             threshold: Default cosine threshold below which a sub-query goes to base.
+            vote: Keep every expert example in the index and route by a vote of the `vote`
+                nearest (see `ExpertRouter`); None: centroids, nearest wins.
 
         Raises:
             StoreError: the folder is not empty, or an argument is invalid.
@@ -117,6 +120,8 @@ class ExpertStore:
             except EmbedderError as exc:
                 raise StoreError(str(exc)) from None
         check_threshold(threshold)
+        if vote is not None and (isinstance(vote, bool) or not isinstance(vote, int) or vote < 1):
+            raise StoreError(f"vote must be a positive number of nearest examples, got {vote!r}")
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise StoreError(f"cannot create a store at {root}: it exists and is not empty")
         root.mkdir(parents=True, exist_ok=True)
@@ -127,6 +132,7 @@ class ExpertStore:
             "dim": None,
             "center": bool(center),
             "default_threshold": float(threshold),
+            "vote": vote,
             "generation": 0,
             "experts": [],
             "index": None,
@@ -186,6 +192,12 @@ class ExpertStore:
     def center(self) -> bool:
         """Whether embeddings are centred on the mean of all expert data."""
         return bool(self._manifest["center"])
+
+    @property
+    def vote(self) -> int | None:
+        """Nearest examples that vote on a route, or None for nearest-centroid routing."""
+        vote = self._manifest.get("vote")
+        return int(vote) if vote else None
 
     @property
     def default_threshold(self) -> float:
@@ -254,7 +266,8 @@ class ExpertStore:
             texts: The expert's domain data (questions or documents).
             description: What the expert knows.
             adapter: A peft adapter folder (adapter_config.json + *.safetensors) to copy in.
-            centroids: k-means centroids for this expert (the paper's Table 3).
+            centroids: k-means centroids for this expert (the paper's Table 3); a voting
+                store (`vote`) keeps every text's embedding instead.
             system_prompt: System message for the expert's chat model.
             base_model: Base model of the adapter; read from adapter_config.json when omitted.
             threshold: Per-expert threshold override.
@@ -276,7 +289,11 @@ class ExpertStore:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape[0] != len(texts) or not np.isfinite(vectors).all():
             raise StoreError(f"expert {name!r}: embeddings must be finite, one row per text")
-        means, counts = cluster_means(vectors, centroids)
+        if self.vote and centroids != 1:
+            raise StoreError("a voting store keeps every example: leave centroids at 1")
+        means, counts = (
+            (vectors, (1,) * len(texts)) if self.vote else cluster_means(vectors, centroids)
+        )
         unit = normalise(vectors)
         own = normalise(means)[np.argmax(unit @ normalise(means).T, axis=1)]
         stats = {

@@ -176,3 +176,32 @@ def test_from_centroids_matches_a_store_router(router: ExpertRouter) -> None:
     for text in TABLE:
         got, want = direct([text])[0], router([text])[0]
         assert got.expert == want.expert and got.score == pytest.approx(want.score, abs=1e-5)
+
+
+def test_a_voting_store_routes_by_the_nearest_examples_majority(tmp_path: Path) -> None:
+    # One chemistry example sits right by the probe, but three biology ones are nearly as near.
+    table = {
+        "c1": [1, 0, 0],
+        "c2": [0, 0, 1],
+        "b1": [0.9, 0.3, 0],
+        "b2": [0.9, 0.32, 0],
+        "b3": [0.9, 0.28, 0],
+        "probe": [1, 0.15, 0],
+    }
+    embedder = TableEmbedder(table)
+    nearest = ExpertStore.create(tmp_path / "nearest", embedder, threshold=0.0)
+    voting = ExpertStore.create(tmp_path / "voting", embedder, threshold=0.0, vote=3)
+    for store in (nearest, voting):
+        store.add_expert("chemistry", ["c1", "c2"])
+        store.add_expert("biology", ["b1", "b2", "b3"])
+    assert voting.vote == 3 and ExpertStore.open(voting.path).vote == 3 and nearest.vote is None
+    assert ExpertStore.open(voting.path).expert("biology").counts == (1, 1, 1)  # every example
+    assert ExpertRouter(nearest, embedder=embedder)(["probe"])[0].expert == "biology"
+    route = ExpertRouter(voting, embedder=embedder)(["probe"])[0]
+    assert route.expert == "biology" and route.candidates[0][0] == "biology"
+    one_vote = ExpertRouter(voting, embedder=embedder, vote=1)(["probe"])[0]
+    assert one_vote.expert == "chemistry"  # the single nearest example decides
+    with pytest.raises(StoreError, match="leave centroids at 1"):
+        voting.add_expert("physics", ["c1", "c2"], centroids=2)
+    with pytest.raises(StoreError, match="vote must be"):
+        ExpertStore.create(tmp_path / "bad", embedder, vote=0)
