@@ -36,9 +36,9 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "eval": (
         "reproduce the paper's tables",
         (
-            "compllm_graph.expert_store.eval_commands",
-            "compllm_graph.training.eval_commands",
-            "compllm_graph.evaluation.commands",
+            "compllm_graph.evaluation.routing_commands",
+            "compllm_graph.evaluation.decomposition_commands",
+            "compllm_graph.evaluation.answer_commands",
         ),
     ),
     "serve": (

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.models import DEFAULT_MODEL, LocalModel, is_cached, load_model
 
 
@@ -18,6 +20,14 @@ def require_smollm2() -> None:
             f"{DEFAULT_MODEL} is not cached: run `compllm models fetch {DEFAULT_MODEL}` "
             "(`make test` does this before pytest)"
         )
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared data folder, or a skip when this checkout has none beside it."""
+    if not (DEFAULT_DATA_DIR / "mmlu").is_dir():
+        pytest.skip(f"the shared datasets are not at {DEFAULT_DATA_DIR} (set COMPLLM_DATA_DIR)")
+    return DEFAULT_DATA_DIR
 
 
 @cache

@@ -11,8 +11,12 @@ with requires("train"):
     import scipy  # noqa: F401
     import torch  # noqa: F401
 
+from compllm_graph.evaluation.decomposition_metrics import (
+    DecompositionReport,
+    score_graph,
+    score_text,
+)
 from compllm_graph.training.data import DecompositionExample, load_examples, split_of
-from compllm_graph.training.metrics import DecompositionReport, score_graph, score_text
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
 __all__ = [

@@ -19,6 +19,7 @@ from compllm_graph.decomposer.loading import (
     read_training_record,
 )
 from compllm_graph.decomposer.prompts import DECOMPOSER_SYSTEM_PROMPT
+from compllm_graph.evaluation.decomposition import evaluate
 from compllm_graph.training.composed import COMPOSED, composed_examples
 from compllm_graph.training.data import (
     CONJUNCTION,
@@ -30,7 +31,7 @@ from compllm_graph.training.data import (
     mix,
     select,
 )
-from compllm_graph.training.decomposition import encode_example, evaluate
+from compllm_graph.training.decomposition import encode_example
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import ADAPTER_CONFIG, TrainResult, attach_lora, train, warm_start
 

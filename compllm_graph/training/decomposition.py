@@ -1,4 +1,7 @@
-"""Prompts, tokenisation and batched generation for the decomposer, SFT and few-shot alike."""
+"""Prompts, tokenisation and batched generation for the decomposer, SFT and few-shot alike.
+
+Scoring the generated decompositions lives in `compllm_graph.evaluation.decomposition`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import torch
 
 from compllm_graph.decomposer.prompts import DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.training.data import DecompositionExample
-from compllm_graph.training.metrics import DecompositionReport, aggregate, score_text
 from compllm_graph.training.sft import IGNORE_INDEX, Encoded
 
 Messages = list[dict[str, str]]
@@ -146,33 +148,3 @@ def generate(
         if progress is not None:
             progress(len(prompts))
     return replies
-
-
-def evaluate(
-    model: Any,
-    tokenizer: Any,
-    examples: Sequence[DecompositionExample],
-    *,
-    few_shot: bool = False,
-    batch_size: int = 8,
-    max_new_tokens: int = 128,
-    num_beams: int = 1,
-    logits_processor: Callable[[int], Any] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[DecompositionReport, list[str]]:
-    """Decompose every example's question and score the outputs against the gold graphs."""
-    make = few_shot_messages if few_shot else sft_messages
-    outputs = generate(
-        model,
-        tokenizer,
-        [make(e.question) for e in examples],
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        num_beams=num_beams,
-        logits_processor=logits_processor,
-        progress=progress,
-    )
-    if few_shot:
-        outputs = [trim_few_shot(out) for out in outputs]
-    report = aggregate(score_text(out, e.graph) for out, e in zip(outputs, examples))
-    return report, outputs

@@ -1,36 +1,96 @@
-"""Routing across sources: every method scored on the same questions, and the real data split."""
+"""The routing evaluation: deterministic splits, one setting end to end, table and chart."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import pytest
+
+from compllm_graph.cli import main
 from compllm_graph.evaluation.routing import (
-    METHODS,
-    TransferData,
-    best_method,
-    transfer_data,
-    transfer_errors,
-    transfer_table,
+    EXPERT_GROUPS,
+    OUT_OF_DOMAIN,
+    evaluate_setting,
+    format_table,
+    load_routing_data,
+    plot_table,
 )
-from compllm_graph.expert_store.embedders import embedder_from_spec
+from compllm_graph.expert_store.embedders import HashingEmbedder
+
+WORDS = {
+    "mathematics": "integer sum equation",
+    "medicine": "patient dose symptom",
+    "chemistry": "acid molar reaction",
+    "biology": "cell gene species",
+}
 
 
-def test_every_method_is_scored_against_the_first() -> None:
-    words = {"chemistry": "acid base salt", "mathematics": "sum product number"}
-    rows = {d: [f"{w} {i}" for i in range(8)] for d, w in words.items()}
-    questions = [(f"{w} question", d, "other") for d, w in words.items()]
-    result = transfer_errors(TransferData(rows, questions), embedder_from_spec("hashing:64"))
-    assert list(result["methods"]) == list(METHODS) and result["n"] == 2
-    first = result["methods"][next(iter(METHODS))]
-    assert first["minus_first_method"]["difference"] == 0.0
-    assert all(0 <= m["error"] <= 1 for m in result["methods"].values())
-    assert best_method(result) in METHODS
-    assert transfer_table(result).startswith("| method | all (n=2) | minus 1 centroid | other")
+@pytest.fixture
+def mmlu(tmp_path: Path) -> Path:
+    """A tiny MMLU folder whose subjects use distinct vocabularies."""
+    (tmp_path / "test").mkdir()
+    vocab = {s: WORDS[g] for g, subjects in EXPERT_GROUPS.items() for s in subjects}
+    vocab.update(dict.fromkeys(OUT_OF_DOMAIN, "treaty king court"))
+    for subject, words in vocab.items():
+        with open(tmp_path / "test" / f"{subject}_test.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["question", "choice0", "answer"])
+            for i in range(12):
+                writer.writerow([f"{words} {subject} question {i}", "x", 0])
+    return tmp_path
 
 
-def test_rows_and_questions_come_from_different_sources_and_splits(data_dir: Path) -> None:
-    data = transfer_data(data_dir, per_expert=50, per_source=20)
-    assert sorted(data.rows) == ["biology", "chemistry", "mathematics", "medicine"]
-    routed = {q for q, _, _ in data.questions}
-    assert not routed & {t for texts in data.rows.values() for t in texts}
-    assert {s for _, _, s in data.questions} == {"arc", "gsm8k", "medmcqa", "medqa"}
+def test_splits_are_deterministic_disjoint_and_capped(mmlu: Path) -> None:
+    data = load_routing_data(mmlu, per_group=20)
+    again = load_routing_data(mmlu, per_group=20)
+    assert data == again
+    for split in data.groups.values():
+        assert (len(split.fit), len(split.calibrate), len(split.test)) == (10, 4, 6)
+    assert data.ood.fit == [] and len(data.ood.calibrate) == len(data.ood.test) == 10
+    rows = [i for s in [*data.groups.values(), data.ood] for i in s.fit + s.calibrate + s.test]
+    assert sorted(rows) == list(range(len(data.texts)))
+    subjects = {t.split()[3] for t in (data.texts[i] for i in rows[:20])}
+    assert len(subjects) == 3  # balanced over the mathematics subjects
+
+
+def test_evaluate_setting_on_separable_data(mmlu: Path, tmp_path: Path) -> None:
+    data = load_routing_data(mmlu, per_group=20)
+    vectors = HashingEmbedder(256).embed(data.texts)
+    result = evaluate_setting(
+        data, vectors, ["mathematics", "chemistry"], "hashing:256", True, 2, tmp_path
+    )
+    assert result["nearest_error"] == 0.0
+    assert result["fitted_error"] <= result["error_at_default"]
+    assert set(result["thresholds"]) == {"mathematics", "chemistry"}
+
+
+def test_table_and_chart(tmp_path: Path) -> None:
+    rows = [
+        {
+            "embedder": e,
+            "center": c,
+            "centroids": k,
+            "experts": n,
+            "nearest_error": 0.01 * n,
+            "error_at_default": 0.5,
+            "fitted_error": 0.1,
+        }
+        for e in ("mean-pool", "minilm")
+        for c in (False, True)
+        for k in (1, 2, 4)
+        for n in (2, 3, 4)
+    ]
+    table = format_table({"rows": rows})
+    assert "minilm     yes      4 |   2.0%   3.0%   4.0% |  50.0%" in table
+    chart = plot_table({"rows": rows}, tmp_path / "chart.png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_routing_cli_rejects_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser_args = ["eval", "routing", "--data", str(tmp_path), "--json"]
+    code = main(parser_args)
+    assert code == 1 and "no MMLU data" in capsys.readouterr().err
+    assert main([*parser_args, "--embedders", "bert"]) == 2

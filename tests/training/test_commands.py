@@ -10,8 +10,8 @@ import pytest
 
 from compllm_graph.cli import main
 from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
+from compllm_graph.evaluation.decomposition_commands import _adapter_dir
 from compllm_graph.training.data import split_of
-from compllm_graph.training.eval_commands import _adapter_dir
 from compllm_graph.training.train_commands import parse_mix
 
 

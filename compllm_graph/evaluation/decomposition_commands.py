@@ -12,10 +12,14 @@ from tqdm import tqdm
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.decomposer import adapter_for, shipped
 from compllm_graph.decomposer.grammar import tag_grammar_factory
+from compllm_graph.evaluation.decomposition import evaluate
+from compllm_graph.evaluation.decomposition_table import (
+    TABLE_DATASETS,
+    decomposition_table,
+    format_table,
+)
 from compllm_graph.models import DEFAULT_MODEL, AdapterError, load_model
 from compllm_graph.training.data import DatasetFormatError, conjunctions, load_examples, select
-from compllm_graph.training.decomposition import evaluate
-from compllm_graph.training.table import TABLE_DATASETS, decomposition_table, format_table
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:

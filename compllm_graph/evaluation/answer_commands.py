@@ -30,12 +30,11 @@ DEFAULT_ANSWER_TOKENS = 160
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
-    """Add `benchmarks`, `answers`, `experts`, `attribution` and `routing-transfer`."""
+    """Add `benchmarks`, `answers`, `experts` and `attribution` to `compllm eval`."""
     _add_benchmarks(eval_subparsers)
     _add_answers(eval_subparsers)
     _add_experts(eval_subparsers)
     _add_attribution(eval_subparsers)
-    _add_routing_transfer(eval_subparsers)
 
 
 def _add_benchmarks(sub: argparse._SubParsersAction) -> None:
@@ -201,38 +200,4 @@ def run_attribution(args: argparse.Namespace) -> int:
     print(attribution_table(rows))
     if args.json:
         print(json.dumps(rows))
-    return 0
-
-
-def _add_routing_transfer(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "routing-transfer",
-        help="routing error with rows from MMLU and questions from ARC, GSM8K, MedQA, MedMCQA",
-    )
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--embedder", default="minilm", help="embedder spec")
-    p.add_argument("--per-expert", type=int, default=300, help="MMLU rows per expert")
-    p.add_argument("--per-source", type=int, default=150, help="questions per routed source")
-    p.add_argument("--json", action="store_true", help="end with one JSON object")
-    p.set_defaults(func=run_routing_transfer)
-
-
-def run_routing_transfer(args: argparse.Namespace) -> int:
-    from compllm_graph.evaluation.routing import (
-        best_method,
-        transfer_data,
-        transfer_errors,
-        transfer_table,
-    )
-    from compllm_graph.expert_store.embedders import embedder_from_spec
-
-    if not args.data_dir.is_dir():
-        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
-        return 2
-    data = transfer_data(args.data_dir, args.per_expert, args.per_source)
-    result = transfer_errors(data, embedder_from_spec(args.embedder))
-    print(transfer_table(result))
-    print(f"best: {best_method(result)}")
-    if args.json:
-        print(json.dumps({"embedder": args.embedder, **result}))
     return 0

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from compllm_graph.query_graph import parse_decomposition
-from compllm_graph.training.metrics import (
+from compllm_graph.evaluation.decomposition_metrics import (
     UNPARSED,
     aggregate,
     score_graph,
     score_text,
     token_f1,
 )
+from compllm_graph.query_graph import parse_decomposition
 
 GOLD = parse_decomposition(
     "<q>Who directed Titanic?</q><q>When was #1 born?</q><q>Where was #1 born?</q>"
@@ -87,7 +87,7 @@ def test_aggregate() -> None:
 
 
 def test_table_format() -> None:
-    from compllm_graph.training.table import format_table
+    from compllm_graph.evaluation.decomposition_table import format_table
 
     perfect = aggregate([score_graph(GOLD, GOLD)])
     lines = format_table({"musique": {"few-shot": aggregate([UNPARSED]), "SFT": perfect}})

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from compllm_graph.decomposer.grammar import tag_grammar_factory
+from compllm_graph.evaluation.decomposition import evaluate
+from compllm_graph.evaluation.decomposition_metrics import DecompositionReport
 from compllm_graph.training.data import default_files, load_examples, select
-from compllm_graph.training.decomposition import evaluate
-from compllm_graph.training.metrics import DecompositionReport
 
 TABLE_DATASETS = ("musique", "break")
 METRICS = ("subquery_f1", "edge_f1", "count_accuracy", "parse_rate")

@@ -1,4 +1,5 @@
-"""`compllm eval routing`: the routing error table on MMLU subject groups (Tables 2 and 3)."""
+"""`compllm eval routing` (the routing error table on MMLU subject groups, Tables 2 and 3) and
+`compllm eval routing-transfer` (rows from one benchmark, questions from others)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
-from compllm_graph.expert_store.evaluation import (
+from compllm_graph.evaluation.routing import (
     EMBEDDERS,
     format_table,
     plot_table,
@@ -19,7 +20,7 @@ from compllm_graph.models.download import home
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
-    """Add `routing` to the `compllm eval` subcommands."""
+    """Add `routing` and `routing-transfer` to the `compllm eval` subcommands."""
     routing = eval_subparsers.add_parser(
         "routing", help="routing error table on MMLU subject groups (paper Tables 2 and 3)"
     )
@@ -58,6 +59,7 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="end with the table as one JSON object"
     )
     routing.set_defaults(func=_eval_routing)
+    _add_routing_transfer(eval_subparsers)
 
 
 def _eval_routing(args: argparse.Namespace) -> int:
@@ -89,3 +91,37 @@ def _eval_routing(args: argparse.Namespace) -> int:
 
 
 __all__ = ["register"]
+
+
+def _add_routing_transfer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "routing-transfer",
+        help="routing error with rows from MMLU and questions from ARC, GSM8K, MedQA, MedMCQA",
+    )
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--embedder", default="minilm", help="embedder spec")
+    p.add_argument("--per-expert", type=int, default=300, help="MMLU rows per expert")
+    p.add_argument("--per-source", type=int, default=150, help="questions per routed source")
+    p.add_argument("--json", action="store_true", help="end with one JSON object")
+    p.set_defaults(func=run_routing_transfer)
+
+
+def run_routing_transfer(args: argparse.Namespace) -> int:
+    from compllm_graph.evaluation.routing_transfer import (
+        best_method,
+        transfer_data,
+        transfer_errors,
+        transfer_table,
+    )
+    from compllm_graph.expert_store.embedders import embedder_from_spec
+
+    if not args.data_dir.is_dir():
+        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+        return 2
+    data = transfer_data(args.data_dir, args.per_expert, args.per_source)
+    result = transfer_errors(data, embedder_from_spec(args.embedder))
+    print(transfer_table(result))
+    print(f"best: {best_method(result)}")
+    if args.json:
+        print(json.dumps({"embedder": args.embedder, **result}))
+    return 0
