@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import TypedDict
 
 RESAMPLES = 2000
+
+
+class Difference(TypedDict):
+    """A paired difference of means with its bootstrap interval."""
+
+    difference: float
+    ci95: list[float]
+    significant: bool
 
 
 def bootstrap_interval(
@@ -28,7 +37,7 @@ def paired_difference(
     level: float = 0.95,
     resamples: int = RESAMPLES,
     seed: int = 0,
-) -> dict[str, float | list[float] | bool]:
+) -> Difference:
     """Mean of a minus mean of b on the same questions, with its paired bootstrap interval.
 
     `significant` is True when the interval leaves out 0: only then is there a difference to
@@ -49,4 +58,4 @@ def paired_difference(
     }
 
 
-__all__ = ["bootstrap_interval", "paired_difference"]
+__all__ = ["Difference", "bootstrap_interval", "paired_difference"]

@@ -44,3 +44,21 @@ def test_earlier_stage_tolerates_a_record_without_data(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
     earlier = earlier_stage(plan(tmp_path), BASE_MODEL)
     assert earlier is not None and earlier["examples"] is None and earlier["command"] is None
+
+
+def test_composed_questions_join_the_mix_with_their_options_kept(data_dir: Path) -> None:
+    from compllm_graph.evaluation.compose import TEMPLATES
+    from compllm_graph.training.composed import COMPOSED, TRAINING_TEMPLATES
+    from compllm_graph.training.decomposer_sft import load_pools, training_examples
+
+    plan = DecomposerPlan(data_dir, train_size=200, weights={"musique": 0.5, COMPOSED: 0.5})
+    examples = training_examples(load_pools(data_dir, ["musique"]), plan)
+    composed = [e for e in examples if e.dataset == COMPOSED]
+    assert len(composed) == 100 and len(examples) == 200
+    for example in composed:
+        steps = [node.text for node in example.graph.sub_queries]
+        assert all(step in example.question or "#1" in step for step in steps)
+    with_options = [e for e in composed if "Options: (A)" in e.question]
+    assert with_options and all("Options: (A)" in e.target for e in with_options)
+    # The training templates are not the benchmarks': their wording stays unseen.
+    assert not set(TRAINING_TEMPLATES[2]) & set(TEMPLATES[2])

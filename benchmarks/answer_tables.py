@@ -1,0 +1,246 @@
+"""The paper's Tables 5 and 7 on our models: answer accuracy of Comp-LLM against monoliths.
+
+Each cell is one `compllm eval answers` run (a fresh process) on one benchmark file, with its
+answers appended to `benchmarks/answers/outputs/MODEL/SYSTEM.FILE.jsonl`, so a cell that stops
+resumes where it stopped and a finished one costs nothing. Cells run a few at a time (`--jobs`,
+with `--threads` each). After the runs, the tables are written to
+`benchmarks/answers/tables.md` from every outputs file there: accuracy with a 95 % bootstrap
+interval, seconds per question, the paired difference where two systems answered the same
+questions, and the per-stage attribution of the wrong answers.
+
+The benchmark files come from `compllm eval benchmarks --out benchmarks/answers/data` (built
+here when missing; they hold dataset text, so they are not committed).
+
+Usage: `python -m benchmarks.answer_tables [--cells NAME ...] [--jobs 2] [--threads 1]
+[--tables-only]`; `--list` shows the cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compllm_graph.evaluation.answers import answered, read_benchmark, summarise
+from compllm_graph.evaluation.attribution import attribution, attribution_table
+from compllm_graph.evaluation.scoring import score_question
+from compllm_graph.evaluation.stats import paired_difference
+
+ROOT = Path(__file__).resolve().parent / "answers"
+DATA, OUTPUTS, TABLES = ROOT / "data", ROOT / "outputs", ROOT / "tables.md"
+SMOL, QWEN05, QWEN15 = (
+    "smollm2-135m-instruct",
+    "qwen2.5-coder-0.5b-instruct",
+    "qwen2.5-coder-1.5b-instruct",
+)
+FILES = ("p2", "p3", "all2", "all3")
+SHORT = {SMOL: "SmolLM2-135M", QWEN05: "Qwen2.5-Coder-0.5B", QWEN15: "Qwen2.5-Coder-1.5B"}
+LABELS = {"p2": "P-2", "p3": "P-3", "all2": "All-2", "all3": "All-3"}
+COLUMNS = [
+    (f"monolith {SHORT[SMOL]}", SMOL, "monolith"),
+    (f"monolith {SHORT[QWEN05]}", QWEN05, "monolith"),
+    (f"monolith {SHORT[QWEN15]}", QWEN15, "monolith"),
+    ("0.5B + all-domains adapter (FT)", QWEN05, "all-experts"),
+    (f"Comp-LLM {SHORT[SMOL]}", SMOL, "compllm"),
+    (f"Comp-LLM {SHORT[QWEN05]}", QWEN05, "compllm"),
+]
+"""Table 5's columns: label, base model, system."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One system on one benchmark file with one base model, on its first `limit` questions."""
+
+    model: str
+    system: str
+    file: str
+    limit: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.system}.{self.file}"
+
+    @property
+    def outputs(self) -> Path:
+        return OUTPUTS / self.model / f"{self.system}.{self.file}.jsonl"
+
+
+def _limit(file: str) -> int:
+    return 200 if file in ("p2", "all2") else 100
+
+
+TABLE5 = [
+    *(Cell(model, "monolith", f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
+    *(Cell(QWEN05, "all-experts", f, _limit(f)) for f in FILES),
+    *(Cell(model, "compllm", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
+]
+TABLE7 = [
+    Cell(model, system, f, 100)
+    for model in (SMOL, QWEN05)
+    for system in ("all-experts", "random-router", "oracle-router")
+    for f in ("p2", "all2")
+]
+CELLS = {c.name: c for c in [*TABLE5, *TABLE7]}
+"""Every cell; a cell in both tables keeps Table 5's (larger) size."""
+
+
+def run_cell(cell: Cell, threads: int) -> dict[str, Any]:
+    """Run (or resume) one cell in a fresh process; returns its summary."""
+    cell.outputs.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(Path(sys.executable).with_name("compllm")), "eval", "answers",
+        str(DATA / f"{cell.file}.jsonl"),
+        "--system", cell.system, "--model", cell.model, "--limit", str(cell.limit),
+        "--outputs", str(cell.outputs), "--threads", str(threads), "--json",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        return {"cell": cell.name, "error": " / ".join(tail), "code": done.returncode}
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"cell": cell.name, "wall_s": round(time.perf_counter() - started, 1), **summary}
+
+
+def _cell_scores(cell: Cell) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """The records and answers of a cell's finished questions, or None before any."""
+    done = answered(cell.outputs)
+    if not done:
+        return None
+    records = [r for r in read_benchmark(DATA / f"{cell.file}.jsonl") if r["id"] in done]
+    return records, [done[r["id"]] for r in records]
+
+
+def _rights(cell: Cell) -> dict[str, bool]:
+    scored = _cell_scores(cell)
+    if scored is None:
+        return {}
+    return {r["id"]: score_question(str(a["answer"]), r["parts"]).right for r, a in zip(*scored)}
+
+
+def cell_text(cell: Cell) -> str:
+    """`acc [low, high] (n)` for a table cell, or `–` when it has not run."""
+    scored = _cell_scores(cell)
+    if scored is None:
+        return "–"
+    summary = summarise(*scored)
+    low, high = summary["accuracy_ci95"]
+    return f"{summary['accuracy']:.1%} [{low:.1%}, {high:.1%}] (n={summary['n']})"
+
+
+def seconds_text(cell: Cell) -> str:
+    scored = _cell_scores(cell)
+    return "–" if scored is None else f"{summarise(*scored)['seconds_per_question']:.1f}"
+
+
+def _find(model: str, system: str, file: str) -> Cell:
+    return next(
+        (c for c in CELLS.values() if (c.model, c.system, c.file) == (model, system, file)),
+        Cell(model, system, file, _limit(file)),
+    )
+
+
+def difference_text(a: Cell, b: Cell) -> str:
+    """a minus b on the questions both answered, with its paired 95 % interval."""
+    first, second = _rights(a), _rights(b)
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        return "–"
+    diff = paired_difference([first[i] for i in shared], [second[i] for i in shared])
+    low, high = diff["ci95"]
+    verdict = "differs" if diff["significant"] else "no call"
+    return f"{diff['difference']:+.1%} [{low:+.1%}, {high:+.1%}] (n={len(shared)}, {verdict})"
+
+
+def tables() -> str:
+    """Tables 5 and 7, speed, the key differences and attribution, from the outputs on disk."""
+    head = ["| benchmark | " + " | ".join(label for label, _, _ in COLUMNS) + " |"]
+    head.append("|---" * (len(COLUMNS) + 1) + "|")
+    lines = ["## Table 5: question accuracy (95 % bootstrap interval)", "", *head]
+    for file in FILES:
+        cells = [cell_text(_find(model, system, file)) for _, model, system in COLUMNS]
+        lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
+    lines += ["", "Seconds per question:", "", *head]
+    for file in FILES:
+        cells = [seconds_text(_find(model, system, file)) for _, model, system in COLUMNS]
+        lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
+    lines += ["", "## Table 7: routing (question accuracy)", ""]
+    systems = ("compllm", "all-experts", "random-router", "oracle-router")
+    lines += [
+        "| model | benchmark | router | all-experts | random | oracle |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model in (SMOL, QWEN05):
+        for file in ("p2", "all2"):
+            cells = [cell_text(_find(model, s, file)) for s in systems]
+            lines.append(f"| {SHORT[model]} | {LABELS[file]} | " + " | ".join(cells) + " |")
+    lines += ["", "## Paired differences (same questions)", ""]
+    pairs = [
+        (_find(m, "compllm", f), _find(m, other, f))
+        for m in (SMOL, QWEN05)
+        for f in FILES
+        for other in ("monolith", "all-experts", "random-router")
+    ]
+    pairs += [(_find(QWEN05, "compllm", f), _find(QWEN15, "monolith", f)) for f in FILES]
+    lines += ["| a | b | a - b |", "|---|---|---|"]
+    for a, b in pairs:
+        text = difference_text(a, b)
+        if text != "–":
+            lines.append(f"| {a.name} | {b.name} | {text} |")
+    lines += ["", "## Where the wrong answers went wrong first", ""]
+    rows = {}
+    for cell in sorted(CELLS.values(), key=lambda c: c.name):
+        scored = _cell_scores(cell)
+        if scored is not None:
+            rows[cell.name] = attribution(*scored)
+    lines.append(attribution_table(rows) if rows else "(no run yet)")
+    return "\n".join(lines) + "\n"
+
+
+def _ensure_data() -> None:
+    if all((DATA / f"{f}.jsonl").is_file() for f in FILES):
+        return
+    from compllm_graph.cli import main
+
+    if main(["eval", "benchmarks", "--out", str(DATA)]) != 0:
+        raise SystemExit("could not build the benchmark files (is ../shared/data there?)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", nargs="*", default=None, help="cell names (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads per cell")
+    parser.add_argument("--tables-only", action="store_true", help="only rewrite tables.md")
+    parser.add_argument("--list", action="store_true", help="list the cells and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for cell in CELLS.values():
+            done = len(answered(cell.outputs))
+            print(f"{cell.name}: {done}/{cell.limit} answered")
+        return 0
+    _ensure_data()
+    if not args.tables_only:
+        unknown = sorted(set(args.cells or ()) - set(CELLS))
+        if unknown:
+            parser.error(f"unknown cells {unknown}; see --list")
+        chosen = [CELLS[name] for name in args.cells] if args.cells else list(CELLS.values())
+        threads = args.threads or max(1, 2 // args.jobs)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for result in pool.map(lambda c: run_cell(c, threads), chosen):
+                print(json.dumps(result), flush=True)
+                TABLES.write_text(tables())
+    TABLES.write_text(tables())
+    print(f"tables written to {TABLES}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
