@@ -100,6 +100,12 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"adapter for --system all-experts (default: the shipped {ALL_DOMAINS_EXPERT!r})",
     )
+    p.add_argument(
+        "--decomposer-adapter",
+        type=Path,
+        default=None,
+        help="a decomposer folder (`compllm train decomposer`); default: the one shipped",
+    )
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
     p.add_argument("--seed", type=int, default=0, help="random-router seed")
     p.add_argument("--outputs", type=Path, default=None, help="JSONL of answers (appended)")

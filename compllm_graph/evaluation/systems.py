@@ -55,7 +55,13 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
     names = [e.name for e in store.experts()]
 
     def pipeline(**overrides: Any) -> Runnable:
-        return build_default_graph(model, store, max_new_tokens=tokens, **overrides).compile()
+        return build_default_graph(
+            model,
+            store,
+            max_new_tokens=tokens,
+            decomposer_adapter=args.decomposer_adapter,
+            **overrides,
+        ).compile()
 
     if system == "compllm":
         graph = pipeline()
