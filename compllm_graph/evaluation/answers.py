@@ -55,7 +55,7 @@ def read_benchmark(path: Path) -> list[dict[str, Any]]:
             repeated id.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not at U+2028 inside strings
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchmarkError(f"cannot read the benchmark {path}: {exc}") from exc
     records, seen = [], set()
@@ -105,7 +105,7 @@ def answered(outputs: Path | None) -> dict[str, Answer]:
     if outputs is None or not outputs.exists():
         return {}
     done: dict[str, Answer] = {}
-    for number, line in enumerate(outputs.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(outputs.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -187,7 +187,7 @@ def arc_items(data_dir: Path) -> Iterator[Item]:
             json.loads(line)
             for line in (folder / "arc_challenge_train_partial.jsonl")
             .read_text("utf-8")
-            .splitlines()
+            .split("\n")
             if line.strip()
         ],
     }

@@ -99,7 +99,8 @@ def _rows(path: Path) -> list[Any]:
     try:
         if suffix == ".jsonl":
             rows: list[Any] = []
-            for number, line in enumerate(_read(path).splitlines(), 1):
+            # JSON strings may hold U+2028 and other breaks that `splitlines` would cut at.
+            for number, line in enumerate(_read(path).split("\n"), 1):
                 if line.strip():
                     try:
                         rows.append(json.loads(line))

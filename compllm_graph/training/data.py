@@ -206,7 +206,7 @@ def _read_json_records(path: Path) -> list[dict[str, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError:
         try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+            data = [json.loads(line) for line in text.split("\n") if line.strip()]
         except json.JSONDecodeError as err:
             raise DatasetFormatError(f"{path}: neither JSON nor JSON lines ({err})") from err
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

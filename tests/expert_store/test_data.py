@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,16 @@ def test_bad_files_are_clear_errors(tmp_path: Path, name, content, reader, messa
         reader(tmp_path / name)
     with pytest.raises(DataFileError, match="cannot read"):
         reader(tmp_path / "missing.jsonl")
+
+
+def test_a_line_separator_inside_a_json_string_is_not_a_record_break(tmp_path: Path) -> None:
+    from compllm_graph.expert_store.data import read_pairs
+
+    path = tmp_path / "qa.jsonl"
+    rows = [
+        {"question": "Q\u2028one?", "answer": "A\x85one."},
+        {"question": "Q2?", "answer": "A2."},
+    ]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    assert read_pairs(path) == [("Q\u2028one?", "A\x85one."), ("Q2?", "A2.")]
+    assert read_texts(path) == ["Q\u2028one?", "Q2?"]
