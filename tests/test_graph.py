@@ -415,6 +415,11 @@ def test_a_hung_blocking_model_does_not_hold_invoke_past_its_timeout(scheduler):
         ("The chemical formula of glucose is C6H12O6.", "C6H12O6"),
         ("Paris", "Paris"),
         ("It has 206 bones in total, counting all of the small bones of the ear and hands", "206"),
+        (
+            "To solve this, break it down.\n48 / 2 = 24 in May.\n48 + 24 = 72.\nThe answer is 72.",
+            "72",
+        ),
+        ("The answer is (B) They both grow.", "(B) They both grow"),
     ],
 )
 def test_references_take_the_short_answer(answer, short):

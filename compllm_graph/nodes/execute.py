@@ -31,6 +31,8 @@ SHORT_ANSWER_CHARS = 60
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
 _COPULA = re.compile(r"\s(?:is|are|was|were|equals|would be|will be)\s", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# The trained experts end a worked answer with "The answer is X." (see training/expert_data.py).
+_STATED = re.compile(r"\bthe (?:final |correct )?answer is:?\s*(.+?)\s*\.?\s*$", re.IGNORECASE)
 _WH_WORD = re.compile(r"(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
 
 
@@ -79,8 +81,13 @@ def short_answer(answer: str, limit: int = SHORT_ANSWER_CHARS) -> str:
     """The part of an answer that fills a `#k`: the number, the entity, or the main phrase.
 
     "The atomic number of oxygen is 8." gives "8", "The capital of France is Paris." gives
-    "Paris"; a short answer stays whole, and a long one without a copula is cut at a word.
+    "Paris"; a worked answer that ends "The answer is 72." gives "72"; a short answer stays
+    whole, and a long one without a copula is cut at a word.
     """
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    stated = _STATED.search(lines[-1]) if lines else None
+    if stated and len(stated.group(1)) <= limit:
+        return stated.group(1).strip()
     sentence = _SENTENCE_END.split(answer.strip(), maxsplit=1)[0].strip().rstrip(".!")
     tail = _COPULA.split(sentence, maxsplit=1)[-1].strip()
     if tail != sentence and len(tail) <= limit:
