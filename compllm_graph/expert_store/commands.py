@@ -52,6 +52,12 @@ def register(experts: argparse.ArgumentParser) -> None:
         default=DEFAULT_THRESHOLD,
         help="default cosine threshold below which texts go to base",
     )
+    create.add_argument(
+        "--vote",
+        type=int,
+        default=None,
+        help="keep every example and route by a vote of the K nearest (default: centroids)",
+    )
 
     add = _command(commands, "add", "add an expert from a data file", _add)
     add.add_argument("name")
@@ -152,12 +158,15 @@ def _expert_dict(store: ExpertStore, expert: Expert) -> dict[str, Any]:
 
 def _create(args: argparse.Namespace) -> dict[str, Any]:
     path = args.store or default_store_path()
-    store = ExpertStore.create(path, args.embedder, center=args.center, threshold=args.threshold)
+    store = ExpertStore.create(
+        path, args.embedder, center=args.center, threshold=args.threshold, vote=args.vote
+    )
     return {
         "store": str(store.path),
         "embedder": store.embedder_spec,
         "center": store.center,
         "threshold": store.default_threshold,
+        "vote": store.vote,
         "text": f"created {store.path} (embedder {store.embedder_spec})",
     }
 

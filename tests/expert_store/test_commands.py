@@ -207,3 +207,12 @@ def test_add_warns_when_the_experts_own_texts_fall_below_its_threshold(
         "-1",
     )
     assert code == 0 and out["warning"] is None
+
+
+def test_create_a_voting_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store")
+    code, out = run_json(
+        capsys, "experts", "create", "--store", store, "--embedder", "hashing:32", "--vote", "20"
+    )
+    assert code == 0 and out["vote"] == 20
+    assert ExpertStore.open(store).vote == 20
