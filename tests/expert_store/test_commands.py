@@ -54,6 +54,7 @@ def test_create_add_list_route_fit_remove(
         "embedder": "hashing:256",
         "center": True,
         "threshold": 0.5,
+        "vote": None,
     }
     code, out = run_json(
         capsys,
