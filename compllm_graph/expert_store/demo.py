@@ -110,7 +110,7 @@ def build_demo_store(
     root.parent.mkdir(parents=True, exist_ok=True)
     adapters = shipped_experts(base)
     with _build_lock(root):
-        if (root / "store.json").is_file() and not force and not _outdated_demo(root):
+        if (root / "store.json").is_file() and not force and not _outdated_demo(root, base):
             return ExpertStore.open(root)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-build-"))
         tmp.chmod(0o755)
@@ -130,7 +130,8 @@ def build_demo_store(
                 router = ExpertRouter(store)
                 fit = router.fit_thresholds(read_labelled(DEMO_DATA / "calibration.jsonl"))
                 store.set_thresholds(fit.thresholds)
-            marker = {"version": DEMO_VERSION, "base": base, "adapters": sorted(adapters)}
+            registered = sorted(set(adapters) & set(DEMO_EXPERTS))
+            marker = {"version": DEMO_VERSION, "base": base, "adapters": registered}
             (tmp / DEMO_MARKER).write_text(json.dumps(marker) + "\n")
             if root.exists():
                 shutil.rmtree(root)
@@ -146,18 +147,27 @@ def demo_store(base: str | None = None) -> ExpertStore:
     A demo store built by an older version of the demo experts is rebuilt, unless experts of
     the user's own were added to it.
     """
+    from compllm_graph.models import DEFAULT_MODEL
+
     root = default_store_path(base)
-    if (root / "store.json").is_file() and not _outdated_demo(root):
+    if (root / "store.json").is_file() and not _outdated_demo(root, base or DEFAULT_MODEL):
         return ExpertStore.open(root)
     return build_demo_store(root, base=base, embedder=DEMO_EMBEDDER)
 
 
-def _outdated_demo(root: Path) -> bool:
+def _outdated_demo(root: Path, base: str) -> bool:
+    """Whether a store at `root` is a demo store built by another version of the demo experts,
+    or before the adapters now shipped for `base` were (experts of the user's own: never)."""
     try:
         marker = json.loads((root / DEMO_MARKER).read_text())
     except (OSError, ValueError):
         marker = {}
-    if isinstance(marker, dict) and marker.get("version") == DEMO_VERSION:
+    shipped_now = sorted(set(shipped_experts(base)) & set(DEMO_EXPERTS))
+    if (
+        isinstance(marker, dict)
+        and marker.get("version") == DEMO_VERSION
+        and marker.get("adapters") == shipped_now
+    ):
         return False
     return {e.name for e in ExpertStore.open(root).experts()} <= set(DEMO_EXPERTS)
 

@@ -24,9 +24,9 @@ SHIPPED = [
 ]
 
 
-def test_the_default_model_ships_every_demo_expert_and_the_ft_baseline() -> None:
+def test_the_default_model_ships_every_demo_expert() -> None:
     names = set(shipped_experts(DEFAULT_MODEL))
-    assert names == {*DEMO_EXPERTS, "all-domains"}
+    assert set(DEMO_EXPERTS) <= names <= {*DEMO_EXPERTS, "all-domains"}
     assert shipped_experts("no-such-model") == {}
 
 
@@ -70,3 +70,20 @@ def test_each_base_model_has_its_own_demo_store(
     assert default_store_path() == default_store_path(DEFAULT_MODEL) == tmp_path / "expert_store"
     other = default_store_path("qwen2.5-coder-0.5b-instruct")
     assert other == tmp_path / "expert_store-qwen2.5-coder-0.5b-instruct"
+
+
+def test_a_demo_store_built_before_an_adapter_shipped_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import compllm_graph.expert_store.demo as demo
+
+    monkeypatch.setenv("COMPLLM_HOME", str(tmp_path))
+    monkeypatch.setattr(demo, "DEMO_EMBEDDER", "hashing:64")
+    everything = shipped_experts(DEFAULT_MODEL)
+    fewer = {name: everything[name] for name in ("biology", "chemistry")}
+    monkeypatch.setattr(demo, "shipped_experts", lambda base: fewer)
+    first = demo.demo_store()
+    assert {e.name for e in first.experts() if e.adapter} == {"biology", "chemistry"}
+    monkeypatch.setattr(demo, "shipped_experts", lambda base: everything)
+    again = demo.demo_store()
+    assert all(e.adapter is not None for e in again.experts())
