@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORE_VENV := .venv-core
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
 
-.PHONY: setup models demo test test-core lint bench studio serve clean
+.PHONY: setup models demo test test-core lint bench bench-answers studio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench: models
 	$(BIN)/python -m benchmarks.decomposer_memory
 	$(BIN)/python -m benchmarks.engines
 	$(BIN)/python -m benchmarks.cli_start
+
+# Tables 5 and 7: hours of CPU; resumable, each cell appends to benchmarks/answers/outputs/.
+bench-answers: models
+	$(BIN)/python -m benchmarks.answer_tables --jobs 2
 
 studio: models
 	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --host 127.0.0.1
