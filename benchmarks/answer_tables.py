@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +110,18 @@ def run_cell(cell: Cell, threads: int) -> dict[str, Any]:
     return {"cell": cell.name, "wall_s": round(time.perf_counter() - started, 1), **summary}
 
 
+@cache
+def _benchmark(file: str) -> list[dict[str, Any]]:
+    """A benchmark file's records, read once per run (every table reads them)."""
+    return read_benchmark(DATA / f"{file}.jsonl")
+
+
 def _cell_scores(cell: Cell) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
     """The records and answers of a cell's finished questions, or None before any."""
     done = answered(cell.outputs)
     if not done:
         return None
-    records = [r for r in read_benchmark(DATA / f"{cell.file}.jsonl") if r["id"] in done]
+    records = [r for r in _benchmark(cell.file) if r["id"] in done]
     return records, [done[r["id"]] for r in records]
 
 

@@ -13,15 +13,15 @@ from compllm_graph.evaluation.compose import (
     benchmark_items,
     compose_dependent,
     compose_parallel,
-    other_split_texts,
+    left_out,
 )
 from compllm_graph.evaluation.items import (
     SOURCES,
     Item,
     as_text,
-    centroid_texts,
     domain_items,
     gsm8k_items,
+    round_robin,
     socratic_chains,
 )
 
@@ -44,9 +44,9 @@ def build_benchmarks(
         "all2": compose_dependent(maths, chains, 2, count, seed),
         "all3": compose_dependent(maths, chains, 3, count, seed),
     }
-    leaky = {*centroid_texts(), *other_split_texts(pools.values())}
+    used = left_out(None, "test", pools.values())  # across domains: a text may repeat in two
     for domain, items in pools.items():
-        files[f"single-{domain}"] = single_domain(items, domain, single_count, seed, leaky)
+        files[f"single-{domain}"] = single_domain(items, domain, single_count, seed, used)
     return files
 
 
@@ -57,17 +57,16 @@ def single_domain(
     seed: int = 0,
     exclude: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Up to `count` one-part records of `domain`'s test items, drawn from each source in turn."""
+    """Up to `count` one-part records of `domain`'s test items, drawn from each source in turn.
+
+    `exclude` as in `compose.left_out`.
+    """
     rng = random.Random(f"single-{domain}-{seed}")
-    tested = benchmark_items(items, exclude, rng)
+    tested = benchmark_items(items, left_out(exclude, "test", [items]), rng)
     by_source: dict[str, list[Item]] = {}
     for item in tested:
         by_source.setdefault(item.id.split("/")[0], []).append(item)
-    chosen: list[Item] = []
-    while len(chosen) < count and any(by_source.values()):
-        for pool in by_source.values():
-            if pool and len(chosen) < count:
-                chosen.append(pool.pop())
+    chosen = round_robin(list(by_source.values()), count)
     return [
         {
             "id": f"single-{domain}-{seed}-{number}",

@@ -81,11 +81,9 @@ def compose_parallel(
     if parts not in TEMPLATES:
         raise ValueError(f"parts must be one of {sorted(TEMPLATES)}, got {parts}")
     rng = random.Random(seed)
-    if split == "test":
-        exclude = {*_excluded(exclude, split), *other_split_texts(pools.values())}
+    used = left_out(exclude, split, pools.values())
     available = {
-        domain: benchmark_items(items, exclude, rng, split)
-        for domain, items in sorted(pools.items())
+        domain: benchmark_items(items, used, rng, split) for domain, items in sorted(pools.items())
     }
     if len(available) < parts:
         raise ValueError(f"{parts} parts need {parts} domains, got {sorted(available)}")
@@ -150,12 +148,10 @@ def compose_dependent(
     if parts not in STEP_TEMPLATES:
         raise ValueError(f"parts must be one of {sorted(STEP_TEMPLATES)}, got {parts}")
     rng = random.Random(f"all-{parts}-{seed}")
-    if split == "test":
-        exclude = {*_excluded(exclude, split), *other_split_texts([maths])}
-    used = _excluded(exclude, split)
+    used = left_out(exclude, split, [maths])
     steps = [c for c in chains if _usable_chain(c, used, split) and len(c.steps) >= parts]
     rng.shuffle(steps)
-    numbers = [i for i in benchmark_items(maths, exclude, rng, split) if atomic_number(i.answer)]
+    numbers = [i for i in benchmark_items(maths, used, rng, split) if atomic_number(i.answer)]
     taken: set[str] = set()
     records = []
     for number in range(count):
@@ -228,32 +224,30 @@ def _as_follow_up(text: str) -> str:
 
 
 def benchmark_items(
-    items: Sequence[Item],
-    exclude: Collection[str] | None,
-    rng: random.Random,
-    split: Split = "test",
+    items: Sequence[Item], used: Collection[str], rng: random.Random, split: Split = "test"
 ) -> list[Item]:
-    """The items of `split` not in `exclude` (default: the demo centroids' texts), shuffled.
-
-    Training compositions (`split="train"`) may use centroid questions: only benchmarks
-    must leave them out.
-    """
-    used = _excluded(exclude, split)
+    """The items of `split` whose question is not in `used` (see `left_out`), shuffled."""
     chosen = [i for i in items if i.in_split == split and i.question not in used]
     rng.shuffle(chosen)
     return chosen
 
 
-def other_split_texts(pools: Iterable[Sequence[Item]]) -> set[str]:
-    """Question texts of train-split items: a benchmark leaves them out even where a test item
-    repeats one under another id (MMLU has the same question in two subjects)."""
-    return {i.question for items in pools for i in items if i.in_split == "train"}
+def left_out(
+    exclude: Collection[str] | None, split: Split, pools: Iterable[Sequence[Item]]
+) -> frozenset[str]:
+    """The questions a build of `split` may not use.
 
-
-def _excluded(exclude: Collection[str] | None, split: Split) -> frozenset[str]:
-    if exclude is not None:
-        return frozenset(exclude)
-    return centroid_texts() if split == "test" else frozenset()
+    A benchmark (`split="test"`) leaves out `exclude` (None: the demo centroids' texts) and the
+    text of every train-split item in `pools`, even where a test item repeats one under another
+    id (MMLU has the same question in two subjects). Training compositions may use centroid
+    questions: they leave out `exclude` only.
+    """
+    if split != "test":
+        return frozenset(exclude or ())
+    given = centroid_texts() if exclude is None else exclude
+    return frozenset(
+        {*given, *(i.question for items in pools for i in items if i.in_split == "train")}
+    )
 
 
 def _usable_chain(chain: Chain, used: Collection[str], split: Split) -> bool:
@@ -267,5 +261,5 @@ __all__ = [
     "benchmark_items",
     "compose_dependent",
     "compose_parallel",
-    "other_split_texts",
+    "left_out",
 ]

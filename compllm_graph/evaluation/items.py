@@ -249,6 +249,23 @@ def centroid_texts() -> frozenset[str]:
     return frozenset(texts)
 
 
+def round_robin(pools: Sequence[list[Item]], limit: int) -> list[Item]:
+    """One item from the end of each pool in turn, until `limit` items or every pool is empty.
+
+    The pools are emptied as their items are taken.
+    """
+    left = [pool for pool in pools if pool]
+    chosen: list[Item] = []
+    while left and len(chosen) < limit:
+        for pool in list(left):
+            if len(chosen) == limit:
+                break
+            chosen.append(pool.pop())
+            if not pool:
+                left.remove(pool)
+    return chosen
+
+
 def as_text(item: Item) -> str:
     """The item as a question a model reads: its options listed after it, lettered."""
     return lettered(item.question, item.choices)
@@ -335,5 +352,6 @@ __all__ = [
     "medqa_items",
     "mmlu_items",
     "pubmedqa_items",
+    "round_robin",
     "socratic_chains",
 ]

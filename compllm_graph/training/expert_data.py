@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from compllm_graph.evaluation.items import SOURCES, Item, as_text, domain_items
+from compllm_graph.evaluation.items import SOURCES, Item, as_text, domain_items, round_robin
 
 ALL_DOMAINS = "all-domains"
 """The pseudo-domain of the fine-tuned (FT) baseline: every domain's data, balanced."""
@@ -71,15 +71,7 @@ def _sources(items: Sequence[Item]) -> list[str]:
 
 def _balanced(groups: list[list[Item]], limit: int, rng: random.Random) -> list[Item]:
     """Round-robin over shuffled groups until `limit` items or all groups are used up."""
-    pools = [rng.sample(group, len(group)) for group in groups if group]
-    chosen: list[Item] = []
-    while pools and len(chosen) < limit:
-        for pool in list(pools):
-            if len(chosen) == limit:
-                break
-            chosen.append(pool.pop())
-            if not pool:
-                pools.remove(pool)
+    chosen = round_robin([rng.sample(group, len(group)) for group in groups if group], limit)
     rng.shuffle(chosen)
     return chosen
 
