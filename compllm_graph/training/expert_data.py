@@ -2,13 +2,17 @@
 
 Targets are the answer as a person would give it: the option letter and text for multiple
 choice, then the worked solution or explanation where the source has one (GSM8K, PubMedQA),
-ending with the answer itself. Only items of the train split (`Item.in_split`) are used, and
-benchmarks use only the test split, so no benchmark item can reach an adapter.
+ending with the answer itself. Multiple-choice items that read as questions on their own also
+give an open-form pair (no options, the option text as the answer), so an expert still answers
+in words when a user's question comes without options. Only items of the train split
+(`Item.in_split`) are used, and benchmarks use only the test split, so no benchmark item can
+reach an adapter.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -16,6 +20,17 @@ from compllm_graph.evaluation.items import SOURCES, Item, as_text, domain_items,
 
 ALL_DOMAINS = "all-domains"
 """The pseudo-domain of the fine-tuned (FT) baseline: every domain's data, balanced."""
+
+OPEN_FORM = "#open"
+"""Suffix of an open-form pair's id: the item's own id, so it keeps the item's split."""
+
+# Questions that point at their options, and options that only make sense beside the others.
+_NEEDS_OPTIONS = re.compile(
+    r"\b(following|these|those|above|below|listed|statements?|except|not|true|false"
+    r"|options?|choices?|correct|incorrect)\b",
+    re.IGNORECASE,
+)
+_RELATIVE_OPTION = re.compile(r"(?i:\b(above|all|none|both|neither)\b)|\b([IV]+|[A-D])\b|^\W*$")
 
 
 def target_of(item: Item) -> str:
@@ -28,6 +43,25 @@ def target_of(item: Item) -> str:
     return f"The answer is {item.answer}."
 
 
+def open_form(item: Item) -> dict[str, str] | None:
+    """The item as an open question answered in words, or None where it needs its options.
+
+    Only a multiple-choice item whose question ends in "?", does not refer to its options
+    ("Which of the following ...", "... EXCEPT") and whose gold option stands alone ("All of
+    the above" does not) gives one.
+    """
+    if not item.choices or not item.question.rstrip().endswith("?"):
+        return None
+    if _NEEDS_OPTIONS.search(item.question) or _RELATIVE_OPTION.search(item.answer):
+        return None
+    return {
+        "id": item.id + OPEN_FORM,
+        "question": item.question,
+        "answer": f"The answer is {item.answer.rstrip('.')}.",
+        "domain": item.domain,
+    }
+
+
 def expert_examples(data_dir: Path, domain: str, limit: int, seed: int = 0) -> list[dict[str, str]]:
     """Up to `limit` training pairs for `domain`, seeded and balanced across its sources.
 
@@ -38,7 +72,8 @@ def expert_examples(data_dir: Path, domain: str, limit: int, seed: int = 0) -> l
 
     Returns:
         Records with `id`, `question` (the item as a model reads it, options included),
-        `answer` (the target) and `domain`.
+        `answer` (the target) and `domain`; after them, the open-form pairs of the chosen
+        items (`open_form`), so there are at most `limit` items but more records.
 
     Raises:
         ValueError: an unknown domain or a limit below 1.
@@ -55,10 +90,11 @@ def expert_examples(data_dir: Path, domain: str, limit: int, seed: int = 0) -> l
     items = _trainable(domain_items(data_dir, domain))
     groups = [[i for i in items if i.id.split("/")[0] == source] for source in _sources(items)]
     chosen = _balanced(groups, limit, rng)
-    return [
+    pairs = [
         {"id": i.id, "question": as_text(i), "answer": target_of(i), "domain": i.domain}
         for i in chosen
     ]
+    return pairs + [p for p in map(open_form, chosen) if p]
 
 
 def _trainable(items: Iterable[Item]) -> list[Item]:
@@ -76,4 +112,4 @@ def _balanced(groups: list[list[Item]], limit: int, rng: random.Random) -> list[
     return chosen
 
 
-__all__ = ["ALL_DOMAINS", "expert_examples", "target_of"]
+__all__ = ["ALL_DOMAINS", "OPEN_FORM", "expert_examples", "open_form", "target_of"]

@@ -10,7 +10,13 @@ import pytest
 from compllm_graph.evaluation.items import Item, domain_items
 from compllm_graph.evaluation.splits import split_of
 from compllm_graph.training.expert import encode_pairs
-from compllm_graph.training.expert_data import ALL_DOMAINS, expert_examples, target_of
+from compllm_graph.training.expert_data import (
+    ALL_DOMAINS,
+    OPEN_FORM,
+    expert_examples,
+    open_form,
+    target_of,
+)
 from compllm_graph.training.sft import IGNORE_INDEX
 
 
@@ -21,6 +27,31 @@ def test_targets_read_as_a_person_would_answer() -> None:
     assert target_of(worked) == "Two and two make 4.\nThe answer is 4."
     label = Item("p/1", "Does it work?", "no", None, "medicine", solution="It did not help.")
     assert target_of(label).endswith("The answer is no.")
+
+
+def test_open_form_pairs_answer_in_words_only_where_the_question_stands_alone() -> None:
+    item = Item(
+        "x/1", "Which organelle makes ATP?", "Mitochondria", ("Nucleus", "Mitochondria"), "biology"
+    )
+    assert open_form(item) == {
+        "id": "x/1" + OPEN_FORM,
+        "question": "Which organelle makes ATP?",
+        "answer": "The answer is Mitochondria.",
+        "domain": "biology",
+    }
+    pointing = Item(
+        "x/2", "Which of the following makes ATP?", "Mitochondria", ("N", "Mitochondria"), "biology"
+    )
+    relative = Item(
+        "x/3",
+        "Which organelles make ATP?",
+        "All of the above",
+        ("N", "All of the above"),
+        "biology",
+    )
+    lettered = Item("x/4", "Which is larger?", "Both A and B", ("A", "Both A and B"), "biology")
+    open_already = Item("x/5", "How many?", "4", None, "mathematics")
+    assert [open_form(i) for i in (pointing, relative, lettered, open_already)] == [None] * 4
 
 
 class ChatTokenizer:
@@ -52,10 +83,14 @@ def test_the_loss_is_on_the_answer_only() -> None:
 
 def test_expert_data_comes_from_the_train_split_only(data_dir: Path) -> None:
     records = expert_examples(data_dir, "medicine", 200)
-    assert len(records) == 200 and len({r["id"] for r in records}) == 200
-    assert all(split_of(r["id"]) == "train" or r["id"].startswith("pubmedqa/") for r in records)
+    items = [r for r in records if not r["id"].endswith(OPEN_FORM)]
+    assert len(items) == 200 and len({r["id"] for r in items}) == 200
+    opened = {r["id"].removesuffix(OPEN_FORM) for r in records} - {r["id"] for r in items}
+    assert not opened and len(records) > 200  # open-form pairs come from chosen items only
+    ids = {r["id"].removesuffix(OPEN_FORM) for r in records}
+    assert all(split_of(i) == "train" or i.startswith("pubmedqa/") for i in ids)
     test_ids = {i.id for i in domain_items(data_dir, "medicine") if i.in_split == "test"}
-    assert not test_ids & {r["id"] for r in records}
+    assert not test_ids & ids
     sources = {r["id"].split("/")[0] for r in records}
     assert sources == {"mmlu", "medmcqa", "medqa", "pubmedqa"}  # each source has its share
     assert records == expert_examples(data_dir, "medicine", 200)  # seeded
