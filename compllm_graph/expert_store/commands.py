@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from compllm_graph.expert_store.data import DataFileError, read_labelled, read_t
 from compllm_graph.expert_store.demo import build_demo_store, default_store_path, demo_store
 from compllm_graph.expert_store.embedders import EmbedderError
 from compllm_graph.expert_store.router import ExpertRouter
+from compllm_graph.expert_store.serving import vllm_lora_args
 from compllm_graph.expert_store.store import (
     DEFAULT_THRESHOLD,
     Expert,
@@ -108,6 +110,18 @@ def register(experts: argparse.ArgumentParser) -> None:
         help="keep the default threshold instead of fitting per-expert ones",
     )
     demo.add_argument("--force", action="store_true", help="rebuild an existing store")
+
+    vllm = _command(
+        commands,
+        "vllm-args",
+        "print the `vllm serve` flags that load the store's adapters under their names",
+        _vllm_args,
+    )
+    vllm.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated experts for this server, to split them across servers",
+    )
 
 
 def _command(
@@ -286,6 +300,21 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
         "saved": not args.dry_run,
         "text": text,
     }
+
+
+def _vllm_args(args: argparse.Namespace) -> dict[str, Any]:
+    store = _open(args)
+    experts = store.experts()
+    if args.only is not None:
+        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = sorted(set(wanted) - {e.name for e in experts})
+        if unknown:
+            raise StoreError(
+                f"no expert named {unknown} in {store.path}; see `compllm experts list`"
+            )
+        experts = [e for e in experts if e.name in wanted]
+    flags = vllm_lora_args(experts)
+    return {"args": flags, "text": shlex.join(flags)}
 
 
 def _demo(args: argparse.Namespace) -> dict[str, Any]:

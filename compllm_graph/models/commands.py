@@ -1,4 +1,4 @@
-"""`compllm models fetch ALIAS` and `compllm models list`."""
+"""`compllm models fetch ALIAS`, `compllm models list` and `compllm models safetensors ALIAS`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from compllm_graph.models.download import FetchError, fetch, gguf_path, home, is
 
 
 def register(models: argparse.ArgumentParser) -> None:
-    """Add `fetch` and `list` to the `compllm models` group."""
+    """Add `fetch`, `list` and `safetensors` to the `compllm models` group."""
     actions = models.add_subparsers(dest="models_command", required=True)
 
     fetch_cmd = actions.add_parser("fetch", help="download, assemble and verify a model")
@@ -23,6 +23,14 @@ def register(models: argparse.ArgumentParser) -> None:
     list_cmd = actions.add_parser("list", help="show the catalogue and what is cached")
     list_cmd.add_argument("--json", action="store_true", help="print one JSON object at the end")
     list_cmd.set_defaults(func=_list)
+
+    copy_cmd = actions.add_parser(
+        "safetensors",
+        help="print the model's safetensors folder (converted from the GGUF once), for "
+        "servers such as `vllm serve FOLDER`",
+    )
+    copy_cmd.add_argument("alias", choices=sorted(CATALOGUE), help="model alias")
+    copy_cmd.set_defaults(func=_safetensors)
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -49,6 +57,17 @@ def _fetch(args: argparse.Namespace) -> int:
     else:
         state = "already cached" if was_cached else "fetched"
         print(f"{args.alias}: {state}, sha256 verified: {path}")
+    return 0
+
+
+def _safetensors(args: argparse.Namespace) -> int:
+    from compllm_graph.models.loading import ModelLoadError, safetensors_folder  # imports torch
+
+    try:
+        print(safetensors_folder(args.alias))
+    except (FetchError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

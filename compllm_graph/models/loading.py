@@ -166,7 +166,7 @@ def _load_transformers(
 ) -> LocalModel:
     path = Path(text).expanduser()
     if text in CATALOGUE:
-        folder, name = _alias_folder(text), text
+        folder, name = safetensors_folder(text), text
     elif path.is_file() and path.suffix.lower() == ".gguf":
         folder, name = _converted_folder(path), path.stem
     elif path.is_dir():
@@ -194,8 +194,19 @@ def _load_transformers(
     )
 
 
-def _alias_folder(alias: str) -> Path:
-    """Safetensors folder for a catalogued model, fetching and converting on first use."""
+def safetensors_folder(alias: str) -> Path:
+    """The Hugging Face (safetensors) copy of a catalogued model, fetched and converted once.
+
+    The transformers engine loads it, and other engines can serve it as it is
+    (`vllm serve FOLDER`).
+
+    Raises:
+        KeyError: `alias` is not in the catalogue.
+        FetchError: the GGUF could not be fetched.
+        ModelLoadError: the GGUF could not be read.
+    """
+    if alias not in CATALOGUE:
+        raise KeyError(f"unknown model alias {alias!r}; use one of {sorted(CATALOGUE)}")
     folder = model_dir(alias) / "hf"
     if _stamp_matches(folder, CATALOGUE[alias].sha256):
         return folder
@@ -262,4 +273,11 @@ def _convert(gguf: Path, folder: Path, digest: str) -> Path:
     return folder
 
 
-__all__ = ["Engine", "InferenceModel", "ModelLoadError", "default_engine", "load_model"]
+__all__ = [
+    "Engine",
+    "InferenceModel",
+    "ModelLoadError",
+    "default_engine",
+    "load_model",
+    "safetensors_folder",
+]
