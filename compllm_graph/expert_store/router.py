@@ -257,7 +257,7 @@ def _best_threshold(won: list[tuple[float, str | None]], name: str, current: flo
     At threshold t a text goes to `name` if its score >= t (wrong unless labelled `name`), else
     to base (wrong unless labelled None).
     """
-    won.sort()
+    won.sort(key=lambda pair: pair[0])  # by score only: tied scores may carry None and a name
     scores = np.array([s for s, _ in won])
     own = np.array([lab == name for _, lab in won])
     base = np.array([lab is None for _, lab in won])

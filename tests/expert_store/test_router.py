@@ -168,6 +168,16 @@ def test_fit_thresholds_separates_in_domain_from_out_of_domain(tmp_path: Path) -
         router.fit_thresholds([])
 
 
+def test_fit_thresholds_takes_tied_scores_with_mixed_labels(tmp_path: Path) -> None:
+    # The same text labelled both ways (a question asked in two datasets) ties on score.
+    embedder = TableEmbedder({"c": [1, 0, 0], "m": [0, 1, 0], "q": [0.8, 0, 0.6]})
+    store = ExpertStore.create(tmp_path / "s", embedder)
+    store.add_expert("chemistry", ["c"])
+    store.add_expert("mathematics", ["m"])
+    fit = ExpertRouter(store, embedder=embedder).fit_thresholds([("q", None), ("q", "chemistry")])
+    assert fit.error_after == 0.5  # one of the two is wrong whichever way it goes
+
+
 def test_from_centroids_matches_a_store_router(router: ExpertRouter) -> None:
     centroids = np.array([[0.95, 0.05, 0], [0.05, 0.95, 0]], np.float32)
     direct = ExpertRouter.from_centroids(
