@@ -17,6 +17,7 @@ Answers are appended to an outputs file one JSON line per question (`id`, `answe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -116,6 +117,15 @@ def answered(outputs: Path | None) -> dict[str, Answer]:
     return done
 
 
+QUESTION_HASH = "question_sha256"
+"""Outputs key: the start of the question's sha256, so a resumed run can tell that an id now
+names another question (the benchmark was rebuilt) instead of reusing a stale answer."""
+
+
+def question_hash(record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(str(record["question"]).encode()).hexdigest()[:16]
+
+
 def run(
     records: Sequence[Mapping[str, Any]],
     answerer: Answerer,
@@ -126,15 +136,36 @@ def run(
 
     Returns:
         The answers of all `records`: those read from `outputs` and the new ones, in order.
+
+    Raises:
+        BenchmarkError: `outputs` answers a question of the same id with another text (lines
+            written by other tools, without `QUESTION_HASH`, are taken as they are).
     """
     done = answered(outputs)
+    stale = [
+        r["id"]
+        for r in records
+        if r["id"] in done
+        and done[r["id"]].get(QUESTION_HASH, question_hash(r)) != question_hash(r)
+    ]
+    if stale:
+        raise BenchmarkError(
+            f"{outputs} answers other questions under {len(stale)} of these ids (first "
+            f"{stale[0]!r}): the benchmark was rebuilt since; move the file away to start afresh"
+        )
     todo = [r for r in records if r["id"] not in done]
     handle = outputs.open("a", encoding="utf-8") if outputs is not None else None
     try:
         for record in progress(todo, len(todo)) if progress else todo:
             start = time.perf_counter()
             reply = answerer(record)
-            row = {"id": record["id"], **reply, "seconds": round(time.perf_counter() - start, 3)}
+            seconds = round(time.perf_counter() - start, 3)
+            row = {
+                "id": record["id"],
+                **reply,
+                "seconds": seconds,
+                QUESTION_HASH: question_hash(record),
+            }
             done[record["id"]] = row
             if handle is not None:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -34,6 +34,7 @@ MMLU_SUBJECTS = {
 """The experts' domains as MMLU subjects (4-way multiple choice)."""
 
 _OPTION = re.compile(r"^([A-J])\.\s*(.*)$")
+_OPTIONS_HEAD = " Options: "
 _CALCULATION = re.compile(r"<<[^>]*>>")
 _RESULT = re.compile(r"=\s*(-?[\d,]*\.?\d+)>>")
 # ARC is grade-school science without subjects; these words give a question a domain, and a
@@ -86,19 +87,24 @@ class Item:
 def mmlu_items(data_dir: Path, domain: str) -> Iterator[Item]:
     """MMLU test questions of `domain`'s subjects (`MMLU_SUBJECTS`)."""
     for subject in MMLU_SUBJECTS[domain]:
-        path = data_dir / "mmlu" / "test" / f"{subject}_test.csv"
-        with path.open(newline="", encoding="utf-8") as handle:
-            for row_number, row in enumerate(csv.DictReader(handle)):
-                choices = tuple(row[f"choice{i}"].strip() for i in range(4))
-                if len(set(choices)) < 4:
-                    continue  # two equal options cannot be told apart by text
-                yield Item(
-                    id=f"mmlu/{subject}/{row_number}",
-                    question=row["question"].strip(),
-                    answer=choices[int(row["answer"])],
-                    choices=choices,
-                    domain=domain,
-                )
+        yield from mmlu_subject_items(data_dir, subject, domain)
+
+
+def mmlu_subject_items(data_dir: Path, subject: str, domain: str) -> Iterator[Item]:
+    """The MMLU test questions of one subject (`mmlu/test/SUBJECT_test.csv`), as `domain`'s."""
+    path = data_dir / "mmlu" / "test" / f"{subject}_test.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row_number, row in enumerate(csv.DictReader(handle)):
+            choices = tuple(row[f"choice{i}"].strip() for i in range(4))
+            if len(set(choices)) < 4:
+                continue  # two equal options cannot be told apart by text
+            yield Item(
+                id=f"mmlu/{subject}/{row_number}",
+                question=row["question"].strip(),
+                answer=choices[int(row["answer"])],
+                choices=choices,
+                domain=domain,
+            )
 
 
 def gsm8k_items(data_dir: Path, file: str = "test") -> Iterator[Item]:
@@ -237,15 +243,19 @@ SOURCES: dict[str, tuple[str, ...]] = {
 
 @cache
 def centroid_texts() -> frozenset[str]:
-    """The questions the demo store's centroids and thresholds were built from.
+    """The questions (without their options) the demo store's centroids and thresholds were
+    built from.
 
-    They are MMLU test and GSM8K questions too, so a benchmark must leave them out: an item
-    that built a centroid never appears in an evaluation.
+    They come from the train split, so no benchmark should hold them; benchmarks leave them
+    out anyway, so that rule holds whatever the demo data is: an item that built a centroid
+    never appears in an evaluation.
     """
     texts: set[str] = set()
     for path in sorted(DEMO_DATA.glob("*.jsonl")):
         with path.open(encoding="utf-8") as handle:
-            texts.update(json.loads(line)["text"].strip() for line in handle if line.strip())
+            for line in handle:
+                if line.strip():
+                    texts.add(unlettered(json.loads(line)["text"]))
     return frozenset(texts)
 
 
@@ -271,12 +281,17 @@ def as_text(item: Item) -> str:
     return lettered(item.question, item.choices)
 
 
+def unlettered(text: str) -> str:
+    """The question of a `lettered` text, without its options."""
+    return text.split(_OPTIONS_HEAD, 1)[0].strip()
+
+
 def lettered(question: str, choices: Sequence[str] | None) -> str:
     """`question` with its options listed after it as "(A) ...; (B) ...", if it has any."""
     if not choices:
         return question
     options = "; ".join(f"({'ABCDEFGHIJ'[i]}) {c}" for i, c in enumerate(choices))
-    return f"{question} Options: {options}."
+    return f"{question}{_OPTIONS_HEAD}{options}."
 
 
 @dataclass(frozen=True)
@@ -351,7 +366,9 @@ __all__ = [
     "medmcqa_items",
     "medqa_items",
     "mmlu_items",
+    "mmlu_subject_items",
     "pubmedqa_items",
     "round_robin",
     "socratic_chains",
+    "unlettered",
 ]

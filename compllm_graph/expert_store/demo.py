@@ -3,10 +3,11 @@
 Each expert is a LoRA adapter trained on its domain's question/answer pairs (the train split of
 the shared datasets; `compllm_graph/experts/BASE/NAME/training.json` says how), one set per base
 model. For a base model with no shipped adapters the demo experts are the base model with the
-expert's system prompt. Centroids come from the question samples in `demo_data/` (see
-`demo_data/ATTRIBUTION.md`), and thresholds are fitted on `demo_data/calibration.jsonl`
-(held-out questions of each expert plus out-of-domain ones), since a fixed 0.7 suits no embedder
-in particular.
+expert's system prompt. Centroids come from the question samples in `demo_data/`: train-split
+questions of every source the experts learned from, options included (`compllm train
+routing-data` writes them; see `demo_data/ATTRIBUTION.md`). Thresholds are fitted on
+`demo_data/calibration.jsonl` (further questions of each expert plus out-of-domain ones), since
+a fixed 0.7 suits no embedder in particular.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 SHIPPED_EXPERTS = Path(__file__).resolve().parent.parent / "experts"
 """Trained expert adapters shipped in the package, as `BASE/NAME/` folders."""
 DEMO_MARKER = "demo.json"
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 """Bumped when the demo experts change, so a store built by an older version is rebuilt."""
 DEMO_EMBEDDER = "minilm"
 DEMO_EXPERTS: dict[str, tuple[str, str]] = {

@@ -34,17 +34,19 @@ from compllm_graph.training.decomposer_sft import (
 )
 from compllm_graph.training.expert import Objective, train_expert
 from compllm_graph.training.expert_data import ALL_DOMAINS, expert_examples
+from compllm_graph.training.routing_data import write_routing_data
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
 MIX_NAMES = (*DATASETS, CONJUNCTION, COMPOSED)
 
 
 def register(train_parser: argparse.ArgumentParser) -> None:
-    """Add `decomposer`, `expert` and `expert-data` to the `compllm train` group."""
+    """Add `decomposer`, `expert`, `expert-data` and `routing-data` to the `compllm train` group."""
     kinds = train_parser.add_subparsers(title="what to train")
     _add_train_decomposer(kinds)
     _add_train_expert(kinds)
     _add_expert_data(kinds)
+    _add_routing_data(kinds)
 
 
 def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
@@ -259,6 +261,33 @@ def run_expert_data(args: argparse.Namespace) -> int:
     sources = Counter(r["id"].split("/")[0] for r in records)
     listing = ", ".join(f"{name} {n}" for name, n in sorted(sources.items()))
     print(f"wrote {count} {args.domain} records to {args.out} ({listing})")
+    return 0
+
+
+def _add_routing_data(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "routing-data",
+        help="write the demo store's centroid and calibration questions from the train split",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder to write (the shipped one: compllm_graph/expert_store/demo_data)",
+    )
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.set_defaults(func=run_routing_data)
+
+
+def run_routing_data(args: argparse.Namespace) -> int:
+    if not args.data_dir.is_dir():
+        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+        return 2
+    counts = write_routing_data(args.data_dir, args.out)
+    listing = ", ".join(f"{name} {n}" for name, n in counts.items())
+    print(
+        f"wrote {args.out}: {listing}; rebuild the store with `compllm experts build-demo --force`"
+    )
     return 0
 
 

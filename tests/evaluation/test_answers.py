@@ -91,7 +91,22 @@ def test_a_run_appends_and_a_rerun_skips_what_was_answered(tmp_path: Path) -> No
     assert [a["id"] for a in answers] == ["q0", "q1", "q2"]
     assert set(answered(outputs)) == {"q0", "q1", "q2"}
     line = json.loads(outputs.read_text().splitlines()[0])
-    assert set(line) == {"id", "answer", "sub_answers", "routes", "seconds"}
+    assert set(line) == {"id", "answer", "sub_answers", "routes", "seconds", "question_sha256"}
+
+
+def test_a_rerun_refuses_outputs_of_a_rebuilt_benchmark(tmp_path: Path) -> None:
+    outputs = tmp_path / "out.jsonl"
+
+    def answerer(record: Any) -> dict[str, Any]:
+        return {"answer": "Neon", "sub_answers": [], "routes": []}
+
+    run(RECORDS[:1], answerer, outputs)
+    rebuilt = [{**RECORDS[0], "question": "Another question under the same id?"}]
+    with pytest.raises(BenchmarkError, match="the benchmark was rebuilt"):
+        run(rebuilt, answerer, outputs)
+    # a line another tool wrote, without the hash, is taken as it is
+    outputs.write_text(json.dumps({"id": "q0", "answer": "Neon"}) + "\n")
+    assert run(rebuilt, answerer, outputs)[0]["answer"] == "Neon"
 
 
 def test_the_summary_scores_questions_parts_and_domains() -> None:

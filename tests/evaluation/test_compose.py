@@ -106,7 +106,8 @@ def test_the_demo_stores_questions_stay_out_of_real_benchmarks(data_dir: Path) -
     pools = {d: list(mmlu_items(data_dir, d)) for d in ("chemistry", "biology", "medicine")}
     centroids = centroid_texts()
     assert any(i.question in centroids for items in pools.values() for i in items)  # they overlap
-    # The demo store took 240 of MMLU's 303 chemistry questions, so few are left to compose.
+    # The demo store's questions are MMLU items of the train split, which benchmarks never use;
+    # the exclusion keeps them out whatever the demo data holds.
     for record in compose_parallel(pools, parts=3, count=3, seed=0):
         for part in record["parts"]:
             assert part["question"].split(" Options: ")[0] not in centroids
