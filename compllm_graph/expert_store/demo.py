@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -131,8 +132,7 @@ def build_demo_store(
                 router = ExpertRouter(store)
                 fit = router.fit_thresholds(read_labelled(DEMO_DATA / "calibration.jsonl"))
                 store.set_thresholds(fit.thresholds)
-            registered = sorted(set(adapters) & set(DEMO_EXPERTS))
-            marker = {"version": DEMO_VERSION, "base": base, "adapters": registered}
+            marker = {"version": DEMO_VERSION, "base": base, "adapters": _fingerprints(base)}
             (tmp / DEMO_MARKER).write_text(json.dumps(marker) + "\n")
             if root.exists():
                 shutil.rmtree(root)
@@ -158,12 +158,13 @@ def demo_store(base: str | None = None) -> ExpertStore:
 
 def _outdated_demo(root: Path, base: str) -> bool:
     """Whether a store at `root` is a demo store built by another version of the demo experts,
-    or before the adapters now shipped for `base` were (experts of the user's own: never)."""
+    or before the adapters now shipped for `base` were shipped or retrained (experts of the
+    user's own: never)."""
     try:
         marker = json.loads((root / DEMO_MARKER).read_text())
     except (OSError, ValueError):
         marker = {}
-    shipped_now = sorted(set(shipped_experts(base)) & set(DEMO_EXPERTS))
+    shipped_now = _fingerprints(base)
     if (
         isinstance(marker, dict)
         and marker.get("version") == DEMO_VERSION
@@ -171,6 +172,19 @@ def _outdated_demo(root: Path, base: str) -> bool:
     ):
         return False
     return {e.name for e in ExpertStore.open(root).experts()} <= set(DEMO_EXPERTS)
+
+
+def _fingerprints(base: str) -> dict[str, str]:
+    """Each shipped demo adapter of `base` by name, with a digest that changes when it is
+    retrained (its training.json, which records the run, and the weights' size)."""
+    prints = {}
+    for name, folder in sorted(shipped_experts(base).items()):
+        if name in DEMO_EXPERTS:
+            record = folder / "training.json"
+            digest = hashlib.sha256(record.read_bytes() if record.is_file() else b"")
+            digest.update(str((folder / ADAPTER_WEIGHTS).stat().st_size).encode())
+            prints[name] = digest.hexdigest()[:16]
+    return prints
 
 
 @contextlib.contextmanager

@@ -87,3 +87,28 @@ def test_a_demo_store_built_before_an_adapter_shipped_is_rebuilt(
     monkeypatch.setattr(demo, "shipped_experts", lambda base: everything)
     again = demo.demo_store()
     assert all(e.adapter is not None for e in again.experts())
+
+
+def test_a_demo_store_built_before_an_adapter_was_retrained_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import shutil
+
+    import compllm_graph.expert_store.demo as demo
+
+    monkeypatch.setenv("COMPLLM_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(demo, "DEMO_EMBEDDER", "hashing:64")
+    shipped = tmp_path / "shipped"
+    for name, folder in shipped_experts(DEFAULT_MODEL).items():
+        shutil.copytree(folder, shipped / name, ignore=shutil.ignore_patterns(".gguf"))
+    monkeypatch.setattr(
+        demo, "shipped_experts", lambda base: {p.name: p for p in shipped.iterdir()}
+    )
+    first = demo.demo_store()
+    built = (first.path / "store.json").stat().st_ino
+    demo.demo_store()
+    assert (first.path / "store.json").stat().st_ino == built  # unchanged: opened, not rebuilt
+    record = shipped / "biology" / "training.json"
+    record.write_text(record.read_text().replace('"steps"', '"steps_retrained"', 1))
+    demo.demo_store()
+    assert (first.path / "store.json").stat().st_ino != built  # rebuilt with the new adapter
