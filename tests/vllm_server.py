@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from tests.servers import free_port, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON_ENV = "COMPLLM_VLLM_PYTHON"
@@ -53,12 +51,6 @@ class VllmServer:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -128,18 +120,8 @@ def vllm_server(
 
 
 def _wait_ready(server: VllmServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{server.url}/models", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    tail = server.log.read_text(errors="replace")[-3000:]
-    state = (
-        f"exited with {server.process.poll()}" if server.process.poll() is not None else "timed out"
-    )
-    raise RuntimeError(f"vLLM {state} before serving; its log ends:\n{tail}")
+    try:
+        wait_until_serving(server.process, f"{server.url}/models", timeout)
+    except RuntimeError as exc:
+        tail = server.log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"vLLM {exc}; its log ends:\n{tail}") from exc

@@ -87,9 +87,8 @@ def expert_examples(data_dir: Path, domain: str, limit: int, seed: int = 0) -> l
     if domain not in SOURCES:
         raise ValueError(f"unknown domain {domain!r}; use one of {[*sorted(SOURCES), ALL_DOMAINS]}")
     rng = random.Random(f"expert-data-{seed}")
-    items = _trainable(domain_items(data_dir, domain))
-    groups = [[i for i in items if i.id.split("/")[0] == source] for source in _sources(items)]
-    chosen = _balanced(groups, limit, rng)
+    chosen = round_robin(source_pools(_trainable(domain_items(data_dir, domain)), rng), limit)
+    rng.shuffle(chosen)
     pairs = [
         {"id": i.id, "question": as_text(i), "answer": target_of(i), "domain": i.domain}
         for i in chosen
@@ -101,15 +100,13 @@ def _trainable(items: Iterable[Item]) -> list[Item]:
     return [i for i in items if i.in_split == "train"]
 
 
-def _sources(items: Sequence[Item]) -> list[str]:
-    return sorted({i.id.split("/")[0] for i in items})
+def source_pools(items: Sequence[Item], rng: random.Random) -> list[list[Item]]:
+    """`items` grouped by source (the id's first part, in sorted order), each group shuffled
+    by `rng`: `round_robin` over them gives each source an equal share."""
+    by_source: dict[str, list[Item]] = {}
+    for item in items:
+        by_source.setdefault(item.id.split("/")[0], []).append(item)
+    return [rng.sample(pool, len(pool)) for _, pool in sorted(by_source.items())]
 
 
-def _balanced(groups: list[list[Item]], limit: int, rng: random.Random) -> list[Item]:
-    """Round-robin over shuffled groups until `limit` items or all groups are used up."""
-    chosen = round_robin([rng.sample(group, len(group)) for group in groups if group], limit)
-    rng.shuffle(chosen)
-    return chosen
-
-
-__all__ = ["ALL_DOMAINS", "OPEN_FORM", "expert_examples", "open_form", "target_of"]
+__all__ = ["ALL_DOMAINS", "OPEN_FORM", "expert_examples", "open_form", "source_pools", "target_of"]

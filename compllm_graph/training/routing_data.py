@@ -23,6 +23,7 @@ from compllm_graph.evaluation.items import (
     mmlu_subject_items,
     round_robin,
 )
+from compllm_graph.training.expert_data import source_pools
 
 CENTROID_TEXTS = 240
 """Questions per expert for its centroid (240 routed the benchmark's parts better than 480)."""
@@ -89,13 +90,10 @@ def write_routing_data(data_dir: Path, out: Path) -> dict[str, int]:
 
 
 def _sample(items: list[Item], limit: int, domain: str) -> list[Item]:
-    rng = random.Random(f"demo-{domain}")
-    by_source: dict[str, list[Item]] = {}
-    for item in items:
-        if item.in_split == "train" and item.id.split("/")[0] not in NOT_SHIPPED:
-            by_source.setdefault(item.id.split("/")[0], []).append(item)
-    pools = [rng.sample(pool, len(pool)) for _, pool in sorted(by_source.items())]
-    return round_robin(pools, limit)
+    shippable = [
+        i for i in items if i.in_split == "train" and i.id.split("/")[0] not in NOT_SHIPPED
+    ]
+    return round_robin(source_pools(shippable, random.Random(f"demo-{domain}")), limit)
 
 
 def _record(item: Item) -> dict[str, str | None]:

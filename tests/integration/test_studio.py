@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_smollm2
+from tests.servers import free_port, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -28,30 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 QUESTION = "What is the boiling point of water in Kelvin, and what is 7 times 8?"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"langgraph dev exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"langgraph dev was not ready within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_smollm2()
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",  # offline: no telemetry, no trace upload
@@ -76,10 +55,10 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            _wait_ready(process, url, timeout=600)
+            wait_until_serving(process, f"{url}/ok", timeout=600)
             yield url
         except RuntimeError as exc:
-            raise RuntimeError(f"{exc}; log:\n{log.read_text()[-4000:]}") from exc
+            raise RuntimeError(f"langgraph dev {exc}; log:\n{log.read_text()[-4000:]}") from exc
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
