@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 DATA_DIR_VARIABLE = "COMPLLM_DATA_DIR"
@@ -20,4 +21,16 @@ def default_data_dir() -> Path:
 DEFAULT_DATA_DIR = default_data_dir()
 """`default_data_dir()` when compllm_graph was imported."""
 
-__all__ = ["DATA_DIR_VARIABLE", "DEFAULT_DATA_DIR", "default_data_dir"]
+
+def missing_data_dir(path: Path) -> bool:
+    """True, after saying so on stderr, when a command's data folder is not there."""
+    if path.is_dir():
+        return False
+    print(
+        f"error: no data folder at {path} (use --data-dir, or set ${DATA_DIR_VARIABLE})",
+        file=sys.stderr,
+    )
+    return True
+
+
+__all__ = ["DATA_DIR_VARIABLE", "DEFAULT_DATA_DIR", "default_data_dir", "missing_data_dir"]

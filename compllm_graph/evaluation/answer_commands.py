@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, get_args
 
-from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.evaluation.answers import (
     ALL_DOMAINS_EXPERT,
     BenchmarkError,
@@ -53,8 +53,7 @@ def _add_benchmarks(sub: argparse._SubParsersAction) -> None:
 
 
 def run_benchmarks(args: argparse.Namespace) -> int:
-    if not args.data_dir.is_dir():
-        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+    if missing_data_dir(args.data_dir):
         return 2
     try:
         written = write_benchmarks(

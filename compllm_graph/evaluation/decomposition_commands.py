@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.decomposer import adapter_for, shipped
 from compllm_graph.decomposer.grammar import tag_grammar_factory
 from compllm_graph.evaluation.decomposition import evaluate
@@ -170,8 +170,7 @@ def _adapter_dir(args: argparse.Namespace) -> Path | None:
 
 
 def run_eval_table(args: argparse.Namespace) -> int:
-    if not args.data_dir.is_dir():
-        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+    if missing_data_dir(args.data_dir):
         return 2
     try:
         choice = argparse.Namespace(adapter=args.adapter, model=args.model, few_shot=False)

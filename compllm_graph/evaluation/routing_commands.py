@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.evaluation.routing import (
     EMBEDDERS,
     format_table,
@@ -115,8 +115,7 @@ def run_routing_transfer(args: argparse.Namespace) -> int:
     )
     from compllm_graph.expert_store.embedders import embedder_from_spec
 
-    if not args.data_dir.is_dir():
-        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+    if missing_data_dir(args.data_dir):
         return 2
     data = transfer_data(args.data_dir, args.per_expert, args.per_source)
     result = transfer_errors(data, embedder_from_spec(args.embedder))

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import get_args
 
-from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.decomposer import adapter_for
 from compllm_graph.evaluation.benchmarks import write_jsonl
 from compllm_graph.evaluation.items import SOURCES
@@ -191,8 +191,7 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not args.data_dir.is_dir():
-        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+    if missing_data_dir(args.data_dir):
         return 2
     local = load_model(args.base, engine="transformers")
     command = shlex.join(["compllm", *sys.argv[1:]])
@@ -249,8 +248,7 @@ def _add_expert_data(kinds: argparse._SubParsersAction) -> None:
 
 
 def run_expert_data(args: argparse.Namespace) -> int:
-    if not args.data_dir.is_dir():
-        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+    if missing_data_dir(args.data_dir):
         return 2
     try:
         records = expert_examples(args.data_dir, args.domain, args.limit, args.seed)
@@ -280,8 +278,7 @@ def _add_routing_data(kinds: argparse._SubParsersAction) -> None:
 
 
 def run_routing_data(args: argparse.Namespace) -> int:
-    if not args.data_dir.is_dir():
-        print(f"error: no data folder at {args.data_dir} (use --data-dir)", file=sys.stderr)
+    if missing_data_dir(args.data_dir):
         return 2
     counts = write_routing_data(args.data_dir, args.out)
     listing = ", ".join(f"{name} {n}" for name, n in counts.items())
