@@ -132,14 +132,19 @@ def _rights(cell: Cell) -> dict[str, bool]:
     return {r["id"]: score_question(str(a["answer"]), r["parts"]).right for r, a in zip(*scored)}
 
 
-def cell_text(cell: Cell) -> str:
-    """`acc [low, high] (n)` for a table cell, or `–` when it has not run."""
+def cell_text(cell: Cell, measure: str = "accuracy") -> str:
+    """`acc [low, high] (n)` for a table cell, or `–` when it has not run.
+
+    Args:
+        cell: The cell.
+        measure: `accuracy` (questions) or `part_accuracy` (parts).
+    """
     scored = _cell_scores(cell)
     if scored is None:
         return "–"
     summary = summarise(*scored)
-    low, high = summary["accuracy_ci95"]
-    return f"{summary['accuracy']:.1%} [{low:.1%}, {high:.1%}] (n={summary['n']})"
+    low, high = summary[f"{measure}_ci95"]
+    return f"{summary[measure]:.1%} [{low:.1%}, {high:.1%}] (n={summary['n']})"
 
 
 def seconds_text(cell: Cell) -> str:
@@ -174,11 +179,17 @@ def tables() -> str:
     for file in FILES:
         cells = [cell_text(_find(model, system, file)) for _, model, system in COLUMNS]
         lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
+    lines += ["", "Part accuracy (every part of a question scored on its own):", "", *head]
+    for file in FILES:
+        cells = [
+            cell_text(_find(model, system, file), "part_accuracy") for _, model, system in COLUMNS
+        ]
+        lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
     lines += ["", "Seconds per question:", "", *head]
     for file in FILES:
         cells = [seconds_text(_find(model, system, file)) for _, model, system in COLUMNS]
         lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
-    lines += ["", "## Table 7: routing (question accuracy)", ""]
+    lines += ["", "## Table 7: routing (question accuracy; then part accuracy)", ""]
     systems = ("compllm", "all-experts", "random-router", "oracle-router")
     lines += [
         "| model | benchmark | router | all-experts | random | oracle |",
@@ -186,14 +197,21 @@ def tables() -> str:
     ]
     for model in (SMOL, QWEN05):
         for file in ("p2", "all2"):
-            cells = [cell_text(_find(model, s, file)) for s in systems]
-            lines.append(f"| {SHORT[model]} | {LABELS[file]} | " + " | ".join(cells) + " |")
+            for measure in ("accuracy", "part_accuracy"):
+                cells = [cell_text(_find(model, s, file), measure) for s in systems]
+                label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
+                lines.append(f"| {SHORT[model]} | {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired differences (same questions)", ""]
     pairs = [
         (_find(m, "compllm", f), _find(m, other, f))
         for m in (SMOL, QWEN05)
         for f in FILES
-        for other in ("monolith", "all-experts", "random-router")
+        for other in ("monolith", "all-experts", "random-router", "oracle-router")
+    ]
+    pairs += [
+        (_find(m, "all-experts", f), _find(m, "random-router", f))
+        for m in (SMOL, QWEN05)
+        for f in FILES
     ]
     pairs += [(_find(QWEN05, "compllm", f), _find(QWEN15, "monolith", f)) for f in FILES]
     lines += ["| a | b | a - b |", "|---|---|---|"]
