@@ -12,7 +12,7 @@ The benchmark files come from `compllm eval benchmarks --out benchmarks/answers/
 here when missing; they hold dataset text, so they are not committed).
 
 Usage: `python -m benchmarks.answer_tables [--cells NAME ...] [--jobs 2] [--threads 1]
-[--tables-only]`; `--list` shows the cells.
+[--concurrency 4] [--tables-only]`; `--list` shows the cells.
 """
 
 from __future__ import annotations
@@ -92,14 +92,15 @@ CELLS = {c.name: c for c in [*TABLE5, *TABLE7]}
 """Every cell; a cell in both tables keeps Table 5's (larger) size."""
 
 
-def run_cell(cell: Cell, threads: int) -> dict[str, Any]:
+def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
     """Run (or resume) one cell in a fresh process; returns its summary."""
     cell.outputs.parent.mkdir(parents=True, exist_ok=True)
     command = [
         str(Path(sys.executable).with_name("compllm")), "eval", "answers",
         str(DATA / f"{cell.file}.jsonl"),
         "--system", cell.system, "--model", cell.model, "--limit", str(cell.limit),
-        "--outputs", str(cell.outputs), "--threads", str(threads), "--json",
+        "--outputs", str(cell.outputs), "--threads", str(threads),
+        "--concurrency", str(concurrency), "--json",
     ]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -243,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cells", nargs="*", default=None, help="cell names (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="cells run at once")
     parser.add_argument("--threads", type=int, default=None, help="inference threads per cell")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="questions in flight per cell (batched)"
+    )
     parser.add_argument("--tables-only", action="store_true", help="only rewrite tables.md")
     parser.add_argument("--list", action="store_true", help="list the cells and exit")
     args = parser.parse_args(argv)
@@ -259,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen = [CELLS[name] for name in args.cells] if args.cells else list(CELLS.values())
         threads = args.threads or max(1, 2 // args.jobs)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for result in pool.map(lambda c: run_cell(c, threads), chosen):
+            for result in pool.map(lambda c: run_cell(c, threads, args.concurrency), chosen):
                 print(json.dumps(result), flush=True)
                 TABLES.write_text(tables())
     TABLES.write_text(tables())

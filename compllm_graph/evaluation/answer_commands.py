@@ -108,8 +108,22 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
     p.add_argument("--seed", type=int, default=0, help="random-router seed")
     p.add_argument("--outputs", type=Path, default=None, help="JSONL of answers (appended)")
+    p.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=1,
+        help="questions in flight at once, so the engine batches their requests; each "
+        "answer's seconds is then its latency under that load (default 1)",
+    )
     p.add_argument("--json", action="store_true", help="end with one JSON object")
     p.set_defaults(func=run_answers)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def run_answers(args: argparse.Namespace) -> int:
@@ -122,7 +136,9 @@ def run_answers(args: argparse.Namespace) -> int:
     todo = sum(r["id"] not in done for r in records)
     answerer = build_answerer(args) if todo else None
     try:
-        answers = run(records, answerer or _nothing, args.outputs, progress=_bar)
+        answers = run(
+            records, answerer or _nothing, args.outputs, _bar, concurrency=args.concurrency
+        )
         summary = summarise(records, answers)
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -23,6 +23,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -131,16 +132,29 @@ def run(
     answerer: Answerer,
     outputs: Path | None = None,
     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+    concurrency: int = 1,
 ) -> list[Answer]:
     """Answer every record not yet in `outputs`, appending each answer as it comes.
+
+    Args:
+        records: The benchmark's records.
+        answerer: Answers one record; called from `concurrency` threads at once.
+        outputs: JSONL file of answers, read first and appended to.
+        progress: Wraps the iteration over answers as they finish (a progress bar).
+        concurrency: Questions in flight at once. More than 1 lets the engine batch their
+            requests; each answer's `seconds` is then its latency under that load, and lines
+            are appended in the order questions finish.
 
     Returns:
         The answers of all `records`: those read from `outputs` and the new ones, in order.
 
     Raises:
+        ValueError: `concurrency` below 1.
         BenchmarkError: `outputs` answers a question of the same id with another text (lines
             written by other tools, without `QUESTION_HASH`, are taken as they are).
     """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     done = answered(outputs)
     stale = [
         r["id"]
@@ -155,25 +169,32 @@ def run(
         )
     todo = [r for r in records if r["id"] not in done]
     handle = outputs.open("a", encoding="utf-8") if outputs is not None else None
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="answer")
     try:
-        for record in progress(todo, len(todo)) if progress else todo:
-            start = time.perf_counter()
-            reply = answerer(record)
-            seconds = round(time.perf_counter() - start, 3)
-            row = {
-                "id": record["id"],
-                **reply,
-                "seconds": seconds,
-                QUESTION_HASH: question_hash(record),
-            }
-            done[record["id"]] = row
+        futures = [pool.submit(_answer_row, answerer, record) for record in todo]
+        rows = (future.result() for future in as_completed(futures))
+        for row in progress(rows, len(todo)) if progress else rows:
+            done[row["id"]] = row
             if handle is not None:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 handle.flush()
     finally:
+        # On an error or Ctrl-C, only the questions already in flight finish.
+        pool.shutdown(cancel_futures=True)
         if handle is not None:
             handle.close()
     return [done[r["id"]] for r in records]
+
+
+def _answer_row(answerer: Answerer, record: Mapping[str, Any]) -> Answer:
+    start = time.perf_counter()
+    reply = answerer(record)
+    return {
+        "id": record["id"],
+        **reply,
+        "seconds": round(time.perf_counter() - start, 3),
+        QUESTION_HASH: question_hash(record),
+    }
 
 
 def summarise(
@@ -255,11 +276,17 @@ def one_expert_router(name: str) -> Router:
 
 
 def random_router(names: Sequence[str], seed: int = 0) -> Router:
-    """A seeded random expert per sub-query (`random-router`)."""
+    """A seeded random expert per sub-query (`random-router`).
+
+    The draw depends on the seed and the sub-query's text only, not on the order of calls, so
+    questions answered concurrently are routed as they would be one at a time.
+    """
     if not names:
         raise ValueError("random routing needs at least one expert")
-    rng = random.Random(seed)
-    return lambda texts: [Route(expert=rng.choice(list(names))) for _ in texts]
+    choices = list(names)
+    return lambda texts: [
+        Route(expert=random.Random(f"{seed}\n{text}").choice(choices)) for text in texts
+    ]
 
 
 def oracle_router(record: Mapping[str, Any], names: Sequence[str]) -> Router:

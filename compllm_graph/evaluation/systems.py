@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from compllm_graph.expert_store.demo import shipped_experts
 from compllm_graph.expert_store.serving import with_system_prompt
 from compllm_graph.models import DEFAULT_MODEL, load_model
 from compllm_graph.models.loading import InferenceModel
-from compllm_graph.types import Route
 
 
 def load_for_eval(args: argparse.Namespace) -> InferenceModel:
@@ -79,19 +77,8 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
 
 
 def _oracle(pipeline: Any, names: list[str]) -> Answerer:
-    """One graph whose router is the current record's oracle (the eval answers one at a time)."""
-    current: dict[str, Any] = {}
-
-    def route(texts: list[str]) -> list[Route]:
-        return list(current["router"](texts))
-
-    graph = pipeline(router=route)
-
-    def graph_for(record: Mapping[str, Any]) -> Runnable:
-        current["router"] = oracle_router(record, names)
-        return graph
-
-    return graph_answerer(graph_for)
+    """A graph per record, routed by its gold parts (several records may be in flight)."""
+    return graph_answerer(lambda record: pipeline(router=oracle_router(record, names)))
 
 
 def all_domains_model(args: argparse.Namespace, model: InferenceModel, tokens: int) -> Runnable:

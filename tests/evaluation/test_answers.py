@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,47 @@ def test_a_rerun_refuses_outputs_of_a_rebuilt_benchmark(tmp_path: Path) -> None:
     assert run(rebuilt, answerer, outputs)[0]["answer"] == "Neon"
 
 
+def test_concurrent_questions_overlap_and_all_land_once(tmp_path: Path) -> None:
+    records = [{**RECORDS[0], "id": f"c{i}"} for i in range(8)]
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def answerer(record: Any) -> dict[str, Any]:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return {"answer": record["id"], "sub_answers": [], "routes": []}
+
+    outputs = tmp_path / "out.jsonl"
+    answers = run(records, answerer, outputs, concurrency=4)
+    assert peak[0] == 4
+    assert [a["answer"] for a in answers] == [r["id"] for r in records]  # records' order
+    assert sorted(answered(outputs)) == sorted(str(r["id"]) for r in records)
+    assert len(outputs.read_text().splitlines()) == 8
+    with pytest.raises(ValueError, match="at least 1"):
+        run(records, answerer, None, concurrency=0)
+
+
+def test_a_failing_question_stops_the_run_after_those_in_flight(tmp_path: Path) -> None:
+    records = [{**RECORDS[0], "id": f"c{i}"} for i in range(20)]
+    started: list[str] = []
+
+    def answerer(record: Any) -> dict[str, Any]:
+        started.append(record["id"])
+        time.sleep(0.02)
+        if record["id"] == "c1":
+            raise RuntimeError("model failed")
+        return {"answer": "x", "sub_answers": [], "routes": []}
+
+    outputs = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError, match="model failed"):
+        run(records, answerer, outputs, concurrency=2)
+    assert len(started) < len(records)  # the queued questions were cancelled
+    assert "c1" not in answered(outputs)
+
+
 def test_the_summary_scores_questions_parts_and_domains() -> None:
     answers = [
         {"id": "q0", "answer": "Neon; 42", "seconds": 1.0},
@@ -130,9 +173,14 @@ def test_oracle_and_random_routers() -> None:
     route = oracle_router(RECORDS[0], ["chemistry", "biology"])
     routes = route(["Which gas is inert? (A) Neon (B) Oxygen", "what is 6 times 7"])
     assert [r.expert for r in routes] == ["chemistry", None]  # no mathematics expert: base
-    first = [r.expert for r in random_router(["a", "b", "c"], seed=1)(["x"] * 20)]
-    assert first == [r.expert for r in random_router(["a", "b", "c"], seed=1)(["x"] * 20)]
+    texts = [f"sub-query {i}" for i in range(20)]
+    first = [r.expert for r in random_router(["a", "b", "c"], seed=1)(texts)]
+    assert first == [r.expert for r in random_router(["a", "b", "c"], seed=1)(texts)]
     assert len(set(first)) > 1
+    # the draw follows the text, not the order of calls (questions run concurrently)
+    again = random_router(["a", "b", "c"], seed=1)
+    assert [again([text])[0].expert for text in reversed(texts)] == first[::-1]
+    assert first != [r.expert for r in random_router(["a", "b", "c"], seed=2)(texts)]
     with pytest.raises(ValueError, match="at least one expert"):
         random_router([])
 
@@ -215,6 +263,22 @@ def test_each_system_answers_through_the_command(
         assert summary["accuracy"] == accuracy
     if system == "all-experts":
         assert "all-domains" in fake["model"].added
+
+
+@pytest.mark.parametrize("system", ["oracle-router", "random-router", "compllm"])
+def test_concurrent_answers_match_answers_one_at_a_time(
+    fake: dict[str, Any], system: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rows = {}
+    for concurrency in ("1", "3"):
+        outputs = tmp_path / f"{system}.{concurrency}.jsonl"
+        eval_answers(fake, system, "--outputs", str(outputs), "--concurrency", concurrency)
+        rows[concurrency] = {k: (v["answer"], v["routes"]) for k, v in answered(outputs).items()}
+    assert rows["1"] == rows["3"] and len(rows["1"]) == 3
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["eval", "answers", str(fake["file"]), "--concurrency", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
 
 
 def test_the_command_resumes_from_its_outputs(
