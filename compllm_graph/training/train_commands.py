@@ -22,6 +22,8 @@ from compllm_graph.expert_store.data import (
     read_pairs,
     read_texts,
 )
+from compllm_graph.expert_store.disk import MANIFEST
+from compllm_graph.expert_store.records import check_name
 from compllm_graph.models import DEFAULT_MODEL, home, load_model
 from compllm_graph.training.composed import COMPOSED
 from compllm_graph.training.data import CONJUNCTION, DATASETS
@@ -300,6 +302,26 @@ def _expert_data(args: argparse.Namespace) -> tuple[Objective, list[str], list]:
     return objective, texts, texts
 
 
+def _check_store_for(store_path: Path, name: str) -> None:
+    """Raise unless `name` can be added to the store at `store_path` (or one created there).
+
+    Raises:
+        StoreError: an unsafe name, a corrupt store, one that already has `name`, or a folder
+            that is neither a store nor empty.
+    """
+    check_name(name)
+    if (store_path / MANIFEST).is_file():
+        if name in {e.name for e in ExpertStore.open(store_path).experts()}:
+            raise StoreError(
+                f"expert {name!r} already exists in {store_path}: remove it first "
+                f"(`compllm experts remove {name} --store {store_path}`) or pass another --store"
+            )
+    elif store_path.exists() and (not store_path.is_dir() or any(store_path.iterdir())):
+        raise StoreError(
+            f"{store_path} is neither an expert store nor an empty folder: pass another --store"
+        )
+
+
 def run_train_expert(args: argparse.Namespace) -> int:
     try:
         objective, texts, data = _expert_data(args)
@@ -310,6 +332,11 @@ def run_train_expert(args: argparse.Namespace) -> int:
         print(f"error: {args.data} holds no usable record", file=sys.stderr)
         return 2
     store_path = args.store or default_store_path()
+    try:
+        _check_store_for(store_path, args.name)  # before the minutes or hours of training
+    except StoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     out = args.out or home() / "adapters" / args.name
     lora, opt = _settings(args)
     local = load_model(args.base, engine="transformers")
@@ -329,7 +356,9 @@ def run_train_expert(args: argparse.Namespace) -> int:
             command=shlex.join(["compllm", *sys.argv[1:]]),
         )
         store = (
-            ExpertStore.open(store_path) if store_path.exists() else ExpertStore.create(store_path)
+            ExpertStore.open(store_path)
+            if (store_path / MANIFEST).is_file()
+            else ExpertStore.create(store_path)
         )
         expert = store.add_expert(
             args.name,

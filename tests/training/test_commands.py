@@ -12,7 +12,7 @@ from compllm_graph.cli import main
 from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
 from compllm_graph.evaluation.decomposition_commands import _adapter_dir
 from compllm_graph.training.data import split_of
-from compllm_graph.training.train_commands import parse_mix
+from compllm_graph.training.train_commands import _check_store_for, parse_mix
 
 
 def test_parse_mix() -> None:
@@ -64,6 +64,38 @@ def test_train_expert_rejects_a_missing_file(
 ) -> None:
     assert main(["train", "expert", "x", "--data", str(tmp_path / "none.txt")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_train_expert_checks_the_store_before_loading_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compllm_graph.expert_store import ExpertStore
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the store was checked")
+
+    monkeypatch.setattr("compllm_graph.training.train_commands.load_model", no_model)
+    data = tmp_path / "domain.txt"
+    data.write_text("Some domain text.\n")
+
+    def run(name: str, store: Path) -> str:
+        argv = ["train", "expert", name, "--data", str(data), "--store", str(store)]
+        assert main(argv) == 2
+        return capsys.readouterr().err
+
+    existing = ExpertStore.create(tmp_path / "store", "hashing:16")
+    existing.add_expert("chemistry", ["gases"])
+    assert "already exists" in run("chemistry", existing.path)
+    assert "compllm experts remove chemistry" in run("chemistry", existing.path)
+    assert "invalid expert name" in run("Bad Name", tmp_path / "new")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a store")
+    assert "neither an expert store nor an empty folder" in run("biology", other)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for fine in (empty, tmp_path / "absent", existing.path):
+        _check_store_for(fine, "biology")  # an empty folder or none gets a new store
 
 
 def test_train_decomposer_checks_the_init_adapter_before_loading_a_model(
