@@ -64,6 +64,19 @@ if TYPE_CHECKING:
     from compllm_graph.models.local import LocalModel
 
 
+def check_creatable(root: Path) -> None:
+    """Raise unless a store can be created at `root`: a folder that is absent or empty.
+
+    Raises:
+        StoreError: `root` is a file or a folder with something in it.
+    """
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise StoreError(
+            f"cannot create a store at {root}: it is not empty "
+            "(neither an expert store nor an empty folder)"
+        )
+
+
 class ExpertStore:
     """A folder of experts that the router searches by centroid.
 
@@ -122,8 +135,7 @@ class ExpertStore:
         check_threshold(threshold)
         if vote is not None and (isinstance(vote, bool) or not isinstance(vote, int) or vote < 1):
             raise StoreError(f"vote must be a positive number of nearest examples, got {vote!r}")
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise StoreError(f"cannot create a store at {root}: it exists and is not empty")
+        check_creatable(root)
         root.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format": FORMAT,
@@ -409,6 +421,7 @@ __all__ = [
     "Expert",
     "ExpertStore",
     "StoreError",
+    "check_creatable",
     "check_name",
     "cluster_means",
     "normalise",

@@ -23,7 +23,7 @@ from compllm_graph.expert_store.data import (
     read_texts,
 )
 from compllm_graph.expert_store.disk import MANIFEST
-from compllm_graph.expert_store.records import check_name
+from compllm_graph.expert_store.store import check_creatable, check_name
 from compllm_graph.models import DEFAULT_MODEL, home, load_model
 from compllm_graph.training.composed import COMPOSED
 from compllm_graph.training.data import CONJUNCTION, DATASETS
@@ -316,10 +316,8 @@ def _check_store_for(store_path: Path, name: str) -> None:
                 f"expert {name!r} already exists in {store_path}: remove it first "
                 f"(`compllm experts remove {name} --store {store_path}`) or pass another --store"
             )
-    elif store_path.exists() and (not store_path.is_dir() or any(store_path.iterdir())):
-        raise StoreError(
-            f"{store_path} is neither an expert store nor an empty folder: pass another --store"
-        )
+    else:
+        check_creatable(store_path)
 
 
 def run_train_expert(args: argparse.Namespace) -> int:
