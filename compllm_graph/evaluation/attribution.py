@@ -4,7 +4,7 @@ Stages, in pipeline order:
 
 - `decomposition`: the number of sub-queries differs from the number of gold parts.
 - `routing`: a sub-query went to another expert than its part's gold domain (sub-queries and
-  parts are matched in order).
+  parts are matched in order). The all-domains adapter (`all-experts`) is right for every domain.
 - `expert`: a sub-answer, read alone, does not answer its part.
 - `aggregation`: every sub-answer was right, but the final answer lost one.
 
@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compllm_graph.evaluation.answers import sub_answer_right
+from compllm_graph.evaluation.answers import ALL_DOMAINS_EXPERT, sub_answer_right
 from compllm_graph.evaluation.scoring import score_question
 
 STAGES = ("decomposition", "routing", "expert", "aggregation", "model")
@@ -45,7 +45,7 @@ def first_wrong_stage(
     routes = answer.get("routes") or [s.get("expert") for s in subs]
     for part, route in zip(parts, routes):
         gold = part["domain"] if experts is None or part["domain"] in experts else "base"
-        if route != gold:
+        if route not in (gold, ALL_DOMAINS_EXPERT):  # the FT baseline's one adapter fits all
             return "routing"
     if not all(sub_answer_right(answer, record, i) for i in range(len(parts))):
         return "expert"

@@ -52,6 +52,11 @@ def test_a_domain_without_an_expert_is_rightly_routed_to_base() -> None:
     assert first_wrong_stage(RECORD, reply, frozenset({"chemistry"})) == "expert"
 
 
+def test_the_all_domains_adapter_is_rightly_routed_for_every_domain() -> None:
+    reply = answer("Neon", [("a", "Neon"), ("b", "41")], ["all-domains", "all-domains"])
+    assert first_wrong_stage(RECORD, reply) == "expert"
+
+
 def test_the_table_counts_and_shares() -> None:
     replies = [answer("Neon and 42", [("a", "Neon"), ("b", "42")]), answer("x", [("a", "x")])]
     counts = attribution([RECORD, RECORD], replies)
