@@ -233,18 +233,12 @@ def validate(
 
 
 def _progress(result: TrainResult, status: str) -> dict[str, Any]:
-    losses = result.losses
-    head, tail = losses[:10], losses[-10:]
     return {
         "status": status,
         "steps": result.steps,
         "total_steps": result.total_steps,
         "wall_time_s": round(result.wall_time_s, 1),
-        "loss": {
-            "first_10_mean": round(sum(head) / len(head), 4) if head else None,
-            "last_10_mean": round(sum(tail) / len(tail), 4) if tail else None,
-            "per_step": [round(x, 4) for x in losses],
-        },
+        "loss": result.loss_summary(),
     }
 
 

@@ -105,7 +105,6 @@ def train_expert(
     peft_model.peft_config["default"].base_model_name_or_path = base
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     result = train(peft_model, encoded, settings, out_dir, pad_id=int(pad), resume=resume)
-    losses = result.losses
     record = {
         "base": base,
         "command": command,
@@ -118,10 +117,7 @@ def train_expert(
         "steps": result.steps,
         "total_steps": result.total_steps,
         "wall_time_s": round(result.wall_time_s, 1),
-        "loss": {
-            "first": round(losses[0], 4) if losses else None,
-            "last": round(losses[-1], 4) if losses else None,
-        },
+        "loss": result.loss_summary(),
     }
     (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record

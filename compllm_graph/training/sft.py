@@ -56,6 +56,19 @@ class TrainResult:
     def finished(self) -> bool:
         return self.steps >= self.total_steps
 
+    def loss_summary(self) -> dict[str, Any]:
+        """First and last step's loss, the means of the first and last 10 (one batch's loss is
+        noisy: a short run can end on a hard batch), and every step's."""
+        losses = self.losses
+        head, tail = losses[:10], losses[-10:]
+        return {
+            "first": round(losses[0], 4) if losses else None,
+            "last": round(losses[-1], 4) if losses else None,
+            "first_10_mean": round(sum(head) / len(head), 4) if head else None,
+            "last_10_mean": round(sum(tail) / len(tail), 4) if tail else None,
+            "per_step": [round(x, 4) for x in losses],
+        }
+
 
 def attach_lora(model: Any, lora: LoraSettings, seed: int = 0) -> PeftModel:
     """Wrap a causal LM with fresh trainable LoRA adapters (base weights frozen)."""

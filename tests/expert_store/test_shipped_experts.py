@@ -44,7 +44,9 @@ def test_each_shipped_expert_is_small_trained_and_documented(base: str, folder: 
     record = json.loads((folder / "training.json").read_text())
     assert config["base_model_name_or_path"] == record["base"] == base
     assert record["status"] == "finished" and record["objective"] == "answer"
-    assert record["loss"]["last"] < record["loss"]["first"]
+    loss = record["loss"]
+    # One batch's loss is noisy (a short run can end on a hard one): compare 10-step means.
+    assert loss.get("last_10_mean", loss["last"]) < loss.get("first_10_mean", loss["first"])
     if folder.name in DEMO_EXPERTS:
         assert record["system_prompt"] == DEMO_EXPERTS[folder.name][1]
 
