@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -127,7 +128,19 @@ def _last_logits(model: Any, adapter: str | None, ids: list[int]) -> np.ndarray:
     return model.engine.prompt_logits(ids, adapter)
 
 
-def test_converted_lora_changes_logits_as_peft_does(tmp_path: Path) -> None:
+def _delta_error(peft_model: Any, native: Any, adapter: str, ids: list[int]) -> float:
+    """How far llama.cpp's logit change from `adapter` is from peft's, relative to its size."""
+    peft_delta = _last_logits(peft_model, adapter, ids) - _last_logits(peft_model, None, ids)
+    ours = _last_logits(native, adapter, ids) - _last_logits(native, None, ids)
+    return float(np.linalg.norm(ours - peft_delta) / np.linalg.norm(peft_delta))
+
+
+def test_converted_lora_changes_logits_as_peft_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engines disagree by a few per cent of the adapter's effect (llama.cpp quantises the
+    # activations it feeds the Q4_1 weights; the size depends on the CPU's kernels), while
+    # q/k rows left in Hugging Face's order are off by 35-45 %: the control below.
     require_smollm2()
     peft_model = load_model(DEFAULT_MODEL, engine="transformers")
     folder = save_random_lora(
@@ -143,13 +156,17 @@ def test_converted_lora_changes_logits_as_peft_does(tmp_path: Path) -> None:
     try:
         for text in (QUESTION, "Name a primary colour.", "Explain photosynthesis briefly."):
             ids = native.encode_chat([HumanMessage(text)])
-            peft_delta = _last_logits(peft_model, "probe", ids) - _last_logits(
-                peft_model, None, ids
-            )
-            ours = _last_logits(native, "probe", ids) - _last_logits(native, None, ids)
-            assert np.corrcoef(peft_delta, ours)[0, 1] > 0.99
+            assert _delta_error(peft_model, native, "probe", ids) < 0.15
     finally:
         native.close()
+    monkeypatch.setattr("compllm_graph.models.gguf_lora._ROPE_PERMUTED", set())
+    unpermuted = load_model(DEFAULT_MODEL, engine="llama.cpp", n_threads=2)
+    copy = shutil.copytree(folder, tmp_path / "unpermuted", ignore=shutil.ignore_patterns(".gguf"))
+    unpermuted.add_adapter("probe", copy)
+    try:
+        assert _delta_error(peft_model, unpermuted, "probe", ids) > 0.25
+    finally:
+        unpermuted.close()
 
 
 def test_rope_permutation_interleaves_each_heads_halves() -> None:
