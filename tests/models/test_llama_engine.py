@@ -128,26 +128,32 @@ def _last_logits(model: Any, adapter: str | None, ids: list[int]) -> np.ndarray:
     return model.engine.prompt_logits(ids, adapter)
 
 
-def _delta_error(peft_model: Any, native: Any, adapter: str, ids: list[int]) -> float:
-    """How far llama.cpp's logit change from `adapter` is from peft's, relative to its size."""
-    peft_delta = _last_logits(peft_model, adapter, ids) - _last_logits(peft_model, None, ids)
-    ours = _last_logits(native, adapter, ids) - _last_logits(native, None, ids)
-    return float(np.linalg.norm(ours - peft_delta) / np.linalg.norm(peft_delta))
+def _adapter_deltas(peft_model: Any, native: Any, ids: list[int]) -> tuple[np.ndarray, ...]:
+    """The logit change from adapter "probe" after `ids`: peft's, then llama.cpp's."""
+    return tuple(
+        _last_logits(model, "probe", ids) - _last_logits(model, None, ids)
+        for model in (peft_model, native)
+    )
+
+
+def _relative_error(reference: np.ndarray, ours: np.ndarray) -> float:
+    return float(np.linalg.norm(ours - reference) / np.linalg.norm(reference))
 
 
 def test_converted_lora_changes_logits_as_peft_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The engines disagree by a few per cent of the adapter's effect (llama.cpp quantises the
-    # activations it feeds the Q4_1 weights; the size depends on the CPU's kernels), while
-    # q/k rows left in Hugging Face's order are off by 35-45 %: the control below.
+    # The engines disagree by a few per cent of an adapter's effect whatever the adapter
+    # (llama.cpp quantises the activations it feeds the Q4_1 weights, by CPU-specific kernels):
+    # at B std 0.5 that noise put the correlation at 0.989-0.992 on one CPU, at std 1.0 it is
+    # 0.998. q/k rows left in Hugging Face's order are off by about 30 %: the control below.
     require_smollm2()
     peft_model = load_model(DEFAULT_MODEL, engine="transformers")
     folder = save_random_lora(
         peft_model.model,
         tmp_path / "qk",
         seed=3,
-        std=0.5,
+        std=1.0,
         target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "up_proj"),
     )
     peft_model.add_adapter("probe", folder)
@@ -156,7 +162,9 @@ def test_converted_lora_changes_logits_as_peft_does(
     try:
         for text in (QUESTION, "Name a primary colour.", "Explain photosynthesis briefly."):
             ids = native.encode_chat([HumanMessage(text)])
-            assert _delta_error(peft_model, native, "probe", ids) < 0.15
+            reference, ours = _adapter_deltas(peft_model, native, ids)
+            assert np.corrcoef(reference, ours)[0, 1] > 0.99
+            assert _relative_error(reference, ours) < 0.1
     finally:
         native.close()
     monkeypatch.setattr("compllm_graph.models.gguf_lora._ROPE_PERMUTED", set())
@@ -164,7 +172,8 @@ def test_converted_lora_changes_logits_as_peft_does(
     copy = shutil.copytree(folder, tmp_path / "unpermuted", ignore=shutil.ignore_patterns(".gguf"))
     unpermuted.add_adapter("probe", copy)
     try:
-        assert _delta_error(peft_model, unpermuted, "probe", ids) > 0.25
+        reference, wrong = _adapter_deltas(peft_model, unpermuted, ids)
+        assert _relative_error(reference, wrong) > 0.2
     finally:
         unpermuted.close()
 
