@@ -31,6 +31,8 @@ def test_each_shipped_adapter_is_small_and_documented(alias: str, folder: Path) 
     config = json.loads((folder / "adapter_config.json").read_text())
     record = json.loads((folder / "training.json").read_text())
     assert config["base_model_name_or_path"] == record["base"] == alias
-    assert record["steps"] > 0 and record["status"] == "finished"
+    assert record["status"] == "finished"
+    # A record lost with a cut-off run says so rather than giving steps it cannot know.
+    assert record["steps"] > 0 or "lost" in record["provenance"]
     assert record["system_prompt"] == DECOMPOSER_SYSTEM_PROMPT
     assert record["test"]["musique"]["SFT + constrained"]["n"] == 100
