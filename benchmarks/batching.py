@@ -31,7 +31,7 @@ from pathlib import Path
 
 from langchain_core.messages import HumanMessage
 
-from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
+from compllm_graph.models import SMALL_MODEL, LocalModel, load_model
 from compllm_graph.models.requests import GenerationSettings, Request
 from tests.random_lora import save_random_lora
 
@@ -108,7 +108,7 @@ def throughput(rounds: int, max_new: int) -> dict[str, dict[str, float]]:
     second (all threads of this process) is the steadier measure of the work each mode needs.
     """
     local = load_model(
-        DEFAULT_MODEL, engine="transformers", max_batch_size=len(PROMPTS), max_wait_ms=50
+        SMALL_MODEL, engine="transformers", max_batch_size=len(PROMPTS), max_wait_ms=50
     )
     with tempfile.TemporaryDirectory() as tmp:
         add_adapters(local, Path(tmp), ADAPTERS)
@@ -144,13 +144,13 @@ def memory_child(layout: str) -> None:
     """Load the layout, generate once per adapter, print peak RSS in MiB (subprocess mode)."""
     with tempfile.TemporaryDirectory() as tmp:
         if layout == "shared":
-            local = load_model(DEFAULT_MODEL, engine="transformers")
+            local = load_model(SMALL_MODEL, engine="transformers")
             add_adapters(local, Path(tmp), ADAPTERS)
             models = [(local, name) for name in ADAPTERS]
         else:
             models = []
             for name in ADAPTERS:
-                copy = load_model(DEFAULT_MODEL, engine="transformers")
+                copy = load_model(SMALL_MODEL, engine="transformers")
                 add_adapters(copy, Path(tmp) / name, (name,))
                 models.append((copy, name))
         for local, name in models:

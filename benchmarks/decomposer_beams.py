@@ -21,7 +21,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.defaults import default_decomposer
-from compllm_graph.models import DEFAULT_MODEL, load_model
+from compllm_graph.models import SMALL_MODEL, load_model
 from compllm_graph.query_graph import parse_decomposition
 from compllm_graph.training.data import default_files, load_examples, select
 
@@ -45,7 +45,7 @@ def questions(count: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--model", default=SMALL_MODEL)
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)

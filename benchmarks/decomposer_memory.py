@@ -25,7 +25,7 @@ from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.decomposer import adapter_for
 from compllm_graph.decomposer.grammar import tag_grammar_factory
 from compllm_graph.evaluation.decomposition_metrics import score_text, tokens
-from compllm_graph.models import DEFAULT_MODEL, load_model
+from compllm_graph.models import SMALL_MODEL, load_model
 from compllm_graph.training.data import DecompositionExample, default_files, load_examples, select
 from compllm_graph.training.decomposition import Messages, generate, sft_messages
 
@@ -76,7 +76,7 @@ def mean(values: Sequence[float]) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--model", default=SMALL_MODEL)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--examples", type=int, default=2)
     args = parser.parse_args()

@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 from compllm_graph.expert_store.demo import DEMO_EXPERTS, shipped_experts
-from compllm_graph.models import DEFAULT_MODEL
+from compllm_graph.models import SMALL_MODEL
 from compllm_graph.models.download import gguf_path
 
 PROBE = """
@@ -75,7 +75,7 @@ def measure(model: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--model", default=SMALL_MODEL)
     result = measure(parser.parse_args().model)
     n, rss, disk = len(result["experts"]), result["peak_rss_mib"], result["disk_mib"]
     print(f"{result['model']}, {n} experts ({', '.join(result['experts'])}), llama.cpp engine")

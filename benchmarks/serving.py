@@ -17,7 +17,7 @@ from pathlib import Path
 
 from langchain_core.messages import BaseMessage
 
-from compllm_graph.models import DEFAULT_MODEL, load_model
+from compllm_graph.models import SMALL_MODEL, load_model
 from compllm_graph.models.remote import RemoteChatModel, remote_chat_model
 from compllm_graph.serve import create_app, local_chat_models, serve_in_thread
 from tests.random_lora import save_random_lora
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    local = load_model(DEFAULT_MODEL, engine="transformers", max_batch_size=args.adapters)
+    local = load_model(SMALL_MODEL, engine="transformers", max_batch_size=args.adapters)
     names = [f"expert{i}" for i in range(args.adapters)]
     with tempfile.TemporaryDirectory() as scratch:
         # Write every adapter from the plain base model before peft wraps it.

@@ -37,7 +37,7 @@ from compllm_graph.expert_store.serving import (
     remote_expert_chat_models,
     vllm_lora_args,
 )
-from compllm_graph.models import DEFAULT_MODEL, load_model
+from compllm_graph.models import SMALL_MODEL, load_model
 from compllm_graph.models.loading import safetensors_folder
 from tests.vllm_server import missing_vllm_reason, vllm_python, vllm_server
 
@@ -52,11 +52,9 @@ def generated(reply: BaseMessage) -> int:
 
 def adapters(folder: Path) -> list[Expert]:
     """4 random LoRAs for SmolLM2, as expert records (no routing data: only served)."""
-    model = load_model(DEFAULT_MODEL, engine="llama.cpp")
+    model = load_model(SMALL_MODEL, engine="llama.cpp")
     return [
-        Expert(
-            f"a{i}", "", DEFAULT_MODEL, random_lora(model, folder / f"a{i}", i), None, None, (1,)
-        )
+        Expert(f"a{i}", "", SMALL_MODEL, random_lora(model, folder / f"a{i}", i), None, None, (1,))
         for i in range(4)
     ]
 
@@ -79,7 +77,7 @@ def local_round(engine: str, tokens: int, folder: Path) -> dict[str, float]:
     """One round of 4 mixed-adapter requests on a local engine (run in a fresh process)."""
     records = adapters(folder)
     options: dict[str, Any] = {"n_threads": 2} if engine == "llama.cpp" else {"max_batch_size": 4}
-    model = load_model(DEFAULT_MODEL, engine=engine, **options)  # type: ignore[call-overload]
+    model = load_model(SMALL_MODEL, engine=engine, **options)  # type: ignore[call-overload]
     experts = list(expert_chat_models(records, model, max_new_tokens=tokens).values())
     asyncio.run(concurrent(experts, 4))  # warm-up: adapters loaded, caches filled
     generated_tokens, wall, latency = asyncio.run(concurrent(experts, 4))
@@ -95,7 +93,7 @@ def run_local(engine: str, tokens: int, folder: Path) -> dict[str, float]:
 
 def remote_experts(records: list[Expert], url: str, tokens: int) -> list[Runnable]:
     experts = remote_expert_chat_models(
-        records, url, base_model=DEFAULT_MODEL, max_tokens=tokens, max_concurrency=16
+        records, url, base_model=SMALL_MODEL, max_tokens=tokens, max_concurrency=16
     )
     return list(experts.values())
 
@@ -159,19 +157,19 @@ def main() -> None:
         return
     if vllm_python() is None:
         sys.exit(missing_vllm_reason())
-    model_dir = safetensors_folder(DEFAULT_MODEL)
+    model_dir = safetensors_folder(SMALL_MODEL)
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         records = adapters(folder)  # written once; the children reuse them
         flags = vllm_lora_args(records)
-        with vllm_server(model_dir, DEFAULT_MODEL, flags, folder / "a.log", cpus="0-1") as server:
+        with vllm_server(model_dir, SMALL_MODEL, flags, folder / "a.log", cpus="0-1") as server:
             report["compare"] = compare(records, folder, server.url, args.tokens, args.rounds)
             report["max_loras_4"] = sweep(
                 records, server.url, args.tokens, CONCURRENCY, "--max-loras 4"
             )
         two = with_max_loras(flags, 2)
-        with vllm_server(model_dir, DEFAULT_MODEL, two, folder / "b.log", cpus="0-1") as server:
+        with vllm_server(model_dir, SMALL_MODEL, two, folder / "b.log", cpus="0-1") as server:
             report["max_loras_2"] = sweep(
                 records, server.url, args.tokens, (4, 8), "--max-loras 2 (4 adapters)"
             )

@@ -42,9 +42,9 @@ def make_note_tool(path: Path) -> Runnable:
     return save_note
 
 
-def build_chain(max_new_tokens: int, notes: Path) -> Runnable:
+def build_chain(model: str, max_new_tokens: int, notes: Path) -> Runnable:
     """question -> Comp-LLM -> reviewer -> save_note tool."""
-    local = load_model(DEFAULT_MODEL)  # loaded once: Comp-LLM and the reviewer share it
+    local = load_model(model)  # loaded once: Comp-LLM and the reviewer share it
     compllm = build_default_graph(local, max_new_tokens=max_new_tokens).compile()
     reviewer = local.chat_model(max_new_tokens=max_new_tokens)
 
@@ -68,11 +68,12 @@ def build_chain(max_new_tokens: int, notes: Path) -> Runnable:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model alias (default: %(default)s)")
     parser.add_argument(
         "--notes", type=Path, default=Path(tempfile.gettempdir()) / "compllm_notes.jsonl"
     )
     args = parser.parse_args()
-    chain = build_chain(args.max_new_tokens, args.notes)
+    chain = build_chain(args.model, args.max_new_tokens, args.notes)
     result = chain.invoke({"question": QUESTION})
     print(f"Question: {result['question']}")
     print(f"Comp-LLM: {result['answer']}")

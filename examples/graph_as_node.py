@@ -16,6 +16,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 from compllm_graph.defaults import build_default_graph
+from compllm_graph.models import DEFAULT_MODEL
 
 TURNS = [
     "What is the chemical formula of water, and how many legs does a spider have?",
@@ -29,9 +30,9 @@ def log_turn(state: MessagesState) -> dict:
     return {}
 
 
-def build_app(max_new_tokens: int) -> object:
+def build_app(model: str, max_new_tokens: int) -> object:
     """A chat app: Comp-LLM answers, then `log_turn` runs; history lives in the checkpointer."""
-    compllm = build_default_graph(max_new_tokens=max_new_tokens).compile()
+    compllm = build_default_graph(model, max_new_tokens=max_new_tokens).compile()
     builder = StateGraph(MessagesState)
     builder.add_node("compllm", compllm)  # a compiled graph is a node like any other
     builder.add_node("log_turn", log_turn)
@@ -44,8 +45,9 @@ def build_app(max_new_tokens: int) -> object:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model alias (default: %(default)s)")
     args = parser.parse_args()
-    app = build_app(args.max_new_tokens)
+    app = build_app(args.model, args.max_new_tokens)
     config = {"configurable": {"thread_id": "demo"}}
     for turn in TURNS:
         print(f"User: {turn}")

@@ -65,8 +65,8 @@ def mathematics_adapter(local: LocalModel, adapter: Path | None, scratch: Path) 
 
 
 def run(args: argparse.Namespace, scratch: Path) -> None:
-    local = load_model(DEFAULT_MODEL, engine="transformers")
-    store = demo_store()
+    local = load_model(args.model, engine="transformers")
+    store = demo_store(args.model)
     tokens = args.max_new_tokens
     local.add_adapter("mathematics", mathematics_adapter(local, args.adapter, scratch))
     experts = store.chat_models(local, max_new_tokens=tokens)  # the others: local base model
@@ -75,9 +75,10 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         store.expert("mathematics").system_prompt,
     )
     with chemistry_endpoint(local, args.remote) as url:
-        remote = remote_chat_model(url, args.remote_model, max_concurrency=4, max_tokens=tokens)
+        served = args.remote_model or args.model
+        remote = remote_chat_model(url, served, max_concurrency=4, max_tokens=tokens)
         experts["chemistry"] = with_system_prompt(remote, store.expert("chemistry").system_prompt)
-        print(f"chemistry   -> remote {args.remote_model!r} at {url}")
+        print(f"chemistry   -> remote {served!r} at {url}")
         print("mathematics -> local LoRA adapter 'mathematics'")
         print(f"others      -> local base model {local.name}")
         decomposer, prompt = default_decomposer(local)
@@ -105,10 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
     parser.add_argument("--remote", help="base URL of an OpenAI-compatible server (.../v1)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model alias (default: %(default)s)")
     parser.add_argument(
-        "--remote-model",
-        default=DEFAULT_MODEL,
-        help="served model or LoRA name for chemistry (default: %(default)s)",
+        "--remote-model", help="served model or LoRA name for chemistry (default: --model)"
     )
     parser.add_argument("--adapter", type=Path, help="a trained LoRA folder for mathematics")
     parser.add_argument("--max-new-tokens", type=int, default=48)

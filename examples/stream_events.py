@@ -13,6 +13,7 @@ import argparse
 import time
 
 from compllm_graph.defaults import build_default_graph
+from compllm_graph.models import DEFAULT_MODEL
 
 QUESTION = "Which organelle makes most of a cell's ATP, and what is 12 times 11?"
 
@@ -48,8 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model alias (default: %(default)s)")
     args = parser.parse_args()
-    graph = build_default_graph(max_new_tokens=args.max_new_tokens).compile()
+    graph = build_default_graph(args.model, max_new_tokens=args.max_new_tokens).compile()
     print(f"Question: {args.question}")
     started = time.perf_counter()
     for event in graph.stream({"query": args.question}, stream_mode="custom"):

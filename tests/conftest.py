@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
-from compllm_graph.models import DEFAULT_MODEL, LocalModel, is_cached, load_model
+from compllm_graph.models import SMALL_MODEL, LocalModel, is_cached, load_model
 
 
 def require_smollm2() -> None:
     """Skip the calling test unless SmolLM2 has been fetched (tests never download)."""
-    if not is_cached(DEFAULT_MODEL):
+    if not is_cached(SMALL_MODEL):
         pytest.skip(
-            f"{DEFAULT_MODEL} is not cached: run `compllm models fetch {DEFAULT_MODEL}` "
+            f"{SMALL_MODEL} is not cached: run `compllm models fetch {SMALL_MODEL}` "
             "(`make test` does this before pytest)"
         )
 
@@ -34,7 +34,7 @@ def data_dir() -> Path:
 def shared_smollm2() -> LocalModel:
     """SmolLM2, loaded once per test session and shared by fixtures and standard suites."""
     require_smollm2()
-    return load_model(DEFAULT_MODEL, engine="transformers")
+    return load_model(SMALL_MODEL, engine="transformers")
 
 
 @cache
@@ -44,10 +44,10 @@ def shared_smollm2_llama() -> Any:
     pytest.importorskip(
         "llama_cpp", reason="llama-cpp-python is not installed: `make setup` builds it"
     )
-    return load_model(DEFAULT_MODEL, engine="llama.cpp", n_threads=2)
+    return load_model(SMALL_MODEL, engine="llama.cpp", n_threads=2)
 
 
 @pytest.fixture(scope="session")
 def smollm2() -> Iterator[LocalModel]:
-    """The embedded default model (SmolLM2-135M-Instruct), loaded once for the session."""
+    """The test model (SmolLM2-135M-Instruct, `SMALL_MODEL`), loaded once for the session."""
     yield shared_smollm2()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from compllm_graph.adapter_folder import same_base
 from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT, DECOMPOSER_SYSTEM_PROMPT
+from compllm_graph.models.catalogue import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
-BASE_MODEL = "smollm2-135m-instruct"
+BASE_MODEL = DEFAULT_MODEL
 """The default model's alias."""
 
 ADAPTER_DIR = PACKAGE_DIR / BASE_MODEL

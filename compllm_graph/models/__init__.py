@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from compllm_graph.adapter_folder import AdapterError
-    from compllm_graph.models.catalogue import CATALOGUE, DEFAULT_MODEL
+    from compllm_graph.models.catalogue import CATALOGUE, DEFAULT_MODEL, SMALL_MODEL
     from compllm_graph.models.chat import LocalChatModel
     from compllm_graph.models.download import ChecksumError, FetchError, fetch, home, is_cached
     from compllm_graph.models.loading import ModelLoadError, load_model
@@ -22,6 +22,7 @@ _HOMES = {
     "AdapterError": "compllm_graph.adapter_folder",
     "CATALOGUE": "compllm_graph.models.catalogue",
     "DEFAULT_MODEL": "compllm_graph.models.catalogue",
+    "SMALL_MODEL": "compllm_graph.models.catalogue",
     "ChecksumError": "compllm_graph.models.download",
     "FetchError": "compllm_graph.models.download",
     "fetch": "compllm_graph.models.download",
@@ -46,6 +47,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CATALOGUE",
     "DEFAULT_MODEL",
+    "SMALL_MODEL",
     "AdapterError",
     "ChecksumError",
     "FetchError",

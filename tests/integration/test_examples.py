@@ -1,4 +1,4 @@
-"""Smoke tests: every script in examples/ runs on the embedded default and prints its result.
+"""Smoke tests: every script in examples/ runs (on the test model) and prints its result.
 
 Each runs in a subprocess, as a user would run it, with short answers to stay fast.
 """
@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from compllm_graph.models import SMALL_MODEL
 from tests.conftest import require_smollm2
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-TOKENS = ["--max-new-tokens", "12"]
+TOKENS = ["--max-new-tokens", "12", "--model", SMALL_MODEL]
 
 
 def run_example(name: str, *args: str) -> str:

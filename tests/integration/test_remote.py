@@ -25,7 +25,7 @@ from langchain_core.runnables import RunnableLambda
 from transformers import AutoModelForCausalLM
 
 from compllm_graph.graph import create_compllm_graph
-from compllm_graph.models import DEFAULT_MODEL, LocalModel
+from compllm_graph.models import SMALL_MODEL, LocalModel
 from compllm_graph.models.remote import RemoteChatModel, remote_chat_model
 from compllm_graph.serve import BATCH_SIZE_HEADER
 from compllm_graph.types import Route
@@ -78,7 +78,7 @@ def url(smollm2: LocalModel, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "-m",
         "compllm_graph.serve",
         "--model",
-        DEFAULT_MODEL,
+        SMALL_MODEL,
         "--adapter",
         f"chemistry={adapter}",
         "--port",
@@ -109,12 +109,12 @@ def remote(url: str, model: str, **kwargs: object) -> RemoteChatModel:
 
 def test_models_lists_base_and_adapter(url: str) -> None:
     served = {m["id"] for m in httpx.get(f"{url}/models").json()["data"]}
-    assert served == {DEFAULT_MODEL, "chemistry"}
+    assert served == {SMALL_MODEL, "chemistry"}
 
 
 def test_remote_base_answers_like_the_local_model(url: str, smollm2: LocalModel) -> None:
     local = smollm2.chat_model(max_new_tokens=TOKENS).invoke(QUESTIONS[0])
-    reply = remote(url, DEFAULT_MODEL).invoke(QUESTIONS[0])
+    reply = remote(url, SMALL_MODEL).invoke(QUESTIONS[0])
     assert reply.content == local.content != ""
     assert reply.usage_metadata is not None and local.usage_metadata is not None
     assert reply.usage_metadata["output_tokens"] == local.usage_metadata["output_tokens"]
@@ -127,7 +127,7 @@ def test_remote_base_answers_like_the_local_model(url: str, smollm2: LocalModel)
 async def test_concurrent_requests_share_a_batch(url: str) -> None:
     models = [
         remote(url, "chemistry", include_response_headers=True),
-        remote(url, DEFAULT_MODEL, include_response_headers=True),
+        remote(url, SMALL_MODEL, include_response_headers=True),
     ]
     solo = [(await m.ainvoke(QUESTIONS[1])).content for m in models]
     together = await asyncio.gather(*(m.ainvoke(QUESTIONS[1]) for m in models))
@@ -156,7 +156,7 @@ def test_remote_expert_in_the_graph_respects_the_limit(url: str) -> None:
         decomposer=FakeListChatModel(responses=[decomposition]),
         experts={"chemistry": expert | RunnableLambda(record)},
         router=lambda texts: [Route("chemistry", 0.9) for _ in texts],
-        base=remote(url, DEFAULT_MODEL),
+        base=remote(url, SMALL_MODEL),
     ).compile()
     result = graph.invoke({"query": "What are acids, bases and salts?"})
     answers = result["sub_answers"]

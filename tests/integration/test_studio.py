@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from compllm_graph.models import SMALL_MODEL
 from tests.conftest import require_smollm2
 from tests.servers import free_port, wait_until_serving
 
@@ -35,6 +36,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         **os.environ,
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",  # offline: no telemetry, no trace upload
         "LANGSMITH_TRACING": "false",
+        "COMPLLM_MODEL": SMALL_MODEL,  # the test model, not the embedded default
         "COMPLLM_MAX_NEW_TOKENS": "16",  # keep the test short
         "COMPLLM_DECOMPOSER_BEAMS": "2",  # beam search through the served graph
     }

@@ -25,7 +25,7 @@ from compllm_graph.expert_store.serving import (
     with_system_prompt,
 )
 from compllm_graph.graph import create_compllm_graph
-from compllm_graph.models import DEFAULT_MODEL
+from compllm_graph.models import SMALL_MODEL
 from compllm_graph.models.loading import safetensors_folder
 from compllm_graph.models.remote import endpoint_limit, remote_chat_model
 from compllm_graph.nodes.execute import ExpertPolicy
@@ -49,7 +49,7 @@ ON_B = ("mathematics", "medicine")
 @pytest.fixture(scope="module")
 def store() -> ExpertStore:
     require_smollm2()
-    store = demo_store(DEFAULT_MODEL)
+    store = demo_store(SMALL_MODEL)
     if sorted(e.name for e in store.experts() if e.adapter) != sorted(QUESTIONS):
         pytest.skip("the demo store has no trained adapter for every expert")
     return store
@@ -61,16 +61,14 @@ def servers(
 ) -> Iterator[tuple[VllmServer, VllmServer]]:
     if vllm_python() is None:
         pytest.skip(missing_vllm_reason())
-    model_dir = safetensors_folder(DEFAULT_MODEL)
+    model_dir = safetensors_folder(SMALL_MODEL)
     logs = tmp_path_factory.mktemp("vllm")
     experts = store.experts()
     with (
-        vllm_server(
-            model_dir, DEFAULT_MODEL, vllm_lora_args(experts), logs / "a.log", cpus="0"
-        ) as a,
+        vllm_server(model_dir, SMALL_MODEL, vllm_lora_args(experts), logs / "a.log", cpus="0") as a,
         vllm_server(
             model_dir,
-            DEFAULT_MODEL,
+            SMALL_MODEL,
             vllm_lora_args(e for e in experts if e.name in ON_B),
             logs / "b.log",
             cpus="1",
@@ -99,9 +97,9 @@ def test_a_server_lists_the_base_model_and_its_adapters(
 ) -> None:
     a, b = servers
     served = {m["id"] for m in httpx.get(f"{a.url}/models").json()["data"]}
-    assert served == {DEFAULT_MODEL, *QUESTIONS}
+    assert served == {SMALL_MODEL, *QUESTIONS}
     served_b = {m["id"] for m in httpx.get(f"{b.url}/models").json()["data"]}
-    assert served_b == {DEFAULT_MODEL, *ON_B}
+    assert served_b == {SMALL_MODEL, *ON_B}
 
 
 def test_each_adapter_changes_the_answer(
@@ -109,9 +107,9 @@ def test_each_adapter_changes_the_answer(
 ) -> None:
     a, _ = servers
     experts = remote_expert_chat_models(
-        store.experts(), a.url, base_model=DEFAULT_MODEL, max_tokens=TOKENS
+        store.experts(), a.url, base_model=SMALL_MODEL, max_tokens=TOKENS
     )
-    base = remote_chat_model(a.url, DEFAULT_MODEL, max_tokens=TOKENS)
+    base = remote_chat_model(a.url, SMALL_MODEL, max_tokens=TOKENS)
     for expert in store.experts():
         question = QUESTIONS[expert.name]
         plain = with_system_prompt(base, expert.system_prompt).invoke(question).content
@@ -124,9 +122,9 @@ async def test_twenty_concurrent_queries_keep_the_endpoint_limit(
 ) -> None:
     a, _ = servers
     experts = remote_expert_chat_models(
-        store.experts(), a.url, base_model=DEFAULT_MODEL, max_tokens=TOKENS
+        store.experts(), a.url, base_model=SMALL_MODEL, max_tokens=TOKENS
     )
-    graph = _graph(experts, remote_chat_model(a.url, DEFAULT_MODEL, max_tokens=TOKENS))
+    graph = _graph(experts, remote_chat_model(a.url, SMALL_MODEL, max_tokens=TOKENS))
     results = await graph.abatch([{"query": f"Four questions, take {i}."} for i in range(20)])
     for result in results:
         assert result["answer"]
@@ -144,9 +142,9 @@ async def test_experts_split_across_two_servers_get_one_limit_each(
     a, b = servers
     where = {name: (b.url if name in ON_B else a.url) for name in QUESTIONS}
     experts = remote_expert_chat_models(
-        store.experts(), where, base_model=DEFAULT_MODEL, max_tokens=TOKENS
+        store.experts(), where, base_model=SMALL_MODEL, max_tokens=TOKENS
     )
-    graph = _graph(experts, remote_chat_model(a.url, DEFAULT_MODEL, max_tokens=TOKENS))
+    graph = _graph(experts, remote_chat_model(a.url, SMALL_MODEL, max_tokens=TOKENS))
     before = endpoint_limit(b.url).peak
     results = await graph.abatch([{"query": f"Four questions, split {i}."} for i in range(6)])
     assert all(r["fallback_reason"] is None for res in results for r in res["routes"])
@@ -162,7 +160,7 @@ async def test_killing_the_server_mid_query_falls_back_to_the_base_model(
     math = remote_expert_chat_models(
         [e for e in store.experts() if e.name == "mathematics"],
         b.url,
-        base_model=DEFAULT_MODEL,
+        base_model=SMALL_MODEL,
         max_tokens=400,
         max_retries=1,
         timeout=30,
@@ -171,7 +169,7 @@ async def test_killing_the_server_mid_query_falls_back_to_the_base_model(
         decomposer=FakeListChatModel(responses=["<q>What is 12 times 7?</q><dep></dep>"]),
         experts=math,
         router=lambda texts: [Route("mathematics", 0.9) for _ in texts],
-        base=remote_chat_model(a.url, DEFAULT_MODEL, max_tokens=TOKENS),
+        base=remote_chat_model(a.url, SMALL_MODEL, max_tokens=TOKENS),
         expert_policy=ExpertPolicy(timeout=60, retries=1),
     ).compile()
     run = asyncio.ensure_future(graph.ainvoke({"query": "What is 12 times 7?"}))

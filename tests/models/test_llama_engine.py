@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from compllm_graph.adapter_folder import AdapterError
 from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT, adapter_for
 from compllm_graph.decomposer.grammar import tag_grammar_factory, tag_grammar_gbnf
-from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
+from compllm_graph.models import SMALL_MODEL, LocalModel, load_model
 from compllm_graph.models.gguf_lora import LoraConversionError, rope_permute
 from compllm_graph.models.requests import GenerationSettings, Request
 from compllm_graph.query_graph import parse_decomposition
@@ -51,13 +51,13 @@ if importlib.util.find_spec("llama_cpp") is not None:
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppModel]:
     """SmolLM2 on llama.cpp with two random LoRA experts (A and B) and the shipped decomposer."""
     require_smollm2()
-    model = load_model(DEFAULT_MODEL, engine="llama.cpp", n_threads=2)
-    skeleton = load_model(DEFAULT_MODEL, engine="transformers")
+    model = load_model(SMALL_MODEL, engine="llama.cpp", n_threads=2)
+    skeleton = load_model(SMALL_MODEL, engine="transformers")
     folder = tmp_path_factory.mktemp("loras")
     for seed, name in enumerate(("expert-a", "expert-b")):
         path = save_random_lora(skeleton.model, folder / name, seed=seed, std=0.5)
         model.add_adapter(name, path)
-    decomposer = adapter_for(DEFAULT_MODEL)
+    decomposer = adapter_for(SMALL_MODEL)
     assert decomposer is not None
     model.add_adapter("decomposer", decomposer)
     yield model
@@ -148,7 +148,7 @@ def test_converted_lora_changes_logits_as_peft_does(
     # at B std 0.5 that noise put the correlation at 0.989-0.992 on one CPU, at std 1.0 it is
     # 0.998. q/k rows left in Hugging Face's order are off by about 30 %: the control below.
     require_smollm2()
-    peft_model = load_model(DEFAULT_MODEL, engine="transformers")
+    peft_model = load_model(SMALL_MODEL, engine="transformers")
     folder = save_random_lora(
         peft_model.model,
         tmp_path / "qk",
@@ -157,7 +157,7 @@ def test_converted_lora_changes_logits_as_peft_does(
         target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "up_proj"),
     )
     peft_model.add_adapter("probe", folder)
-    native = load_model(DEFAULT_MODEL, engine="llama.cpp", n_threads=2)
+    native = load_model(SMALL_MODEL, engine="llama.cpp", n_threads=2)
     native.add_adapter("probe", folder)
     try:
         for text in (QUESTION, "Name a primary colour.", "Explain photosynthesis briefly."):
@@ -168,7 +168,7 @@ def test_converted_lora_changes_logits_as_peft_does(
     finally:
         native.close()
     monkeypatch.setattr("compllm_graph.models.gguf_lora._ROPE_PERMUTED", set())
-    unpermuted = load_model(DEFAULT_MODEL, engine="llama.cpp", n_threads=2)
+    unpermuted = load_model(SMALL_MODEL, engine="llama.cpp", n_threads=2)
     copy = shutil.copytree(folder, tmp_path / "unpermuted", ignore=shutil.ignore_patterns(".gguf"))
     unpermuted.add_adapter("probe", copy)
     try:
@@ -184,7 +184,7 @@ def test_rope_permutation_interleaves_each_heads_halves() -> None:
 
 
 def test_inexpressible_adapters_are_refused(llama: LlamaCppModel, tmp_path: Path) -> None:
-    skeleton = load_model(DEFAULT_MODEL, engine="transformers")
+    skeleton = load_model(SMALL_MODEL, engine="transformers")
     folder = save_random_lora(skeleton.model, tmp_path / "dora", seed=0)
     config = (folder / "adapter_config.json").read_text()
     (folder / "adapter_config.json").write_text(
@@ -264,10 +264,10 @@ def test_refusals_are_clear(llama: LlamaCppModel) -> None:
 def test_gbnf_and_logits_processor_grammars_both_parse(
     llama: LlamaCppModel, smollm2: LocalModel
 ) -> None:
-    assert adapter_for(DEFAULT_MODEL) is not None
+    assert adapter_for(SMALL_MODEL) is not None
     native = llama.chat_model(adapter="decomposer", max_new_tokens=128, grammar=tag_grammar_gbnf())
     if "decomposer" not in smollm2.adapters:
-        smollm2.add_adapter("decomposer", adapter_for(DEFAULT_MODEL))  # type: ignore[arg-type]
+        smollm2.add_adapter("decomposer", adapter_for(SMALL_MODEL))  # type: ignore[arg-type]
     masked = smollm2.chat_model(
         adapter="decomposer",
         max_new_tokens=128,

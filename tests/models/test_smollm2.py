@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from compllm_graph.models import DEFAULT_MODEL, LocalModel, home, load_model
+from compllm_graph.models import SMALL_MODEL, LocalModel, home, load_model
 from compllm_graph.models.requests import GenerationSettings, Request
 from tests.random_lora import save_random_lora
 
@@ -37,7 +37,7 @@ def test_load_chat_template_and_greedy_answer(smollm2: LocalModel) -> None:
 
 
 def test_safetensors_copy_is_cached(smollm2: LocalModel) -> None:
-    folder = home() / "models" / DEFAULT_MODEL / "hf"
+    folder = home() / "models" / SMALL_MODEL / "hf"
     stamp = json.loads((folder / "compllm.json").read_text())
     assert (folder / "model.safetensors").is_file()
     assert stamp["gguf_sha256"].startswith("b179c952")
@@ -58,7 +58,7 @@ def test_stop_sequence_and_streaming(smollm2: LocalModel) -> None:
 def with_adapters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModel]:
     """A separate SmolLM2 with two random LoRA adapters (the session model stays clean)."""
     require_smollm2()
-    local = load_model(DEFAULT_MODEL, engine="transformers", max_batch_size=4, max_wait_ms=1000)
+    local = load_model(SMALL_MODEL, engine="transformers", max_batch_size=4, max_wait_ms=1000)
     folder = tmp_path_factory.mktemp("adapters")
     for seed, name in enumerate(ADAPTERS):
         local.add_adapter(name, save_random_lora(local.model, folder / name, seed=seed, std=0.1))

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
+from compllm_graph.decomposer import adapter_for
+from compllm_graph.models import SMALL_MODEL
 from compllm_graph.training.decomposer_sft import DecomposerPlan, earlier_stage
 from compllm_graph.training.settings import LoraSettings
+
+# SmolLM2's decomposer: a finished second stage whose record holds its data.
+ADAPTER_DIR = adapter_for(SMALL_MODEL) or Path("missing")
 
 
 def plan(init_adapter: Path | None, r: int = 16, alpha: int = 32) -> DecomposerPlan:
@@ -20,29 +24,29 @@ def plan(init_adapter: Path | None, r: int = 16, alpha: int = 32) -> DecomposerP
 
 def test_earlier_stage_summarises_the_adapter_it_continues_from() -> None:
     shipped = json.loads((ADAPTER_DIR / "training.json").read_text())
-    earlier = earlier_stage(plan(ADAPTER_DIR), BASE_MODEL)
+    earlier = earlier_stage(plan(ADAPTER_DIR), SMALL_MODEL)
     assert earlier == {
         "adapter": str(ADAPTER_DIR),
         "command": shipped["command"],
         "steps": shipped["steps"],
         "examples": shipped["data"]["examples"],
     }
-    assert earlier_stage(plan(None), BASE_MODEL) is None
+    assert earlier_stage(plan(None), SMALL_MODEL) is None
 
 
 def test_earlier_stage_refuses_another_shape_or_an_unreadable_record(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--lora-r 16 --lora-alpha 32"):
-        earlier_stage(plan(ADAPTER_DIR, r=16, alpha=16), BASE_MODEL)
+        earlier_stage(plan(ADAPTER_DIR, r=16, alpha=16), SMALL_MODEL)
     (tmp_path / "training.json").write_text("[1, 2]")
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(ValueError, match="not a JSON object"):
-        earlier_stage(plan(tmp_path), BASE_MODEL)
+        earlier_stage(plan(tmp_path), SMALL_MODEL)
 
 
 def test_earlier_stage_tolerates_a_record_without_data(tmp_path: Path) -> None:
-    (tmp_path / "training.json").write_text(json.dumps({"base": BASE_MODEL, "data": "?"}))
+    (tmp_path / "training.json").write_text(json.dumps({"base": SMALL_MODEL, "data": "?"}))
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
-    earlier = earlier_stage(plan(tmp_path), BASE_MODEL)
+    earlier = earlier_stage(plan(tmp_path), SMALL_MODEL)
     assert earlier is not None and earlier["examples"] is None and earlier["command"] is None
 
 
