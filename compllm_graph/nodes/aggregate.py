@@ -50,8 +50,10 @@ def joined_parts(parts: list[SubAnswer]) -> str:
 
 
 RESTATED_SPAN = 60
-"""Characters of the question that a reducer's answer may not copy unless a part's answer has
-them too (an option's text is fine, the question's stem or its list of options is not)."""
+"""Width of the question's windows (one every `RESTATED_SPAN // 2` characters) that a reducer's
+answer may not copy unless a part's answer has them too: an option's text is fine, the
+question's stem or its list of options is not. Any copied stretch of 90 characters or more
+covers a whole window."""
 
 
 def _words(text: str) -> str:
@@ -67,13 +69,9 @@ def restates_query(text: str, query: str, parts: list[SubAnswer]) -> bool:
     """
     said, asked = _words(text), _words(query)
     answers = [_words(a["answer"]) for a in parts]
-    for start in range(0, max(len(asked) - RESTATED_SPAN, 0) + 1, RESTATED_SPAN // 2):
+    for start in range(0, len(asked) - RESTATED_SPAN + 1, RESTATED_SPAN // 2):
         stretch = asked[start : start + RESTATED_SPAN]
-        if (
-            len(stretch) == RESTATED_SPAN
-            and stretch in said
-            and not any(stretch in a for a in answers)
-        ):
+        if stretch in said and not any(stretch in a for a in answers):
             return True
     return False
 
