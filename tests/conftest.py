@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.decomposer import adapter_for
 from compllm_graph.models import SMALL_MODEL, LocalModel, is_cached, load_model
 
 
@@ -20,6 +21,13 @@ def require_smollm2() -> None:
             f"{SMALL_MODEL} is not cached: run `compllm models fetch {SMALL_MODEL}` "
             "(`make test` does this before pytest)"
         )
+
+
+def smollm2_decomposer() -> Path:
+    """The decomposer adapter shipped for SmolLM2, the tests' model."""
+    folder = adapter_for(SMALL_MODEL)
+    assert folder is not None, f"no decomposer ships for {SMALL_MODEL}"
+    return folder
 
 
 @pytest.fixture(scope="session")

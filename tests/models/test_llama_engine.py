@@ -18,7 +18,7 @@ import torch
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from compllm_graph.adapter_folder import AdapterError
-from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT, adapter_for
+from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.decomposer.grammar import tag_grammar_factory, tag_grammar_gbnf
 from compllm_graph.models import SMALL_MODEL, LocalModel, load_model
 from compllm_graph.models.gguf_lora import LoraConversionError, rope_permute
@@ -26,7 +26,7 @@ from compllm_graph.models.requests import GenerationSettings, Request
 from compllm_graph.query_graph import parse_decomposition
 from tests.random_lora import save_random_lora
 
-from ..conftest import require_smollm2
+from ..conftest import require_smollm2, smollm2_decomposer
 
 pytestmark = [
     pytest.mark.integration,
@@ -57,9 +57,7 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppModel]:
     for seed, name in enumerate(("expert-a", "expert-b")):
         path = save_random_lora(skeleton.model, folder / name, seed=seed, std=0.5)
         model.add_adapter(name, path)
-    decomposer = adapter_for(SMALL_MODEL)
-    assert decomposer is not None
-    model.add_adapter("decomposer", decomposer)
+    model.add_adapter("decomposer", smollm2_decomposer())
     yield model
     model.close()
 
@@ -264,10 +262,9 @@ def test_refusals_are_clear(llama: LlamaCppModel) -> None:
 def test_gbnf_and_logits_processor_grammars_both_parse(
     llama: LlamaCppModel, smollm2: LocalModel
 ) -> None:
-    assert adapter_for(SMALL_MODEL) is not None
     native = llama.chat_model(adapter="decomposer", max_new_tokens=128, grammar=tag_grammar_gbnf())
     if "decomposer" not in smollm2.adapters:
-        smollm2.add_adapter("decomposer", adapter_for(SMALL_MODEL))  # type: ignore[arg-type]
+        smollm2.add_adapter("decomposer", smollm2_decomposer())
     masked = smollm2.chat_model(
         adapter="decomposer",
         max_new_tokens=128,

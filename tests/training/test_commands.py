@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from compllm_graph.cli import main
-from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL, adapter_for
+from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
 from compllm_graph.evaluation.decomposition_commands import _adapter_dir
 from compllm_graph.models import CATALOGUE, SMALL_MODEL
 from compllm_graph.training.data import split_of
 from compllm_graph.training.train_commands import _check_store_for, parse_mix
+from tests.conftest import smollm2_decomposer
 
 
 def test_parse_mix() -> None:
@@ -112,7 +113,7 @@ def test_train_decomposer_checks_the_init_adapter_before_loading_a_model(
     assert "--lora-r 16 --lora-alpha 32" in run("--init-adapter", "shipped", "--lora-r", "8")
     # Left out, the LoRA shape follows the adapter: the run gets as far as looking for data.
     assert "no data folder" in run("--init-adapter", "shipped", "--data-dir", str(tmp_path / "no"))
-    smollm2 = str(adapter_for(SMALL_MODEL))
+    smollm2 = str(smollm2_decomposer())
     other = next(alias for alias in CATALOGUE if alias != SMALL_MODEL)
     assert f"pass --base {SMALL_MODEL}" in run("--base", other, "--init-adapter", smollm2)
     assert "adapter_config.json is unreadable" in run("--init-adapter", str(tmp_path))

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from compllm_graph.decomposer import adapter_for
 from compllm_graph.models import SMALL_MODEL
 from compllm_graph.training.decomposer_sft import DecomposerPlan, earlier_stage
 from compllm_graph.training.settings import LoraSettings
+from tests.conftest import smollm2_decomposer
 
 # SmolLM2's decomposer: a finished second stage whose record holds its data.
-ADAPTER_DIR = adapter_for(SMALL_MODEL) or Path("missing")
+ADAPTER_DIR = smollm2_decomposer()
 
 
 def plan(init_adapter: Path | None, r: int = 16, alpha: int = 32) -> DecomposerPlan:
