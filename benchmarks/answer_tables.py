@@ -6,7 +6,8 @@ resumes where it stopped and a finished one costs nothing. Cells run a few at a 
 with `--threads` each). After the runs, the tables are written to
 `benchmarks/answers/tables.md` from every outputs file there: accuracy with a 95 % bootstrap
 interval, seconds per question, the paired difference where two systems answered the same
-questions, and the per-stage attribution of the wrong answers.
+questions, and the per-stage attribution of the wrong answers. Questions with a part that shares
+a passage with a train-split item (`evaluation.leakage`) are left out of every table.
 
 The benchmark files come from `compllm eval benchmarks --out benchmarks/answers/data` (built
 here when missing; they hold dataset text, so they are not committed).
@@ -29,8 +30,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.evaluation.answers import answered, read_benchmark, summarise
 from compllm_graph.evaluation.attribution import attribution, attribution_table
+from compllm_graph.evaluation.experts import expert_row, expert_table
+from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
 from compllm_graph.evaluation.scoring import score_question
 from compllm_graph.evaluation.stats import paired_difference
 
@@ -112,9 +116,25 @@ def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
 
 
 @cache
-def _benchmark(file: str) -> list[dict[str, Any]]:
-    """A benchmark file's records, read once per run (every table reads them)."""
+def _all_records(file: str) -> list[dict[str, Any]]:
     return read_benchmark(DATA / f"{file}.jsonl")
+
+
+@cache
+def _train_runs() -> frozenset[str]:
+    return train_runs(DEFAULT_DATA_DIR)
+
+
+@cache
+def shared_passages(file: str) -> frozenset[str]:
+    """Ids of `file`'s questions that share a passage with a train-split item."""
+    return frozenset(shared_passage_ids(_all_records(file), _train_runs()))
+
+
+@cache
+def _benchmark(file: str) -> list[dict[str, Any]]:
+    """A benchmark file's records that every table scores: those that share no passage."""
+    return [r for r in _all_records(file) if r["id"] not in shared_passages(file)]
 
 
 def _cell_scores(cell: Cell) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
@@ -176,7 +196,17 @@ def tables() -> str:
     """Tables 5 and 7, speed, the key differences and attribution, from the outputs on disk."""
     head = ["| benchmark | " + " | ".join(label for label, _, _ in COLUMNS) + " |"]
     head.append("|---" * (len(COLUMNS) + 1) + "|")
-    lines = ["## Table 5: question accuracy (95 % bootstrap interval)", "", *head]
+    left_out = ", ".join(
+        f"{LABELS[f]} {', '.join(sorted(ids))}" for f in FILES if (ids := shared_passages(f))
+    )
+    lines = [
+        "Left out of every cell (a part shares a passage with a train-split item): "
+        f"{left_out or 'none'}.",
+        "",
+        "## Table 5: question accuracy (95 % bootstrap interval)",
+        "",
+        *head,
+    ]
     for file in FILES:
         cells = [cell_text(_find(model, system, file)) for _, model, system in COLUMNS]
         lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
@@ -227,7 +257,35 @@ def tables() -> str:
         if scored is not None:
             rows[cell.name] = attribution(*scored)
     lines.append(attribution_table(rows) if rows else "(no run yet)")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *single_domain_tables()]) + "\n"
+
+
+def single_domain_tables() -> list[str]:
+    """Each expert alone against the base (`compllm eval experts --outputs`), one table per
+    outputs folder `MODEL/experts*`, on the questions both answered that share no passage."""
+    lines = ["", "## Single-domain table: each expert against the base model", ""]
+    for folder in sorted(OUTPUTS.glob("*/experts*")):
+        rows = []
+        for base_file in sorted(folder.glob("single-*.base.jsonl")):
+            stem = base_file.name.removesuffix(".base.jsonl")
+            base, expert = answered(base_file), answered(folder / f"{stem}.expert.jsonl")
+            shared = shared_passages(stem)
+            records = [r for r in _all_records(stem) if r["id"] in base.keys() & expert.keys()]
+            records = [r for r in records if r["id"] not in shared]
+            right = {
+                who: [score_question(str(a[r["id"]]["answer"]), r["parts"]).right for r in records]
+                for who, a in (("base", base), ("expert", expert))
+            }
+            domain = stem.removeprefix("single-")
+            rows.append(expert_row(domain, right["base"], right["expert"]))
+        name = folder.relative_to(OUTPUTS)
+        lines += [
+            f"`{name}` (left out: questions that share a passage):",
+            "",
+            expert_table(rows),
+            "",
+        ]
+    return lines
 
 
 def _ensure_data() -> None:

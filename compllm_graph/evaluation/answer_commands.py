@@ -23,6 +23,7 @@ from compllm_graph.evaluation.answers import (
 from compllm_graph.evaluation.attribution import attribution, attribution_table
 from compllm_graph.evaluation.benchmarks import write_benchmarks
 from compllm_graph.evaluation.experts import expert_table, run_experts
+from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
 from compllm_graph.evaluation.systems import build_answerer
 
 DEFAULT_ANSWER_TOKENS = 160
@@ -62,10 +63,16 @@ def run_benchmarks(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    runs = train_runs(args.data_dir)
     for path, records in written.items():
         domains = Counter(p["domain"] for r in records for p in r["parts"])
         listing = ", ".join(f"{d} {n}" for d, n in sorted(domains.items()))
-        print(f"{path}: {len(records)} questions (parts: {listing})")
+        shared = shared_passage_ids(records, runs)
+        print(f"{path}: {len(records)} questions (parts: {listing}); {len(shared)} share a passage")
+    print(
+        "(a question that shares a passage has a part that reuses a train-split item's passage "
+        "under its own id; benchmarks/answer_tables.py leaves those out)"
+    )
     return 0
 
 

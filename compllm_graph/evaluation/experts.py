@@ -55,7 +55,7 @@ def run_experts(
             scores[who] = [
                 score_question(str(a["answer"]), r["parts"]).right for r, a in zip(records, answers)
             ]
-        rows.append(_row(domain, scores["base"], scores["expert"]))
+        rows.append(expert_row(domain, scores["base"], scores["expert"]))
     return rows
 
 
@@ -74,7 +74,8 @@ def _asker(chat: Runnable) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     return ask
 
 
-def _row(domain: str, base: list[bool], expert: list[bool]) -> dict[str, Any]:
+def expert_row(domain: str, base: list[bool], expert: list[bool]) -> dict[str, Any]:
+    """One domain's row: base and expert accuracy on the same questions, and their difference."""
     n = len(base)
     return {
         "domain": domain,
@@ -108,4 +109,4 @@ def _cell(value: float, interval: Sequence[float]) -> str:
     return f"{value:.1%} [{interval[0]:.1%}, {interval[1]:.1%}]"
 
 
-__all__ = ["expert_table", "run_experts"]
+__all__ = ["expert_row", "expert_table", "run_experts"]

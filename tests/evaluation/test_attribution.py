@@ -99,7 +99,8 @@ def test_the_benchmarks_command_writes_every_file(
     first = (out / "all2.jsonl").read_text()
     assert main([*argv, "--data-dir", str(data_dir)]) == 0
     assert (out / "all2.jsonl").read_text() == first  # deterministic
-    assert "p2.jsonl: 20 questions" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "p2.jsonl: 20 questions" in printed and "share a passage" in printed
 
 
 def test_benchmarks_never_share_an_item_with_expert_training(data_dir: Path) -> None:
