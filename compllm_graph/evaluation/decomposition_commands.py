@@ -12,6 +12,7 @@ from tqdm import tqdm
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.decomposer import adapter_for, shipped
 from compllm_graph.decomposer.grammar import tag_grammar_factory
+from compllm_graph.evaluation.answers import BenchmarkError, read_benchmark
 from compllm_graph.evaluation.decomposition import evaluate
 from compllm_graph.evaluation.decomposition_table import (
     TABLE_DATASETS,
@@ -19,15 +20,29 @@ from compllm_graph.evaluation.decomposition_table import (
     format_table,
 )
 from compllm_graph.models import DEFAULT_MODEL, AdapterError, load_model
-from compllm_graph.training.data import DatasetFormatError, conjunctions, load_examples, select
+from compllm_graph.training.composed import as_examples
+from compllm_graph.training.data import (
+    DatasetFormatError,
+    DecompositionExample,
+    conjunctions,
+    load_examples,
+    select,
+)
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
     """Add `decomposition` and `decomposition-table` to the `compllm eval` group."""
     ev = eval_subparsers.add_parser(
-        "decomposition", help="decomposition F1 of a decomposer on MuSiQue, StrategyQA or Break"
+        "decomposition",
+        help="decomposition F1 of a decomposer on MuSiQue, StrategyQA, Break or an answer "
+        "benchmark's composed questions",
     )
-    ev.add_argument("file", type=Path, help="MuSiQue JSON/JSONL, StrategyQA JSON or Break CSV")
+    ev.add_argument(
+        "file",
+        type=Path,
+        help="MuSiQue JSON/JSONL, StrategyQA JSON, Break CSV, or an answer benchmark JSONL "
+        "(`compllm eval benchmarks`; its parts are the gold sub-queries, --split does not apply)",
+    )
     ev.add_argument("--model", default=DEFAULT_MODEL, help="base model alias or path")
     ev.add_argument(
         "--adapter",
@@ -77,14 +92,29 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
     table.set_defaults(func=run_eval_table)
 
 
+def _read_examples(path: Path, split: str) -> list[DecompositionExample]:
+    """A decomposition dataset's `split`, or every question of an answer benchmark (all of
+    them are held out already), whose parts are the gold sub-queries.
+
+    Raises:
+        FileNotFoundError, DatasetFormatError, KeyError: an unreadable dataset.
+    """
+    try:
+        examples = load_examples(path)
+    except DatasetFormatError as err:
+        try:
+            return as_examples(read_benchmark(path))
+        except BenchmarkError:
+            raise err from None
+    return examples if split == "all" else select(examples, split)
+
+
 def run_eval_decomposition(args: argparse.Namespace) -> int:
     try:
-        examples = load_examples(args.file)
+        examples = _read_examples(args.file, args.split)
     except (FileNotFoundError, DatasetFormatError, KeyError) as err:
         print(f"error: cannot read {args.file}: {err}", file=sys.stderr)
         return 2
-    if args.split != "all":
-        examples = select(examples, args.split)
     if args.conjunctions:
         examples = conjunctions({"file": examples}, args.limit or len(examples))
     examples = examples[: args.limit] if args.limit else examples

@@ -59,10 +59,12 @@ def composed_examples(data_dir: Path, count: int, seed: int = 0) -> list[Decompo
             bridge_templates=TRAINING_BRIDGE_TEMPLATES,
         ),
     ]
-    return list(_as_examples(records))
+    return as_examples(records)
 
 
-def _as_examples(records: Sequence[Mapping]) -> list[DecompositionExample]:
+def as_examples(records: Sequence[Mapping]) -> list[DecompositionExample]:
+    """Composed questions (the answer benchmarks' format) as decomposition examples: their
+    parts are the gold sub-queries; a record whose option text reads as `#k` is skipped."""
     examples = []
     for record in records:
         try:
@@ -73,4 +75,10 @@ def _as_examples(records: Sequence[Mapping]) -> list[DecompositionExample]:
     return examples
 
 
-__all__ = ["COMPOSED", "TRAINING_BRIDGE_TEMPLATES", "TRAINING_TEMPLATES", "composed_examples"]
+__all__ = [
+    "COMPOSED",
+    "TRAINING_BRIDGE_TEMPLATES",
+    "TRAINING_TEMPLATES",
+    "as_examples",
+    "composed_examples",
+]

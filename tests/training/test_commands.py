@@ -10,7 +10,7 @@ import pytest
 
 from compllm_graph.cli import main
 from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
-from compllm_graph.evaluation.decomposition_commands import _adapter_dir
+from compllm_graph.evaluation.decomposition_commands import _adapter_dir, _read_examples
 from compllm_graph.models import CATALOGUE, SMALL_MODEL
 from compllm_graph.training.data import split_of
 from compllm_graph.training.train_commands import _check_store_for, parse_mix
@@ -46,6 +46,25 @@ def test_eval_rejects_a_bad_file_before_loading_a_model(
     assert main(["eval", "decomposition", str(odd)]) == 2
     assert "expected MuSiQue" in capsys.readouterr().err
     assert main(["eval", "decomposition", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_eval_reads_an_answer_benchmark_with_its_parts_as_gold(tmp_path: Path) -> None:
+    parts = [
+        {"question": "What is 2+3?", "answer": "5", "choices": None, "domain": "mathematics"},
+        {
+            "question": "Which element has the atomic number #1? Options: (A) B; (B) C.",
+            "answer": "B",
+            "choices": ["B", "C"],
+            "domain": "chemistry",
+        },
+    ]
+    record = {"id": "all2-1", "question": "What is 2+3? Then: ...", "parts": parts}
+    bench = tmp_path / "all2.jsonl"
+    bench.write_text(json.dumps({**record, "edges": [[1, 2]]}) + "\n")
+    (example,) = _read_examples(bench, "test")  # every benchmark question counts
+    assert example.qid == "all2-1" and example.question == record["question"]
+    assert [q.text for q in example.graph] == [p["question"] for p in parts]
+    assert example.graph.edges == ((1, 2),)
 
 
 def test_eval_reports_an_empty_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
