@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import cast
 from pathlib import Path
 
 from tqdm import tqdm
@@ -24,6 +25,7 @@ from compllm_graph.training.composed import as_examples
 from compllm_graph.training.data import (
     DatasetFormatError,
     DecompositionExample,
+    Split,
     conjunctions,
     load_examples,
     select,
@@ -106,7 +108,7 @@ def _read_examples(path: Path, split: str) -> list[DecompositionExample]:
             return as_examples(read_benchmark(path))
         except BenchmarkError:
             raise err from None
-    return examples if split == "all" else select(examples, split)
+    return examples if split == "all" else select(examples, cast(Split, split))
 
 
 def run_eval_decomposition(args: argparse.Namespace) -> int:

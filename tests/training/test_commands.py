@@ -49,7 +49,7 @@ def test_eval_rejects_a_bad_file_before_loading_a_model(
 
 
 def test_eval_reads_an_answer_benchmark_with_its_parts_as_gold(tmp_path: Path) -> None:
-    parts = [
+    parts: list[dict[str, object]] = [
         {"question": "What is 2+3?", "answer": "5", "choices": None, "domain": "mathematics"},
         {
             "question": "Which element has the atomic number #1? Options: (A) B; (B) C.",
