@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import cast
 from pathlib import Path
+from typing import cast
 
 from tqdm import tqdm
 
