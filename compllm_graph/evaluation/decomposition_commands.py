@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.decomposer import adapter_for, shipped
 from compllm_graph.decomposer.grammar import tag_grammar_factory
+from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
 from compllm_graph.evaluation.answers import BenchmarkError, read_benchmark
 from compllm_graph.evaluation.decomposition import evaluate
 from compllm_graph.evaluation.decomposition_table import (
@@ -21,7 +23,7 @@ from compllm_graph.evaluation.decomposition_table import (
     format_table,
 )
 from compllm_graph.models import DEFAULT_MODEL, AdapterError, load_model
-from compllm_graph.training.composed import as_examples
+from compllm_graph.training.composed import COMPOSED, as_examples
 from compllm_graph.training.data import (
     DatasetFormatError,
     DecompositionExample,
@@ -67,7 +69,13 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--limit", type=int, default=None, help="score the first N examples")
     ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="reply budget (default: 128; an answer benchmark's parts keep their options, so "
+        f"{DECOMPOSER_MAX_NEW_TOKENS}, the pipeline's)",
+    )
     ev.add_argument(
         "--beams",
         type=int,
@@ -111,6 +119,11 @@ def _read_examples(path: Path, split: str) -> list[DecompositionExample]:
     return examples if split == "all" else select(examples, cast(Split, split))
 
 
+def _budget(examples: Sequence[DecompositionExample]) -> int:
+    composed = any(e.dataset == COMPOSED for e in examples)
+    return DECOMPOSER_MAX_NEW_TOKENS if composed else 128
+
+
 def run_eval_decomposition(args: argparse.Namespace) -> int:
     try:
         examples = _read_examples(args.file, args.split)
@@ -151,7 +164,7 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
             examples,
             few_shot=args.few_shot,
             batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
+            max_new_tokens=args.max_new_tokens or _budget(examples),
             num_beams=args.beams,
             logits_processor=processor,
             progress=bar.update,

@@ -10,7 +10,8 @@ import pytest
 
 from compllm_graph.cli import main
 from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
-from compllm_graph.evaluation.decomposition_commands import _adapter_dir, _read_examples
+from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
+from compllm_graph.evaluation.decomposition_commands import _adapter_dir, _budget, _read_examples
 from compllm_graph.models import CATALOGUE, SMALL_MODEL
 from compllm_graph.training.data import split_of
 from compllm_graph.training.train_commands import _check_store_for, parse_mix
@@ -65,6 +66,7 @@ def test_eval_reads_an_answer_benchmark_with_its_parts_as_gold(tmp_path: Path) -
     assert example.qid == "all2-1" and example.question == record["question"]
     assert [q.text for q in example.graph] == [p["question"] for p in parts]
     assert example.graph.edges == ((1, 2),)
+    assert _budget([example]) == DECOMPOSER_MAX_NEW_TOKENS  # parts keep their options
 
 
 def test_eval_reports_an_empty_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
