@@ -119,9 +119,12 @@ def _read_examples(path: Path, split: str) -> list[DecompositionExample]:
     return examples if split == "all" else select(examples, cast(Split, split))
 
 
+def _is_composed(examples: Sequence[DecompositionExample]) -> bool:
+    return any(e.dataset == COMPOSED for e in examples)
+
+
 def _budget(examples: Sequence[DecompositionExample]) -> int:
-    composed = any(e.dataset == COMPOSED for e in examples)
-    return DECOMPOSER_MAX_NEW_TOKENS if composed else 128
+    return DECOMPOSER_MAX_NEW_TOKENS if _is_composed(examples) else 128
 
 
 def run_eval_decomposition(args: argparse.Namespace) -> int:
@@ -181,7 +184,8 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
                 handle.write(json.dumps(row) + "\n")
     label = "few-shot" if args.few_shot else f"adapter {adapter}" if adapter else "no adapter"
     print(
-        f"{args.file.name} [{args.split}] {args.model}, {label}"
+        f"{args.file.name} [{'benchmark' if _is_composed(examples) else args.split}] "
+        f"{args.model}, {label}"
         f"{', constrained' if args.constrained else ''}"
         f"{f', {args.beams} beams' if args.beams > 1 else ''}"
         f"{', conjunctions' if args.conjunctions else ''}"
