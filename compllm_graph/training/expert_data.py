@@ -62,13 +62,24 @@ def open_form(item: Item) -> dict[str, str] | None:
     }
 
 
-def expert_examples(data_dir: Path, domain: str, limit: int, seed: int = 0) -> list[dict[str, str]]:
+def expert_examples(
+    data_dir: Path, domain: str, limit: int, seed: int = 0, open_forms: bool = True
+) -> list[dict[str, str]]:
     """Up to `limit` training pairs for `domain`, seeded and balanced across its sources.
 
     Each source of a domain gives an equal share where it has enough items, so a large
     source (GSM8K train, MedMCQA) does not drown the others. `ALL_DOMAINS` gives the union
     of every domain's pairs (`limit` per domain), shuffled: the FT baseline learns from exactly
     the data the experts learn from.
+
+    Args:
+        data_dir: The shared data folder.
+        domain: A domain of `SOURCES`, or `ALL_DOMAINS`.
+        limit: At most this many items (per domain for `ALL_DOMAINS`).
+        seed: Seeds the choice and the order.
+        open_forms: Add the open-form pairs. Leave them out where the domain's open questions
+            are worked problems (mathematics): a bare "The answer is 190 + 220 - 30 + 4." to an
+            MMLU word problem teaches the expert to skip the working GSM8K needs.
 
     Returns:
         Records with `id`, `question` (the item as a model reads it, options included),
@@ -81,7 +92,11 @@ def expert_examples(data_dir: Path, domain: str, limit: int, seed: int = 0) -> l
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     if domain == ALL_DOMAINS:
-        union = [r for d in sorted(SOURCES) for r in expert_examples(data_dir, d, limit, seed)]
+        union = [
+            r
+            for d in sorted(SOURCES)
+            for r in expert_examples(data_dir, d, limit, seed, open_forms)
+        ]
         random.Random(f"expert-data-{seed}").shuffle(union)
         return union
     if domain not in SOURCES:
@@ -93,7 +108,7 @@ def expert_examples(data_dir: Path, domain: str, limit: int, seed: int = 0) -> l
         {"id": i.id, "question": as_text(i), "answer": target_of(i), "domain": i.domain}
         for i in chosen
     ]
-    return pairs + [p for p in map(open_form, chosen) if p]
+    return pairs + [p for p in map(open_form, chosen) if p] if open_forms else pairs
 
 
 def _trainable(items: Iterable[Item]) -> list[Item]:

@@ -246,6 +246,13 @@ def _add_expert_data(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--limit", type=int, default=800, help="at most N records")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-open-form",
+        dest="open_forms",
+        action="store_false",
+        help="leave out the open-form pairs (bare answers to option-less questions); "
+        "use it where open questions need working, as in mathematics",
+    )
     p.set_defaults(func=run_expert_data)
 
 
@@ -253,7 +260,9 @@ def run_expert_data(args: argparse.Namespace) -> int:
     if missing_data_dir(args.data_dir):
         return 2
     try:
-        records = expert_examples(args.data_dir, args.domain, args.limit, args.seed)
+        records = expert_examples(
+            args.data_dir, args.domain, args.limit, args.seed, args.open_forms
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

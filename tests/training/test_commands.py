@@ -149,3 +149,15 @@ def test_eval_rejects_a_beam_width_below_one(
     one.write_text(json.dumps([{"qid": "x", "question": "q?", "decomposition": ["a", "b #1"]}]))
     assert main(["eval", "decomposition", str(one), "--split", "all", "--beams", "0"]) == 2
     assert "--beams must be >= 1" in capsys.readouterr().err
+
+
+def test_expert_data_can_leave_out_the_open_form_pairs(data_dir: Path, tmp_path: Path) -> None:
+    def written(*extra: str) -> list[dict[str, str]]:
+        out = tmp_path / "math.jsonl"
+        assert main(["train", "expert-data", "mathematics", "--out", str(out), *extra]) == 0
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    every = written("--limit", "40")
+    worked = written("--limit", "40", "--no-open-form")
+    assert len(worked) == 40 and len(every) > 40
+    assert worked == [r for r in every if not r["id"].endswith("#open")]

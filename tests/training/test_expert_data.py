@@ -94,6 +94,7 @@ def test_expert_data_comes_from_the_train_split_only(data_dir: Path) -> None:
     sources = {r["id"].split("/")[0] for r in records}
     assert sources == {"mmlu", "medmcqa", "medqa", "pubmedqa"}  # each source has its share
     assert records == expert_examples(data_dir, "medicine", 200)  # seeded
+    assert expert_examples(data_dir, "medicine", 200, open_forms=False) == items
 
 
 def test_the_all_domains_data_is_the_union_of_the_experts(data_dir: Path) -> None:
