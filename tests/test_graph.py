@@ -76,6 +76,18 @@ async def test_context_passing_and_aggregation_prompt():
         ("#1 educated at what?", "#1 educated at what?"),
         ("Who is the spouse of #1", "Who is the spouse of #1"),
         ("chem who", "chem who"),
+        (
+            "country of citizenship of the founder of #2",
+            "What is the country of citizenship of the founder of #2?",
+        ),
+        (
+            "The term poikilokaryosis refers to Options: (A) Loss of polarity; (B) None.",
+            "The term poikilokaryosis refers to Options: (A) Loss of polarity; (B) None.",
+        ),
+        (
+            "Jeff is 10 years older than his sister. How old is the sister of Jeff",
+            "Jeff is 10 years older than his sister. How old is the sister of Jeff",
+        ),
     ],
 )
 def test_relation_phrases_reach_experts_as_questions(text, question):

@@ -34,6 +34,9 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 # The trained experts end a worked answer with "The answer is X." (see training/expert_data.py).
 _STATED = re.compile(r"\bthe (?:final |correct )?answer is:?\s*(.+?)\s*\.?\s*$", re.IGNORECASE)
 _WH_WORD = re.compile(r"(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
+# MuSiQue's hops are short clauses; a composed part is sentences, often ending in its options.
+_PHRASE_WORDS = 12
+_CLAUSE_BREAK = re.compile(r"[.?!:;]\s")
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,14 @@ def as_question(text: str) -> str:
 
     Decomposers trained on MuSiQue write its Wikidata hops as such phrases. A small model rambles
     on the bare phrase (SmolLM2-135M greeted "capital of France" as a tour guide) and answers the
-    question ("The capital of France is Paris."). Questions and other text pass unchanged.
+    question ("The capital of France is Paris."). Questions and other text pass unchanged,
+    and so do sentences: a multiple-choice part ends with its last option, not with "?", and
+    must not become "What is the The term X refers to Options: ...?".
     """
     text = text.strip()
     if text.endswith("?") or " of " not in text or _WH_WORD.match(text):
+        return text
+    if len(text.split()) > _PHRASE_WORDS or _CLAUSE_BREAK.search(text):
         return text
     return f"What is the {text.rstrip('.')}?"
 
