@@ -83,8 +83,8 @@ def expert_examples(
 
     Returns:
         Records with `id`, `question` (the item as a model reads it, options included),
-        `answer` (the target) and `domain`; after them, the open-form pairs of the chosen
-        items (`open_form`), so there are at most `limit` items but more records.
+        `answer` (the target) and `domain`; after them, with `open_forms`, the open-form pairs
+        of the chosen items (`open_form`), so there are at most `limit` items but more records.
 
     Raises:
         ValueError: an unknown domain or a limit below 1.
@@ -108,7 +108,9 @@ def expert_examples(
         {"id": i.id, "question": as_text(i), "answer": target_of(i), "domain": i.domain}
         for i in chosen
     ]
-    return pairs + [p for p in map(open_form, chosen) if p] if open_forms else pairs
+    if not open_forms:
+        return pairs
+    return pairs + [p for p in map(open_form, chosen) if p]
 
 
 def _trainable(items: Iterable[Item]) -> list[Item]:

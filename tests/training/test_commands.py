@@ -14,6 +14,7 @@ from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
 from compllm_graph.evaluation.decomposition_commands import _adapter_dir, _budget, _read_examples
 from compllm_graph.models import CATALOGUE, SMALL_MODEL
 from compllm_graph.training.data import split_of
+from compllm_graph.training.expert_data import OPEN_FORM
 from compllm_graph.training.train_commands import _check_store_for, parse_mix
 from tests.conftest import smollm2_decomposer
 
@@ -160,4 +161,4 @@ def test_expert_data_can_leave_out_the_open_form_pairs(data_dir: Path, tmp_path:
     every = written("--limit", "40")
     worked = written("--limit", "40", "--no-open-form")
     assert len(worked) == 40 and len(every) > 40
-    assert worked == [r for r in every if not r["id"].endswith("#open")]
+    assert worked == [r for r in every if not r["id"].endswith(OPEN_FORM)]
