@@ -10,7 +10,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 
 from compllm_graph.decomposer.loading import TRAINING_RECORD
-from compllm_graph.defaults import build_default_graph
+from compllm_graph.defaults import BASE_SYSTEM_PROMPT, build_default_graph
 from compllm_graph.evaluation.answers import (
     ALL_DOMAINS_EXPERT,
     Answerer,
@@ -48,7 +48,12 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
     model = load_for_eval(args)
     tokens = args.max_new_tokens
     if system == "monolith":
-        return monolith_answerer(lambda answers: model.chat_model(max_new_tokens=tokens * answers))
+        # The pipeline's base model gets this prompt too: both answer with one instruction.
+        return monolith_answerer(
+            lambda answers: with_system_prompt(
+                model.chat_model(max_new_tokens=tokens * answers), BASE_SYSTEM_PROMPT
+            )
+        )
     store = store_for_eval(args, model)
     names = [e.name for e in store.experts()]
 

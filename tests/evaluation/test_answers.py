@@ -12,6 +12,7 @@ import pytest
 from langchain_core.messages import BaseMessage, SystemMessage
 
 from compllm_graph.cli import main
+from compllm_graph.defaults import BASE_SYSTEM_PROMPT
 from compllm_graph.evaluation.answers import (
     BenchmarkError,
     answered,
@@ -263,6 +264,22 @@ def test_each_system_answers_through_the_command(
         assert summary["accuracy"] == accuracy
     if system == "all-experts":
         assert "all-domains" in fake["model"].added
+
+
+def test_the_monolith_gets_the_prompt_of_the_pipelines_base_model(
+    fake: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    systems: list[str | None] = []
+    reply = fake["model"].reply
+
+    def recording(messages: list[BaseMessage], adapter: str | None) -> str:
+        first = messages[0]
+        systems.append(str(first.content) if isinstance(first, SystemMessage) else None)
+        return reply(messages, adapter)
+
+    monkeypatch.setattr(fake["model"], "reply", recording)
+    eval_answers(fake, "monolith")
+    assert systems == [BASE_SYSTEM_PROMPT] * 3
 
 
 @pytest.mark.parametrize("system", ["oracle-router", "random-router", "compllm"])

@@ -1,0 +1,57 @@
+"""`build_default_graph`: which prompt each of the one model's roles gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import BaseMessage, SystemMessage
+
+from compllm_graph.defaults import BASE_SYSTEM_PROMPT, build_default_graph
+from compllm_graph.expert_store import ExpertStore
+from compllm_graph.models import LocalModel
+from compllm_graph.types import Route
+from tests.fakes import FakeChat
+
+
+def _to_base(texts: list[str]) -> list[Route]:
+    return [Route(None, 0.0, []) for _ in texts]
+
+
+def _run(
+    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> list[list[BaseMessage]]:
+    seen: list[list[BaseMessage]] = []
+
+    def reply(messages: list[BaseMessage]) -> str:
+        seen.append(messages)
+        return "<q>Which gas do plants take in?</q><q>What is 2 + 3?</q>"
+
+    monkeypatch.setattr(tiny, "chat_model", lambda **generation: FakeChat(reply=reply))
+    store = ExpertStore.create(tmp_path / "store", "hashing:64")
+    graph = build_default_graph(tiny, store, router=_to_base, **options).compile()
+    graph.invoke({"query": "Which gas do plants take in, and what is 2 + 3?"})
+    return seen
+
+
+def _system(messages: list[BaseMessage]) -> str | None:
+    first = messages[0]
+    return str(first.content) if isinstance(first, SystemMessage) else None
+
+
+def test_the_base_model_gets_its_prompt_and_the_aggregator_none(
+    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _run(tiny, tmp_path, monkeypatch)
+    prompted = sorted(str(m[-1].content) for m in seen if _system(m) == BASE_SYSTEM_PROMPT)
+    assert prompted == ["What is 2 + 3?", "Which gas do plants take in?"]
+    aggregator = [m for m in seen if "Here are answers to the parts" in str(m[-1].content)]
+    assert len(aggregator) == 1 and _system(aggregator[0]) is None
+
+
+def test_the_base_prompt_can_be_turned_off(
+    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _run(tiny, tmp_path, monkeypatch, base_system_prompt=None)
+    assert not any(_system(m) == BASE_SYSTEM_PROMPT for m in seen)
