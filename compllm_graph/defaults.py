@@ -36,6 +36,7 @@ def build_default_graph(
     experts: Mapping[str, Runnable] | None = None,
     router: Router | None = None,
     base_system_prompt: str | None = BASE_SYSTEM_PROMPT,
+    aggregator: Runnable | None = None,
     **options: Any,
 ) -> StateGraph:
     """The Comp-LLM graph on one local model and the demo expert store.
@@ -54,7 +55,9 @@ def build_default_graph(
         router: Router to use instead of the store's `ExpertRouter` (ablations: random or
             oracle routing, one adapter for everything).
         base_system_prompt: System message for the base model when it answers a sub-query that
-            went to no expert; None for none. The aggregator gets no system message.
+            went to no expert; None for none.
+        aggregator: The reducer's chat model; defaults to the local model with no system
+            message (not the prompted base).
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
@@ -77,8 +80,11 @@ def build_default_graph(
         base=with_system_prompt(
             local_model.chat_model(max_new_tokens=max_new_tokens), base_system_prompt
         ),
-        aggregator=options.pop("aggregator", None)
-        or local_model.chat_model(max_new_tokens=max_new_tokens),
+        aggregator=(
+            local_model.chat_model(max_new_tokens=max_new_tokens)
+            if aggregator is None
+            else aggregator
+        ),
         decomposer_prompt=prompt,
         **options,
     )
