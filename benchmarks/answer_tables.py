@@ -57,6 +57,9 @@ COLUMNS = [
     (f"Comp-LLM {SHORT[QWEN05]}", QWEN05, "compllm"),
 ]
 """Table 5's columns: label, base model, system."""
+UNPROMPTED = "monolith-unprompted"
+"""The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
+the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ class Cell:
     def outputs(self) -> Path:
         return OUTPUTS / self.model / f"{self.system}.{self.file}.jsonl"
 
+    @property
+    def system_args(self) -> list[str]:
+        if self.system == UNPROMPTED:
+            return ["--system", "monolith", "--no-base-prompt"]
+        return ["--system", self.system]
+
 
 def _limit(file: str) -> int:
     return 200 if file in ("p2", "all2") else 100
@@ -83,6 +92,7 @@ def _limit(file: str) -> int:
 
 TABLE5 = [
     *(Cell(model, "monolith", f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
+    *(Cell(model, UNPROMPTED, f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
     *(Cell(QWEN05, "all-experts", f, _limit(f)) for f in FILES),
     *(Cell(model, "compllm", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
 ]
@@ -102,7 +112,7 @@ def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
     command = [
         str(Path(sys.executable).with_name("compllm")), "eval", "answers",
         str(DATA / f"{cell.file}.jsonl"),
-        "--system", cell.system, "--model", cell.model, "--limit", str(cell.limit),
+        *cell.system_args, "--model", cell.model, "--limit", str(cell.limit),
         "--outputs", str(cell.outputs), "--threads", str(threads),
         "--concurrency", str(concurrency), "--json",
     ]  # fmt: skip
@@ -220,6 +230,7 @@ def tables() -> str:
     for file in FILES:
         cells = [seconds_text(_find(model, system, file)) for _, model, system in COLUMNS]
         lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
+    lines += unprompted_table()
     lines += ["", "## Table 7: routing (question accuracy; then part accuracy)", ""]
     systems = ("compllm", "all-experts", "random-router", "oracle-router")
     lines += [
@@ -237,14 +248,23 @@ def tables() -> str:
         (_find(m, "compllm", f), _find(m, other, f))
         for m in (SMOL, QWEN05)
         for f in FILES
-        for other in ("monolith", "all-experts", "random-router", "oracle-router")
+        for other in ("monolith", UNPROMPTED, "all-experts", "random-router", "oracle-router")
     ]
     pairs += [
         (_find(m, "all-experts", f), _find(m, "random-router", f))
         for m in (SMOL, QWEN05)
         for f in FILES
     ]
-    pairs += [(_find(QWEN05, "compllm", f), _find(QWEN15, "monolith", f)) for f in FILES]
+    pairs += [
+        (_find(QWEN05, "compllm", f), _find(QWEN15, system, f))
+        for f in FILES
+        for system in ("monolith", UNPROMPTED)
+    ]
+    pairs += [
+        (_find(m, "monolith", f), _find(m, UNPROMPTED, f))
+        for m in (SMOL, QWEN05, QWEN15)
+        for f in FILES
+    ]
     lines += ["| a | b | a - b |", "|---|---|---|"]
     for a, b in pairs:
         text = difference_text(a, b)
@@ -258,6 +278,23 @@ def tables() -> str:
             rows[cell.name] = attribution(*scored)
     lines.append(attribution_table(rows) if rows else "(no run yet)")
     return "\n".join([*lines, *single_domain_tables()]) + "\n"
+
+
+def unprompted_table() -> list[str]:
+    """The monoliths without the base prompt: question, then part accuracy."""
+    models = (SMOL, QWEN05, QWEN15)
+    lines = [
+        "",
+        "Monoliths without the base prompt (`--no-base-prompt`; question; then part accuracy):",
+    ]
+    lines += ["", "| benchmark | " + " | ".join(SHORT[m] for m in models) + " |"]
+    lines.append("|---" * (len(models) + 1) + "|")
+    for file in FILES:
+        for measure in ("accuracy", "part_accuracy"):
+            cells = [cell_text(_find(m, UNPROMPTED, file), measure) for m in models]
+            label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def single_domain_tables() -> list[str]:

@@ -112,6 +112,12 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="a decomposer folder (`compllm train decomposer`); default: the one shipped",
     )
+    p.add_argument(
+        "--no-base-prompt",
+        action="store_true",
+        help="the base model answers without BASE_SYSTEM_PROMPT (the monolith, and the "
+        "sub-queries no expert takes), as before 2026-12",
+    )
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
     p.add_argument("--seed", type=int, default=0, help="random-router seed")
     p.add_argument("--outputs", type=Path, default=None, help="JSONL of answers (appended)")

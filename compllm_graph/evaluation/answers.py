@@ -5,7 +5,8 @@ Systems (the paper's Tables 5 and 7):
 - `compllm`: the whole pipeline (decompose, route, execute, aggregate).
 - `monolith`: the same base model answering the whole question in one call, with the same total
   answer budget (one answer's tokens per part, plus the aggregator's) and the system prompt the
-  pipeline's base model gets (`defaults.BASE_SYSTEM_PROMPT`).
+  pipeline's base model gets (`defaults.BASE_SYSTEM_PROMPT`; `--no-base-prompt` drops it from
+  both).
 - `all-experts`: the pipeline with every sub-query sent to one adapter trained on all experts'
   data (the paper's fine-tuned, FT, baseline).
 - `random-router`: the pipeline with a seeded random expert per sub-query.

@@ -47,11 +47,12 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
     system = check_system(args.system)
     model = load_for_eval(args)
     tokens = args.max_new_tokens
+    # The monolith and the pipeline's base model get the same prompt (or both none).
+    base_prompt = None if args.no_base_prompt else BASE_SYSTEM_PROMPT
     if system == "monolith":
-        # The pipeline's base model gets this prompt too: both answer with one instruction.
         return monolith_answerer(
             lambda answers: with_system_prompt(
-                model.chat_model(max_new_tokens=tokens * answers), BASE_SYSTEM_PROMPT
+                model.chat_model(max_new_tokens=tokens * answers), base_prompt
             )
         )
     store = store_for_eval(args, model)
@@ -63,6 +64,7 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
             store,
             max_new_tokens=tokens,
             decomposer_adapter=args.decomposer_adapter,
+            base_system_prompt=base_prompt,
             **overrides,
         ).compile()
 

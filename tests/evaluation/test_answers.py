@@ -266,8 +266,14 @@ def test_each_system_answers_through_the_command(
         assert "all-domains" in fake["model"].added
 
 
+@pytest.mark.parametrize(
+    ("flags", "prompt"), [((), BASE_SYSTEM_PROMPT), (("--no-base-prompt",), None)]
+)
 def test_the_monolith_gets_the_prompt_of_the_pipelines_base_model(
-    fake: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    fake: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    flags: tuple[str, ...],
+    prompt: str | None,
 ) -> None:
     systems: list[str | None] = []
     reply = fake["model"].reply
@@ -278,8 +284,8 @@ def test_the_monolith_gets_the_prompt_of_the_pipelines_base_model(
         return reply(messages, adapter)
 
     monkeypatch.setattr(fake["model"], "reply", recording)
-    eval_answers(fake, "monolith")
-    assert systems == [BASE_SYSTEM_PROMPT] * 3
+    eval_answers(fake, "monolith", *flags)
+    assert systems == [prompt] * 3
 
 
 @pytest.mark.parametrize("system", ["oracle-router", "random-router", "compllm"])
