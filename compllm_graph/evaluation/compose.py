@@ -126,6 +126,7 @@ def compose_dependent(
     *,
     split: Split = "test",
     bridge_templates: Sequence[str] = BRIDGE_TEMPLATES,
+    step_templates: Mapping[int, Sequence[str]] = STEP_TEMPLATES,
 ) -> list[dict[str, Any]]:
     """`count` MultiExpertQA-All questions of `parts` dependent parts (a chain 1 -> 2 -> 3).
 
@@ -141,6 +142,7 @@ def compose_dependent(
         exclude: Questions never used (see `compose_parallel`).
         split: `test` for benchmarks; `train` for the decomposer's training compositions.
         bridge_templates: Templates joining a bridge's parts.
+        step_templates: Templates of the socratic questions, by part count.
 
     Raises:
         ValueError: an unsupported part count, or too few problems.
@@ -164,7 +166,7 @@ def compose_dependent(
         source = pool.pop()
         taken.add(source.id)
         built = (
-            _socratic(source, parts, rng)
+            _socratic(source, parts, rng, step_templates[parts])
             if socratic
             else _bridge(source, parts, rng, bridge_templates)
         )
@@ -173,10 +175,12 @@ def compose_dependent(
     return records
 
 
-def _socratic(chain: Chain, parts: int, rng: random.Random) -> dict[str, Any]:
+def _socratic(
+    chain: Chain, parts: int, rng: random.Random, templates: Sequence[str]
+) -> dict[str, Any]:
     """The first `parts - 1` steps and the last one, each part with the problem's context."""
     chosen = [*chain.steps[: parts - 1], chain.steps[-1]]
-    template = rng.choice(STEP_TEMPLATES[parts])
+    template = rng.choice(templates)
     return {
         "question": template.format(*(q for q, _ in chosen), context=chain.context),
         "parts": [
