@@ -14,7 +14,8 @@ Systems (the paper's Tables 5 and 7):
   gold part is the one whose words it shares most).
 
 Answers are appended to an outputs file one JSON line per question (`id`, `answer`,
-`sub_answers`, `routes`, `seconds`), so a run that stops can be rerun and skips what it did.
+`sub_answers`, `routes`, `seconds`; the pipeline's also `edges`, its decomposition's
+dependencies), so a run that stops can be rerun and skips what it did.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from langchain_core.runnables import Runnable
 from compllm_graph.errors import CompLLMError
 from compllm_graph.evaluation.scoring import part_right, score_question
 from compllm_graph.evaluation.stats import bootstrap_interval
+from compllm_graph.query_graph import QueryGraph
 from compllm_graph.types import Route, Router, display_name, message_text
 
 System = Literal["compllm", "monolith", "all-experts", "random-router", "oracle-router"]
@@ -267,9 +269,16 @@ def graph_answerer(
                 for s in subs
             ],
             "routes": [display_name(Route.from_dict(r).expert) for r in state.get("routes") or []],
+            "edges": _edges(state),
         }
 
     return answer
+
+
+def _edges(state: Mapping[str, Any]) -> list[list[int]]:
+    """The decomposition's dependencies, `[i, j]` 1-based as in a benchmark record."""
+    graph = state.get("query_graph")
+    return [list(edge) for edge in QueryGraph.from_dict(graph).edges] if graph else []
 
 
 def one_expert_router(name: str) -> Router:

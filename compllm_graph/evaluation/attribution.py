@@ -2,7 +2,9 @@
 
 Stages, in pipeline order:
 
-- `decomposition`: the number of sub-queries differs from the number of gold parts.
+- `decomposition`: the number of sub-queries differs from the number of gold parts, or a gold
+  dependency i -> j is missing (sub-query i is not an ancestor of j; outputs written before
+  `edges` was recorded are not checked for it).
 - `routing`: a sub-query went to another expert than its part's gold domain (sub-queries and
   parts are matched in order). The all-domains adapter (`all-experts`) is right for every domain.
 - `expert`: a sub-answer, read alone, does not answer its part.
@@ -40,7 +42,7 @@ def first_wrong_stage(
     if not subs:
         return "model"
     parts = record["parts"]
-    if len(subs) != len(parts):
+    if len(subs) != len(parts) or _lost_dependency(record, answer):
         return "decomposition"
     routes = answer.get("routes") or [s.get("expert") for s in subs]
     for part, route in zip(parts, routes):
@@ -50,6 +52,25 @@ def first_wrong_stage(
     if not all(sub_answer_right(answer, record, i) for i in range(len(parts))):
         return "expert"
     return "aggregation"
+
+
+def _lost_dependency(record: Mapping[str, Any], answer: Mapping[str, Any]) -> bool:
+    """A gold edge i -> j with i not an ancestor of j in the answer's `edges` (when recorded)."""
+    if "edges" not in answer:
+        return False
+    parents: dict[int, set[int]] = {}
+    for i, j in answer["edges"]:
+        parents.setdefault(j, set()).add(i)
+
+    def ancestors(node: int) -> set[int]:
+        found, todo = set(), list(parents.get(node, ()))
+        while todo:
+            if (parent := todo.pop()) not in found:
+                found.add(parent)
+                todo += parents.get(parent, ())
+        return found
+
+    return any(i not in ancestors(j) for i, j in record["edges"])
 
 
 def attribution(

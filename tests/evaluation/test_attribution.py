@@ -57,6 +57,27 @@ def test_the_all_domains_adapter_is_rightly_routed_for_every_domain() -> None:
     assert first_wrong_stage(RECORD, reply) == "expert"
 
 
+@pytest.mark.parametrize(
+    ("edges", "stage"),
+    [
+        ([], "decomposition"),  # the second step lost the first
+        ([[2, 3]], "decomposition"),
+        ([[1, 2], [2, 3]], "expert"),  # 1 -> 3 through 2
+        ([[1, 2], [1, 3], [2, 3]], "expert"),
+        (None, "expert"),  # outputs written before edges were recorded
+    ],
+)
+def test_a_lost_gold_dependency_is_the_decompositions(
+    edges: list[list[int]] | None, stage: str
+) -> None:
+    steps = [{**PARTS[1], "question": f"Step {i}?", "answer": str(i)} for i in (1, 2, 3)]
+    record = {"id": "s", "question": "?", "parts": steps, "edges": [[1, 2], [2, 3]]}
+    reply = answer("1, 2 and 4", [("a", "1"), ("b", "2"), ("c", "4")], ["mathematics"] * 3)
+    if edges is not None:
+        reply["edges"] = edges
+    assert first_wrong_stage(record, reply) == stage
+
+
 def test_the_table_counts_and_shares() -> None:
     replies = [answer("Neon and 42", [("a", "Neon"), ("b", "42")]), answer("x", [("a", "x")])]
     counts = attribution([RECORD, RECORD], replies)
