@@ -192,7 +192,9 @@ class TagGrammarProcessor:
         if state is None or state.kind == "end":
             return torch.tensor([self.eos])
         if state.kind == "text" and state.text_chars >= _MAX_QUESTION_CHARS:
-            state = _State("tag", "q-close:", state.questions)
+            # Only the start of `</q>`: any other tag-like token (`/`, a digit) would be allowed
+            # inside the text and let an over-long sub-query ramble on in symbols.
+            return self.vocabulary.closing
         return self.vocabulary.allowed(state, text, self.max_sub_queries)
 
 
@@ -215,6 +217,9 @@ class _Vocabulary:
                 or texts[i] in _TAG_LETTERS
             )
         ]
+        self.closing = torch.tensor(
+            [i for i in ids if _CLOSE_Q.startswith(texts[i])], dtype=torch.long
+        )
         checked = set(self.checked)
         safe = [i for i in ids if i not in checked and "\n" not in texts[i]]
         self.safe = torch.tensor(safe, dtype=torch.long)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from compllm_graph.decomposer import grammar
 from compllm_graph.decomposer.grammar import TagGrammarProcessor, _Vocabulary, scan
 from compllm_graph.query_graph import parse_decomposition
 
@@ -115,6 +117,15 @@ def test_the_processor_steers_a_rambling_model_into_the_grammar() -> None:
         ["a", "<eos>"],
     ]
     assert greedy(steps) == "<q>a?</q><q>b #1</q><dep>1->2</dep>"
+
+
+def test_an_over_long_sub_query_is_closed_not_filled_with_symbols(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(grammar, "_MAX_QUESTION_CHARS", 4)
+    steps = [["<"], ["q"], [">"], ["a"], ["b"], ["a"], ["b"]]
+    steps += [["2", "#", " ", "</q>"], ["<"], ["dep"], [">"], ["</"], ["dep"], [">"], ["<eos>"]]
+    assert greedy(steps) == "<q>abab</q><dep></dep>"
 
 
 def test_references_must_name_earlier_sub_queries() -> None:
