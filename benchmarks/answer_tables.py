@@ -2,7 +2,9 @@
 
 Each cell is one `compllm eval answers` run (a fresh process) on one benchmark file, with its
 answers appended to `benchmarks/answers/outputs/MODEL/SYSTEM.FILE.jsonl`, so a cell that stops
-resumes where it stopped and a finished one costs nothing. Cells run a few at a time (`--jobs`,
+resumes where it stopped and a finished one costs nothing; after a rebuild of the benchmark
+files, a cell answers again only the questions whose text changed (`--redo-changed`), and the
+tables never score an answer given to an older text. Cells run a few at a time (`--jobs`,
 with `--threads` each). After the runs, the tables are written to
 `benchmarks/answers/tables.md` from every outputs file there: accuracy with a 95 % bootstrap
 interval, seconds per question, the paired difference where two systems answered the same
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
-from compllm_graph.evaluation.answers import answered, read_benchmark, summarise
+from compllm_graph.evaluation.answers import answered, changed_ids, read_benchmark, summarise
 from compllm_graph.evaluation.attribution import attribution, attribution_table
 from compllm_graph.evaluation.experts import expert_row, expert_table
 from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
@@ -114,7 +116,7 @@ def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
         str(DATA / f"{cell.file}.jsonl"),
         *cell.system_args, "--model", cell.model, "--limit", str(cell.limit),
         "--outputs", str(cell.outputs), "--threads", str(threads),
-        "--concurrency", str(concurrency), "--json",
+        "--concurrency", str(concurrency), "--redo-changed", "--json",
     ]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -147,9 +149,16 @@ def _benchmark(file: str) -> list[dict[str, Any]]:
     return [r for r in _all_records(file) if r["id"] not in shared_passages(file)]
 
 
+def _current(cell: Cell) -> dict[str, dict[str, Any]]:
+    """A cell's answers to the questions as the benchmark file now asks them."""
+    done = answered(cell.outputs)
+    changed = set(changed_ids(_all_records(cell.file), done))
+    return {i: a for i, a in done.items() if i not in changed}
+
+
 def _cell_scores(cell: Cell) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
     """The records and answers of a cell's finished questions, or None before any."""
-    done = answered(cell.outputs)
+    done = _current(cell)
     if not done:
         return None
     records = [r for r in _benchmark(cell.file) if r["id"] in done]
@@ -347,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for cell in CELLS.values():
-            done = len(answered(cell.outputs))
+            done = len(_current(cell))
             print(f"{cell.name}: {done}/{cell.limit} answered")
         return 0
     _ensure_data()

@@ -16,6 +16,7 @@ from compllm_graph.evaluation.answers import (
     BenchmarkError,
     System,
     answered,
+    changed_ids,
     read_benchmark,
     run,
     summarise,
@@ -122,6 +123,12 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random-router seed")
     p.add_argument("--outputs", type=Path, default=None, help="JSONL of answers (appended)")
     p.add_argument(
+        "--redo-changed",
+        action="store_true",
+        help="answer again the questions whose text changed since --outputs answered them "
+        "(the benchmark was rebuilt); their old lines move to NAME.changed.jsonl",
+    )
+    p.add_argument(
         "--concurrency",
         type=_positive,
         default=1,
@@ -146,11 +153,17 @@ def run_answers(args: argparse.Namespace) -> int:
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    todo = sum(r["id"] not in done for r in records)
+    redo = set(changed_ids(records, done)) if args.redo_changed else set()
+    todo = sum(r["id"] not in done or r["id"] in redo for r in records)
     answerer = build_answerer(args) if todo else None
     try:
         answers = run(
-            records, answerer or _nothing, args.outputs, _bar, concurrency=args.concurrency
+            records,
+            answerer or _nothing,
+            args.outputs,
+            _bar,
+            concurrency=args.concurrency,
+            redo_changed=args.redo_changed,
         )
         summary = summarise(records, answers)
     except BenchmarkError as err:

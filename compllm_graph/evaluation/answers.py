@@ -25,7 +25,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -131,12 +131,39 @@ def question_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(str(record["question"]).encode()).hexdigest()[:16]
 
 
+def changed_ids(records: Sequence[Mapping[str, Any]], done: Mapping[str, Answer]) -> list[str]:
+    """Ids whose answer in `done` was given to another question text (the benchmark was rebuilt
+    since); lines without `QUESTION_HASH` (written by other tools) count as unchanged."""
+    return [
+        r["id"]
+        for r in records
+        if r["id"] in done
+        and done[r["id"]].get(QUESTION_HASH, question_hash(r)) != question_hash(r)
+    ]
+
+
+def set_aside(outputs: Path, ids: Collection[str]) -> Path:
+    """Move the lines of `ids` out of `outputs` into `NAME.changed.jsonl` beside it (appended,
+    so nothing is lost); returns that file."""
+    kept: list[str] = []
+    moved: list[str] = []
+    for line in outputs.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            (moved if str(json.loads(line)["id"]) in ids else kept).append(line)
+    aside = outputs.with_name(outputs.name.removesuffix(".jsonl") + ".changed.jsonl")
+    with aside.open("a", encoding="utf-8") as handle:
+        handle.writelines(f"{line}\n" for line in moved)
+    outputs.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    return aside
+
+
 def run(
     records: Sequence[Mapping[str, Any]],
     answerer: Answerer,
     outputs: Path | None = None,
     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
     concurrency: int = 1,
+    redo_changed: bool = False,
 ) -> list[Answer]:
     """Answer every record not yet in `outputs`, appending each answer as it comes.
 
@@ -148,28 +175,30 @@ def run(
         concurrency: Questions in flight at once. More than 1 lets the engine batch their
             requests; each answer's `seconds` is then its latency under that load, and lines
             are appended in the order questions finish.
+        redo_changed: Answer again the questions whose text changed under their id, after
+            moving their old lines aside (`set_aside`).
 
     Returns:
         The answers of all `records`: those read from `outputs` and the new ones, in order.
 
     Raises:
         ValueError: `concurrency` below 1.
-        BenchmarkError: `outputs` answers a question of the same id with another text (lines
-            written by other tools, without `QUESTION_HASH`, are taken as they are).
+        BenchmarkError: `outputs` answers a question of the same id with another text and
+            `redo_changed` is off (lines written by other tools, without `QUESTION_HASH`, are
+            taken as they are).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     done = answered(outputs)
-    stale = [
-        r["id"]
-        for r in records
-        if r["id"] in done
-        and done[r["id"]].get(QUESTION_HASH, question_hash(r)) != question_hash(r)
-    ]
-    if stale:
+    stale = changed_ids(records, done)
+    if stale and outputs is not None and redo_changed:
+        set_aside(outputs, set(stale))
+        done = answered(outputs)
+    elif stale:
         raise BenchmarkError(
             f"{outputs} answers other questions under {len(stale)} of these ids (first "
-            f"{stale[0]!r}): the benchmark was rebuilt since; move the file away to start afresh"
+            f"{stale[0]!r}): the benchmark was rebuilt since; pass --redo-changed to answer "
+            "them again (their old lines are kept in NAME.changed.jsonl)"
         )
     todo = [r for r in records if r["id"] not in done]
     handle = outputs.open("a", encoding="utf-8") if outputs is not None else None
@@ -345,6 +374,7 @@ __all__ = [
     "BenchmarkError",
     "System",
     "answered",
+    "changed_ids",
     "check_system",
     "graph_answerer",
     "monolith_answerer",
@@ -353,6 +383,7 @@ __all__ = [
     "random_router",
     "read_benchmark",
     "run",
+    "set_aside",
     "sub_answer_right",
     "summarise",
 ]

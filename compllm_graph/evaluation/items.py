@@ -302,7 +302,10 @@ class Chain:
         id: The problem's item id (`gsm8k/test/N`, the same as `gsm8k_items`'), so it shares
             the problem's split.
         context: The problem without its final question.
-        steps: (sub-question, numeric answer) in order; the last is the problem's question.
+        steps: (sub-question, numeric answer) in order; the last is the problem's own final
+            question, not its socratic rephrasing, which can leave out data the final question
+            gives ("If he runs 10 miles an hour, how many hours ...?" became "How many hours
+            ...?", unanswerable once the context is cut before it).
     """
 
     id: str
@@ -328,6 +331,8 @@ def socratic_chains(data_dir: Path) -> Iterator[Chain]:
                 context = _context(row["question"])
                 final = gold.strip().replace(",", "")
                 if context and len(steps) >= 2 and _same_number(steps[-1][1], final):
+                    if asked := _final_question(row["question"]):
+                        steps[-1] = (asked, steps[-1][1])
                     yield Chain(f"gsm8k/test/{row_number}", context, tuple(steps))
 
 
@@ -344,12 +349,22 @@ def _same_number(a: str, b: str) -> bool:
         return False
 
 
+def _sentences(problem: str) -> list[str]:
+    return re.split(r"(?<=[.!?])\s+", problem.strip())
+
+
 def _context(problem: str) -> str:
     """The problem without its last sentence when that is a question ("" if nothing is left)."""
-    sentences = re.split(r"(?<=[.!?])\s+", problem.strip())
+    sentences = _sentences(problem)
     if sentences and sentences[-1].endswith("?"):
         sentences = sentences[:-1]
     return " ".join(sentences)
+
+
+def _final_question(problem: str) -> str:
+    """The problem's last sentence when that is a question, else ""."""
+    last = _sentences(problem)[-1]
+    return last if last.endswith("?") else ""
 
 
 __all__ = [

@@ -112,6 +112,22 @@ def test_a_rerun_refuses_outputs_of_a_rebuilt_benchmark(tmp_path: Path) -> None:
     assert run(rebuilt, answerer, outputs)[0]["answer"] == "Neon"
 
 
+def test_a_rerun_can_answer_the_changed_questions_again(tmp_path: Path) -> None:
+    outputs = tmp_path / "p2.jsonl"
+    replies = iter(["old 0", "old 1", "new 1"])
+
+    def answerer(record: Any) -> dict[str, Any]:
+        return {"answer": next(replies), "sub_answers": [], "routes": []}
+
+    run(RECORDS[:2], answerer, outputs)
+    rebuilt = [RECORDS[0], {**RECORDS[1], "question": "Another question under the same id?"}]
+    answers = run(rebuilt, answerer, outputs, redo_changed=True)
+    assert [a["answer"] for a in answers] == ["old 0", "new 1"]
+    assert {k: v["answer"] for k, v in answered(outputs).items()} == {"q0": "old 0", "q1": "new 1"}
+    aside = answered(tmp_path / "p2.changed.jsonl")  # the old answer is kept, not lost
+    assert {k: v["answer"] for k, v in aside.items()} == {"q1": "old 1"}
+
+
 def test_concurrent_questions_overlap_and_all_land_once(tmp_path: Path) -> None:
     records = [{**RECORDS[0], "id": f"c{i}"} for i in range(8)]
     in_flight, peak, lock = [0], [0], threading.Lock()

@@ -118,5 +118,12 @@ def test_real_chains_keep_their_numbers(data_dir: Path) -> None:
     for chain in real[:200]:
         assert float(chain.steps[-1][1]) == float(gold[chain.id])
         assert not chain.context.endswith("?")
+    # The last part is the problem's own question, with any data it gives (the socratic
+    # rephrasing "How many hours does James run in a week?" drops "10 miles an hour").
+    james = next(c for c in real if c.context == "James runs 12 miles a day for 5 days a week.")
+    assert james.steps[-1] == (
+        "If he runs 10 miles an hour how many hours does he run a week?",
+        "6",
+    )
     records = compose_dependent(list(gsm8k_items(data_dir)), real, parts=3, count=300, seed=0)
     assert len(records) == 300
