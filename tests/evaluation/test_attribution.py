@@ -70,7 +70,10 @@ def test_the_all_domains_adapter_is_rightly_routed_for_every_domain() -> None:
 def test_a_lost_gold_dependency_is_the_decompositions(
     edges: list[list[int]] | None, stage: str
 ) -> None:
-    steps = [{**PARTS[1], "question": f"Step {i}?", "answer": str(i)} for i in (1, 2, 3)]
+    steps = [
+        {"question": f"Step {i}?", "answer": str(i), "choices": None, "domain": "mathematics"}
+        for i in (1, 2, 3)
+    ]
     record = {"id": "s", "question": "?", "parts": steps, "edges": [[1, 2], [2, 3]]}
     reply = answer("1, 2 and 4", [("a", "1"), ("b", "2"), ("c", "4")], ["mathematics"] * 3)
     if edges is not None:
