@@ -379,3 +379,20 @@ def test_the_expert_table_compares_each_expert_with_the_base(
     )
     assert main(["eval", "experts", str(other), "--store", str(tmp_path / "store")]) == 2
     assert "no expert for 'law'" in capsys.readouterr().err
+
+
+def test_the_command_answers_changed_questions_again_only_when_asked(
+    fake: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    outputs = tmp_path / "out.jsonl"
+    eval_answers(fake, "oracle-router", "--outputs", str(outputs))
+    write(
+        fake["file"], [{**RECORDS[0], "question": RECORDS[0]["question"] + " Now?"}, *RECORDS[1:]]
+    )
+    argv = ["eval", "answers", str(fake["file"]), "--system", "oracle-router", "--outputs"]
+    argv += [str(outputs), "--store", str(fake["store"])]
+    assert main(argv) == 1
+    assert "--redo-changed" in capsys.readouterr().err
+    assert main([*argv, "--redo-changed"]) == 0
+    assert set(answered(outputs)) == {"q0", "q1", "q2"}
+    assert set(answered(tmp_path / "out.changed.jsonl")) == {"q0"}
