@@ -386,9 +386,8 @@ def test_the_command_answers_changed_questions_again_only_when_asked(
 ) -> None:
     outputs = tmp_path / "out.jsonl"
     eval_answers(fake, "oracle-router", "--outputs", str(outputs))
-    write(
-        fake["file"], [{**RECORDS[0], "question": RECORDS[0]["question"] + " Now?"}, *RECORDS[1:]]
-    )
+    changed = {**RECORDS[0], "question": f"{RECORDS[0]['question']} Now?"}
+    write(fake["file"], [changed, *RECORDS[1:]])
     argv = ["eval", "answers", str(fake["file"]), "--system", "oracle-router", "--outputs"]
     argv += [str(outputs), "--store", str(fake["store"])]
     assert main(argv) == 1
