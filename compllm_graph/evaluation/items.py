@@ -328,10 +328,10 @@ def socratic_chains(data_dir: Path) -> Iterator[Chain]:
                     break
                 steps.append((question.strip(), _plain_number(results[-1])))
             else:
-                context = _context(row["question"])
+                context, asked = _split_question(row["question"])
                 final = gold.strip().replace(",", "")
                 if context and len(steps) >= 2 and _same_number(steps[-1][1], final):
-                    if asked := _final_question(row["question"]):
+                    if asked:
                         steps[-1] = (asked, steps[-1][1])
                     yield Chain(f"gsm8k/test/{row_number}", context, tuple(steps))
 
@@ -349,22 +349,13 @@ def _same_number(a: str, b: str) -> bool:
         return False
 
 
-def _sentences(problem: str) -> list[str]:
-    return re.split(r"(?<=[.!?])\s+", problem.strip())
-
-
-def _context(problem: str) -> str:
-    """The problem without its last sentence when that is a question ("" if nothing is left)."""
-    sentences = _sentences(problem)
-    if sentences and sentences[-1].endswith("?"):
-        sentences = sentences[:-1]
-    return " ".join(sentences)
-
-
-def _final_question(problem: str) -> str:
-    """The problem's last sentence when that is a question, else ""."""
-    last = _sentences(problem)[-1]
-    return last if last.endswith("?") else ""
+def _split_question(problem: str) -> tuple[str, str]:
+    """The problem without its last sentence, and that sentence, when it is a question; else
+    the whole problem and "" (the context is "" when nothing is left)."""
+    sentences = re.split(r"(?<=[.!?])\s+", problem.strip())
+    if sentences[-1].endswith("?"):
+        return " ".join(sentences[:-1]), sentences[-1]
+    return " ".join(sentences), ""
 
 
 __all__ = [

@@ -6,7 +6,7 @@ examples join train-split items of different domains, each part kept whole with 
 as the benchmarks do, but with other joining templates (so the benchmarks' wording stays
 unseen) and only train-split items (so no benchmark item is learnt).
 
-A quarter are dependent: half bridges, whose later part refers to the earlier answer as `#k`,
+Half are dependent: half of those bridges, whose later part refers to the earlier answer as `#k`,
 and half GSM8K problems asked as their socratic steps. A step names no `#k`: it needs the
 problem's context and the earlier results, so its gold sub-query is the step alone, the context
 stays in the first sub-query, and every earlier step is its parent (the executor gives a child
