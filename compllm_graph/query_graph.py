@@ -176,13 +176,30 @@ _DEP_GRAPH = re.compile(r"dependency\s+graph\s*:?(.*)", re.DOTALL | re.IGNORECAS
 _ARROW = re.compile(r"\s*(?:-\s*>|→|=>)\s*")
 _CHAIN_SEP = re.compile(r"[,;\n]+")
 MAX_SUB_QUERY_CHARS = 500
-"""Longer sub-queries are refused: a decomposer that runs on inside one tag has failed."""
+"""Longer sub-queries are refused unless the query itself is longer (`sub_query_char_limit`): a
+decomposer that runs on inside one tag has failed."""
+REWORDING_CHARS = 100
+"""How much longer than its query a sub-query may be (a rewording, a `#k` spelled out)."""
 REFERENCE = re.compile(r"#(\d+)")
 """`#k` in a sub-query: the answer of sub-query k belongs here."""
 _NO_DEPS = {"", "none", "n/a", "no dependencies", "-"}
 
 
-def parse_decomposition(text: str, max_sub_queries: int = DEFAULT_MAX_SUB_QUERIES) -> QueryGraph:
+def sub_query_char_limit(query: str) -> int:
+    """The longest sub-query accepted in a decomposition of `query`.
+
+    A part may be nearly as long as the whole query (a multiple-choice question with long
+    options, a clinical vignette), so the limit grows with the query; only a sub-query longer
+    than the query and a rewording shows a decomposer that ran on.
+    """
+    return max(MAX_SUB_QUERY_CHARS, len(query) + REWORDING_CHARS)
+
+
+def parse_decomposition(
+    text: str,
+    max_sub_queries: int = DEFAULT_MAX_SUB_QUERIES,
+    max_chars: int = MAX_SUB_QUERY_CHARS,
+) -> QueryGraph:
     """Parse a decomposer's output into a query graph.
 
     Accepted, tolerantly (extra text around them is ignored):
@@ -195,22 +212,24 @@ def parse_decomposition(text: str, max_sub_queries: int = DEFAULT_MAX_SUB_QUERIE
     Args:
         text: The decomposer's raw output.
         max_sub_queries: Reject decompositions with more sub-queries than this.
+        max_chars: Reject a sub-query longer than this; pass `sub_query_char_limit(query)`
+            when the query is known.
 
     Returns:
         The validated query graph; ids are 1-based in the order written.
 
     Raises:
-        DecompositionError: no sub-query, too many, a cycle, a self-dependency, or a dependency on a
-            sub-query that does not exist.
+        DecompositionError: no sub-query, too many, one over `max_chars`, a cycle, a
+            self-dependency, or a dependency on a sub-query that does not exist.
     """
     questions, dep_text = _split_format(text)
     for number, question in enumerate(questions, start=1):
         if not question.strip():
             raise DecompositionError(f"sub-query {number} is empty")
-        if len(question) > MAX_SUB_QUERY_CHARS:
+        if len(question) > max_chars:
             raise DecompositionError(
                 f"sub-query {number} is {len(question)} characters long "
-                f"(at most {MAX_SUB_QUERY_CHARS}): the decomposer ran on inside it"
+                f"(at most {max_chars}): the decomposer ran on inside it"
             )
     if not questions:
         raise DecompositionError(

@@ -355,6 +355,19 @@ def test_a_raising_aggregator_falls_back_to_the_parts_answers_in_order():
     assert "the aggregator raised RuntimeError" in out["fallback_reason"]
 
 
+def test_a_part_as_long_as_its_long_query_is_kept_but_a_runaway_one_is_not():
+    # Composed multiple-choice parts with long options run past 500 characters; the cap on a
+    # sub-query grows with the query, so such a split is answered part by part.
+    first, second = "chem " + "option " * 80 + "?", "bio " + "option " * 60 + "?"
+    out = build(f"<q>{first}</q><q>{second}</q><dep></dep>").invoke(
+        {"query": f"{first} Also, {second}"}
+    )
+    assert [sq["text"] for sq in out["query_graph"]["sub_queries"]] == [first, second]
+    assert [a["question"] for a in out["sub_answers"]] == [first, second]
+    runaway = build(f"<q>{first * 3}</q><dep></dep>").invoke({"query": first})
+    assert "characters long" in runaway["fallback_reason"]
+
+
 def test_a_huge_malformed_decomposition_is_quoted_briefly():
     graph = create_compllm_graph(
         decomposer=decomposer("x" * 1_000_000),

@@ -1,6 +1,14 @@
 import pytest
 
-from compllm_graph.query_graph import DecompositionError, QueryGraph, SubQuery, parse_decomposition
+from compllm_graph.query_graph import (
+    MAX_SUB_QUERY_CHARS,
+    REWORDING_CHARS,
+    DecompositionError,
+    QueryGraph,
+    SubQuery,
+    parse_decomposition,
+    sub_query_char_limit,
+)
 
 # The paper's two decomposition examples (Figure 1 / Table 12 style), in its two output formats.
 PAPER_TAGGED = (
@@ -74,6 +82,16 @@ def test_duplicate_edges_collapse():
 )
 def test_unclosed_empty_and_runaway_sub_queries_are_refused(text: str, problem: str) -> None:
     with pytest.raises(DecompositionError, match=problem):
+        parse_decomposition(text)
+
+
+def test_the_sub_query_limit_grows_with_the_query():
+    assert sub_query_char_limit("short?") == MAX_SUB_QUERY_CHARS
+    long_query = "y" * 900
+    assert sub_query_char_limit(long_query) == 900 + REWORDING_CHARS
+    text = "<q>" + "x" * 700 + "</q>"
+    assert parse_decomposition(text, max_chars=sub_query_char_limit(long_query))[1].text
+    with pytest.raises(DecompositionError, match="700 characters long"):
         parse_decomposition(text)
 
 

@@ -28,6 +28,8 @@ _OPEN_REFERENCE = re.compile(r"#\d*$")
 _PARTIAL_EDGE = re.compile(r"(\d+)(?:-(?:>(\d*))?)?")
 _PAIR = re.compile(r"(\d+)->(\d+)")
 _MAX_QUESTION_CHARS = 300
+"""A sub-query is closed at this length, or at its prompt's length if that is longer (a part
+may carry long options)."""
 _TAG_LETTERS = {"q", "d", "de", "dep", "e", "ep", "p"}  # pieces of `q>` and `dep>`
 
 
@@ -159,7 +161,7 @@ class TagGrammarProcessor:
         vocabulary: The decoded text of every token id.
         eos_token_id: The end-of-turn token, allowed only once `</dep>` is written.
         prompt_width: Length of the (left-padded) prompt; generated tokens follow it.
-        decode: Turns a row's generated ids into text.
+        decode: Turns a row's ids into text (without special tokens).
         max_sub_queries: Most `<q>` elements allowed.
     """
 
@@ -176,22 +178,26 @@ class TagGrammarProcessor:
         self.width = prompt_width
         self.decode = decode
         self.max_sub_queries = max_sub_queries
+        self._caps: list[int] | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self._caps is None:  # a row's prompt (and beams) never change within a batch
+            prompts = input_ids[:, : self.width].tolist()
+            self._caps = [max(_MAX_QUESTION_CHARS, len(self.decode(p))) for p in prompts]
         mask = torch.full_like(scores, float("-inf"))
         for row, ids in enumerate(input_ids[:, self.width :].tolist()):
             if self.eos in ids:
                 mask[row, self.eos] = 0.0  # finished rows are padded with end-of-turn
                 continue
-            allowed = self._allowed(self.decode(ids))
+            allowed = self._allowed(self.decode(ids), self._caps[row])
             mask[row, allowed] = 0.0
         return scores + mask
 
-    def _allowed(self, text: str) -> torch.Tensor:
+    def _allowed(self, text: str, cap: int) -> torch.Tensor:
         state = scan(text, self.max_sub_queries)
         if state is None or state.kind == "end":
             return torch.tensor([self.eos])
-        if state.kind == "text" and state.text_chars >= _MAX_QUESTION_CHARS:
+        if state.kind == "text" and state.text_chars >= cap:
             # Only the start of `</q>`: any other tag-like token (`/`, a digit) would be allowed
             # inside the text and let an over-long sub-query ramble on in symbols.
             return self.vocabulary.closing

@@ -142,15 +142,15 @@ def changed_ids(records: Sequence[Mapping[str, Any]], done: Mapping[str, Answer]
     ]
 
 
-def set_aside(outputs: Path, ids: Collection[str]) -> Path:
-    """Move the lines of `ids` out of `outputs` into `NAME.changed.jsonl` beside it (appended,
+def set_aside(outputs: Path, ids: Collection[str], why: str = "changed") -> Path:
+    """Move the lines of `ids` out of `outputs` into `NAME.{why}.jsonl` beside it (appended,
     so nothing is lost); returns that file."""
     kept: list[str] = []
     moved: list[str] = []
     for line in outputs.read_text(encoding="utf-8").splitlines():
         if line.strip():
             (moved if str(json.loads(line)["id"]) in ids else kept).append(line)
-    aside = outputs.with_name(outputs.name.removesuffix(".jsonl") + ".changed.jsonl")
+    aside = outputs.with_name(f"{outputs.name.removesuffix('.jsonl')}.{why}.jsonl")
     with aside.open("a", encoding="utf-8") as handle:
         handle.writelines(f"{line}\n" for line in moved)
     outputs.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
@@ -299,6 +299,7 @@ def graph_answerer(
             ],
             "routes": [display_name(Route.from_dict(r).expert) for r in state.get("routes") or []],
             "edges": _edges(state),
+            "fallback_reason": state.get("fallback_reason"),
         }
 
     return answer

@@ -45,7 +45,7 @@ def evaluate(
     )
     if few_shot:
         outputs = [trim_few_shot(out) for out in outputs]
-    report = aggregate(score_text(out, e.graph) for out, e in zip(outputs, examples))
+    report = aggregate(score_text(out, e.graph, e.question) for out, e in zip(outputs, examples))
     return report, outputs
 
 

@@ -16,7 +16,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from compllm_graph.query_graph import DecompositionError, QueryGraph, parse_decomposition
+from compllm_graph.query_graph import (
+    DecompositionError,
+    QueryGraph,
+    parse_decomposition,
+    sub_query_char_limit,
+)
 
 _TOKEN = re.compile(r"#\d+|\w+")
 
@@ -99,10 +104,13 @@ def score_graph(predicted: QueryGraph, gold: QueryGraph) -> ExampleScore:
     )
 
 
-def score_text(output: str, gold: QueryGraph) -> ExampleScore:
-    """Parse a decomposer's raw output and score it; unparseable output scores zero."""
+def score_text(output: str, gold: QueryGraph, question: str = "") -> ExampleScore:
+    """Parse a decomposer's raw output and score it; unparseable output scores zero.
+
+    `question` (the decomposed text) sets how long a sub-query may be, as in the pipeline.
+    """
     try:
-        predicted = parse_decomposition(output)
+        predicted = parse_decomposition(output, max_chars=sub_query_char_limit(question))
     except DecompositionError:
         return UNPARSED
     return score_graph(predicted, gold)

@@ -6,7 +6,12 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
 
-from compllm_graph.query_graph import DecompositionError, QueryGraph, parse_decomposition
+from compllm_graph.query_graph import (
+    DecompositionError,
+    QueryGraph,
+    parse_decomposition,
+    sub_query_char_limit,
+)
 from compllm_graph.state import CompLLMState
 from compllm_graph.types import message_text, quote
 
@@ -47,7 +52,9 @@ def make_decompose_node(
         query_graph, reason = QueryGraph.single(query), failure
         if failure is None:
             try:
-                query_graph = parse_decomposition(output, max_sub_queries)
+                query_graph = parse_decomposition(
+                    output, max_sub_queries, sub_query_char_limit(query)
+                )
             except DecompositionError as exc:
                 reason = f"{exc}; decomposer wrote {quote(output)}"
         get_stream_writer()(

@@ -313,9 +313,10 @@ def test_concurrent_answers_match_answers_one_at_a_time(
         outputs = tmp_path / f"{system}.{concurrency}.jsonl"
         eval_answers(fake, system, "--outputs", str(outputs), "--concurrency", concurrency)
         rows[concurrency] = {
-            k: (v["answer"], v["routes"], v["edges"]) for k, v in answered(outputs).items()
+            k: (v["answer"], v["routes"], v["edges"], v["fallback_reason"])
+            for k, v in answered(outputs).items()
         }
-    assert all(isinstance(edges, list) for _, _, edges in rows["1"].values())
+    assert all(isinstance(edges, list) for _, _, edges, _ in rows["1"].values())
     assert rows["1"] == rows["3"] and len(rows["1"]) == 3
     capsys.readouterr()
     with pytest.raises(SystemExit):

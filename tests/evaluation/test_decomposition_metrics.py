@@ -67,6 +67,14 @@ def test_empty_and_unparseable_outputs_score_zero() -> None:
         assert score_text(output, GOLD) == UNPARSED
 
 
+def test_a_long_part_of_a_long_question_is_scored_not_refused() -> None:
+    part = "Which option? " + "(A) a long option; " * 40
+    output = f"<q>{part}</q><dep></dep>"
+    gold = parse_decomposition(output, max_chars=2000)
+    assert score_text(output, gold) == UNPARSED  # over 500 characters, for an unknown question
+    assert score_text(output, gold, question=part).subquery_f1 == 1.0
+
+
 def test_no_edges_on_either_side_is_a_perfect_edge_score() -> None:
     single = parse_decomposition("<q>What is 2+2?</q><dep></dep>")
     assert score_graph(single, single).edge_f1 == 1.0

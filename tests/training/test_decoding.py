@@ -128,6 +128,24 @@ def test_an_over_long_sub_query_is_closed_not_filled_with_symbols(
     assert greedy(steps) == "<q>abab</q><dep></dep>"
 
 
+def test_a_long_prompt_lets_its_sub_queries_run_as_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(grammar, "_MAX_QUESTION_CHARS", 4)
+    prompt = [TOKENS.index(t) for t in "abababa"]  # a 7-character prompt
+    processor = TagGrammarProcessor(
+        _Vocabulary(TOKENS, special_ids={EOS}),
+        EOS,
+        prompt_width=len(prompt),
+        decode=lambda ids: "".join(TOKENS[i] for i in ids if i != EOS),
+    )
+    ids = prompt + [TOKENS.index(t) for t in ("<", "q", ">", "a", "b", "a", "b", "a")]
+    allowed = processor(torch.tensor([ids]), torch.zeros(1, len(TOKENS)))[0]
+    assert allowed[TOKENS.index("b")] == 0  # 5 characters: past the floor, within the prompt's
+    ids += [TOKENS.index("b"), TOKENS.index("a")]
+    allowed = processor(torch.tensor([ids]), torch.zeros(1, len(TOKENS)))[0]
+    assert allowed[TOKENS.index("b")] == float("-inf")  # 7: only the close of the tag is left
+    assert allowed[TOKENS.index("</q>")] == 0
+
+
 def test_references_must_name_earlier_sub_queries() -> None:
     assert scan("<q>a</q><q>b #1") is not None
     assert scan("<q>a</q><q>b #") is not None  # the digits may still come
