@@ -22,7 +22,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.models import SMALL_MODEL, load_model
-from compllm_graph.query_graph import parse_decomposition
+from compllm_graph.query_graph import parse_decomposition, sub_query_char_limit
 from compllm_graph.training.data import default_files, load_examples, select
 
 FALLBACK_QUESTIONS = (
@@ -61,7 +61,8 @@ def main() -> None:
                 started = time.perf_counter()
                 reply = chat.invoke([SystemMessage(prompt or ""), HumanMessage(question)])
                 times[width].append(time.perf_counter() - started)
-                parse_decomposition(str(reply.content))  # the grammar keeps every width parseable
+                # the grammar keeps every width parseable
+                parse_decomposition(str(reply.content), max_chars=sub_query_char_limit(question))
     medians = {width: statistics.median(values) for width, values in times.items()}
     greedy = medians.get(1, medians[min(medians)])
     print(f"{args.model}, {len(asked)} questions x {args.rounds} rounds, seconds per question:")

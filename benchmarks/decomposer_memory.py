@@ -107,7 +107,7 @@ def main() -> None:
         outputs = generate(
             model, local.tokenizer, prompts, logits_processor=tag_grammar_factory(local.tokenizer)
         )
-        f1 = [score_text(out, e.graph).subquery_f1 for out, e in zip(outputs, test)]
+        f1 = [score_text(out, e.graph, e.question).subquery_f1 for out, e in zip(outputs, test)]
         row = {
             "all": mean(f1),
             "shared_hop": mean([s for s, hit in zip(f1, shared) if hit]),
