@@ -1,39 +1,67 @@
-"""What the aggregator's restatement check changes in answers written before it existed.
+"""What the aggregate node's current rules change in answers written before them.
 
-`nodes.aggregate.restates_query` replaces a reducer's answer that copies a stretch of the
-question (its stem, its options) with the parts' answers joined. The check reads only the
+Two rules came after cells had been answered: `nodes.aggregate.restates_query` replaces a
+reducer's answer that copies a stretch of the question (its stem, its options) with the parts'
+answers joined, and `nodes.aggregate.left_out` does the same when the reducer's answer lacks a
+part's stated answer (before it, the left-out parts' short answers were appended after the
+reducer's text, cut at 60 characters, so a long option's text was lost). Both read only the
 question, the reducer's text and the parts' answers, and every outputs file keeps all three
-(`answer`, `sub_answers`), so its effect on a finished cell is computed exactly here, without
-running a model: for each question, the stored answer and the answer the check gives, scored
-side by side, with the paired bootstrap difference.
+(`answer` is the reducer's text, with that appendix where one was added), so their effect on a
+finished cell is computed exactly here, without running a model: for each question, the stored
+answer and the answer the rules give, scored side by side, with the paired bootstrap difference.
 
-Usage: `python -m benchmarks.reaggregate [OUTPUTS.jsonl ...]` (default: every aggregating cell
-under `benchmarks/answers/outputs/`).
+Usage: `python -m benchmarks.reaggregate [--rewrite] [OUTPUTS.jsonl ...]` (default: every
+aggregating cell under `benchmarks/answers/outputs/`); `--rewrite` then writes the recomputed
+answers into the files (`rewrite`), so the tables score what the current pipeline answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from compllm_graph.evaluation.answers import answered, read_benchmark
 from compllm_graph.evaluation.scoring import score_question
 from compllm_graph.evaluation.stats import paired_difference
-from compllm_graph.nodes.aggregate import restates_query
+from compllm_graph.nodes.aggregate import reduced_answer
+from compllm_graph.state import CompLLMState, SubAnswer
 
 from .answer_tables import DATA, OUTPUTS
 
 AGGREGATING = ("compllm", "all-experts", "random-router", "oracle-router")
 
 
-def reaggregated(question: str, answer: dict[str, Any]) -> str:
-    """The answer the restatement check gives for a stored answer."""
-    parts = answer["sub_answers"]
-    if not restates_query(str(answer["answer"]), question, parts):
-        return str(answer["answer"])
-    return " ".join(p["answer"] for p in parts if p["answer"])
+APPENDIX = " (The parts' answers: "
+"""How the aggregate node marked the parts' answers it appended before `left_out` replaced it."""
+
+
+def reaggregated(question: str, answer: dict[str, Any]) -> tuple[str, str | None]:
+    """The answer the aggregate node's current rules give for a stored answer, and why it
+    joins the parts (None: the stored answer stands, or the rules keep the reducer's text)."""
+    stored = str(answer["answer"])
+    parts: list[SubAnswer] = [
+        {
+            "sub_query": i,
+            "question": str(p.get("question", "")),
+            "answer": str(p.get("answer") or ""),
+            "expert": p.get("expert"),
+            "fallback_reason": p.get("fallback_reason"),
+            "seconds": 0.0,
+            "attempts": 1,
+        }
+        for i, p in enumerate(answer["sub_answers"], start=1)
+    ]
+    single = len(parts) == 1 and parts[0]["question"] == question
+    reason = str(answer.get("fallback_reason") or "")
+    if not parts or single or "aggregator" in reason or "(Could not answer:" in stored:
+        return stored, None  # no reducer text to judge: nothing aggregated, or already replaced
+    text = (
+        stored[: stored.rfind(APPENDIX)] if stored.endswith(".)") and APPENDIX in stored else stored
+    )
+    return reduced_answer(cast(CompLLMState, {"query": question}), parts, text)
 
 
 def compare(outputs: Path) -> str:
@@ -47,7 +75,7 @@ def compare(outputs: Path) -> str:
     changed = 0
     for qid, answer in answered(outputs).items():
         record = records[qid]
-        new = reaggregated(record["question"], answer)
+        new = reaggregated(record["question"], answer)[0]
         changed += new != answer["answer"]
         old_score = score_question(str(answer["answer"]), record["parts"])
         new_score = score_question(new, record["parts"])
@@ -61,6 +89,32 @@ def compare(outputs: Path) -> str:
         f"| {outputs.parent.name}/{outputs.stem} | {len(before)} | {changed} "
         f"| {_change(before, after)} | {_change(parts_before, parts_after)} |"
     )
+
+
+def rewrite(outputs: Path) -> int:
+    """Write the current rules' answers into `outputs` (the stored one kept as
+    `answer_as_written`, the reason appended to `fallback_reason`); the number changed.
+
+    Exact because the rules are model-free: the reducer's prompt is unchanged, so the current
+    pipeline would write these answers for the same sub-answers. Running it again changes
+    nothing.
+    """
+    file = outputs.name.split(".")[-2]
+    questions = {r["id"]: r["question"] for r in read_benchmark(DATA / f"{file}.jsonl")}
+    lines, changed = [], 0
+    for line in outputs.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        answer, reason = reaggregated(questions[row["id"]], row)
+        if answer != row["answer"]:
+            changed += 1
+            row["answer_as_written"], row["answer"] = row["answer"], answer
+            row["fallback_reason"] = "; ".join(r for r in (row.get("fallback_reason"), reason) if r)
+            line = json.dumps(row, ensure_ascii=False)
+        lines.append(line)
+    temporary = outputs.with_suffix(".rewrite")
+    temporary.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    temporary.replace(outputs)
+    return changed
 
 
 def _change(before: list[bool], after: list[bool]) -> str:
@@ -77,6 +131,9 @@ def _change(before: list[bool], after: list[bool]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outputs", nargs="*", type=Path, help="outputs files (default: all)")
+    parser.add_argument(
+        "--rewrite", action="store_true", help="write the recomputed answers into the files"
+    )
     args = parser.parse_args(argv)
     files = args.outputs or sorted(
         f for f in OUTPUTS.glob("*/*.jsonl") if f.name.split(".")[0] in AGGREGATING
@@ -85,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for outputs in files:
         print(compare(outputs))
+    if args.rewrite:
+        for outputs in files:
+            print(f"{outputs.parent.name}/{outputs.stem}: {rewrite(outputs)} answers rewritten")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The aggregator's answer: a reducer that restates the question gives way to the parts."""
+"""The aggregator's answer: a reducer that restates the question, or leaves out a part's answer,
+gives way to the parts."""
 
 from compllm_graph import create_compllm_graph
 from tests.fakes import FakeChat, decomposer, keyword_router
@@ -37,4 +38,22 @@ def test_a_reducer_may_quote_what_a_part_answered_even_when_the_question_holds_i
     chemistry = f"Asked {stem}: (B) iron."
     out = _reduced(f"Asked {stem}: (B) iron; and carbon dioxide.", chemistry_reply=chemistry)
     assert out["answer"] == f"Asked {stem}: (B) iron; and carbon dioxide."
+    assert out["fallback_reason"] is None
+
+
+LONG = "(D) no two electrons pair up while an empty orbital of the same energy is available"
+
+
+def test_a_reducer_that_cuts_a_long_option_short_gives_way_to_the_parts():
+    out = _reduced(
+        "It is (D) no two electrons pair up, and carbon dioxide.",
+        chemistry_reply=f"The answer is {LONG}.",
+    )
+    assert out["answer"] == f"The answer is {LONG}. Carbon dioxide."
+    assert "left out the answer of sub-query 1" in out["fallback_reason"]
+
+
+def test_a_reducer_that_keeps_every_parts_answer_stands():
+    out = _reduced("Iron rusts: (B) iron. Plants take in carbon dioxide.")
+    assert out["answer"] == "Iron rusts: (B) iron. Plants take in carbon dioxide."
     assert out["fallback_reason"] is None

@@ -11,7 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from compllm_graph import DeviceLimits, ExpertPolicy, QueryGraph, Route, create_compllm_graph
-from compllm_graph.nodes.execute import as_question, short_answer
+from compllm_graph.nodes.execute import as_question, short_answer, stated_answer
 from tests.fakes import FakeChat, decomposer, keyword_router
 
 THREE_INDEPENDENT = "<q>chem one</q><q>bio two</q><q>math three</q><dep></dep>"
@@ -451,6 +451,18 @@ def test_references_take_the_short_answer(answer, short):
     assert short_answer(answer) == short
 
 
+LONG_OPTION = (
+    "(D) no two electrons can pair up if there is an empty orbital at the same energy level"
+)
+
+
+def test_the_stated_answer_keeps_a_long_option_whole():
+    answer = f"Hund's rule.\nThe answer is {LONG_OPTION}."
+    assert stated_answer(answer) == LONG_OPTION
+    assert len(short_answer(answer)) < len(LONG_OPTION)  # a reference gets the short form
+    assert stated_answer("The chemical formula of glucose is C6H12O6.") == "C6H12O6"
+
+
 def test_the_full_answer_stays_in_the_context_block():
     base = FakeChat(reply=lambda m: "The atomic number of oxygen is 8.")
     graph = create_compllm_graph(
@@ -464,7 +476,7 @@ def test_the_full_answer_stays_in_the_context_block():
     assert "A: The atomic number of oxygen is 8.\n\nQuestion: 8 multiplied by 3" in base.calls[1]
 
 
-def test_the_answer_keeps_every_parts_answer_the_reducer_left_out():
+def test_a_reducer_that_leaves_out_a_parts_answer_gives_way_to_the_parts():
     graph = create_compllm_graph(
         decomposer=decomposer("<q>chem a</q><q>bio of #1</q><dep>1->2</dep>"),
         experts={
@@ -476,7 +488,8 @@ def test_the_answer_keeps_every_parts_answer_the_reducer_left_out():
         aggregator=FakeChat(label="aggregator", reply=lambda m: "It is (B) Iron."),
     ).compile()
     out = graph.invoke({"query": "q"})
-    assert out["answer"] == "It is (B) Iron. (The parts' answers: 26.)"
+    assert out["answer"] == "The answer is 26. The answer is (B) Iron."
+    assert "left out the answer of sub-query 1" in out["fallback_reason"]
     kept = create_compllm_graph(
         decomposer=decomposer("<q>chem a</q><q>bio c</q>"),
         experts={

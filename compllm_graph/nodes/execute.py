@@ -28,6 +28,9 @@ from compllm_graph.types import BASE, Route, Scheduler, display_name, message_te
 
 CONTEXT_TEMPLATE = "Answers to earlier questions:\n{context}\n\nQuestion: {question}"
 SHORT_ANSWER_CHARS = 60
+STATED_ANSWER_CHARS = 300
+"""Longest closing "The answer is ..." kept whole by `stated_answer`: room for an option's full
+text, which the scorer and a reader need, where `SHORT_ANSWER_CHARS` would cut it."""
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
 _COPULA = re.compile(r"\s(?:is|are|was|were|equals|would be|will be)\s", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -84,6 +87,13 @@ def as_question(text: str) -> str:
     return f"What is the {text.rstrip('.')}?"
 
 
+def _closing_statement(answer: str) -> str | None:
+    """The X of a last line "The answer is X.", if there is one."""
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    stated = _STATED.search(lines[-1]) if lines else None
+    return stated.group(1).strip() if stated else None
+
+
 def short_answer(answer: str, limit: int = SHORT_ANSWER_CHARS) -> str:
     """The part of an answer that fills a `#k`: the number, the entity, or the main phrase.
 
@@ -91,10 +101,9 @@ def short_answer(answer: str, limit: int = SHORT_ANSWER_CHARS) -> str:
     "Paris"; a worked answer that ends "The answer is 72." gives "72"; a short answer stays
     whole, and a long one without a copula is cut at a word.
     """
-    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
-    stated = _STATED.search(lines[-1]) if lines else None
-    if stated and len(stated.group(1)) <= limit:
-        return stated.group(1).strip()
+    stated = _closing_statement(answer)
+    if stated and len(stated) <= limit:
+        return stated
     sentence = _SENTENCE_END.split(answer.strip(), maxsplit=1)[0].strip().rstrip(".!")
     tail = _COPULA.split(sentence, maxsplit=1)[-1].strip()
     if tail != sentence and len(tail) <= limit:
@@ -105,6 +114,19 @@ def short_answer(answer: str, limit: int = SHORT_ANSWER_CHARS) -> str:
     if numbers:
         return numbers[-1]
     return sentence[:limit].rsplit(" ", 1)[0] if len(sentence) > limit else sentence
+
+
+def stated_answer(answer: str) -> str:
+    """What a part's answer commits to, whole: the closing "The answer is X" up to
+    `STATED_ANSWER_CHARS` (an option's letter and full text, a number), else `short_answer`.
+
+    The aggregate checks that the final answer holds it; a cut option text would not be an
+    answer to a multiple-choice part.
+    """
+    stated = _closing_statement(answer)
+    if stated and len(stated) <= STATED_ANSWER_CHARS:
+        return stated
+    return short_answer(answer)
 
 
 def sub_query_question(sq: SubQuery, parents: list[SubAnswer]) -> str:
