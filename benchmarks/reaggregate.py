@@ -136,7 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     files = args.outputs or sorted(
-        f for f in OUTPUTS.glob("*/*.jsonl") if f.name.split(".")[0] in AGGREGATING
+        f
+        for f in OUTPUTS.glob("*/*.jsonl")
+        # SYSTEM.FILE.jsonl; answers set aside (`.changed`, `.whole`) are not scored
+        if f.name.split(".")[0] in AGGREGATING and f.name.count(".") == 2
     )
     print("| cell | n | answers changed | question accuracy | part accuracy |")
     print("|---|---|---|---|---|")
