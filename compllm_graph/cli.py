@@ -273,8 +273,6 @@ def format_report(out: dict, timings: dict[str, float]) -> str:
     for sq in graph:
         needs = f"   <- needs {', '.join(map(str, sq.parents))}" if sq.parents else ""
         lines.append(f"  [{sq.id}] {sq.text}{needs}")
-    if out.get("fallback_reason"):
-        lines.append(f"  (decomposition fell back to the whole question: {out['fallback_reason']})")
     lines += ["", "Routes:"]
     for sq, route in zip(graph, out["routes"]):
         others = ", ".join(f"{n} {s:.2f}" for n, s in route["candidates"])
@@ -290,7 +288,10 @@ def format_report(out: dict, timings: dict[str, float]) -> str:
         if answer["fallback_reason"]:
             lines.append(f"      fell back to base: {answer['fallback_reason']}")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total")
-    lines += ["", f"Answer: {out['answer']}", "", f"Total: {timings['total']:.1f} s ({stages})"]
+    lines += ["", f"Answer: {out['answer']}"]
+    if out.get("fallback_reason"):  # the decomposer's or the aggregator's, in pipeline order
+        lines.append(f"  (fallback: {out['fallback_reason']})")
+    lines += ["", f"Total: {timings['total']:.1f} s ({stages})"]
     return "\n".join(lines)
 
 

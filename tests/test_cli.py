@@ -23,6 +23,14 @@ def test_ask_report_shows_dag_routes_sub_answers_answer_and_times():
     assert set(timings) == {"load", "decompose", "route", "execute", "aggregate", "total"}
 
 
+def test_ask_report_says_why_the_answer_fell_back():
+    out, timings = run()
+    out["fallback_reason"] = "the aggregator left out the answer of sub-query 2"
+    text = format_report(out, timings)
+    answer_line = text.index("Answer:")
+    assert text.index("(fallback: the aggregator left out the answer of sub-query 2)") > answer_line
+
+
 def test_ask_json_has_the_documented_keys_and_is_serialisable():
     out, timings = run()
     data = json.loads(json.dumps(report_json(out, timings)))

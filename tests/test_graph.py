@@ -461,6 +461,8 @@ def test_the_stated_answer_keeps_a_long_option_whole():
     assert stated_answer(answer) == LONG_OPTION
     assert len(short_answer(answer)) < len(LONG_OPTION)  # a reference gets the short form
     assert stated_answer("The chemical formula of glucose is C6H12O6.") == "C6H12O6"
+    assert stated_answer("The answer is (C6H12O6)") == "C6H12O6"
+    assert stated_answer("The answer is (B).") == "(B)"
 
 
 def test_the_full_answer_stays_in_the_context_block():

@@ -125,7 +125,10 @@ def stated_answer(answer: str) -> str:
     """
     stated = _closing_statement(answer)
     if stated and len(stated) <= STATED_ANSWER_CHARS:
-        return stated
+        # "(C6H12O6)" is C6H12O6 in a reducer's sentence; "(B)" stays an option letter
+        inner = stated[1:-1]
+        wrapped = stated.startswith("(") and stated.endswith(")") and "(" not in inner
+        return inner if wrapped and len(inner) > 3 else stated
     return short_answer(answer)
 
 
