@@ -26,10 +26,10 @@ from typing import Any, cast
 from compllm_graph.evaluation.answers import answered, read_benchmark
 from compllm_graph.evaluation.scoring import score_question
 from compllm_graph.evaluation.stats import paired_difference
-from compllm_graph.nodes.aggregate import reduced_answer
+from compllm_graph.nodes.aggregate import aggregate_prompt, reduced_answer
 from compllm_graph.state import CompLLMState, SubAnswer
 
-from .answer_tables import DATA, OUTPUTS
+from .answer_tables import CELLS, DATA
 
 AGGREGATING = ("compllm", "all-experts", "random-router", "oracle-router")
 
@@ -54,14 +54,15 @@ def reaggregated(question: str, answer: dict[str, Any]) -> tuple[str, str | None
         }
         for i, p in enumerate(answer["sub_answers"], start=1)
     ]
-    single = len(parts) == 1 and parts[0]["question"] == question
+    state = cast(CompLLMState, {"query": question})
     reason = str(answer.get("fallback_reason") or "")
-    if not parts or single or "aggregator" in reason or "(Could not answer:" in stored:
+    replaced = "aggregator" in reason or "(Could not answer:" in stored
+    if aggregate_prompt(state, parts) is None or replaced:
         return stored, None  # no reducer text to judge: nothing aggregated, or already replaced
     text = (
         stored[: stored.rfind(APPENDIX)] if stored.endswith(".)") and APPENDIX in stored else stored
     )
-    return reduced_answer(cast(CompLLMState, {"query": question}), parts, text)
+    return reduced_answer(state, parts, text)
 
 
 def compare(outputs: Path) -> str:
@@ -136,10 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     files = args.outputs or sorted(
-        f
-        for f in OUTPUTS.glob("*/*.jsonl")
-        # SYSTEM.FILE.jsonl; answers set aside (`.changed`, `.whole`) are not scored
-        if f.name.split(".")[0] in AGGREGATING and f.name.count(".") == 2
+        c.outputs for c in CELLS.values() if c.system in AGGREGATING and c.outputs.exists()
     )
     print("| cell | n | answers changed | question accuracy | part accuracy |")
     print("|---|---|---|---|---|")
