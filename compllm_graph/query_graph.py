@@ -120,6 +120,16 @@ class QueryGraph:
             raise DecompositionError(f"the dependencies form a cycle through sub-queries {stuck}")
         return tuple(order)
 
+    def ancestors(self, sub_query_id: int) -> tuple[int, ...]:
+        """Ids of every sub-query that `sub_query_id` depends on, directly or not, sorted."""
+        found: set[int] = set()
+        todo = list(self[sub_query_id].parents)
+        while todo:
+            if (parent := todo.pop()) not in found:
+                found.add(parent)
+                todo += self[parent].parents
+        return tuple(sorted(found))
+
     @property
     def roots(self) -> tuple[int, ...]:
         return tuple(sq.id for sq in self.sub_queries if not sq.parents)
@@ -204,7 +214,8 @@ def parse_decomposition(
 
     Accepted, tolerantly (extra text around them is ignored):
       1. the paper's tagged format: `<q>…</q>` (or `<q>…<\\q>`) per sub-query, then
-         `<dep>1->2, 2->3</dep>`; `→`, `- >`, `;` and newlines also work;
+         `<dep>1->2, 2->3</dep>` (or one `<dep>` per edge); `→`, `- >`, `;` and newlines also
+         work;
       2. the paper's prompt format: a numbered list `1. …` followed by
          `Dependency Graph: "1 -> 2 -> 3"` chains;
       3. `#k` references inside a sub-query (MuSiQue, Break, StrategyQA), which imply k -> this one.
@@ -262,8 +273,8 @@ def _split_format(text: str) -> tuple[list[str], str]:
         raise DecompositionError("the last <q> is never closed (was the output cut off?)")
     tagged = _TAGGED_Q.findall(text)
     if tagged:
-        deps = _TAGGED_DEP.search(text)
-        return tagged, deps.group(1) if deps else ""
+        # a decomposer without the grammar may write one <dep> per edge
+        return tagged, ", ".join(_TAGGED_DEP.findall(text))
     graph_match = _DEP_GRAPH.search(text)
     listing = text[: graph_match.start()] if graph_match else text
     numbered = [m for m in map(_NUMBERED.match, listing.splitlines()) if m]

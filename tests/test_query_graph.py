@@ -42,6 +42,18 @@ def test_paper_numbered_example():
     assert graph.order == (1, 2, 3)
 
 
+def test_ancestors_follow_every_path_up():
+    graph = parse_decomposition("<q>a</q><q>b</q><q>c</q><q>d</q><dep>1->3, 2->3, 3->4</dep>")
+    assert graph.ancestors(4) == (1, 2, 3)
+    assert graph.ancestors(3) == (1, 2)
+    assert graph.ancestors(1) == ()
+
+
+def test_every_dep_tag_counts():
+    graph = parse_decomposition("<q>a</q><q>b</q><q>c</q><dep>1->2</dep><dep>2->3</dep>")
+    assert graph.edges == ((1, 2), (2, 3))
+
+
 def test_numbered_chain_implies_consecutive_edges():
     graph = parse_decomposition('1. a\n2. b\n3. c\nDependency Graph: "1 -> 2 -> 3"')
     assert graph.edges == ((1, 2), (2, 3))

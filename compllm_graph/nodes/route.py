@@ -1,34 +1,69 @@
-"""Route: send each sub-query to the expert whose data it most resembles, or to the base model."""
+"""Route: send each sub-query to the expert whose data it most resembles, or to the base model.
+
+A dependent step is often too terse to route on its own text ("How far is Elvis from his house
+now?"): its domain lives in the steps before it. A sub-query with parents whose own text goes to
+the base model is routed once more on its ancestors' texts followed by its own, and takes that
+route when it names an expert.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_stream_writer
 
 from compllm_graph.query_graph import QueryGraph
-from compllm_graph.types import Router
+from compllm_graph.types import Route, Router
+
+
+def with_ancestors(query_graph: QueryGraph, sub_query_id: int) -> str:
+    """The texts of `sub_query_id`'s ancestors, in id order, then its own: what it is about."""
+    ids = (*query_graph.ancestors(sub_query_id), sub_query_id)
+    return " ".join(query_graph[i].text for i in ids)
+
+
+def route_query_graph(router: Router, query_graph: QueryGraph, experts: set[str]) -> list[Route]:
+    """One route per sub-query, in order; terse dependent steps routed on their ancestors too.
+
+    Raises:
+        ValueError: the router returned the wrong number of routes or an unknown expert.
+    """
+    routes = _checked(router([sq.text for sq in query_graph]), len(query_graph), experts)
+    terse = [
+        i for i, (sq, r) in enumerate(zip(query_graph, routes)) if r.expert is None and sq.parents
+    ]
+    if terse:
+        texts = [with_ancestors(query_graph, query_graph.sub_queries[i].id) for i in terse]
+        for i, route_ in zip(terse, _checked(router(texts), len(texts), experts)):
+            if route_.expert is not None:
+                routes[i] = route_
+    return routes
+
+
+def _checked(routes: Sequence[Route], expected: int, experts: set[str]) -> list[Route]:
+    if len(routes) != expected:
+        raise ValueError(
+            f"the router returned {len(routes)} routes for {expected} sub-queries; "
+            "it must return one Route per text, in order"
+        )
+    for route_ in routes:
+        if route_.expert is not None and route_.expert not in experts:
+            raise ValueError(
+                f"the router chose expert {route_.expert!r}, which is not among the experts "
+                f"given to create_compllm_graph ({sorted(experts)}); add it there"
+            )
+    return list(routes)
 
 
 def make_route_node(router: Router, experts: set[str]) -> RunnableLambda:
-    """Build the node that routes every sub-query of the state's query graph in one batch."""
+    """Build the node that routes every sub-query of the state's query graph in one batch
+    (and the terse dependent steps in a second, see `route_query_graph`)."""
 
     def route(state: Mapping[str, Any]) -> dict:
         query_graph = QueryGraph.from_dict(state["query_graph"])
-        routes = list(router([sq.text for sq in query_graph]))
-        if len(routes) != len(query_graph):
-            raise ValueError(
-                f"the router returned {len(routes)} routes for {len(query_graph)} sub-queries; "
-                "it must return one Route per text, in order"
-            )
-        for route_ in routes:
-            if route_.expert is not None and route_.expert not in experts:
-                raise ValueError(
-                    f"the router chose expert {route_.expert!r}, which is not among the experts "
-                    f"given to create_compllm_graph ({sorted(experts)}); add it there"
-                )
+        routes = route_query_graph(router, query_graph, experts)
         writer = get_stream_writer()
         for sq, route_ in zip(query_graph, routes):
             writer(

@@ -1,11 +1,11 @@
-"""Setting aside the answers a cell gave to whole questions after a refused decomposition."""
+"""Setting aside the answers a cell gave before a pipeline change that alters them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmarks.redo_whole import answered_whole
+from benchmarks.redo import answered_whole, routed_terse_step
 from compllm_graph.evaluation.answers import answered, set_aside
 
 RECORD = {
@@ -24,6 +24,14 @@ def test_a_question_answered_through_itself_alone_is_whole() -> None:
     assert not answered_whole(RECORD, one_part)  # the decomposer dropped a part: its error
     assert not answered_whole({**RECORD, "parts": RECORD["parts"][:1]}, whole)
     assert not answered_whole(RECORD, {"sub_answers": []})  # a monolith's line
+
+
+def test_a_dependent_step_routed_to_base_is_terse() -> None:
+    terse = {"routes": ["mathematics", "base"], "edges": [[1, 2]]}
+    assert routed_terse_step(RECORD, terse)
+    assert not routed_terse_step(RECORD, {"routes": ["base", "mathematics"], "edges": [[1, 2]]})
+    assert not routed_terse_step(RECORD, {"routes": ["mathematics", "base"], "edges": []})
+    assert not routed_terse_step(RECORD, {"answer": "a monolith's line"})
 
 
 def test_set_aside_keeps_the_lines_it_moves(tmp_path: Path) -> None:
