@@ -132,6 +132,11 @@ def _all_records(file: str) -> list[dict[str, Any]]:
     return read_benchmark(DATA / f"{file}.jsonl")
 
 
+def benchmark_records(outputs: Path) -> dict[str, dict[str, Any]]:
+    """The records of the benchmark file an outputs file `SYSTEM.FILE.jsonl` answers, by id."""
+    return {r["id"]: r for r in read_benchmark(DATA / f"{outputs.name.split('.')[-2]}.jsonl")}
+
+
 @cache
 def _train_runs() -> frozenset[str]:
     return train_runs(DEFAULT_DATA_DIR)

@@ -23,22 +23,21 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable
 
 from compllm_graph.defaults import BASE_SYSTEM_PROMPT
-from compllm_graph.evaluation.answers import answered, read_benchmark
+from compllm_graph.evaluation.answers import answered
 from compllm_graph.evaluation.scoring import part_right
 from compllm_graph.evaluation.stats import paired_difference
 from compllm_graph.expert_store.serving import with_system_prompt
 from compllm_graph.models import load_model
 from compllm_graph.types import message_text
 
-from .answer_tables import DATA
+from .answer_tables import benchmark_records
 
 QUOTED = 50
 
 
 def base_sub_queries(outputs: Path) -> list[tuple[str, Mapping[str, Any]]]:
     """(sub-query, gold part) for every base-answered sub-query that quotes exactly one part."""
-    file = outputs.name.split(".")[-2]
-    records = {r["id"]: r for r in read_benchmark(DATA / f"{file}.jsonl")}
+    records = benchmark_records(outputs)
     pairs = []
     for qid, answer in answered(outputs).items():
         for sub in answer["sub_answers"]:

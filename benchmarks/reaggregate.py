@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from compllm_graph.evaluation.answers import answered, read_benchmark
+from compllm_graph.evaluation.answers import answered
 from compllm_graph.evaluation.scoring import score_question
 from compllm_graph.evaluation.stats import paired_difference
 from compllm_graph.nodes.aggregate import aggregate_prompt, reduced_answer
 from compllm_graph.state import CompLLMState, SubAnswer
 
-from .answer_tables import CELLS, DATA
+from .answer_tables import CELLS, benchmark_records
 
 AGGREGATING = ("compllm", "all-experts", "random-router", "oracle-router")
 
@@ -67,8 +67,7 @@ def reaggregated(question: str, answer: dict[str, Any]) -> tuple[str, str | None
 
 def compare(outputs: Path) -> str:
     """One table row: the cell, questions, answers changed, and both accuracies before → after."""
-    file = outputs.name.split(".")[-2]
-    records = {r["id"]: r for r in read_benchmark(DATA / f"{file}.jsonl")}
+    records = benchmark_records(outputs)
     before: list[bool] = []
     after: list[bool] = []
     parts_before: list[bool] = []
@@ -100,8 +99,7 @@ def rewrite(outputs: Path) -> int:
     pipeline would write these answers for the same sub-answers. Running it again changes
     nothing.
     """
-    file = outputs.name.split(".")[-2]
-    questions = {r["id"]: r["question"] for r in read_benchmark(DATA / f"{file}.jsonl")}
+    questions = {qid: r["question"] for qid, r in benchmark_records(outputs).items()}
     lines, changed = [], 0
     for line in outputs.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)

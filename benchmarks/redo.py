@@ -26,10 +26,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from compllm_graph.evaluation.answers import answered, read_benchmark, set_aside
+from compllm_graph.evaluation.answers import answered, set_aside
 from compllm_graph.types import BASE
 
-from .answer_tables import CELLS, DATA
+from .answer_tables import CELLS, benchmark_records
 from .reaggregate import AGGREGATING
 
 
@@ -59,7 +59,7 @@ RULES = {"whole": (answered_whole, AGGREGATING), "terse-step": (routed_terse_ste
 def redo_ids(outputs: Path, rule: str) -> list[str]:
     """The ids in `outputs` that `rule` sets aside."""
     picks, _ = RULES[rule]
-    records = {r["id"]: r for r in read_benchmark(DATA / f"{outputs.name.split('.')[-2]}.jsonl")}
+    records = benchmark_records(outputs)
     return [
         qid
         for qid, answer in answered(outputs).items()

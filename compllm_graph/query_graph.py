@@ -122,13 +122,8 @@ class QueryGraph:
 
     def ancestors(self, sub_query_id: int) -> tuple[int, ...]:
         """Ids of every sub-query that `sub_query_id` depends on, directly or not, sorted."""
-        found: set[int] = set()
-        todo = list(self[sub_query_id].parents)
-        while todo:
-            if (parent := todo.pop()) not in found:
-                found.add(parent)
-                todo += self[parent].parents
-        return tuple(sorted(found))
+        parents = {sq.id: sq.parents for sq in self.sub_queries}
+        return tuple(sorted(ancestors_of(sub_query_id, parents)))
 
     @property
     def roots(self) -> tuple[int, ...]:
@@ -193,6 +188,18 @@ REWORDING_CHARS = 100
 REFERENCE = re.compile(r"#(\d+)")
 """`#k` in a sub-query: the answer of sub-query k belongs here."""
 _NO_DEPS = {"", "none", "n/a", "no dependencies", "-"}
+
+
+def ancestors_of(node: int, parents: Mapping[int, Iterable[int]]) -> set[int]:
+    """Every node that `node` depends on, directly or not; `parents` maps a node to its parents
+    (a node missing from it has none)."""
+    found: set[int] = set()
+    todo = list(parents.get(node, ()))
+    while todo:
+        if (parent := todo.pop()) not in found:
+            found.add(parent)
+            todo += parents.get(parent, ())
+    return found
 
 
 def sub_query_char_limit(query: str) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 from compllm_graph.evaluation.answers import ALL_DOMAINS_EXPERT, sub_answer_right
 from compllm_graph.evaluation.scoring import score_question
+from compllm_graph.query_graph import ancestors_of
 
 STAGES = ("decomposition", "routing", "expert", "aggregation", "model")
 
@@ -61,16 +62,7 @@ def _lost_dependency(record: Mapping[str, Any], answer: Mapping[str, Any]) -> bo
     parents: dict[int, set[int]] = {}
     for i, j in answer["edges"]:
         parents.setdefault(j, set()).add(i)
-
-    def ancestors(node: int) -> set[int]:
-        found, todo = set(), list(parents.get(node, ()))
-        while todo:
-            if (parent := todo.pop()) not in found:
-                found.add(parent)
-                todo += parents.get(parent, ())
-        return found
-
-    return any(i not in ancestors(j) for i, j in record["edges"])
+    return any(i not in ancestors_of(j, parents) for i, j in record["edges"])
 
 
 def attribution(

@@ -32,11 +32,13 @@ def route_query_graph(router: Router, query_graph: QueryGraph, experts: set[str]
     """
     routes = _checked(router([sq.text for sq in query_graph]), len(query_graph), experts)
     terse = [
-        i for i, (sq, r) in enumerate(zip(query_graph, routes)) if r.expert is None and sq.parents
+        (i, sq.id)
+        for i, (sq, r) in enumerate(zip(query_graph, routes))
+        if r.expert is None and sq.parents
     ]
     if terse:
-        texts = [with_ancestors(query_graph, query_graph.sub_queries[i].id) for i in terse]
-        for i, route_ in zip(terse, _checked(router(texts), len(texts), experts)):
+        texts = [with_ancestors(query_graph, sq_id) for _, sq_id in terse]
+        for (i, _), route_ in zip(terse, _checked(router(texts), len(texts), experts)):
             if route_.expert is not None:
                 routes[i] = route_
     return routes

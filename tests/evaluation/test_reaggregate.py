@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import benchmarks.reaggregate as reaggregate
+import benchmarks.answer_tables as answer_tables
 from benchmarks.reaggregate import reaggregated, rewrite
 
 QUESTION = "Which metal rusts? Also, which gas do plants take in?"
@@ -59,7 +59,7 @@ def test_rewrite_keeps_the_written_answer_and_runs_once(
     (tmp_path / "p2.jsonl").write_text(
         json.dumps({"id": "p2-0", "question": QUESTION, "parts": GOLD, "edges": []}) + "\n"
     )
-    monkeypatch.setattr(reaggregate, "DATA", tmp_path)
+    monkeypatch.setattr(answer_tables, "DATA", tmp_path)
     outputs = tmp_path / "compllm.p2.jsonl"
     outputs.write_text(json.dumps(_row("It is (A) gold. (The parts' answers: (B) iron.)")) + "\n")
     assert rewrite(outputs) == 1
