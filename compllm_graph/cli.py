@@ -249,7 +249,8 @@ def describe_event(event: dict) -> str:
         return f"decomposed into {len(event['sub_queries'])} sub-queries"
     if kind == "route":
         who = display_name(event["expert"])
-        return f"route [{event['sub_query']}] -> {who} ({event['score']:.2f})"
+        how = ", on its ancestors" if event.get("on_ancestors") else ""
+        return f"route [{event['sub_query']}] -> {who} ({event['score']:.2f}{how})"
     if kind == "sub_query_start":
         return f"start [{event['sub_query']}] on {display_name(event['expert'])}"
     if kind == "sub_query_end":
@@ -276,9 +277,9 @@ def format_report(out: dict, timings: dict[str, float]) -> str:
     lines += ["", "Routes:"]
     for sq, route in zip(graph, out["routes"]):
         others = ", ".join(f"{n} {s:.2f}" for n, s in route["candidates"])
-        lines.append(
-            f"  [{sq.id}] {display_name(route['expert']):<12} {route['score']:.2f}   ({others})"
-        )
+        how = "   routed on its ancestors too" if route.get("on_ancestors") else ""
+        who = display_name(route["expert"])
+        lines.append(f"  [{sq.id}] {who:<12} {route['score']:.2f}   ({others}){how}")
     lines += ["", "Sub-answers:"]
     for answer in out["sub_answers"]:
         who = display_name(answer["expert"])

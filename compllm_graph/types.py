@@ -33,12 +33,15 @@ class Route:
         score: Cosine similarity of the sub-query to the chosen expert's nearest centroid.
         candidates: The best experts with their scores, best first.
         fallback_reason: Set by execution when the expert failed and base answered instead.
+        on_ancestors: True when the sub-query's own text went to the base model and this route
+            came from its ancestors' texts followed by its own (see `nodes.route`).
     """
 
     expert: str | None
     score: float = 0.0
     candidates: list[tuple[str, float]] = field(default_factory=list)
     fallback_reason: str | None = None
+    on_ancestors: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for graph state and JSON."""
@@ -47,6 +50,7 @@ class Route:
             "score": self.score,
             "candidates": [[name, score] for name, score in self.candidates],
             "fallback_reason": self.fallback_reason,
+            "on_ancestors": self.on_ancestors,
         }
 
     @classmethod
@@ -57,6 +61,7 @@ class Route:
             float(data["score"]),
             [(str(n), float(s)) for n, s in data["candidates"]],
             data.get("fallback_reason"),
+            bool(data.get("on_ancestors", False)),
         )
 
 

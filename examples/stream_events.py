@@ -31,7 +31,10 @@ def show(event: dict, started: float) -> None:
             print(f"           fallback: {event['fallback_reason']}")
     elif kind == "route":
         expert = event["expert"] or "base model"
-        print(f"{clock} sub-query {event['sub_query']} -> {expert} (score {event['score']:.2f})")
+        how = ", on its ancestors' texts" if event.get("on_ancestors") else ""
+        print(
+            f"{clock} sub-query {event['sub_query']} -> {expert} (score {event['score']:.2f}{how})"
+        )
     elif kind == "sub_query_start":
         print(f"{clock} sub-query {event['sub_query']} started")
     elif kind == "sub_query_end":

@@ -55,6 +55,20 @@ def test_stream_flag_echoes_each_event(capsys):
     assert lines[-1].startswith("  · answer: base answer to")
 
 
+def test_report_and_echo_say_when_a_route_came_from_the_ancestors(capsys):
+    graph = build("<q>math: 5 hours at 60 mph</q><q>How far?</q><dep>1->2</dep>")
+    timings = {"load": 0.5}
+    out = _run_streaming(graph, {"query": "q"}, timings, echo=True)
+    timings["total"] = 1.0
+    echoed = capsys.readouterr().out
+    assert "route [1] -> mathematics (0.90)\n" in echoed
+    assert "route [2] -> mathematics (0.90, on its ancestors)" in echoed
+    routes = [
+        line for line in format_report(out, timings).splitlines() if "mathematics 0.90" in line
+    ]
+    assert [line.endswith("routed on its ancestors too") for line in routes] == [False, True]
+
+
 def test_parser_knows_ask_and_its_options():
     args = build_parser().parse_args(["ask", "why?", "--json", "--scheduler", "waves"])
     assert (args.question, args.json, args.scheduler) == ("why?", True, "waves")

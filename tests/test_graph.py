@@ -521,17 +521,23 @@ def test_a_terse_dependent_step_is_routed_on_its_ancestors_texts():
     # steps 2 and 3 alone name no domain, their ancestors do; step 4 has no parents and stays
     # with the base model however terse it is
     calls, router = recording_router()
-    out = build(
+    graph = build(
         "<q>math: Elvis drives 5 hours at 60 mph.</q><q>How far west?</q><q>How far from home?</q>"
         "<q>And then?</q><dep>1->2</dep><dep>2->3</dep>",
         router=router,
-    ).invoke({"query": "q"})
+    )
+    out = graph.invoke({"query": "q"})
     experts_ = [s["expert"] for s in out["sub_answers"]]
     assert experts_ == ["mathematics", "mathematics", "mathematics", None]
+    assert [r["on_ancestors"] for r in out["routes"]] == [False, True, True, False]
     assert calls[1] == [
         "math: Elvis drives 5 hours at 60 mph. How far west?",
         "math: Elvis drives 5 hours at 60 mph. How far west? How far from home?",
     ]
+    events = [
+        e for e in graph.stream({"query": "q"}, stream_mode="custom") if e["event"] == "route"
+    ]
+    assert [e["on_ancestors"] for e in events] == [False, True, True, False]
 
 
 def test_a_dependent_step_that_routes_on_its_own_text_keeps_its_route():

@@ -9,6 +9,7 @@ route when it names an expert.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.runnables import RunnableLambda
@@ -40,7 +41,7 @@ def route_query_graph(router: Router, query_graph: QueryGraph, experts: set[str]
         texts = [with_ancestors(query_graph, sq_id) for _, sq_id in terse]
         for (i, _), route_ in zip(terse, _checked(router(texts), len(texts), experts)):
             if route_.expert is not None:
-                routes[i] = route_
+                routes[i] = replace(route_, on_ancestors=True)
     return routes
 
 
@@ -75,6 +76,7 @@ def make_route_node(router: Router, experts: set[str]) -> RunnableLambda:
                     "expert": route_.expert,
                     "score": route_.score,
                     "candidates": route_.candidates,
+                    "on_ancestors": route_.on_ancestors,
                 }
             )
         return {"routes": [r.to_dict() for r in routes]}
