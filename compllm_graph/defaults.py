@@ -37,6 +37,7 @@ def build_default_graph(
     router: Router | None = None,
     base_system_prompt: str | None = BASE_SYSTEM_PROMPT,
     aggregator: Runnable | None = None,
+    check_aggregate: bool | None = None,
     **options: Any,
 ) -> StateGraph:
     """The Comp-LLM graph on one local model and the demo expert store.
@@ -58,6 +59,8 @@ def build_default_graph(
             went to no expert; None for none.
         aggregator: The reducer's chat model; defaults to the local model with no system
             message (not the prompted base).
+        check_aggregate: See `create_compllm_graph`; None turns it on for the local model's
+            reducer, which drops parts, and leaves a reducer of the caller's own unchecked.
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
@@ -86,6 +89,7 @@ def build_default_graph(
             else aggregator
         ),
         decomposer_prompt=prompt,
+        check_aggregate=aggregator is None if check_aggregate is None else check_aggregate,
         **options,
     )
 

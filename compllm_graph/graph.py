@@ -2,7 +2,7 @@
 
 The data flow, top-down: decompose the query into a DAG of sub-queries, route each sub-query to an
 expert, execute the DAG concurrently (parents' answers become their children's context), and
-aggregate the leaf answers into the final answer.
+aggregate every part's answer into the final answer.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def create_compllm_graph(
     expert_policy: ExpertPolicy | Mapping[str, ExpertPolicy] | None = None,
     decomposer_prompt: str | None = DECOMPOSER_PROMPT,
     max_sub_queries: int = DEFAULT_MAX_SUB_QUERIES,
+    check_aggregate: bool = False,
 ) -> StateGraph:
     """Create the Comp-LLM graph: decompose → route → execute → aggregate.
 
@@ -44,7 +45,8 @@ def create_compllm_graph(
         experts: Expert name -> chat model (e.g. `store.chat_models(local_model)`).
         router: An `ExpertRouter`, or any callable mapping sub-query texts to one `Route` each.
         base: Answers sub-queries routed to no expert, and those whose expert failed.
-        aggregator: Answers the query from the leaf answers; defaults to `base`.
+        aggregator: Answers the query from every part's answer (a dependent question asks for
+            the earlier answers too); defaults to `base`.
         device_limits: Which device each expert uses and each device's capacity; None: unbounded.
         scheduler: "eager" starts each sub-query as soon as its parents finish; "waves" runs the
             query graph as a LangGraph `StateGraph`, one superstep per level.
@@ -53,11 +55,17 @@ def create_compllm_graph(
         decomposer_prompt: System prompt for the decomposer; None sends the query alone (for a
             decomposer fine-tuned to need no instructions).
         max_sub_queries: Decompositions with more sub-queries fall back to the whole query.
+        check_aggregate: Replace an aggregator reply that restates the question or leaves out a
+            part's answer (matched on word boundaries, numbers as numbers) by the parts' answers
+            joined, with `fallback_reason` saying why. For small local reducers, which drop
+            parts; off by default, because a capable aggregator's paraphrase is an answer the
+            check cannot always read. The reply itself stays in `aggregator_reply`.
 
     Returns:
         An uncompiled `StateGraph`: compile it with the checkpointer of your choice. Its input is
         `{"query": str}` or `{"messages": [...]}`; its output has `answer`, `query_graph`, `routes`,
-        `sub_answers`, `fallback_reason` (and the answer appended to `messages` for chat input).
+        `sub_answers`, `fallback_reason`, `aggregator_reply` (and the answer appended to
+        `messages` for chat input).
 
     Raises:
         ValueError: a model is missing or not a Runnable, the router knows an expert with no model,
@@ -80,7 +88,7 @@ def create_compllm_graph(
     builder.add_node(
         "execute", make_execute_node(experts, base, policies, device_limits, scheduler)
     )
-    builder.add_node("aggregate", make_aggregate_node(aggregator or base))
+    builder.add_node("aggregate", make_aggregate_node(aggregator or base, check_aggregate))
     builder.add_edge(START, "decompose")
     builder.add_edge("decompose", "route")
     builder.add_edge("route", "execute")

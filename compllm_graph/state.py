@@ -52,7 +52,8 @@ def merge_sub_answers(left: list[SubAnswer], right: list[SubAnswer]) -> list[Sub
 
 
 def leaf_answers(query_graph: QueryGraph, answers: list[SubAnswer]) -> list[SubAnswer]:
-    """The answers of the query graph's leaves: what the aggregator reads."""
+    """The answers of the query graph's leaves (the "waves" scheduler's last node collects them;
+    the aggregator reads every part's answer, see `nodes.aggregate`)."""
     leaves = set(query_graph.leaves)
     return [a for a in answers if a["sub_query"] in leaves]
 
@@ -68,7 +69,9 @@ class OutputState(TypedDict, total=False):
     """What a run returns; with `messages` input the answer is also appended as an AIMessage.
 
     `query_graph` is `QueryGraph.to_dict()`; `routes[i]` (fields of `Route`) belongs to its
-    i-th sub-query; `sub_answers` are sorted by sub-query id.
+    i-th sub-query; `sub_answers` are sorted by sub-query id. `aggregator_reply` is the
+    reducer's own text whenever it replied, also when the answer is not that text (the
+    reducer failed the `check_aggregate` check); None when no reducer call was made.
     """
 
     query: str
@@ -78,6 +81,7 @@ class OutputState(TypedDict, total=False):
     fallback_reason: str | None
     routes: list[dict[str, Any]]
     sub_answers: list[SubAnswer]
+    aggregator_reply: str | None
 
 
 class CompLLMState(InputState, OutputState, total=False):

@@ -5,6 +5,7 @@ This module sits below the nodes, the scheduler and the expert store, which all 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,7 +33,8 @@ class Route:
             threshold).
         score: Cosine similarity of the sub-query to the chosen expert's nearest centroid.
         candidates: The best experts with their scores, best first.
-        fallback_reason: Set by execution when the expert failed and base answered instead.
+        fallback_reason: Why the base model answers instead of an expert: set by the route
+            node when the router raised, and by execution when the expert failed.
         on_ancestors: True when the sub-query's own text went to the base model and this route
             came from its ancestors' texts followed by its own (see `nodes.route`).
     """
@@ -69,12 +71,46 @@ Router = Callable[[list[str]], Sequence[Route]]
 """An `ExpertRouter`, or any callable mapping sub-query texts to one `Route` each."""
 
 
+def clean_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD, the replacement character.
+
+    Python carries bytes it could not decode as lone surrogates (`sys.argv` holds `"\\udcff"`
+    for the byte 0xFF) and JSON may hold them (`"\\ud800"`); tokenizers and UTF-8 encoders
+    reject such text (MiniLM's raises `TypeError: TextEncodeInput must be ...`). Surrogate
+    pairs become the character they encode and every other character is kept, so the text
+    stays answerable.
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+_REASONING = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+_TEXT_BLOCKS = ("text", None)
+
+
 def message_text(message: object) -> str:
-    """The text of a chat model's reply (string content, or the text parts of a list)."""
+    """The answer text of a chat model's reply: string content, or the text parts of a list.
+
+    Reasoning is not an answer: `<think>…</think>` spans (and a `<think>` that was never
+    closed, when the model ran out of tokens thinking) and content blocks other than text
+    (reasoning, tool use) are left out, so a reply that holds only those has no text.
+    """
     content = getattr(message, "content", message)
     if isinstance(content, list):
-        content = "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
-    return str(content).strip()
+        content = "".join(
+            p if isinstance(p, str) else str(p.get("text", ""))
+            for p in content
+            if isinstance(p, str) or p.get("type") in _TEXT_BLOCKS
+        )
+    return _REASONING.sub("", str(content)).strip()
+
+
+def empty_reply(message: object) -> str:
+    """Why a reply with no answer text (`message_text` empty) has none, for a failure message."""
+    if getattr(message, "tool_calls", None):
+        return "replied only with a tool call"
+    if str(getattr(message, "content", message) or "").strip():
+        return "replied only with reasoning, no answer"
+    return "replied with no text"
 
 
 QUOTE_CHARS = 300
@@ -88,4 +124,14 @@ def quote(text: str, limit: int = QUOTE_CHARS) -> str:
     return f"{text[:limit]!r}… ({len(text):,} characters in all)"
 
 
-__all__ = ["BASE", "Route", "Router", "Scheduler", "display_name", "message_text", "quote"]
+__all__ = [
+    "BASE",
+    "Route",
+    "Router",
+    "Scheduler",
+    "clean_text",
+    "display_name",
+    "empty_reply",
+    "message_text",
+    "quote",
+]

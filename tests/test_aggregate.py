@@ -1,5 +1,5 @@
-"""The aggregator's answer: a reducer that restates the question, or leaves out a part's answer,
-gives way to the parts."""
+"""The aggregator's answer under `check_aggregate`: a reducer that restates the question, or
+leaves out a part's answer, gives way to the parts."""
 
 from compllm_graph import create_compllm_graph
 from tests.fakes import FakeChat, decomposer, keyword_router
@@ -23,6 +23,7 @@ def _reduced(aggregator_reply: str, chemistry_reply: str = "The answer is (B) ir
         router=ROUTER,
         base=FakeChat(),
         aggregator=FakeChat(reply=lambda m: aggregator_reply),
+        check_aggregate=True,
     ).compile()
     return graph.invoke({"query": ECHO_QUERY})
 

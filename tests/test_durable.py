@@ -54,9 +54,9 @@ def test_a_killed_run_resumes_without_redoing_finished_work(
     assert not [line for line in again if "decomposer" in line], "the decomposition ran again"
     restarted = {line.removeprefix("start ") for line in again if line.startswith("start expert")}
     assert not finished & restarted, f"finished sub-queries ran again: {finished & restarted}"
-    # the reducer's reply left out the parts' answers, so the parts' answers are the answer
+    # the resumed run reaches the aggregator, whose reply is the answer (no check_aggregate)
     answer = json.loads(done.stdout.strip().splitlines()[-1])["answer"]
-    assert answer.startswith("expert answer to: fast one expert answer to: fast two"), answer
+    assert answer == "the answer", answer
 
 
 @pytest.mark.parametrize("scheduler", ["eager", "waves"])

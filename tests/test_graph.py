@@ -490,6 +490,7 @@ def test_a_reducer_that_leaves_out_a_parts_answer_gives_way_to_the_parts():
         router=ROUTER,
         base=FakeChat(),
         aggregator=FakeChat(label="aggregator", reply=lambda m: "It is (B) Iron."),
+        check_aggregate=True,
     ).compile()
     out = graph.invoke({"query": "q"})
     assert out["answer"] == "The answer is 26. The answer is (B) Iron."
@@ -503,6 +504,7 @@ def test_a_reducer_that_leaves_out_a_parts_answer_gives_way_to_the_parts():
         router=ROUTER,
         base=FakeChat(),
         aggregator=FakeChat(reply=lambda m: "Neon, and biology answer to: bio c"),
+        check_aggregate=True,
     ).compile()
     assert kept.invoke({"query": "q"})["answer"] == "Neon, and biology answer to: bio c"
 

@@ -1,14 +1,25 @@
 """Aggregate: a reducer model answers the original query from the sub-answers.
 
-The reducer reads every part's answer, not only the leaves': a question of dependent parts
-asks for the earlier answers too (the GSM8K step, the element). The final answer must keep every
-part's answer (the option's letter and text, the number, the entity: `stated_answer`). If the
-reducer fails, restates the question instead of answering it, or leaves out a part's answer,
-the answer is the parts' answers joined in order and `fallback_reason` says why; a part that
-could not be answered is named in the answer and in `fallback_reason`.
+The reducer reads every part's answer, not only the leaves': in a question of dependent parts the
+earlier answers are part of what was asked (the GSM8K step, the element whose property a later
+part looks up), and a leaf's answer alone does not restate them.
+
+With `check=True` (the option `check_aggregate` of `create_compllm_graph`, on in
+`build_default_graph` for the small local models) the reducer's reply must keep every part's
+stated answer (`stated_answer`: the option's letter and text, the number, the entity), matched on
+word boundaries with numbers compared as numbers; a reply that restates the question instead of
+answering it, or leaves out a part's answer, gives way to the parts' answers joined, and
+`fallback_reason` says why. The check is off by default: a capable reducer's paraphrase ("Eight,
+and the capital is Paris.") is a right answer the check cannot always read. Whenever the reducer
+replied, its own text stays in the state's `aggregator_reply`. A reducer that raises or replies
+with no answer text is replaced by the parts' answers joined, with the reason recorded; a part
+that could not be answered is named in the answer and in `fallback_reason`.
 """
 
 from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -16,7 +27,7 @@ from langgraph.config import get_stream_writer
 
 from compllm_graph.nodes.execute import stated_answer
 from compllm_graph.state import CompLLMState, SubAnswer, unanswered
-from compllm_graph.types import message_text
+from compllm_graph.types import empty_reply, message_text
 
 # Asking to repeat the facts keeps a small reducer from answering only the first part: on six
 # questions SmolLM2-135M answered 4 right with this wording, 1.5 with "answer the original
@@ -60,6 +71,73 @@ def _words(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+_TOKEN = re.compile(r"\d[\d,]*(?:\.\d+)?|\w+")
+_UNITS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+
+
+def _number(token: str) -> str | None:
+    """`token` as a canonical number ("8.50" -> "8.5", "1,000" -> "1000", "eight" -> "8")."""
+    if token in _NUMBER_WORDS:
+        return str(_NUMBER_WORDS[token])
+    if not token[0].isdigit():
+        return None
+    try:
+        return format(Decimal(token.replace(",", "")).normalize(), "f")
+    except InvalidOperation:  # "3rd", "c6h12o6": a word that starts with a digit
+        return None
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case words and canonical numbers of `text`, punctuation left out.
+
+    "twenty-one" is the number 21, as "21" is.
+    """
+    out: list[str] = []
+    previous = ""
+    for token in _TOKEN.findall(text.lower()):
+        if previous in _TENS and token in _UNITS[1:10]:
+            out[-1] = str(_NUMBER_WORDS[previous] + _NUMBER_WORDS[token])
+        else:
+            out.append(number if (number := _number(token)) is not None else token)
+        previous = token
+    return out
+
+
+def mentions(text: str, answer: str) -> bool:
+    """Whether `text` states `answer`: its words in order, on word boundaries, numbers as numbers.
+
+    "8" is in "Eight, and Paris." and "It is 8.0", not in "18"; "Paris" is not in "Parisian".
+    """
+    wanted, said = tokens(answer), tokens(text)
+    if not wanted:
+        return True
+    width = len(wanted)
+    return any(said[i : i + width] == wanted for i in range(len(said) - width + 1))
+
+
 def restates_query(text: str, query: str, parts: list[SubAnswer]) -> bool:
     """Whether the reducer's `text` copies a stretch of the question that no part's answer holds.
 
@@ -85,13 +163,12 @@ def left_out(text: str, parts: list[SubAnswer]) -> list[SubAnswer]:
     kept 98 of 400 parts right (101 with options whole), joining the parts 105
     (`benchmarks/reaggregate.py`).
     """
-    said = _words(text)
     return [
         a
         for a in parts
         if not unanswered(a)
         and (stated := stated_answer(a["answer"]))
-        and _words(stated).rstrip(".") not in said
+        and not mentions(text, stated)
     ]
 
 
@@ -113,11 +190,21 @@ def reduced_answer(
     return text, None
 
 
-def make_aggregate_node(aggregator: Runnable) -> Runnable:
-    """Build the node that writes the final answer (and appends it to `messages` for chat input)."""
+def make_aggregate_node(aggregator: Runnable, check: bool = False) -> Runnable:
+    """Build the node that writes the final answer (and appends it to `messages` for chat input).
+
+    Args:
+        aggregator: The reducer's chat model.
+        check: Replace a reply that restates the question or leaves out a part's answer by the
+            parts' answers joined (`reduced_answer`); off, the reducer's reply is the answer.
+    """
 
     def finish(
-        state: CompLLMState, parts: list[SubAnswer], answer: str, failure: str | None = None
+        state: CompLLMState,
+        parts: list[SubAnswer],
+        answer: str,
+        failure: str | None = None,
+        reply: str | None = None,
     ) -> dict:
         reasons = [r for r in (state.get("fallback_reason"), failure) if r]
         missing = [a for a in parts if unanswered(a)]
@@ -126,11 +213,23 @@ def make_aggregate_node(aggregator: Runnable) -> Runnable:
             answer = f"{answer} (Could not answer: {named}.)".strip()
             reasons += [f"sub-query {a['sub_query']}: {a['fallback_reason']}" for a in missing]
         get_stream_writer()({"event": "answer", "answer": answer})
-        update: dict = {"answer": answer, "fallback_reason": "; ".join(reasons) or None}
+        update: dict = {
+            "answer": answer,
+            "fallback_reason": "; ".join(reasons) or None,
+            "aggregator_reply": reply,
+        }
         messages = state.get("messages") or []
         if messages and isinstance(messages[-1], HumanMessage):
             update["messages"] = [AIMessage(answer)]
         return update
+
+    def reduced(state: CompLLMState, parts: list[SubAnswer], reply: BaseMessage) -> dict:
+        text = message_text(reply)
+        if not text:
+            empty = f"the aggregator {empty_reply(reply)}; the answer joins the parts"
+            return finish(state, parts, joined_parts(parts), empty, text)
+        answer, why = reduced_answer(state, parts, text) if check else (text, None)
+        return finish(state, parts, answer, why, text)
 
     def failed(state: CompLLMState, parts: list[SubAnswer], exc: Exception) -> dict:
         reason = f"the aggregator raised {type(exc).__name__}: {exc}; the answer joins the parts"
@@ -142,10 +241,10 @@ def make_aggregate_node(aggregator: Runnable) -> Runnable:
         if prompt is None:
             return finish(state, parts, joined_parts(parts))
         try:
-            text = message_text(aggregator.invoke(prompt))
+            reply = aggregator.invoke(prompt)
         except Exception as exc:  # the parts are answered: never lose them to the reducer
             return failed(state, parts, exc)
-        return finish(state, parts, *reduced_answer(state, parts, text))
+        return reduced(state, parts, reply)
 
     async def aaggregate(state: CompLLMState) -> dict:
         parts = _parts(state)
@@ -153,9 +252,9 @@ def make_aggregate_node(aggregator: Runnable) -> Runnable:
         if prompt is None:
             return finish(state, parts, joined_parts(parts))
         try:
-            text = message_text(await aggregator.ainvoke(prompt))
+            reply = await aggregator.ainvoke(prompt)
         except Exception as exc:  # the parts are answered: never lose them to the reducer
             return failed(state, parts, exc)
-        return finish(state, parts, *reduced_answer(state, parts, text))
+        return reduced(state, parts, reply)
 
     return RunnableLambda(aggregate, afunc=aaggregate, name="aggregate")

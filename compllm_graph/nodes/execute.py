@@ -1,15 +1,18 @@
 """Execute: answer every sub-query with its expert, parents before children, concurrently.
 
 A child's prompt carries its parents' questions and answers (the paper's context passing), and
-`#k` in its text is replaced by sub-query k's answer. An expert that raises or exceeds its timeout
-is retried; after the last failure the base model answers and the route records why. When the
-base model fails too, the sub-query's answer is empty, its `fallback_reason` says why, and the
-rest of the graph still runs.
+`#k` in its text is replaced by sub-query k's answer. An expert that raises, exceeds its timeout
+or replies with no answer text (nothing, whitespace, only a tool call or only reasoning: see
+`types.message_text`) is retried; after the last failure the base model answers and the route
+records why. When the base model fails too, the sub-query's answer is empty, its
+`fallback_reason` says why, its children are not asked (their `#k` would be empty) and are
+unanswered too, and the rest of the graph still runs. A reply longer than the policy's
+`max_answer_chars` is cut there, with a note saying so, before it reaches a child or the
+aggregator.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Mapping
@@ -20,11 +23,19 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
 from langgraph.types import StreamWriter
 
+from compllm_graph._calls import call_within
 from compllm_graph.errors import CompLLMError
 from compllm_graph.query_graph import REFERENCE, QueryGraph, SubQuery
 from compllm_graph.scheduling import DeviceLimits, RunSubQuery, build_eager, compile_query_graph
-from compllm_graph.state import CompLLMState, SubAnswer
-from compllm_graph.types import BASE, Route, Scheduler, display_name, message_text
+from compllm_graph.state import CompLLMState, SubAnswer, unanswered
+from compllm_graph.types import (
+    BASE,
+    Route,
+    Scheduler,
+    display_name,
+    empty_reply,
+    message_text,
+)
 
 CONTEXT_TEMPLATE = "Answers to earlier questions:\n{context}\n\nQuestion: {question}"
 SHORT_ANSWER_CHARS = 60
@@ -46,19 +57,31 @@ _CLAUSE_BREAK = re.compile(r"[.?!:;]\s")
 class ExpertPolicy:
     """How long to wait for an expert, and how often to retry it before falling back to base.
 
+    A timeout covers waiting for a device slot and the call. A model with a native async API is
+    cancelled when its time is up; a sync-only model's thread cannot be stopped, so it keeps its
+    device slot until it returns (see `compllm_graph._calls`), and the sub-query moves on.
+
     Args:
-        timeout: Seconds per attempt; None waits forever.
+        timeout: Seconds per attempt, waiting for the device included; None waits forever.
         retries: Extra attempts after the first failure.
+        max_answer_chars: Longer replies are cut to this many characters, with a note; None
+            passes them on whole.
     """
 
     timeout: float | None = 300.0
     retries: int = 1
+    max_answer_chars: int | None = 20_000
 
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"ExpertPolicy.timeout must be positive or None, got {self.timeout}")
         if self.retries < 0:
             raise ValueError(f"ExpertPolicy.retries must be >= 0, got {self.retries}")
+        if self.max_answer_chars is not None and self.max_answer_chars < 1:
+            raise ValueError(
+                f"ExpertPolicy.max_answer_chars must be positive or None, got "
+                f"{self.max_answer_chars}"
+            )
 
 
 class ExpertFailure(CompLLMError, RuntimeError):
@@ -152,6 +175,29 @@ def sub_query_prompt(question: str, parents: list[SubAnswer]) -> str:
     return CONTEXT_TEMPLATE.format(context=context, question=question)
 
 
+def cut_answer(text: str, limit: int | None) -> str:
+    """`text`, or its first `limit` characters followed by a note of how long it was."""
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]} [cut: the reply was {len(text):,} characters; the first {limit:,} kept]"
+
+
+def not_asked(sq: SubQuery, failed: list[int], writer: StreamWriter) -> SubAnswer:
+    """The answer of a sub-query whose parents `failed`: unanswered, and no model is asked."""
+    ids = ", ".join(str(i) for i in failed)
+    answer = SubAnswer(
+        sub_query=sq.id,
+        question=sq.text,
+        answer="",
+        expert=None,
+        seconds=0.0,
+        attempts=0,
+        fallback_reason=f"not asked: sub-query {ids}, which it depends on, could not be answered",
+    )
+    writer({"event": "sub_query_end", **answer})
+    return answer
+
+
 def make_sub_query_runner(
     query_graph: QueryGraph,
     experts: Mapping[str, Runnable],
@@ -174,21 +220,24 @@ def make_sub_query_runner(
         semaphore = device_limits.semaphore(expert) if device_limits else None
         errors: list[str] = []
         for attempt in range(1, policy.retries + 2):
-            if semaphore:
-                await semaphore.acquire(priority)
             try:
-                reply = await asyncio.wait_for(model.ainvoke(messages), policy.timeout)
-                return message_text(reply), attempt
-            except TimeoutError:
-                errors.append(f"timed out after {policy.timeout} s")
+                reply = await call_within(
+                    model, messages, timeout=policy.timeout, semaphore=semaphore, priority=priority
+                )
+            except TimeoutError as exc:
+                errors.append(str(exc))
+                continue
             except Exception as exc:  # an expert may fail in any way: retry, then fall back
                 errors.append(f"{type(exc).__name__}: {exc}")
-            finally:
-                if semaphore:
-                    semaphore.release()
+                continue
+            if text := message_text(reply):
+                return cut_answer(text, policy.max_answer_chars), attempt
+            errors.append(empty_reply(reply))
         raise ExpertFailure(expert, errors)
 
     async def run(sq: SubQuery, route: Route, parents: list[SubAnswer]) -> SubAnswer:
+        if failed := [a["sub_query"] for a in parents if unanswered(a)]:
+            return not_asked(sq, failed, writer)
         question = sub_query_question(sq, parents)
         messages: list[BaseMessage] = [HumanMessage(sub_query_prompt(question, parents))]
         priority = query_graph.remaining_depth[sq.id]
@@ -270,8 +319,13 @@ def make_execute_node(
 def _record_fallbacks(
     query_graph: QueryGraph, routes: list[Route], answers: list[SubAnswer]
 ) -> list[dict]:
+    # the route node may have recorded a reason of its own (its router failed): keep both
     reasons = {a["sub_query"]: a["fallback_reason"] for a in answers}
     return [
-        replace(route, fallback_reason=reasons[sq.id]).to_dict()
+        replace(route, fallback_reason=_both(route.fallback_reason, reasons[sq.id])).to_dict()
         for sq, route in zip(query_graph, routes)
     ]
+
+
+def _both(first: str | None, second: str | None) -> str | None:
+    return "; ".join(r for r in (first, second) if r) or None

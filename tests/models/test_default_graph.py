@@ -55,3 +55,30 @@ def test_the_base_prompt_can_be_turned_off(
 ) -> None:
     seen = _run(tiny, tmp_path, monkeypatch, base_system_prompt=None)
     assert not any(_system(m) == BASE_SYSTEM_PROMPT for m in seen)
+
+
+def _answer_with(
+    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> dict[str, Any]:
+    def reply(messages: list[BaseMessage]) -> str:
+        if "Here are answers to the parts" in str(messages[-1].content):
+            return "Plants are green."  # leaves out both parts' answers
+        if _system(messages) == BASE_SYSTEM_PROMPT:
+            return "The answer is 5." if "2 + 3" in str(messages[-1].content) else "CO2."
+        return "<q>Which gas do plants take in?</q><q>What is 2 + 3?</q>"
+
+    monkeypatch.setattr(tiny, "chat_model", lambda **generation: FakeChat(reply=reply))
+    store = ExpertStore.create(tmp_path / "store", "hashing:64")
+    graph = build_default_graph(tiny, store, router=_to_base, **options).compile()
+    return graph.invoke({"query": "Which gas do plants take in, and what is 2 + 3?"})
+
+
+def test_the_local_reducer_is_checked_and_a_callers_own_aggregator_is_not(
+    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = _answer_with(tiny, tmp_path, monkeypatch)
+    assert checked["answer"] == "CO2. The answer is 5."
+    assert checked["aggregator_reply"] == "Plants are green."
+    own = FakeChat(reply=lambda m: "Carbon dioxide; five.")
+    trusted = _answer_with(tiny, tmp_path / "own", monkeypatch, aggregator=own)
+    assert trusted["answer"] == "Carbon dioxide; five." and trusted["fallback_reason"] is None
