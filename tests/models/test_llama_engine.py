@@ -4,6 +4,7 @@ conversion against peft, continuous batching, the decomposer grammar (skipped wi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib.util
 import shutil
 import threading
@@ -17,13 +18,17 @@ import pytest
 import torch
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from compllm_graph import create_compllm_graph
 from compllm_graph.adapter_folder import AdapterError
 from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.decomposer.grammar import tag_grammar_factory, tag_grammar_gbnf
 from compllm_graph.models import SMALL_MODEL, LocalModel, load_model
 from compllm_graph.models.gguf_lora import LoraConversionError, rope_permute
 from compllm_graph.models.requests import GenerationSettings, Request
+from compllm_graph.nodes.execute import ExpertPolicy
 from compllm_graph.query_graph import parse_decomposition
+from compllm_graph.types import Route
+from tests.fakes import FakeChat
 from tests.random_lora import save_random_lora
 
 from ..conftest import require_smollm2, smollm2_decomposer
@@ -225,6 +230,33 @@ def test_cancelled_request_stops_and_frees_its_slot(llama: LlamaCppModel) -> Non
     completion = request.future.result(timeout=30)
     assert completion.finish_reason == "abandoned" and len(completion.token_ids) < 400
     assert llama.chat_model(max_new_tokens=4).invoke(QUESTION).content
+
+
+def test_an_expert_past_its_timeout_is_cancelled_in_the_engine(
+    llama: LlamaCppModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted: list[Request] = []
+    submit = llama.engine.submit
+
+    def recording(request: Request) -> Any:
+        submitted.append(request)
+        return submit(request)
+
+    monkeypatch.setattr(llama.engine, "submit", recording)
+    graph = create_compllm_graph(
+        decomposer=FakeChat(reply=lambda m: "<q>Write a long story about a dragon.</q>"),
+        experts={"expert-a": llama.chat_model("expert-a", max_new_tokens=400)},
+        router=lambda texts: [Route("expert-a", 0.9) for _ in texts],
+        base=FakeChat(reply=lambda m: "A short one."),
+        expert_policy=ExpertPolicy(timeout=0.3, retries=0),
+    ).compile()
+    out = graph.invoke({"query": "Write a long story about a dragon."})
+    assert out["answer"] == "A short one."
+    assert "timed out" in out["routes"][0]["fallback_reason"]
+    # dropped while queued, or stopped at its next token while generating
+    request = submitted[0]
+    concurrent.futures.wait([request.future], timeout=30)
+    assert request.future.cancelled() or request.future.result().finish_reason == "abandoned"
 
 
 def test_concurrent_callers_from_threads_and_event_loops(llama: LlamaCppModel) -> None:
