@@ -156,16 +156,24 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
 
 
 def run_ask(args: argparse.Namespace) -> int:
+    """`compllm ask`: answer the question with the default graph; exit code 2 on bad input.
+
+    The question is cleaned first (`clean_question`: undecodable bytes of the command line,
+    which Python passes as lone surrogates, become U+FFFD) and an empty or whitespace-only one
+    is refused before any model loads. An error is one `error: ...` line on stderr and, with
+    `--json`, also `{"error": ...}` on stdout, so that output still ends with a JSON object.
+    """
     from compllm_graph.defaults import DEFAULT_MAX_NEW_TOKENS, build_default_graph
     from compllm_graph.expert_store import ExpertStore, StoreError
     from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, load_model
     from compllm_graph.models.loading import Engine
+    from compllm_graph.nodes.decompose import QuestionError, clean_question
 
     if bool(args.checkpoints) != bool(args.thread):
-        print("error: --checkpoints and --thread go together", file=sys.stderr)
-        return 2
+        return _ask_failed(args, "--checkpoints and --thread go together")
     started = time.perf_counter()
     try:
+        question = clean_question(args.question, "the question")
         engine: Engine | None = args.engine
         if engine is None and args.decomposer_beams > 1:
             engine = "transformers"  # beam search runs there
@@ -179,22 +187,32 @@ def run_ask(args: argparse.Namespace) -> int:
             decomposer_beams=args.decomposer_beams,
             scheduler=args.scheduler,
         ).compile(checkpointer=_checkpointer(args.checkpoints))
-    except (ModelLoadError, StoreError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ModelLoadError, StoreError, ValueError) as err:  # QuestionError is a ValueError
+        return _ask_failed(args, str(err))
     timings: dict[str, float] = {"load": time.perf_counter() - started}
     config: RunnableConfig = {"configurable": {"thread_id": args.thread}} if args.thread else {}
     pending = graph.get_state(config).next if args.thread else ()
     if pending:
         print(f"resuming thread {args.thread!r} at {', '.join(pending)}", file=sys.stderr)
-    inputs = None if pending else {"query": args.question}
+    inputs = None if pending else {"query": question}
     stages = STAGES[STAGES.index(pending[0]) :] if pending else STAGES
-    out = _run_streaming(graph, inputs, timings, echo=args.stream, config=config, stages=stages)
+    try:
+        out = _run_streaming(graph, inputs, timings, echo=args.stream, config=config, stages=stages)
+    except QuestionError as err:  # a thread another client left ending in an answer
+        return _ask_failed(args, str(err))
     timings["total"] = time.perf_counter() - started
     print(format_report(out, timings))
     if args.json:
         print(json.dumps(report_json(out, timings)))
     return 0
+
+
+def _ask_failed(args: argparse.Namespace, message: str) -> int:
+    """Report why `ask` failed, on stderr and (with `--json`) as JSON on stdout; returns 2."""
+    print(f"error: {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"error": message}))
+    return 2
 
 
 STAGES = ("decompose", "route", "execute", "aggregate")
@@ -250,6 +268,7 @@ def describe_event(event: dict) -> str:
     if kind == "route":
         who = display_name(event["expert"])
         how = ", on its ancestors" if event.get("on_ancestors") else ""
+        how += ", the router failed" if event.get("fallback_reason") else ""
         return f"route [{event['sub_query']}] -> {who} ({event['score']:.2f}{how})"
     if kind == "sub_query_start":
         return f"start [{event['sub_query']}] on {display_name(event['expert'])}"

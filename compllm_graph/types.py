@@ -92,7 +92,9 @@ def message_text(message: object) -> str:
 
     Reasoning is not an answer: `<think>…</think>` spans (and a `<think>` that was never
     closed, when the model ran out of tokens thinking) and content blocks other than text
-    (reasoning, tool use) are left out, so a reply that holds only those has no text.
+    (reasoning, tool use) are left out, so a reply that holds only those has no text. Lone
+    surrogates (a remote server's JSON may hold them) are replaced (`clean_text`), so the
+    text can go into the next prompt.
     """
     content = getattr(message, "content", message)
     if isinstance(content, list):
@@ -101,7 +103,7 @@ def message_text(message: object) -> str:
             for p in content
             if isinstance(p, str) or p.get("type") in _TEXT_BLOCKS
         )
-    return _REASONING.sub("", str(content)).strip()
+    return clean_text(_REASONING.sub("", str(content))).strip()
 
 
 def empty_reply(message: object) -> str:

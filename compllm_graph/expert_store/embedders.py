@@ -1,5 +1,9 @@
 """Text embedders for routing: MiniLM, the paper's MP and LTHS on a decoder, and a hashing embedder.
 
+Embedders that tokenize (MiniLM, the decoder poolings) first replace lone surrogates, which
+tokenizers reject, with U+FFFD (`types.clean_text`): sub-query texts come from a model and
+questions from users, and either may hold them.
+
 Every embedder has a `spec` string that is saved in `store.json`, so a store reopens with the
 embedder it was built with (`embedder_from_spec`). Embedders return raw float32 vectors; the router
 centres and L2-normalises them.
@@ -17,6 +21,7 @@ import numpy as np
 
 from compllm_graph._progress import quiet_library_bars
 from compllm_graph.errors import CompLLMError
+from compllm_graph.types import clean_text
 
 if TYPE_CHECKING:
     from compllm_graph.models.local import LocalModel
@@ -112,12 +117,13 @@ class MiniLMEmbedder:
         )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed `texts` with MiniLM (unit-length 384-d vectors)."""
+        """Embed `texts` with MiniLM (unit-length 384-d vectors); lone surrogates are replaced."""
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         if self._model is None:
             self._model = self._load()
-        return np.asarray(self._model.embed_documents(list(texts)), dtype=np.float32)
+        vectors = self._model.embed_documents([clean_text(t) for t in texts])
+        return np.asarray(vectors, dtype=np.float32)
 
 
 class DecoderEmbedder:
@@ -174,14 +180,18 @@ def pool_hidden_states(
 
     Texts are sorted by length so that batches carry little padding; padding is built here, so
     tokenizers without a pad token work too. Each batch holds the model exclusively (adapters
-    are switched off meanwhile), so concurrent chat calls never see the change.
+    are switched off meanwhile), so concurrent chat calls never see the change. Lone surrogates
+    are replaced before tokenizing (`clean_text`).
 
     Returns:
         One float32 array of shape (len(texts), hidden) per requested pooling.
     """
     tokenizer = local_model.tokenizer
     # An empty text still needs one token; id 0 stands in.
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] or [0] for t in texts]
+    ids = [
+        tokenizer(clean_text(t), add_special_tokens=False)["input_ids"][:max_tokens] or [0]
+        for t in texts
+    ]
     hidden = int(local_model.model.config.hidden_size)
     out = {p: np.zeros((len(texts), hidden), dtype=np.float32) for p in poolings}
     order = sorted(range(len(texts)), key=lambda i: len(ids[i]))

@@ -4,6 +4,11 @@ A dependent step is often too terse to route on its own text ("How far is Elvis 
 now?"): its domain lives in the steps before it. A sub-query with parents whose own text goes to
 the base model is routed once more on its ancestors' texts followed by its own, and takes that
 route when it names an expert.
+
+Routing never takes the graph down: when the router raises (a broken embedder or index, text it
+cannot encode), the texts it was given go to the base model and each route's `fallback_reason`
+says why. A router that breaks its contract (the wrong number of routes, an expert the graph has
+no model for) is a programming error and still raises `ValueError`.
 """
 
 from __future__ import annotations
@@ -28,21 +33,36 @@ def with_ancestors(query_graph: QueryGraph, sub_query_id: int) -> str:
 def route_query_graph(router: Router, query_graph: QueryGraph, experts: set[str]) -> list[Route]:
     """One route per sub-query, in order; terse dependent steps routed on their ancestors too.
 
+    Texts the router raised on go to the base model with the reason in `fallback_reason` (a
+    failed second call leaves the terse steps on the base model their own texts chose).
+
     Raises:
         ValueError: the router returned the wrong number of routes or an unknown expert.
     """
-    routes = _checked(router([sq.text for sq in query_graph]), len(query_graph), experts)
+    routes = _routes(router, [sq.text for sq in query_graph], experts)
     terse = [
         (i, sq.id)
         for i, (sq, r) in enumerate(zip(query_graph, routes))
-        if r.expert is None and sq.parents
+        if r.expert is None and r.fallback_reason is None and sq.parents
     ]
     if terse:
         texts = [with_ancestors(query_graph, sq_id) for _, sq_id in terse]
-        for (i, _), route_ in zip(terse, _checked(router(texts), len(texts), experts)):
+        for (i, _), route_ in zip(terse, _routes(router, texts, experts)):
             if route_.expert is not None:
                 routes[i] = replace(route_, on_ancestors=True)
+            elif route_.fallback_reason is not None:
+                routes[i] = replace(routes[i], fallback_reason=route_.fallback_reason)
     return routes
+
+
+def _routes(router: Router, texts: list[str], experts: set[str]) -> list[Route]:
+    """The router's routes for `texts`, or the base model for each when the router raises."""
+    try:
+        routes = router(texts)
+    except Exception as exc:  # a router may fail in any way; the base model can answer anything
+        reason = f"the router raised {type(exc).__name__}: {exc}; the base model answers"
+        return [Route(None, fallback_reason=reason) for _ in texts]
+    return _checked(routes, len(texts), experts)
 
 
 def _checked(routes: Sequence[Route], expected: int, experts: set[str]) -> list[Route]:
@@ -62,7 +82,11 @@ def _checked(routes: Sequence[Route], expected: int, experts: set[str]) -> list[
 
 def make_route_node(router: Router, experts: set[str]) -> RunnableLambda:
     """Build the node that routes every sub-query of the state's query graph in one batch
-    (and the terse dependent steps in a second, see `route_query_graph`)."""
+    (and the terse dependent steps in a second, see `route_query_graph`).
+
+    The router's failures are added to the state's `fallback_reason` (after the decomposer's)
+    and sent in the `route` events.
+    """
 
     def route(state: Mapping[str, Any]) -> dict:
         query_graph = QueryGraph.from_dict(state["query_graph"])
@@ -77,8 +101,14 @@ def make_route_node(router: Router, experts: set[str]) -> RunnableLambda:
                     "score": route_.score,
                     "candidates": route_.candidates,
                     "on_ancestors": route_.on_ancestors,
+                    "fallback_reason": route_.fallback_reason,
                 }
             )
-        return {"routes": [r.to_dict() for r in routes]}
+        update: dict[str, Any] = {"routes": [r.to_dict() for r in routes]}
+        failures = [r.fallback_reason for r in routes if r.fallback_reason]
+        if failures:
+            reasons = [state.get("fallback_reason"), *dict.fromkeys(failures)]
+            update["fallback_reason"] = "; ".join(r for r in reasons if r)
+        return update
 
     return RunnableLambda(route, name="route")
