@@ -28,7 +28,7 @@ def locked(root: Path, exclusive: bool) -> Iterator[None]:
     """
     lock_path = root / LOCK
     try:
-        handle = open(lock_path, "a+")  # noqa: SIM115 - closed below, after unlocking
+        handle = _open_lock(lock_path)
     except OSError as exc:
         if not exclusive:
             yield
@@ -39,7 +39,34 @@ def locked(root: Path, exclusive: bool) -> Iterator[None]:
         yield
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def exclusive_if_free(root: Path) -> Iterator[bool]:
+    """Hold `store.lock` exclusively if no other process holds it; yield whether it is held.
+
+    For upkeep that may be skipped but must never wait for other readers or writers.
+    """
+    try:
+        handle = _open_lock(root / LOCK)
+    except OSError:  # a read-only store, where there is nothing to tidy anyway
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(handle)  # closing the only descriptor releases the lock
+
+
+def _open_lock(path: Path) -> int:
+    # O_NOFOLLOW: a linked lock file would be created or locked outside the store.
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -68,4 +95,4 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["LOCK", "locked", "npy_bytes", "write_bytes", "write_json"]
+__all__ = ["LOCK", "exclusive_if_free", "locked", "npy_bytes", "write_bytes", "write_json"]

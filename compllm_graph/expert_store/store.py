@@ -13,16 +13,19 @@ Layout::
     index/<generation>.center.npy   the centring vector (mean of all expert data), when centring
 
 `store.json` is the commit point: it is replaced atomically after everything it names is written,
-so a crash leaves at most unlisted files, which the next writer removes. The seams live in their
-own modules: `records` (what is stored), `locking` (the lock and atomic writes), `disk` (the
-format), `index` (FAISS) and `serving` (experts as chat models).
+so a crash leaves at most unlisted files, which the next open or writer removes. The store only
+ever deletes what it writes (see `disk.leftovers`), and refuses a symbolic link among its files
+and folders, and among the files of an adapter it copies in: through a link it would read,
+overwrite or delete files outside its folder. An adapter's weights are validated when it is
+added, so a damaged file is refused then rather than when the expert is served. The seams live
+in their own modules: `records` (what is stored), `locking` (the lock and atomic writes), `disk`
+(the format), `index` (FAISS) and `serving` (experts as chat models).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,12 +33,19 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
-from compllm_graph.adapter_folder import AdapterError, check_adapter_folder
+from compllm_graph.adapter_folder import (
+    AdapterError,
+    adapter_files,
+    check_adapter_folder,
+    check_adapter_weights,
+)
 from compllm_graph.expert_store.disk import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    leftovers,
     load,
+    read_manifest,
     remove_unlisted,
     write_expert,
 )
@@ -46,7 +56,7 @@ from compllm_graph.expert_store.embedders import (
     embedder_from_spec,
 )
 from compllm_graph.expert_store.index import cluster_means, normalise, read_index, write_index
-from compllm_graph.expert_store.locking import locked, write_json
+from compllm_graph.expert_store.locking import exclusive_if_free, locked, write_json
 from compllm_graph.expert_store.records import (
     DEFAULT_THRESHOLD,
     CorruptStoreError,
@@ -163,7 +173,7 @@ class ExpertStore:
         embedder: Embedder | None = None,
         local_model: LocalModel | None = None,
     ) -> ExpertStore:
-        """Open and validate a store.
+        """Open and validate a store, and delete what killed writers left in it.
 
         Args:
             path: The store folder.
@@ -172,7 +182,8 @@ class ExpertStore:
 
         Raises:
             StoreError: there is no store at `path`, or `embedder` does not match.
-            CorruptStoreError: a file is missing, truncated or inconsistent.
+            CorruptStoreError: a file is missing, truncated or inconsistent, or a file or
+                folder of the store is a symbolic link.
         """
         root = Path(path).expanduser()
         if not (root / MANIFEST).is_file():
@@ -182,6 +193,9 @@ class ExpertStore:
             )
         with locked(root, exclusive=False):
             manifest, experts = load(root)
+            untidy = bool(leftovers(root, manifest))
+        if untidy:
+            _remove_leftovers(root)
         if embedder is not None and embedder.spec != manifest["embedder"]:
             raise StoreError(
                 f"the store at {root} embeds with {manifest['embedder']!r}, not {embedder.spec!r}"
@@ -286,7 +300,9 @@ class ExpertStore:
             embeddings: Precomputed embeddings of `texts` by the store's embedder.
 
         Raises:
-            StoreError: invalid name or arguments, the expert exists, or dimensions differ.
+            StoreError: invalid name or arguments, the expert exists, dimensions differ, or the
+                adapter is unusable (see `check_adapter`).
+            CorruptStoreError: the store is damaged or holds a symbolic link.
         """
         check_name(name)
         texts = [t.strip() for t in texts if t and t.strip()]
@@ -348,8 +364,7 @@ class ExpertStore:
             if name not in experts:
                 raise StoreError(f"no expert {name!r} in {self.path}; experts: {sorted(experts)}")
             del experts[name]
-            self._commit(manifest, experts)
-            shutil.rmtree(self.path / "experts" / name, ignore_errors=True)
+            self._commit(manifest, experts)  # which deletes the folder, now unlisted
 
     def set_thresholds(
         self, thresholds: Mapping[str, float | None], default: float | None = None
@@ -397,18 +412,34 @@ class ExpertStore:
         return expert_chat_models(self.experts(), local_model, **generation)
 
 
+def _remove_leftovers(root: Path) -> None:
+    """Delete what killed writers left in the store at `root`, unless it is in use right now.
+
+    Only under the writers' lock: a writer makes its `.tmp-*` folder while holding it, so with
+    the lock held every such folder is dead. Not waiting for the lock keeps opening fast; a store
+    in use is tidied by its next writer (`_commit`) or opener instead.
+    """
+    with exclusive_if_free(root) as held:
+        if held:
+            remove_unlisted(root, read_manifest(root))
+
+
 def check_adapter(
     adapter: str | os.PathLike[str] | None, base_model: str | None
 ) -> tuple[Path | None, str | None]:
-    """Validate a peft LoRA adapter folder; return it and the base model it names.
+    """Validate a peft LoRA adapter folder for copying; return it and the base model it names.
 
     Raises:
-        StoreError: the folder fails `adapter_folder.check_adapter_folder`'s checks.
+        StoreError: the folder fails `adapter_folder.check_adapter_folder`'s checks, a file to
+            copy is a symbolic link, or `adapter_model.safetensors` is damaged or holds no LoRA
+            weights of the configured modules (`check_adapter_weights`).
     """
     if adapter is None:
         return None, base_model
     try:
         folder, config = check_adapter_folder(adapter)
+        adapter_files(folder)  # refuses links now, before the slow embedding, not at the copy
+        check_adapter_weights(folder, config)
     except AdapterError as exc:
         raise StoreError(str(exc)) from None
     recorded = config.get("base_model_name_or_path")

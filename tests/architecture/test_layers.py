@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "compllm_graph"
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_extras", "_progress", "_sync", "_concurrency", "data_dir"),
+    ("errors", "_extras", "_progress", "_sync", "_concurrency", "_calls", "data_dir"),
     ("query_graph", "types"),
     ("adapter_folder",),
     ("state",),

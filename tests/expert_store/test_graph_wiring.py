@@ -57,7 +57,8 @@ def store(tmp_path: Path) -> ExpertStore:
     (adapter / "adapter_config.json").write_text(
         json.dumps({"base_model_name_or_path": "smollm2-135m-instruct", "peft_type": "LORA"})
     )
-    save_file({"w": np.zeros(2, np.float32)}, str(adapter / "adapter_model.safetensors"))
+    lora = {f"base_model.model.q_proj.lora_{side}.weight": np.zeros((2, 2)) for side in "AB"}
+    save_file(lora, str(adapter / "adapter_model.safetensors"))
     store.add_expert("chemistry", CHEMISTRY, adapter=adapter)
     store.add_expert("mathematics", MATHS, system_prompt="You are a mathematician.")
     return store

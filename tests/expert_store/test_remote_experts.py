@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from compllm_graph.cli import main
 from compllm_graph.expert_store import ExpertStore
@@ -17,7 +19,8 @@ from compllm_graph.models.remote import RemoteChatModel
 def lora(folder: Path, rank: int) -> Path:
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": rank}))
-    (folder / "adapter_model.safetensors").write_bytes(b"")
+    tensors = {f"base_model.model.q_proj.lora_{side}.weight": np.zeros((2, 2)) for side in "AB"}
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
     return folder
 
 

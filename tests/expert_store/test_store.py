@@ -118,7 +118,8 @@ def test_adapter_is_copied_safetensors_and_json_only(store: ExpertStore, tmp_pat
     adapter.mkdir()
     config = {"base_model_name_or_path": "smollm2-135m-instruct", "peft_type": "LORA"}
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    save_file({"w": np.zeros((2, 2), np.float32)}, str(adapter / "adapter_model.safetensors"))
+    lora = {f"base_model.model.q_proj.lora_{side}.weight": np.zeros((2, 2)) for side in "AB"}
+    save_file(lora, str(adapter / "adapter_model.safetensors"))
     (adapter / "training_args.bin").write_bytes(b"pickle")
     expert = store.add_expert("chemlora", CHEMISTRY, adapter=adapter)
     assert expert.adapter is not None and expert.base_model == "smollm2-135m-instruct"
