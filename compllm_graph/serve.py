@@ -5,9 +5,16 @@ each adapter under its own name and the base model under its alias, the way vLLM
 `--lora-modules`. Every request goes through the `LocalModel`'s chat models, so concurrent HTTP
 requests, whichever adapters they name, are micro-batched into shared `generate` calls.
 
-Decoding is greedy unless the request sets `temperature` > 0. `max_tokens` is capped by the
-server's `--max-new-tokens`, which is also the default. Tools, `n` > 1 and JSON response formats
-are refused with a 400; penalties and logprobs are ignored.
+Decoding is greedy unless the request sets `temperature` > 0. `max_completion_tokens` (or, where
+it is absent or null, `max_tokens`) is capped by the server's `--max-new-tokens`, which is also
+the default. Tools, `n` > 1 and JSON response formats are refused with a 400; penalties and
+logprobs are ignored.
+
+Faults: every error, from any route, is an OpenAI-format JSON body (`{"error": {"message",
+"type", "param", "code"}}`). A body that is not UTF-8, not JSON, nested too deeply to parse, or
+holds a lone surrogate (`"\\ud800"`, which no encoder can write) in any string gets a 400 naming
+the problem; an unexpected failure gets a 500. A client that disconnects before its reply,
+streamed or not, has its generation cancelled (see `_Completions.handle`).
 """
 
 from __future__ import annotations
@@ -19,10 +26,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -32,7 +39,8 @@ from compllm_graph.errors import CompLLMError
 
 with requires("serve"):
     from starlette.applications import Starlette
-    from starlette.requests import Request
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
@@ -50,6 +58,9 @@ _ROLES = {
     "assistant": AIMessage,
 }
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call")
+CLIENT_CLOSED = 499
+"""Status of a request whose client disconnected before its reply (nginx's; nobody reads it)."""
+_T = TypeVar("_T")
 
 
 class BadRequest(CompLLMError, ValueError):
@@ -64,12 +75,87 @@ class BadRequest(CompLLMError, ValueError):
         self.code = code
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its reply was ready."""
+
+
 def _error(
     status: int, message: str, *, param: str | None = None, code: str | None = None
 ) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (unknown route, wrong method) in the OpenAI error format."""
+    assert isinstance(exc, HTTPException)
+    response = _error(exc.status_code, exc.detail)
+    response.headers.update(exc.headers or {})  # a 405's `Allow`
+    return response
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """Any exception a handler let escape, as an OpenAI-format 500 (the server still logs it)."""
+    return _error(500, f"{type(exc).__name__}: {exc}")
+
+
+def parse_body(raw: bytes) -> Any:
+    """The JSON value of a request body, refusing what would fail later, whatever the field.
+
+    Raises:
+        BadRequest: the body is not UTF-8, not JSON, nested too deeply for the parser, or holds
+            a lone surrogate escape (such as `"\\ud800"`) in a string, which no tokenizer or
+            response can encode; the message names the field.
+    """
+    try:
+        text = raw.decode("utf-8")  # strict: also refuses UTF-8-encoded surrogates
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not valid UTF-8: {exc}") from exc
+    try:
+        body = json.loads(text)
+    except RecursionError as exc:
+        raise BadRequest("the request body is nested too deeply") from exc
+    except ValueError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    where = _unencodable(body)
+    if where is not None:
+        field, param = where
+        raise BadRequest(
+            f"{field} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not "
+            "valid Unicode",
+            param=param,
+        )
+    return body
+
+
+def _unencodable(body: Any) -> tuple[str, str | None] | None:
+    """The path and top-level field of the first string or key that UTF-8 cannot encode.
+
+    A path reads `messages[0].content`; the field is None for the body itself or a bad
+    top-level key. Iterative, so a body as deep as the parser accepts cannot overflow here.
+    """
+    stack: list[tuple[str, str | None, Any]] = [("", None, body)]
+    while stack:
+        path, top, value = stack.pop()
+        if isinstance(value, str) and not _encodable(value):
+            return path or "the request body", top
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not _encodable(key):
+                    return f"a key of {path or 'the request body'}", top
+                stack.append((f"{path}.{key}" if path else key, top or key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", top, item) for i, item in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_messages(raw: Any) -> list[BaseMessage]:
@@ -140,11 +226,14 @@ def generation_kwargs(body: Mapping[str, Any], max_new_tokens: int) -> dict[str,
 
 
 def _max_tokens(body: Mapping[str, Any], ceiling: int) -> int:
-    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    """`max_completion_tokens`, else (absent or null, as OpenAI clients send) `max_tokens`,
+    capped at `ceiling`, which is also the default."""
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    value = body.get(key)
     if value is None:
         return ceiling
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise BadRequest("max_tokens must be a positive integer", param="max_tokens")
+        raise BadRequest(f"{key} must be a positive integer", param=key)
     return min(value, ceiling)
 
 
@@ -198,20 +287,29 @@ class _Completions:
         self.max_body_bytes = max_body_bytes
 
     async def handle(self, request: Request) -> Response:
+        """Answer one chat completion, plain or streamed.
+
+        A client that disconnects first has its generation cancelled: the streamed reply by
+        starlette's `StreamingResponse`, the plain one by `_unless_disconnected`, both on the
+        ASGI `http.disconnect` message. Cancelling reaches a model's coroutine (a local model
+        then drops the request from its batch, or stops its row); a model without native async
+        support runs `_generate` on an executor thread, which cannot be stopped and finishes
+        unread.
+        """
         too_big = _error(413, f"the request body exceeds {self.max_body_bytes:,} bytes")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             return too_big
         raw = bytearray()
-        async for chunk in request.stream():  # a body without a length is cut off at the cap
-            raw += chunk
-            if len(raw) > self.max_body_bytes:
-                return too_big
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return _error(400, "the request body is not valid JSON")
+            async for chunk in request.stream():  # a body without a length is cut off at the cap
+                raw += chunk
+                if len(raw) > self.max_body_bytes:
+                    return too_big
+        except ClientDisconnect:
+            return _error(CLIENT_CLOSED, "the client disconnected while sending the request")
         try:
+            body = parse_body(bytes(raw))
             chat, name, messages, kwargs = self._parse(body)
             _check_context(chat, messages, kwargs.get("max_new_tokens", self.max_new_tokens))
         except BadRequest as exc:
@@ -223,7 +321,9 @@ class _Completions:
                 self._stream(chat, name, messages, kwargs, usage), media_type="text/event-stream"
             )
         try:
-            reply = await chat.ainvoke(messages, **kwargs)
+            reply = await _unless_disconnected(request, chat.ainvoke(messages, **kwargs))
+        except _ClientGone:
+            return _error(CLIENT_CLOSED, "the client disconnected before the reply")
         except (TypeError, ValueError) as exc:  # settings the model rejects
             return _error(400, str(exc))
         except Exception as exc:  # report any model failure to the client, keep serving
@@ -306,6 +406,33 @@ class _Completions:
         yield "data: [DONE]\n\n"
 
 
+async def _unless_disconnected(request: Request, work: Awaitable[_T]) -> _T:
+    """Await `work`, cancelling it if the client disconnects first.
+
+    Raises:
+        _ClientGone: the client disconnected; `work` was cancelled (and awaited).
+    """
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():  # the client left first
+            raise _ClientGone
+        return task.result()
+    finally:  # also when this handler is itself cancelled
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the ASGI server reports `http.disconnect` (after the body was read, servers
+    send nothing else until then)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def create_app(
     models: Mapping[str, BaseChatModel],
     *,
@@ -316,6 +443,8 @@ def create_app(
 
     Requests over `max_body_bytes` get a 413, and a local model's prompt that cannot fit its
     context (with the request's `max_tokens`) a 400 naming the limit, before any generation.
+    Every error, including starlette's 404 and 405 and any unexpected exception (a 500), has an
+    OpenAI-format JSON body.
 
     Args:
         models: Served name -> chat model; requests pick one with their `model` field.
@@ -355,7 +484,8 @@ def create_app(
             ),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
-        ]
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
 
 

@@ -95,7 +95,8 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
         help="answer a benchmark file with one system and score it",
         description="Answers every question of FILE and scores the final answers (question and "
         "part accuracy with 95%% bootstrap intervals). With --outputs, answers are appended as "
-        "they come and a rerun skips the questions already answered.",
+        "they come and a rerun skips the questions already answered. FILE and --outputs are "
+        "checked whole first: a bad line (all are listed) exits 2 before any model is loaded.",
     )
     p.add_argument("file", type=Path, help="benchmark JSONL (compllm eval benchmarks)")
     p.add_argument("--system", choices=get_args(System), default="compllm")
@@ -147,6 +148,12 @@ def _positive(text: str) -> int:
 
 
 def run_answers(args: argparse.Namespace) -> int:
+    """`compllm eval answers`; returns the exit code.
+
+    2: FILE or --outputs has bad lines (every one is listed) or cannot be read; both are read
+    whole before any model is loaded, so no run stops on a bad line hours in. 1: --outputs
+    answers a rebuilt benchmark (see `answers.run`).
+    """
     try:
         records = read_benchmark(args.file)[: args.limit]
         done = answered(args.outputs)

@@ -16,6 +16,9 @@ Systems (the paper's Tables 5 and 7):
 Answers are appended to an outputs file one JSON line per question (`id`, `answer`,
 `sub_answers`, `routes`, `seconds`; the pipeline's also `edges`, its decomposition's
 dependencies), so a run that stops can be rerun and skips what it did.
+
+Both files are read and checked whole before anything is answered (`read_benchmark`,
+`answered`): one error lists every bad line, so no run stops on a bad line hours in.
 """
 
 from __future__ import annotations
@@ -54,72 +57,156 @@ class BenchmarkError(CompLLMError, ValueError):
 
 
 def read_benchmark(path: Path) -> list[dict[str, Any]]:
-    """The records of a benchmark JSONL file, checked against the format.
+    """The records of a benchmark JSONL file, every line checked before any is used.
+
+    A record has exactly `RECORD_KEYS`: a non-empty string `id`, unique in the file, and
+    `question`; a non-empty list of `parts`, each with exactly `PART_KEYS` (a non-empty string
+    `question` and `domain`, a string or number `answer`, and `choices` null or a list of
+    strings holding the answer); and `edges`, `[i, j]` pairs of 1-based part indices, i < j.
 
     Raises:
-        BenchmarkError: unreadable file, a line that is not JSON, wrong keys, bad edges, or a
-            repeated id.
+        BenchmarkError: an unreadable file, no question, or bad lines (not JSON, wrong keys or
+            types, bad edges, a repeated id); the message lists every bad line.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # not at U+2028 inside strings
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchmarkError(f"cannot read the benchmark {path}: {exc}") from exc
-    records, seen = [], set()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise BenchmarkError(f"{where}: not JSON: {exc}") from exc
-        _check_record(record, where)
-        if record["id"] in seen:
-            raise BenchmarkError(f"{where}: the id {record['id']!r} is used twice")
-        seen.add(record["id"])
-        records.append(record)
+    first_line: dict[str, int] = {}
+
+    def check(record: Any, number: int) -> str | None:
+        problem = _record_problem(record)
+        if problem is not None:
+            return problem
+        first = first_line.setdefault(record["id"], number)
+        if first != number:
+            return f"the id {record['id']!r} is used twice (first on line {first})"
+        return None
+
+    records = _read_jsonl(path, "benchmark", check)
     if not records:
         raise BenchmarkError(f"{path} holds no question")
     return records
 
 
-def _check_record(record: Any, where: str) -> None:
-    if not isinstance(record, dict) or set(record) != RECORD_KEYS:
-        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise BenchmarkError(f"{where}: a record needs exactly {sorted(RECORD_KEYS)}, got {keys}")
-    parts = record["parts"]
-    if not isinstance(parts, list) or not parts:
-        raise BenchmarkError(f"{where}: 'parts' must be a non-empty list")
-    for part in parts:
-        if not isinstance(part, dict) or set(part) != PART_KEYS:
-            raise BenchmarkError(f"{where}: each part needs exactly {sorted(PART_KEYS)}")
-        choices = part["choices"]
-        if choices is not None and str(part["answer"]) not in choices:
-            raise BenchmarkError(f"{where}: the gold answer {part['answer']!r} is not a choice")
-    for edge in record["edges"]:
-        if (
-            not isinstance(edge, list)
-            or len(edge) != 2
-            or not all(isinstance(i, int) and 1 <= i <= len(parts) for i in edge)
-            or edge[0] >= edge[1]
-        ):
-            raise BenchmarkError(f"{where}: bad edge {edge!r} (1-based part indices, i before j)")
+MAX_LISTED_LINES = 20
+"""A file's error lists this many bad lines, then counts the rest."""
 
 
-def answered(outputs: Path | None) -> dict[str, Answer]:
-    """The answers already in an outputs file, by id (empty when there is none)."""
-    if outputs is None or not outputs.exists():
-        return {}
-    done: dict[str, Answer] = {}
-    for number, line in enumerate(outputs.read_text(encoding="utf-8").split("\n"), 1):
+def _read_jsonl(path: Path, what: str, check: Callable[[Any, int], str | None]) -> list[Any]:
+    """The values of a JSONL file's non-blank lines, all checked before any is returned.
+
+    Every line is parsed and given to `check(value, line_number)`, which returns what is wrong
+    with it or None, so one error names every bad line: a run never starts on a file whose
+    last line would stop it an hour later.
+
+    Raises:
+        BenchmarkError: the file cannot be read, or lines are not JSON or fail `check`.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchmarkError(f"cannot read the {what} {path}: {exc}") from exc
+    values, problems = [], []
+    for number, line in enumerate(text.split("\n"), 1):  # not at U+2028 inside strings
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            done[str(row["id"])] = row
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BenchmarkError(f"{outputs}:{number}: not an outputs line: {exc}") from exc
-    return done
+            value = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            problems.append(f"{path}:{number}: not JSON: {exc}")
+            continue
+        problem = check(value, number)
+        if problem is None:
+            values.append(value)
+        else:
+            problems.append(f"{path}:{number}: {problem}")
+    if len(problems) == 1:
+        raise BenchmarkError(problems[0])
+    if problems:
+        listed = problems[:MAX_LISTED_LINES]
+        more = len(problems) - len(listed)
+        raise BenchmarkError(
+            f"{len(problems)} bad lines in the {what} {path}:\n  "
+            + "\n  ".join(listed)
+            + (f"\n  ... and {more} more" if more else "")
+        )
+    return values
+
+
+def _record_problem(record: Any) -> str | None:
+    """What is wrong with one benchmark record (the format of `read_benchmark`), or None."""
+    if not isinstance(record, dict) or set(record) != RECORD_KEYS:
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        return f"a record needs exactly {sorted(RECORD_KEYS)}, got {keys}"
+    for key in ("id", "question"):
+        if not _text(record[key]):
+            return f"{key!r} must be a non-empty string, got {record[key]!r}"
+    parts = record["parts"]
+    if not isinstance(parts, list) or not parts:
+        return "'parts' must be a non-empty list"
+    for number, part in enumerate(parts, 1):
+        problem = _part_problem(part)
+        if problem is not None:
+            return f"part {number}: {problem}"
+    return _edges_problem(record["edges"], len(parts))
+
+
+def _part_problem(part: Any) -> str | None:
+    if not isinstance(part, dict) or set(part) != PART_KEYS:
+        return f"each part needs exactly {sorted(PART_KEYS)}"
+    for key in ("question", "domain"):
+        if not _text(part[key]):
+            return f"{key!r} must be a non-empty string, got {part[key]!r}"
+    answer, choices = part["answer"], part["choices"]
+    if not isinstance(answer, str | int | float) or isinstance(answer, bool):
+        return f"'answer' must be a string or a number, got {answer!r}"
+    if choices is not None and not (
+        isinstance(choices, list) and all(isinstance(c, str) for c in choices)
+    ):
+        return f"'choices' must be null or a list of strings, got {choices!r}"
+    if choices is not None and str(answer) not in choices:
+        return f"the gold answer {answer!r} is not a choice"
+    return None
+
+
+def _edges_problem(edges: Any, parts: int) -> str | None:
+    if not isinstance(edges, list):
+        return f"'edges' must be a list of [i, j] pairs, got {edges!r}"
+    for edge in edges:
+        if (
+            not isinstance(edge, list)
+            or len(edge) != 2
+            or not all(_index(i) and 1 <= i <= parts for i in edge)
+            or edge[0] >= edge[1]
+        ):
+            return f"bad edge {edge!r} (1-based part indices, i before j)"
+    return None
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def answered(outputs: Path | None) -> dict[str, Answer]:
+    """The answers already in an outputs file, by id (empty when there is none).
+
+    Raises:
+        BenchmarkError: lines that are not JSON objects with an `id`, an `answer` and, if any,
+            numeric `seconds` (all of them are listed), or an unreadable file.
+    """
+    if outputs is None or not outputs.exists():
+        return {}
+    return {str(row["id"]): row for row in _read_jsonl(outputs, "outputs", _outputs_problem)}
+
+
+def _outputs_problem(row: Any, number: int) -> str | None:
+    if not isinstance(row, dict) or not {"id", "answer"} <= set(row):
+        return f"not an outputs line: it needs an 'id' and an 'answer', got {str(row)[:80]!r}"
+    seconds = row.get("seconds", 0.0)  # `summarise` averages them
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return f"'seconds' must be a number, got {seconds!r}"
+    return None
 
 
 QUESTION_HASH = "question_sha256"
