@@ -8,7 +8,10 @@ answers each twice, side by side in one run: with no system prompt (the pipeline
 "The answer is", and the paired difference with its bootstrap interval.
 
 Usage: `python -m benchmarks.base_prompt OUTPUTS.jsonl [--model ALIAS] [--threads N]`, e.g. on
-`benchmarks/answers/outputs/qwen2.5-coder-0.5b-instruct/before-base-prompt/compllm.p2.jsonl`.
+`benchmarks/answers/outputs/qwen2.5-coder-0.5b-instruct/compllm.p2.jsonl`. The figures in
+`benchmarks/results/base_prompt.txt` came from the answers written before the prompt existed,
+`outputs/qwen2.5-coder-0.5b-instruct/before-base-prompt/compllm.p2.jsonl`, which git keeps
+(`git show ae22a46:benchmarks/answers/outputs/...`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+"""The committed answers keep the rule of `benchmarks/answers/README.md`: ids, a hash of the
+question and what the models wrote; never the benchmark's own question or gold answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUTPUTS = Path(__file__).resolve().parents[2] / "benchmarks" / "answers" / "outputs"
+WRITTEN = {
+    "id",
+    "question_sha256",
+    "answer",
+    "answer_as_written",
+    "sub_answers",
+    "routes",
+    "edges",
+    "seconds",
+    "fallback_reason",
+}
+SUB_ANSWER = {"question", "answer", "expert", "fallback_reason", "seconds", "attempts"}
+
+
+def _lines() -> list[tuple[Path, int, dict]]:
+    return [
+        (path, number, json.loads(line))
+        for path in sorted(OUTPUTS.rglob("*.jsonl"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+    ]
+
+
+def test_committed_lines_hold_ids_hashes_and_model_text_only():
+    lines = _lines()
+    assert len(lines) > 1000
+    bad = [
+        f"{path.relative_to(OUTPUTS)}:{number}"
+        for path, number, row in lines
+        if set(row) - WRITTEN
+        or "question_sha256" not in row
+        or any(set(part) - SUB_ANSWER for part in row["sub_answers"])
+    ]
+    assert not bad, f"lines with dataset text or unknown keys: {bad[:10]}"
