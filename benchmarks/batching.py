@@ -31,7 +31,7 @@ from pathlib import Path
 
 from langchain_core.messages import HumanMessage
 
-from compllm_graph.models import SMALL_MODEL, LocalModel, load_model
+from compllm_graph.models import SMALL_MODEL, TransformersModel, load_model
 from compllm_graph.models.requests import GenerationSettings, Request
 from tests.random_lora import save_random_lora
 
@@ -44,13 +44,13 @@ PROMPTS = (
 ADAPTERS = tuple(f"expert-{i}" for i in range(len(PROMPTS)))
 
 
-def add_adapters(local: LocalModel, folder: Path, names: tuple[str, ...]) -> None:
+def add_adapters(local: TransformersModel, folder: Path, names: tuple[str, ...]) -> None:
     for seed, name in enumerate(names):
         # Small B: the adapters change the text without derailing it into early EOS.
         local.add_adapter(name, save_random_lora(local.model, folder / name, seed=seed, std=0.02))
 
 
-def coalesced(local: LocalModel, max_new: int) -> int:
+def coalesced(local: TransformersModel, max_new: int) -> int:
     """Four threads call four chat models at once; returns generated tokens."""
     tokens: list[int] = []
     sizes: list[int] = []
@@ -73,7 +73,7 @@ def coalesced(local: LocalModel, max_new: int) -> int:
     return sum(tokens)
 
 
-def one_at_a_time(local: LocalModel, max_new: int) -> int:
+def one_at_a_time(local: TransformersModel, max_new: int) -> int:
     return sum(
         local.chat_model(adapter, max_new_tokens=max_new)
         .invoke(prompt)
@@ -82,7 +82,7 @@ def one_at_a_time(local: LocalModel, max_new: int) -> int:
     )
 
 
-def adapter_groups(local: LocalModel, max_new: int) -> int:
+def adapter_groups(local: TransformersModel, max_new: int) -> int:
     """One ``generate`` per adapter with all of that adapter's requests."""
     groups: dict[str, list[str]] = {}
     for prompt, adapter in zip(PROMPTS, ADAPTERS, strict=True):
@@ -112,7 +112,7 @@ def throughput(rounds: int, max_new: int) -> dict[str, dict[str, float]]:
     )
     with tempfile.TemporaryDirectory() as tmp:
         add_adapters(local, Path(tmp), ADAPTERS)
-    modes: dict[str, Callable[[LocalModel, int], int]] = {
+    modes: dict[str, Callable[[TransformersModel, int], int]] = {
         "coalesced": coalesced,
         "one_at_a_time": one_at_a_time,
         "adapter_groups": adapter_groups,

@@ -20,10 +20,10 @@ import time
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.datasets.decompositions import default_files, load_examples, select
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.models import SMALL_MODEL, load_model
 from compllm_graph.query_graph import parse_decomposition, sub_query_char_limit
-from compllm_graph.training.data import default_files, load_examples, select
 
 FALLBACK_QUESTIONS = (
     "Who is the spouse of the director of Titanic?",

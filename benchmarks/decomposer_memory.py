@@ -22,12 +22,17 @@ from collections import Counter
 from collections.abc import Sequence
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
+from compllm_graph.datasets.decompositions import (
+    DecompositionExample,
+    default_files,
+    load_examples,
+    select,
+)
 from compllm_graph.decomposer import adapter_for
+from compllm_graph.decomposer.generation import Messages, generate, sft_messages
 from compllm_graph.decomposer.grammar import tag_grammar_factory
-from compllm_graph.evaluation.decomposition_metrics import score_text, tokens
+from compllm_graph.decomposer.metrics import score_text, tokens
 from compllm_graph.models import SMALL_MODEL, load_model
-from compllm_graph.training.data import DecompositionExample, default_files, load_examples, select
-from compllm_graph.training.decomposition import Messages, generate, sft_messages
 
 
 def hop_ids(qid: str) -> set[str]:

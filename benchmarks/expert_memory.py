@@ -52,7 +52,10 @@ def measure(model: str) -> dict[str, Any]:
     """RSS and disk of one base with the shipped demo experts against as many separate models."""
     folders = {n: f for n, f in shipped_experts(model).items() if n in DEMO_EXPERTS}
     if not folders:
-        raise SystemExit(f"no demo experts ship for {model!r}: see compllm_graph/experts/README.md")
+        raise SystemExit(
+            f"no installed expert pack has demo experts for {model!r}: see `compllm experts "
+            "packs` and docs/packs.md"
+        )
     names = sorted(folders)
     shared = peak_rss_mib(model, names)
     one = peak_rss_mib(model, names[:1])

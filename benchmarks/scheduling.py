@@ -30,7 +30,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from compllm_graph import DeviceLimits, QueryGraph, Route, Scheduler, create_compllm_graph
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
-from compllm_graph.training.data import default_files, load_examples
+from compllm_graph.datasets.decompositions import default_files, load_examples
 
 BASE_MS = 20.0
 

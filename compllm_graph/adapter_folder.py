@@ -201,8 +201,16 @@ def check_adapter_name(name: str, loaded: Mapping[str, Path]) -> None:
 
 
 def same_base(recorded: str, name: str) -> bool:
-    """Whether a recorded base model (alias, path or hub id) names the loaded model."""
-    return recorded == name or name in Path(recorded).parts or Path(recorded).name == name
+    """Whether a recorded base model (alias, path or hub id) names the loaded model.
+
+    A hub id names the alias made from it in lower case: `HuggingFaceTB/SmolLM2-135M-Instruct`
+    (what the shipped adapters' configs record) names `smollm2-135m-instruct`.
+    """
+    return (
+        recorded == name
+        or name in Path(recorded).parts
+        or Path(recorded).name.lower() == name.lower()
+    )
 
 
 __all__ = [

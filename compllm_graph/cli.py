@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from compllm_graph._extras import MissingExtraError, requires
+from compllm_graph._help import field_help
 from compllm_graph._progress import VERBOSE_VARIABLE
+from compllm_graph.models.requests import GenerationSettings
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.types import display_name
 
@@ -111,7 +113,7 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         "--decomposer-beams",
         type=int,
         default=1,
-        help="beam-search width for the decomposition (default 1: greedy)",
+        help=f"{field_help(GenerationSettings, 'num_beams')} of the decomposer (default: 1)",
     )
     ask.add_argument(
         "--scheduler",
@@ -136,7 +138,8 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         "--max-new-tokens",
         type=int,
         default=None,
-        help="answer length of experts, base and aggregator (default: 48)",
+        help=f"{field_help(GenerationSettings, 'max_new_tokens')}; here for the answers of "
+        "experts, base and aggregator (default: 48)",
     )
     ask.add_argument(
         "--checkpoints",

@@ -13,8 +13,7 @@ from compllm_graph.decomposer.loading import default_decomposer
 from compllm_graph.expert_store import ExpertRouter, ExpertStore, demo_store
 from compllm_graph.expert_store.serving import with_system_prompt
 from compllm_graph.graph import create_compllm_graph
-from compllm_graph.models import DEFAULT_MODEL, load_model
-from compllm_graph.models.loading import InferenceModel
+from compllm_graph.models import DEFAULT_MODEL, InferenceModel, load_model
 from compllm_graph.types import Router
 
 DEFAULT_MAX_NEW_TOKENS = 48
@@ -44,7 +43,7 @@ def build_default_graph(
 
     Args:
         model: A model alias, path or id for `load_model`, or an already loaded model
-            (`LocalModel` or `LlamaCppModel`).
+            (`TransformersModel` or `LlamaCppModel`).
         store: The expert store; defaults to the model's demo store (built on first use), whose
             experts are the adapters shipped for the model.
         max_new_tokens: Answer length for experts, base and aggregator.

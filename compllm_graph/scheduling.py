@@ -1,9 +1,11 @@
 """Scheduling the query graph: device capacity, critical-path priority, and the two schedulers.
 
-- "waves" compiles the query graph into a LangGraph `StateGraph` (one node per sub-query); LangGraph
-  runs it in supersteps, so a fast branch waits for its slowest sibling before its children start.
-- "eager" runs the same sub-queries as functional-API tasks and starts each one the moment its own
-  parents finish; every task still streams its events and is checkpointed on its own.
+- "waves" (`waves_graph_builder`) turns the query graph into a LangGraph `StateGraph` builder (one
+  node per sub-query); LangGraph runs it in supersteps, so a fast branch waits for its slowest
+  sibling before its children start.
+- "eager" (`eager_entrypoint`) runs the same sub-queries as functional-API tasks and starts each
+  one the moment its own parents finish; every task still streams its events and is checkpointed
+  on its own.
 """
 
 from __future__ import annotations
@@ -49,10 +51,27 @@ class DeviceLimits:
         biology sub-queries share two slots.
     """
 
-    capacity: Mapping[str, int]
-    placement: Mapping[str, str] = field(default_factory=dict)
-    default_device: str | None = None
-    _semaphores: dict[str, PrioritySemaphore] = field(init=False, repr=False)
+    capacity: Mapping[str, int] = field(
+        metadata={
+            "help": "device name -> maximum concurrent sub-queries (the paper's GPU semaphores)"
+        }
+    )
+    placement: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": 'expert name (or "base" for the base model) -> device name; experts that are '
+            "not placed run on `default_device`"
+        },
+    )
+    default_device: str | None = field(
+        default=None,
+        metadata={"help": "device for unplaced experts; None leaves them unbounded"},
+    )
+    _semaphores: dict[str, PrioritySemaphore] = field(
+        init=False,
+        repr=False,
+        metadata={"help": "one priority semaphore per device (internal; built from `capacity`)"},
+    )
 
     def __post_init__(self) -> None:
         for name in [*self.placement.values(), self.default_device]:
@@ -82,8 +101,8 @@ class _WavesState(TypedDict, total=False):
     leaf_answers: list[SubAnswer]
 
 
-def compile_query_graph(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> StateGraph:
-    """Compile a query graph into a LangGraph `StateGraph`: the "waves" scheduler.
+def waves_graph_builder(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> StateGraph:
+    """The "waves" scheduler: the query graph as an uncompiled LangGraph `StateGraph`.
 
     START fans out to the roots, a child with several parents joins on all of them, answers merge
     through a reducer, and a deferred `leaves` node collects the leaf answers once all are done.
@@ -93,7 +112,8 @@ def compile_query_graph(query_graph: QueryGraph, run_sub_query: RunSubQuery) -> 
         run_sub_query: Answers one sub-query (see `nodes.execute`).
 
     Returns:
-        An uncompiled graph; its input is `{"routes": [...]}` aligned with the sub-queries.
+        The builder, to `.compile()`; its input is `{"routes": [...]}` aligned with the
+        sub-queries, its output has `sub_answers` and `leaf_answers`.
     """
     builder = StateGraph(_WavesState)
     index = {sq.id: i for i, sq in enumerate(query_graph)}
@@ -132,7 +152,7 @@ def _waves_node(
     return node
 
 
-def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery, *, sync: bool) -> Pregel:
+def eager_entrypoint(query_graph: QueryGraph, run_sub_query: RunSubQuery, *, sync: bool) -> Pregel:
     """The "eager" scheduler: each sub-query is a task that starts when its own parents finish.
 
     Args:
@@ -142,7 +162,8 @@ def build_eager(query_graph: QueryGraph, run_sub_query: RunSubQuery, *, sync: bo
             instead of an async one (for `ainvoke`).
 
     Returns:
-        A functional-API entrypoint; input `{"routes": [...]}`, output the list of all answers.
+        A compiled functional-API entrypoint, ready to invoke; input `{"routes": [...]}`, output
+        the list of all answers.
     """
     tasks: dict[int, Any] = {}
     for sq in query_graph:

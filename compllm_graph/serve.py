@@ -2,8 +2,8 @@
 
 `POST /v1/chat/completions` (plain or streamed as server-sent events) and `GET /v1/models` serve
 each adapter under its own name and the base model under its alias, the way vLLM serves
-`--lora-modules`. Every request goes through the `LocalModel`'s chat models, so concurrent HTTP
-requests, whichever adapters they name, are micro-batched into shared `generate` calls.
+`--lora-modules`. Every request goes through the loaded model's chat models, so concurrent HTTP
+requests, whichever adapters they name, are batched into shared forward passes.
 
 Decoding is greedy unless the request sets `temperature` > 0. `max_completion_tokens` (or, where
 it is absent or null, `max_tokens`) is capped by the server's `--max-new-tokens`, which is also
@@ -35,7 +35,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from compllm_graph._extras import requires
+from compllm_graph._help import field_help
 from compllm_graph.errors import CompLLMError
+from compllm_graph.models.requests import GenerationSettings
 
 with requires("serve"):
     from starlette.applications import Starlette
@@ -490,7 +492,8 @@ def create_app(
 
 
 def local_chat_models(local: Any, **generation: Any) -> dict[str, BaseChatModel]:
-    """The served models of a `LocalModel`: its base under its name, each adapter under its own.
+    """The served models of a loaded model (either engine): its base under its name, each
+    adapter under its own.
 
     Raises:
         ValueError: an adapter has the base model's name.
@@ -572,7 +575,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens",
         type=int,
         default=DEFAULT_MAX_NEW_TOKENS,
-        help="default and ceiling of a request's max_tokens",
+        help=f"{field_help(GenerationSettings, 'max_new_tokens')}: the default and ceiling of "
+        "a request's max_tokens (default: %(default)s)",
     )
     parser.add_argument(
         "--max-body-bytes",

@@ -29,7 +29,7 @@ from peft import LoraConfig, get_peft_model
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.expert_store import ExpertRouter, demo_store
 from compllm_graph.graph import create_compllm_graph
-from compllm_graph.models import DEFAULT_MODEL, LocalModel, load_model
+from compllm_graph.models import DEFAULT_MODEL, TransformersModel, load_model
 from compllm_graph.models.remote import remote_chat_model
 from compllm_graph.serve import create_app, local_chat_models, serve_in_thread
 
@@ -44,7 +44,7 @@ def with_system_prompt(chat: Runnable, prompt: str | None) -> Runnable:
 
 
 @contextlib.contextmanager
-def chemistry_endpoint(local: LocalModel, remote: str | None) -> Iterator[str]:
+def chemistry_endpoint(local: TransformersModel, remote: str | None) -> Iterator[str]:
     """The remote endpoint's base URL: `--remote`, or `compllm serve` started in-process."""
     if remote:
         yield remote
@@ -53,7 +53,7 @@ def chemistry_endpoint(local: LocalModel, remote: str | None) -> Iterator[str]:
         yield url
 
 
-def mathematics_adapter(local: LocalModel, adapter: Path | None, scratch: Path) -> Path:
+def mathematics_adapter(local: TransformersModel, adapter: Path | None, scratch: Path) -> Path:
     """`--adapter`, or a small random LoRA written to `scratch` as a stand-in."""
     if adapter is not None:
         return adapter

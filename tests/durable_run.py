@@ -1,4 +1,4 @@
-"""A durable run for `tests/test_durable.py`, in a process of its own so the test can SIGKILL it.
+"""A durable run for `tests/integration/test_durable.py`, in a process of its own (SIGKILLed).
 
     python tests/durable_run.py DB LOG sync|async eager|waves start|resume
 

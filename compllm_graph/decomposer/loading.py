@@ -1,29 +1,26 @@
-"""Loading a decomposer: the shipped adapters, their `training.json` records, and the chat model."""
+"""Loading a decomposer: the adapters of the installed expert packs, their `training.json`
+records, and the chat model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compllm_graph.adapter_folder import same_base
 from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT, DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.models.catalogue import DEFAULT_MODEL
+from compllm_graph.packs import installed_packs, missing_pack_message, pack_for
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
 
-    from compllm_graph.models.loading import InferenceModel
-
-PACKAGE_DIR = Path(__file__).resolve().parent
+    from compllm_graph.models import InferenceModel
 
 BASE_MODEL = DEFAULT_MODEL
 """The default model's alias."""
-
-ADAPTER_DIR = PACKAGE_DIR / BASE_MODEL
-"""The default model's decomposer: `adapter_model.safetensors`, `adapter_config.json` and
-`training.json`."""
 
 TRAINING_RECORD = "training.json"
 """Written beside every trained adapter: data, hyper-parameters, wall time and metrics."""
@@ -32,17 +29,25 @@ DECOMPOSER_MAX_NEW_TOKENS = 512
 
 
 def shipped() -> dict[str, Path]:
-    """Every shipped decomposer adapter, by the alias of the model it was trained on."""
-    return {
-        folder.name: folder
-        for folder in sorted(PACKAGE_DIR.iterdir())
-        if (folder / "adapter_model.safetensors").is_file()
-    }
+    """The decomposer adapter of every installed expert pack, by the alias of its model
+    (not verified: `adapter_for` verifies the pack it answers from)."""
+    found: dict[str, Path] = {}
+    for pack in installed_packs():
+        folder = pack.decomposer()
+        if folder is not None:
+            found.setdefault(pack.model, folder)
+    return found
 
 
 def adapter_for(model: str) -> Path | None:
-    """The shipped decomposer adapter folder for a model alias, or None when none ships."""
-    return shipped().get(model)
+    """The decomposer adapter folder of the installed expert pack for a model alias, or None
+    when no installed pack has one.
+
+    Raises:
+        PackError: the pack's files fail their sha256 check (`compllm_graph.packs`).
+    """
+    pack = pack_for(model)
+    return pack.decomposer() if pack is not None else None
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -80,8 +85,9 @@ def default_decomposer(
 
     Args:
         local_model: The loaded base model.
-        adapter: A folder written by `compllm train decomposer`; by default the adapter shipped
-            for `local_model` (`adapter_for`), if there is one.
+        adapter: A folder written by `compllm train decomposer`; by default the adapter of
+            the installed expert pack for `local_model` (`adapter_for`), if there is one (with a
+            warning naming the pack to install where this repository has one for the model).
         beams: Beam-search width for the decomposition; 1 is greedy (see README for what
             wider beams gain and cost).
 
@@ -91,27 +97,33 @@ def default_decomposer(
     Raises:
         ValueError: `adapter` was trained on another base model, or its `training.json` is
             unreadable (`AdapterError`, a `ValueError`, for a folder that is not a LoRA
-            adapter), or `beams` is below 1.
+            adapter), or `beams` is below 1; `PackError` (a `ValueError`) when the expert
+            pack's files fail their sha256 check.
     """
     # The grammar needs torch; importing it here keeps this module loadable without [local].
     from compllm_graph.decomposer.grammar import tag_grammar_factory, tag_grammar_gbnf
-    from compllm_graph.models.local import LocalModel
+    from compllm_graph.models.local import TransformersModel
 
     if beams < 1:
         raise ValueError(f"decomposer beams must be >= 1 (1 is greedy decoding), got {beams}")
-    if beams > 1 and not isinstance(local_model, LocalModel):
+    if beams > 1 and not isinstance(local_model, TransformersModel):
         raise ValueError(
             "decomposer beam search runs on the transformers engine: load the model with "
             "engine='transformers' (`compllm ask --engine transformers`), or use beams=1"
         )
     if adapter is None:
         adapter = adapter_for(local_model.name)
+        missing = missing_pack_message(local_model.name) if adapter is None else None
+        if missing is not None:
+            warnings.warn(
+                f"{missing}; the decomposer falls back to the few-shot prompt", stacklevel=2
+            )
     name, prompt = None, DECOMPOSER_PROMPT
     if adapter is not None:
         name, prompt = _load_adapter(local_model, Path(adapter))
     constraint: dict[str, Any] = (
         {"logits_processor": tag_grammar_factory(local_model.tokenizer), "num_beams": beams}
-        if isinstance(local_model, LocalModel)
+        if isinstance(local_model, TransformersModel)
         else {"grammar": tag_grammar_gbnf()}
     )
     chat = local_model.chat_model(
@@ -142,7 +154,6 @@ def _load_adapter(local_model: InferenceModel, folder: Path) -> tuple[str, str]:
 
 
 __all__ = [
-    "ADAPTER_DIR",
     "BASE_MODEL",
     "TRAINING_RECORD",
     "adapter_for",

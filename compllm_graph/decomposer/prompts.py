@@ -1,4 +1,17 @@
-"""The decomposer's two prompts: few-shot for an untrained model, and the trained adapters' own."""
+"""The prompts the graph sends a decomposer: few-shot for an untrained model, and the adapters' own.
+
+There are three decomposer prompts in all; two live here because the graph uses them:
+
+- `DECOMPOSER_PROMPT`: few-shot instructions in the tag format the graph parses
+  (`<q>…</q>`, `<dep>i->j</dep>`), the system message for a model with no decomposer adapter.
+- `DECOMPOSER_SYSTEM_PROMPT`: the short system message the SFT adapters were trained with (and
+  that their `training.json` records); sent unchanged with a shipped or trained adapter.
+
+The third, `compllm_graph.decomposer.generation.FEW_SHOT_PROMPT`, is in the paper's
+numbered-list format ("Dependency Graph: ..."); only the decomposer evaluation uses it, as the
+few-shot baseline (`compllm eval decomposition --few-shot` and the "few-shot" rows of its table).
+The graph never sends it: its replies are not in the tag format.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +30,8 @@ water in Kelvin?
 <q>What is the mass of a mole of carbon?</q><q>What is the mass of a mole of iron?</q>\
 <q>Which is heavier: #1 or #2?</q><q>What is the boiling point of water in Kelvin?</q>\
 <dep>1->3, 2->3</dep>"""
-"""Few-shot instructions in the paper's format (Table 12 style), for a model with no decomposer
-adapter."""
+"""Few-shot instructions in the tag format `parse_decomposition` reads, for a model with no
+decomposer adapter (the graph's default `decomposer_prompt`)."""
 
 DECOMPOSER_SYSTEM_PROMPT = (
     "Decompose the question into sub-questions <q>...</q>; #k is the answer of sub-question k. "

@@ -1,5 +1,11 @@
-"""Answer-quality evaluation: single-domain items, disjoint splits, composed questions, scoring.
+"""Every evaluation of the paper's tables: answers, decomposition F1 and routing.
 
-Modules: `items` (sources with exact answers, as `Item`s), `splits` (train/test by item id),
-`compose` (the paper's MultiExpertQA-P questions), `scoring` (part and question accuracy).
+Answers: `benchmarks` (the benchmark files, from `compllm_graph.datasets`), `scoring` (part and
+question accuracy), `answers` + `systems` (the five systems), `experts` (the single-domain table),
+`attribution`, `leakage` (benchmark parts that share a passage with a train item), `stats`
+(bootstrap intervals). Decomposition F1: `decomposition`, `decomposition_table`. Routing:
+`routing` (Tables 2 and 3), `routing_transfer`. The `*_commands` modules are `compllm eval`.
+
+The data comes from `compllm_graph.datasets`; nothing here imports `compllm_graph.training`, and
+nothing there imports this package.
 """

@@ -23,9 +23,7 @@ from compllm_graph.evaluation.answers import (
 )
 from compllm_graph.evaluation.attribution import attribution, attribution_table
 from compllm_graph.evaluation.benchmarks import write_benchmarks
-from compllm_graph.evaluation.experts import expert_table, run_experts
 from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
-from compllm_graph.evaluation.systems import build_answerer
 
 DEFAULT_ANSWER_TOKENS = 160
 """Tokens per answer: GSM8K's worked solutions need about this many."""
@@ -162,7 +160,11 @@ def run_answers(args: argparse.Namespace) -> int:
         return 2
     redo = set(changed_ids(records, done)) if args.redo_changed else set()
     todo = sum(r["id"] not in done or r["id"] in redo for r in records)
-    answerer = build_answerer(args) if todo else None
+    answerer = None
+    if todo:
+        from compllm_graph.evaluation import systems  # a model and a store: [local], [router]
+
+        answerer = systems.build_answerer(args)
     try:
         answers = run(
             records,
@@ -218,6 +220,9 @@ def _add_experts(sub: argparse._SubParsersAction) -> None:
 
 
 def run_expert_table(args: argparse.Namespace) -> int:
+    # A model and a store: the [local] and [router] extras, loaded only for this command.
+    from compllm_graph.evaluation.experts import expert_table, run_experts
+
     try:
         files = {path: read_benchmark(path)[: args.limit] for path in args.files}
         rows = run_experts(args, files, progress=_bar)

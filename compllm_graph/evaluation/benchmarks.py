@@ -3,19 +3,18 @@ single-domain file per expert domain (its held-out items, for the single-domain 
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from compllm_graph.evaluation.compose import (
+from compllm_graph.datasets.compositions import (
     benchmark_items,
     compose_dependent,
     compose_parallel,
     left_out,
 )
-from compllm_graph.evaluation.items import (
+from compllm_graph.datasets.items import (
     SOURCES,
     Item,
     as_text,
@@ -24,6 +23,7 @@ from compllm_graph.evaluation.items import (
     round_robin,
     socratic_chains,
 )
+from compllm_graph.datasets.jsonl import write_jsonl
 
 COMPOSED = ("p2", "p3", "all2", "all3")
 
@@ -85,17 +85,6 @@ def single_domain(
     ]
 
 
-def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
-    """Write records as JSONL (parents created); returns how many were written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with path.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    return count
-
-
 def write_benchmarks(
     data_dir: Path, out: Path, count: int, single_count: int, seed: int = 0
 ) -> dict[Path, list[dict[str, Any]]]:
@@ -113,5 +102,4 @@ __all__ = [
     "build_benchmarks",
     "single_domain",
     "write_benchmarks",
-    "write_jsonl",
 ]

@@ -5,18 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from compllm_graph.evaluation.decomposition_metrics import (
-    DecompositionReport,
-    aggregate,
-    score_text,
-)
-from compllm_graph.training.data import DecompositionExample
-from compllm_graph.training.decomposition import (
+from compllm_graph.datasets.decompositions import DecompositionExample
+from compllm_graph.decomposer.generation import (
     few_shot_messages,
     generate,
     sft_messages,
     trim_few_shot,
 )
+from compllm_graph.decomposer.metrics import DecompositionReport, aggregate, score_text
 
 
 def evaluate(

@@ -1,4 +1,9 @@
-"""`compllm eval decomposition` and `compllm eval decomposition-table`: decomposition F1."""
+"""`compllm eval decomposition` and `compllm eval decomposition-table`: decomposition F1.
+
+Both run a model with transformers: the [local] extra (and scipy, of [eval] or [train]). They are
+imported once the arguments and the data have been checked, so the `compllm eval` group loads
+without them (`compllm eval routing` needs none of them).
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
-from tqdm import tqdm
-
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
-from compllm_graph.decomposer import adapter_for, shipped
-from compllm_graph.decomposer.grammar import tag_grammar_factory
-from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
-from compllm_graph.evaluation.answers import BenchmarkError, read_benchmark
-from compllm_graph.evaluation.decomposition import evaluate
-from compllm_graph.evaluation.decomposition_table import (
-    TABLE_DATASETS,
-    decomposition_table,
-    format_table,
-)
-from compllm_graph.models import DEFAULT_MODEL, AdapterError, load_model
-from compllm_graph.training.composed import COMPOSED, as_examples
-from compllm_graph.training.data import (
+from compllm_graph.datasets.decompositions import (
+    COMPOSED,
     DatasetFormatError,
     DecompositionExample,
-    Split,
+    as_examples,
     conjunctions,
     load_examples,
     select,
 )
+from compllm_graph.datasets.splits import DECOMPOSITION_SPLITS, DecompositionSplit
+from compllm_graph.decomposer import adapter_for, shipped
+from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
+from compllm_graph.evaluation.answers import BenchmarkError, read_benchmark
+from compllm_graph.models import DEFAULT_MODEL, AdapterError
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +55,7 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--constrained", action="store_true", help="decode with the tag grammar")
     ev.add_argument(
         "--split",
-        choices=("train", "validation", "test", "all"),
+        choices=(*DECOMPOSITION_SPLITS, "all"),
         default="test",
         help="which deterministic split of the file to score (default: test)",
     )
@@ -116,7 +113,7 @@ def _read_examples(path: Path, split: str) -> list[DecompositionExample]:
             return as_examples(read_benchmark(path))
         except BenchmarkError:
             raise err from None
-    return examples if split == "all" else select(examples, cast(Split, split))
+    return examples if split == "all" else select(examples, cast(DecompositionSplit, split))
 
 
 def _is_composed(examples: Sequence[DecompositionExample]) -> bool:
@@ -147,6 +144,12 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from tqdm import tqdm
+
+    from compllm_graph.decomposer.grammar import tag_grammar_factory
+    from compllm_graph.evaluation.decomposition import evaluate
+    from compllm_graph.models import load_model
+
     local = load_model(args.model, engine="transformers")
     model = local.model
     if adapter is not None:
@@ -230,6 +233,15 @@ def run_eval_table(args: argparse.Namespace) -> int:
     if adapter is None:
         print("error: the table compares against an SFT adapter; give its folder", file=sys.stderr)
         return 2
+    from tqdm import tqdm
+
+    from compllm_graph.evaluation.decomposition_table import (
+        TABLE_DATASETS,
+        decomposition_table,
+        format_table,
+    )
+    from compllm_graph.models import load_model
+
     local = load_model(args.model, engine="transformers")
     runs = len(TABLE_DATASETS) * (3 if args.constrained else 2)
     with tqdm(total=runs * args.limit, desc="decompose", unit="q") as bar:

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from compllm_graph.datasets.decompositions import default_files, load_examples, select
 from compllm_graph.decomposer.grammar import tag_grammar_factory
+from compllm_graph.decomposer.metrics import DecompositionReport
 from compllm_graph.evaluation.decomposition import evaluate
-from compllm_graph.evaluation.decomposition_metrics import DecompositionReport
-from compllm_graph.training.data import default_files, load_examples, select
 
 TABLE_DATASETS = ("musique", "break")
 METRICS = ("subquery_f1", "edge_f1", "count_accuracy", "parse_rate")
@@ -30,7 +30,7 @@ def decomposition_table(
     """Score few-shot and SFT decomposition on the first `limit` test examples of each dataset.
 
     Args:
-        local: A loaded `LocalModel` without the decomposer adapter (it is added here).
+        local: A loaded `TransformersModel` without the decomposer adapter (it is added here).
         adapter_dir: The SFT decomposer adapter.
         data_dir: The shared data folder.
         limit: Test examples per dataset.

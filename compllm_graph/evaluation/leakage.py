@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from compllm_graph.evaluation.items import SOURCES, domain_items, unlettered
+from compllm_graph.datasets.items import SOURCES, domain_items, unlettered
 
 SHINGLE_WORDS = 12
 MIN_SHARE = 0.2

@@ -5,6 +5,10 @@ group's questions; thresholds are fitted on a second part together with out-of-d
 (law, history, philosophy, ...) that should go to base; errors are counted on the held-apart rest.
 Every setting builds a real `ExpertStore` and routes with `ExpertRouter`, on embeddings computed
 once per embedder.
+
+The data, the table and the chart need the [eval] extra; building the stores needs [router]
+(FAISS), and so does the MiniLM embedder; the decoder embedders (mean-pool, last-token) need
+[local]. Each is imported where it is used, so a missing one is named when it is needed.
 """
 
 from __future__ import annotations
@@ -21,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from compllm_graph.expert_store.embedders import MiniLMEmbedder, pool_hidden_states
-from compllm_graph.expert_store.router import ExpertRouter
-from compllm_graph.expert_store.store import ExpertStore
+from compllm_graph._extras import requires
 from compllm_graph.types import BASE
+
+with requires("eval"):
+    import numpy as np
 
 EXPERT_GROUPS: dict[str, tuple[str, ...]] = {
     "mathematics": ("elementary_mathematics", "high_school_mathematics", "college_mathematics"),
@@ -141,6 +144,8 @@ def embed_data(
         }
     missing = [kind for kind in embedders if kind not in out]
     if "minilm" in missing:
+        from compllm_graph.expert_store.embedders import MiniLMEmbedder
+
         started = time.perf_counter()
         out["minilm"] = MiniLMEmbedder().embed(data.texts)
         log(f"minilm: {len(data.texts)} texts in {time.perf_counter() - started:.0f} s")
@@ -157,6 +162,7 @@ def embed_data(
 def _embed_decoder(
     texts: list[str], poolings: list[str], model: str, log: Callable[[str], None]
 ) -> dict[str, np.ndarray]:
+    from compllm_graph.expert_store.embedders import pool_hidden_states
     from compllm_graph.models import load_model
 
     local_model = load_model(model, engine="transformers")
@@ -192,6 +198,9 @@ def evaluate_setting(
             the default threshold 0.7; fitted_error: the same after fitting thresholds on the
             calibration texts; thresholds: the fitted thresholds.
     """
+    from compllm_graph.expert_store.router import ExpertRouter
+    from compllm_graph.expert_store.store import ExpertStore
+
     store = ExpertStore.create(tempfile.mkdtemp(dir=workdir), spec, center=center)
     for name in experts:
         rows = data.groups[name].fit

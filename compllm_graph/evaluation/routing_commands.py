@@ -1,5 +1,10 @@
 """`compllm eval routing` (the routing error table on MMLU subject groups, Tables 2 and 3) and
-`compllm eval routing-transfer` (rows from one benchmark, questions from others)."""
+`compllm eval routing-transfer` (rows from one benchmark, questions from others).
+
+`compllm eval routing` loads with the [eval] extra alone (the table and the chart); building its
+expert stores needs [router], which also gives the MiniLM embedder, and the decoder embedders
+(mean-pool, last-token) need [local]. A missing extra is named when a run gets to it.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
-from compllm_graph.evaluation.routing import (
-    EMBEDDERS,
-    format_table,
-    plot_table,
-    run_routing_eval,
-)
-from compllm_graph.models.download import home
+from compllm_graph.data_dir import DEFAULT_DATA_DIR, compllm_home, missing_data_dir
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
@@ -63,6 +61,13 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _eval_routing(args: argparse.Namespace) -> int:
+    from compllm_graph.evaluation.routing import (
+        EMBEDDERS,
+        format_table,
+        plot_table,
+        run_routing_eval,
+    )
+
     embedders = [e.strip() for e in args.embedders.split(",") if e.strip()]
     unknown = sorted(set(embedders) - set(EMBEDDERS))
     if unknown or not embedders or args.per_group < 20:
@@ -79,7 +84,7 @@ def _eval_routing(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    cache = args.cache or home() / "cache" / "routing_eval"
+    cache = args.cache or compllm_home() / "cache" / "routing_eval"
     result = run_routing_eval(args.data, args.per_group, embedders, args.model, cache_dir=cache)
     chart = plot_table(result, args.chart)
     result["chart"] = os.fspath(chart)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from compllm_graph.evaluation.items import Item, domain_items
+from compllm_graph.datasets.items import Item, domain_items
 from compllm_graph.evaluation.stats import bootstrap_interval, paired_difference
 from compllm_graph.expert_store.embedders import Embedder
 from compllm_graph.expert_store.index import cluster_means

@@ -24,8 +24,7 @@ from compllm_graph.evaluation.answers import (
 from compllm_graph.expert_store import ExpertStore, demo_store
 from compllm_graph.expert_store.demo import shipped_experts
 from compllm_graph.expert_store.serving import with_system_prompt
-from compllm_graph.models import DEFAULT_MODEL, load_model
-from compllm_graph.models.loading import InferenceModel
+from compllm_graph.models import DEFAULT_MODEL, InferenceModel, load_model
 
 
 def load_for_eval(args: argparse.Namespace) -> InferenceModel:

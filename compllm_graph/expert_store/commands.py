@@ -28,9 +28,10 @@ from compllm_graph.expert_store.store import (
     StoreError,
     check_name,
 )
+from compllm_graph.packs import PackError, installed_packs, write_manifest
 from compllm_graph.types import display_name
 
-_ERRORS = (StoreError, EmbedderError, DataFileError, ValueError, OSError)
+_ERRORS = (StoreError, EmbedderError, DataFileError, PackError, ValueError, OSError)
 SELF_ROUTING_SAMPLE = 200
 """How many of a new expert's own texts `experts add` routes to check its threshold."""
 
@@ -123,14 +124,47 @@ def register(experts: argparse.ArgumentParser) -> None:
         help="comma-separated experts for this server, to split them across servers",
     )
 
+    _command(
+        commands,
+        "packs",
+        "list the installed expert packs (adapters per base model) and verify their files",
+        _packs,
+        store=False,
+    )
+
+    manifest = _command(
+        commands,
+        "pack-manifest",
+        "write manifest.json (every file's sha256 and size) for an expert pack's folder",
+        _pack_manifest,
+        store=False,
+    )
+    manifest.add_argument(
+        "folder", type=Path, help="the pack's package folder (holding experts/ and decomposer/)"
+    )
+    manifest.add_argument(
+        "--model", help="the base model's alias (default: the one the manifest records)"
+    )
+    manifest.add_argument(
+        "--base-model",
+        help="the base model's public id (default: the catalogue's, e.g. "
+        "HuggingFaceTB/SmolLM2-135M-Instruct)",
+    )
+
 
 def _command(
-    commands: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], dict[str, Any]]
+    commands: Any,
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], dict[str, Any]],
+    *,
+    store: bool = True,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
-    parser.add_argument(
-        "--store", type=Path, help="store folder (default: the demo store under $COMPLLM_HOME)"
-    )
+    if store:
+        parser.add_argument(
+            "--store", type=Path, help="store folder (default: the demo store under $COMPLLM_HOME)"
+        )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=lambda args: _run(func, args))
     return parser
@@ -315,6 +349,60 @@ def _vllm_args(args: argparse.Namespace) -> dict[str, Any]:
         experts = [e for e in experts if e.name in wanted]
     flags = vllm_lora_args(experts)
     return {"args": flags, "text": shlex.join(flags)}
+
+
+def _packs(args: argparse.Namespace) -> dict[str, Any]:
+    packs: list[dict[str, Any]] = []
+    for pack in installed_packs():
+        try:
+            pack.verify()
+            problem = None
+        except PackError as exc:
+            problem = str(exc)
+        decomposer = pack.decomposer()
+        packs.append(
+            {
+                "name": pack.name,
+                "version": pack.version,
+                "model": pack.model,
+                "base_model": pack.base_model,
+                "folder": str(pack.folder),
+                "experts": list(pack.experts()),
+                "decomposer": decomposer is not None,
+                "files": len(pack.files),
+                "bytes": sum(f.size for f in pack.files.values()),
+                "verified": problem is None,
+                "problem": problem,
+            }
+        )
+    lines = [
+        f"{p['name']} {p['version']}  model {p['model']} ({p['base_model']})  "
+        f"{p['files']} files, {p['bytes'] / 1e6:.1f} MB, "
+        f"{'verified' if p['verified'] else 'NOT verified'}\n"
+        f"  experts: {', '.join(p['experts']) or 'none'}; decomposer: "
+        f"{'yes' if p['decomposer'] else 'no'}  ({p['folder']})"
+        + (f"\n  problem: {p['problem']}" if p["problem"] else "")
+        for p in packs
+    ]
+    if not packs:
+        lines.append(
+            "no expert pack is installed: `pip install -e packs/compllm-pack-smollm2-135m` from "
+            "a checkout of compllm-graph (docs/packs.md)"
+        )
+    return {"packs": packs, "text": "\n".join(lines)}
+
+
+def _pack_manifest(args: argparse.Namespace) -> dict[str, Any]:
+    manifest = write_manifest(args.folder, model=args.model, base_model=args.base_model)
+    path = args.folder / "manifest.json"
+    return {
+        "manifest": str(path),
+        "model": manifest["model"],
+        "base_model": manifest["base_model"],
+        "files": len(manifest["files"]),
+        "text": f"wrote {path}: {len(manifest['files'])} files for {manifest['model']} "
+        f"({manifest['base_model']})",
+    }
 
 
 def _demo(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,13 +1,14 @@
-"""The demo store: chemistry, biology, mathematics and medicine experts shipped in the package.
+"""The demo store: chemistry, biology, mathematics and medicine experts.
 
 Each expert is a LoRA adapter trained on its domain's question/answer pairs (the train split of
-the shared datasets; `compllm_graph/experts/BASE/NAME/training.json` says how), one set per base
-model. For a base model with no shipped adapters the demo experts are the base model with the
-expert's system prompt. Centroids come from the question samples in `demo_data/`: train-split
-questions of every source the experts learned from, options included (`compllm train
-routing-data` writes them; see `demo_data/ATTRIBUTION.md`). Thresholds are fitted on
-`demo_data/calibration.jsonl` (further questions of each expert plus out-of-domain ones), since
-a fixed 0.7 suits no embedder in particular.
+the shared datasets; `experts/NAME/training.json` in the pack says how), one set per base model,
+shipped in the model's expert pack (`compllm_graph.packs`; `packs/` in the repository). A model
+that this repository has a pack for needs it installed; for any other base model the demo
+experts are the base model with the expert's system prompt. Centroids come from the question
+samples in `demo_data/`: train-split questions of every source the experts learned from, options
+included (`compllm train routing-data` writes them; see `demo_data/ATTRIBUTION.md`). Thresholds
+are fitted on `demo_data/calibration.jsonl` (further questions of each expert plus out-of-domain
+ones), since a fixed 0.7 suits no embedder in particular.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from compllm_graph.adapter_folder import ADAPTER_WEIGHTS, same_base
 from compllm_graph.expert_store.data import read_labelled, read_texts
 from compllm_graph.expert_store.router import ExpertRouter
 from compllm_graph.expert_store.store import ExpertStore
+from compllm_graph.packs import pack_for, require_pack
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
-SHIPPED_EXPERTS = Path(__file__).resolve().parent.parent / "experts"
-"""Trained expert adapters shipped in the package, as `BASE/NAME/` folders."""
+"""The routing data: questions of each demo expert, and calibration questions (not specific to
+a base model, so they stay in the core package, for prompt-only demo stores too)."""
 DEMO_MARKER = "demo.json"
 DEMO_VERSION = 3
 """Bumped when the demo experts change, so a store built by an older version is rebuilt."""
@@ -66,15 +68,14 @@ def default_store_path(base: str | None = None) -> Path:
 
 
 def shipped_experts(base: str) -> dict[str, Path]:
-    """The adapters shipped for `base` (an alias, or a path ending in one), by expert name."""
-    for folder in sorted(SHIPPED_EXPERTS.glob("*/")):
-        if same_base(base, folder.name) or same_base(folder.name, base):
-            return {
-                expert.name: expert
-                for expert in sorted(folder.iterdir())
-                if (expert / ADAPTER_WEIGHTS).is_file()
-            }
-    return {}
+    """The expert adapters of the installed pack for `base` (an alias, a path ending in one, or
+    a hub id), by expert name; empty when no installed pack serves `base`.
+
+    Raises:
+        PackError: the pack's files fail their sha256 check (`compllm_graph.packs`).
+    """
+    pack = pack_for(base)
+    return pack.experts() if pack is not None else {}
 
 
 def build_demo_store(
@@ -94,7 +95,7 @@ def build_demo_store(
 
     Args:
         path: Store folder; `default_store_path(base)` when None.
-        base: The base model whose shipped adapters the experts use; None: the default model.
+        base: The base model whose pack's adapters the experts use; None: the default model.
         embedder: Embedder spec.
         center: Centre embeddings on the mean of all expert data.
         centroids: Centroids per expert.
@@ -104,6 +105,11 @@ def build_demo_store(
 
     Returns:
         The opened store (the existing one when it is present and `force` is False).
+
+    Raises:
+        PackNotInstalledError: `base` has an expert pack in this repository that is not
+            installed; the message says how to install it.
+        PackError: the pack's files fail their sha256 check.
     """
     from compllm_graph.models import DEFAULT_MODEL
 
@@ -111,6 +117,8 @@ def build_demo_store(
     root = Path(path).expanduser() if path is not None else default_store_path(base)
     root.parent.mkdir(parents=True, exist_ok=True)
     adapters = shipped_experts(base)
+    if not adapters:
+        require_pack(base)
     with _build_lock(root):
         if (root / "store.json").is_file() and not force and not _outdated_demo(root, base):
             return ExpertStore.open(root)
@@ -146,7 +154,13 @@ def demo_store(base: str | None = None) -> ExpertStore:
     """The default store of `base` (None: the default model), built on first use.
 
     A demo store built by an older version of the demo experts is rebuilt, unless experts of
-    the user's own were added to it.
+    the user's own were added to it. Its adapters come from the installed expert pack for
+    `base` (`compllm experts packs` lists them).
+
+    Raises:
+        PackNotInstalledError: the store must be built and `base` has an expert pack in this
+            repository that is not installed; the message says how to install it.
+        PackError: the pack's files fail their sha256 check.
     """
     from compllm_graph.models import DEFAULT_MODEL
 
@@ -158,8 +172,8 @@ def demo_store(base: str | None = None) -> ExpertStore:
 
 def _outdated_demo(root: Path, base: str) -> bool:
     """Whether a store at `root` is a demo store built by another version of the demo experts,
-    or before the adapters now shipped for `base` were shipped or retrained (experts of the
-    user's own: never)."""
+    or before the adapters of the pack now installed for `base` were installed or retrained
+    (experts of the user's own: never)."""
     try:
         marker = json.loads((root / DEMO_MARKER).read_text())
     except (OSError, ValueError):
@@ -175,7 +189,7 @@ def _outdated_demo(root: Path, base: str) -> bool:
 
 
 def _fingerprints(base: str) -> dict[str, str]:
-    """Each shipped demo adapter of `base` by name, with a digest that changes when it is
+    """Each demo adapter of `base`'s pack by name, with a digest that changes when it is
     retrained (its training.json, which records the run, and the weights' size)."""
     prints = {}
     for name, folder in sorted(shipped_experts(base).items()):
@@ -198,8 +212,8 @@ def _build_lock(root: Path) -> Iterator[None]:
 
 
 __all__ = [
+    "DEMO_DATA",
     "DEMO_EXPERTS",
-    "SHIPPED_EXPERTS",
     "build_demo_store",
     "default_store_path",
     "demo_store",

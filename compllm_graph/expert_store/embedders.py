@@ -24,7 +24,7 @@ from compllm_graph.errors import CompLLMError
 from compllm_graph.types import clean_text
 
 if TYPE_CHECKING:
-    from compllm_graph.models.local import LocalModel
+    from compllm_graph.models.local import TransformersModel
 
 MINILM_SPEC = "minilm"
 _HASHING = re.compile(r"^hashing:(\d{1,5})$")
@@ -142,7 +142,7 @@ class DecoderEmbedder:
 
     def __init__(
         self,
-        local_model: LocalModel,
+        local_model: TransformersModel,
         pooling: str = "mean",
         alias: str | None = None,
         batch_size: int = 16,
@@ -170,7 +170,7 @@ class DecoderEmbedder:
 
 
 def pool_hidden_states(
-    local_model: LocalModel,
+    local_model: TransformersModel,
     texts: Sequence[str],
     poolings: Sequence[str] = ("mean", "last"),
     batch_size: int = 16,
@@ -203,7 +203,7 @@ def pool_hidden_states(
     return out
 
 
-def _pool_batch(local_model: LocalModel, batch: list[list[int]]) -> dict[str, np.ndarray]:
+def _pool_batch(local_model: TransformersModel, batch: list[list[int]]) -> dict[str, np.ndarray]:
     """Mean and last-token pooling of one right-padded batch of token ids."""
     import torch
 
@@ -264,7 +264,7 @@ def check_spec(spec: str) -> None:
         )
 
 
-def embedder_from_spec(spec: str, local_model: LocalModel | None = None) -> Embedder:
+def embedder_from_spec(spec: str, local_model: TransformersModel | None = None) -> Embedder:
     """Build the embedder a spec names.
 
     Args:

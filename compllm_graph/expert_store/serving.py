@@ -17,7 +17,7 @@ from compllm_graph.adapter_folder import check_adapter_folder, same_base
 from compllm_graph.expert_store.records import Expert, StoreError
 
 if TYPE_CHECKING:
-    from compllm_graph.models.loading import InferenceModel
+    from compllm_graph.models import InferenceModel
 
 
 def expert_chat_models(

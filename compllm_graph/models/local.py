@@ -1,4 +1,8 @@
-"""`LocalModel`: one set of weights, any number of LoRA adapters, batched chat models."""
+"""`TransformersModel`: a model on the transformers engine that hands out batched chat models.
+
+One set of weights serves any number of LoRA adapters. The llama.cpp engine's counterpart is
+`LlamaCppModel`. `LocalModel` is this class's old name, kept as an alias.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
 
-class LocalModel:
-    """A loaded causal LM plus tokenizer that hands out batched chat models.
+class TransformersModel:
+    """A causal LM plus tokenizer loaded by transformers that hands out batched chat models.
 
     Attributes:
         tokenizer: the Hugging Face tokenizer.
@@ -63,7 +67,7 @@ class LocalModel:
         )
 
     def __repr__(self) -> str:
-        return f"LocalModel(name={self.name!r}, adapters={list(self._adapters)})"
+        return f"TransformersModel(name={self.name!r}, adapters={list(self._adapters)})"
 
     @property
     def model(self) -> Any:
@@ -155,4 +159,7 @@ def _check_adapter(name: str, folder: Path, loaded: dict[str, Path]) -> Path:
     return check_adapter_folder(folder)[0]
 
 
-__all__ = ["AdapterError", "LocalModel", "same_base"]
+LocalModel = TransformersModel
+"""The old name of `TransformersModel`, kept so that existing imports work."""
+
+__all__ = ["AdapterError", "LocalModel", "TransformersModel", "same_base"]

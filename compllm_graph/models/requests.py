@@ -39,15 +39,39 @@ class GenerationSettings:
             short. Beam search is greedy, so `do_sample` must be off.
     """
 
-    max_new_tokens: int = 256
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    logits_processor: Callable[[int], Any] | None = None
-    num_beams: int = 1
-    grammar: str | None = None
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "most tokens generated for a request"}
+    )
+    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass in (0, 1]"})
+    top_k: int = field(
+        default=0,
+        metadata={"help": "sample among the k most likely tokens (0 disables)"},
+    )
+    seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "makes a sampled request reproducible; seeded requests run in a batch of "
+            "their own"
+        },
+    )
+    logits_processor: Callable[[int], Any] | None = field(
+        default=None,
+        metadata={
+            "help": "a factory (left-padded prompt width -> transformers logits processor) that "
+            "constrains every row of the batch, e.g. the decomposer's tag grammar; requests "
+            "with different factories never share a batch; the transformers engine only"
+        },
+    )
+    num_beams: int = field(default=1, metadata={"help": "beam-search width (1: greedy decoding)"})
+    grammar: str | None = field(
+        default=None,
+        metadata={
+            "help": "a GBNF grammar that constrains the output (root rule `root`); the "
+            "llama.cpp engine only"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:

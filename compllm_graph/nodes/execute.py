@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -26,7 +26,12 @@ from langgraph.types import StreamWriter
 from compllm_graph._calls import call_within
 from compllm_graph.errors import CompLLMError
 from compllm_graph.query_graph import REFERENCE, QueryGraph, SubQuery
-from compllm_graph.scheduling import DeviceLimits, RunSubQuery, build_eager, compile_query_graph
+from compllm_graph.scheduling import (
+    DeviceLimits,
+    RunSubQuery,
+    eager_entrypoint,
+    waves_graph_builder,
+)
 from compllm_graph.state import CompLLMState, SubAnswer, unanswered
 from compllm_graph.types import (
     BASE,
@@ -68,9 +73,20 @@ class ExpertPolicy:
             passes them on whole.
     """
 
-    timeout: float | None = 300.0
-    retries: int = 1
-    max_answer_chars: int | None = 20_000
+    timeout: float | None = field(
+        default=300.0,
+        metadata={
+            "help": "seconds per attempt, waiting for the device included; None waits forever"
+        },
+    )
+    retries: int = field(default=1, metadata={"help": "extra attempts after the first failure"})
+    max_answer_chars: int | None = field(
+        default=20_000,
+        metadata={
+            "help": "longer replies are cut to this many characters, with a note; None passes "
+            "them on whole"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:
@@ -295,10 +311,10 @@ def make_execute_node(
         query_graph, routes, run = prepare(state)
         inputs = {"routes": state["routes"]}
         if scheduler == "waves":
-            waves = compile_query_graph(query_graph, run).compile(name="execute_waves")
+            waves = waves_graph_builder(query_graph, run).compile(name="execute_waves")
             answers = (await waves.ainvoke(inputs))["sub_answers"]
         else:
-            answers = await build_eager(query_graph, run, sync=False).ainvoke(inputs)
+            answers = await eager_entrypoint(query_graph, run, sync=False).ainvoke(inputs)
         return finish(query_graph, routes, answers)
 
     def execute(state: CompLLMState) -> dict:
@@ -307,10 +323,10 @@ def make_execute_node(
         query_graph, routes, run = prepare(state)
         inputs = {"routes": state["routes"]}
         if scheduler == "waves":
-            waves = compile_query_graph(query_graph, run).compile(name="execute_waves")
+            waves = waves_graph_builder(query_graph, run).compile(name="execute_waves")
             answers = waves.invoke(inputs)["sub_answers"]
         else:
-            answers = build_eager(query_graph, run, sync=True).invoke(inputs)
+            answers = eager_entrypoint(query_graph, run, sync=True).invoke(inputs)
         return finish(query_graph, routes, answers)
 
     return RunnableLambda(execute, afunc=aexecute, name="execute")

@@ -1,7 +1,9 @@
-"""Training and evaluating decomposers and experts: data builders, LoRA SFT, decomposition F1.
+"""Training decomposers and experts: training-data builders and LoRA SFT.
 
-Needs the [train] extra. Heavy modules (`sft`, `decomposition`, `decomposer_sft`, `expert`) are
-not imported here; import them directly.
+Needs the [train] extra. Heavy modules (`sft`, `decomposer_sft`, `expert`) are not imported here;
+import them directly. The data they learn from (items, splits, compositions, gold decompositions)
+is `compllm_graph.datasets`; decomposition F1 is `compllm_graph.decomposer.metrics`. Nothing here
+imports `compllm_graph.evaluation`, and nothing there imports this package.
 """
 
 from compllm_graph._extras import requires
@@ -11,21 +13,6 @@ with requires("train"):
     import scipy  # noqa: F401
     import torch  # noqa: F401
 
-from compllm_graph.evaluation.decomposition_metrics import (
-    DecompositionReport,
-    score_graph,
-    score_text,
-)
-from compllm_graph.training.data import DecompositionExample, load_examples, split_of
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
-__all__ = [
-    "DecompositionExample",
-    "DecompositionReport",
-    "LoraSettings",
-    "TrainSettings",
-    "load_examples",
-    "score_graph",
-    "score_text",
-    "split_of",
-]
+__all__ = ["LoraSettings", "TrainSettings"]

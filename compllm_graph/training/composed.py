@@ -10,21 +10,19 @@ Half are dependent: half of those bridges, whose later part refers to the earlie
 and half GSM8K problems asked as their socratic steps. A step names no `#k`: it needs the
 problem's context and the earlier results, so its gold sub-query is the step alone, the context
 stays in the first sub-query, and every earlier step is its parent (the executor gives a child
-its parents' questions and answers). Without these, a decomposer splits such a problem into
-steps with no dependency and the later steps lose the problem they belong to.
+its parents' questions and answers; `datasets.decompositions.socratic_graph`). Without these, a
+decomposer splits such a problem into steps with no dependency and the later steps lose the
+problem they belong to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-from compllm_graph.evaluation.compose import compose_dependent, compose_parallel
-from compllm_graph.evaluation.items import SOURCES, domain_items, gsm8k_items, socratic_chains
-from compllm_graph.query_graph import REFERENCE, DecompositionError, QueryGraph, SubQuery
-from compllm_graph.training.data import DecompositionExample, graph_from_steps
-
-COMPOSED = "composed"
+from compllm_graph.datasets.compositions import compose_dependent, compose_parallel
+from compllm_graph.datasets.decompositions import DecompositionExample, as_examples
+from compllm_graph.datasets.items import SOURCES, domain_items, gsm8k_items, socratic_chains
 
 TRAINING_TEMPLATES: Mapping[int, tuple[str, ...]] = {
     2: (
@@ -82,54 +80,9 @@ def composed_examples(data_dir: Path, count: int, seed: int = 0) -> list[Decompo
     return as_examples(records)
 
 
-def as_examples(records: Sequence[Mapping]) -> list[DecompositionExample]:
-    """Composed questions (the answer benchmarks' format) as decomposition examples.
-
-    Their parts are the gold sub-queries, with two exceptions: a record whose option text reads
-    as `#k` is skipped, and socratic steps (edges, but no `#k`) become `socratic_graph`'s.
-    """
-    examples = []
-    for record in records:
-        texts = [part["question"] for part in record["parts"]]
-        try:
-            if record["edges"] and not any(REFERENCE.search(t) for t in texts):
-                graph = socratic_graph(texts)
-            else:
-                graph = graph_from_steps(texts)
-        except DecompositionError:
-            continue  # an option text that reads as a `#k` reference
-        examples.append(DecompositionExample(record["id"], record["question"], graph, COMPOSED))
-    return examples
-
-
-def socratic_graph(steps: Sequence[str]) -> QueryGraph:
-    """Steps of one problem, each written with the problem's context, as a query graph: the
-    context stays in the first step only, and each step's parents are all the steps before it,
-    so every step sees the context and the earlier results (the executor's context passing)."""
-    cut = _shared_context_length(steps)
-    texts = [steps[0], *(s[cut:] for s in steps[1:])]
-    return QueryGraph(
-        tuple(SubQuery(i, text, tuple(range(1, i))) for i, text in enumerate(texts, start=1))
-    )
-
-
-def _shared_context_length(steps: Sequence[str]) -> int:
-    """The length of the whole sentences every step starts with (0 when none)."""
-    # The lexicographic first and last strings share exactly the prefix all of them share.
-    first, last = min(steps), max(steps)
-    size = next((i for i, (a, b) in enumerate(zip(first, last)) if a != b), len(first))
-    prefix = first[:size]
-    ends = [prefix.rfind(mark) for mark in (". ", "? ", "! ")]
-    end = max(ends)
-    return end + 2 if end >= 0 and all(len(s) > end + 2 for s in steps) else 0
-
-
 __all__ = [
-    "COMPOSED",
     "TRAINING_BRIDGE_TEMPLATES",
     "TRAINING_STEP_TEMPLATES",
     "TRAINING_TEMPLATES",
-    "as_examples",
     "composed_examples",
-    "socratic_graph",
 ]

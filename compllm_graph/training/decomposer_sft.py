@@ -13,15 +13,8 @@ from typing import Any
 import torch
 
 from compllm_graph.adapter_folder import same_base
-from compllm_graph.decomposer.loading import (
-    TRAINING_RECORD,
-    read_json_object,
-    read_training_record,
-)
-from compllm_graph.decomposer.prompts import DECOMPOSER_SYSTEM_PROMPT
-from compllm_graph.evaluation.decomposition import evaluate
-from compllm_graph.training.composed import COMPOSED, composed_examples
-from compllm_graph.training.data import (
+from compllm_graph.datasets.decompositions import (
+    COMPOSED,
     CONJUNCTION,
     DATASETS,
     DecompositionExample,
@@ -31,9 +24,25 @@ from compllm_graph.training.data import (
     mix,
     select,
 )
-from compllm_graph.training.decomposition import encode_example
+from compllm_graph.decomposer.generation import generate, prompt_ids, sft_messages
+from compllm_graph.decomposer.loading import (
+    TRAINING_RECORD,
+    read_json_object,
+    read_training_record,
+)
+from compllm_graph.decomposer.metrics import aggregate, score_text
+from compllm_graph.decomposer.prompts import DECOMPOSER_SYSTEM_PROMPT
+from compllm_graph.training.composed import composed_examples
 from compllm_graph.training.settings import LoraSettings, TrainSettings
-from compllm_graph.training.sft import ADAPTER_CONFIG, TrainResult, attach_lora, train, warm_start
+from compllm_graph.training.sft import (
+    ADAPTER_CONFIG,
+    IGNORE_INDEX,
+    Encoded,
+    TrainResult,
+    attach_lora,
+    train,
+    warm_start,
+)
 
 DEFAULT_WEIGHTS = {"musique": 0.55, "break": 0.2, "strategyqa": 0.1, CONJUNCTION: 0.15}
 
@@ -89,6 +98,18 @@ def training_examples(
             plan.data_dir, plan.train_size, seed=plan.settings.seed
         )
     return mix(train_pools, plan.train_size, plan.weights, seed=plan.settings.seed)
+
+
+def encode_example(
+    tokenizer: Any, example: DecompositionExample, max_length: int
+) -> Encoded | None:
+    """Prompt + target + end-of-turn, loss on the target part only; None if too long."""
+    prompt = prompt_ids(tokenizer, sft_messages(example.question))
+    answer = tokenizer(example.target, add_special_tokens=False)["input_ids"]
+    answer = [*answer, tokenizer.eos_token_id]
+    if len(prompt) + len(answer) > max_length:
+        return None
+    return Encoded(input_ids=prompt + answer, labels=[IGNORE_INDEX] * len(prompt) + answer)
 
 
 def train_decomposer(
@@ -224,10 +245,15 @@ def validate(
     pools: dict[str, list[DecompositionExample]],
     size: int,
 ) -> dict[str, dict[str, float | int]]:
-    """Decomposition F1 on the first `size` validation examples of each dataset."""
+    """Decomposition F1 on the first `size` validation examples of each dataset: the trained
+    chat (`sft_messages`), greedy, 128 new tokens, as `compllm eval decomposition` scores it."""
     scores: dict[str, dict[str, float | int]] = {}
     for name, pool in pools.items():
-        report, _ = evaluate(model, tokenizer, select(pool, "validation")[:size])
+        examples = select(pool, "validation")[:size]
+        outputs = generate(model, tokenizer, [sft_messages(e.question) for e in examples])
+        report = aggregate(
+            score_text(out, e.graph, e.question) for out, e in zip(outputs, examples)
+        )
         scores[name] = report.as_dict()
     return scores
 

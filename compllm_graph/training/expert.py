@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import torch
 
+from compllm_graph.decomposer.generation import prompt_ids
 from compllm_graph.decomposer.loading import TRAINING_RECORD
-from compllm_graph.training.decomposition import prompt_ids
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import IGNORE_INDEX, Encoded, attach_lora, train
 

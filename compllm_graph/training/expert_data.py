@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from compllm_graph.evaluation.items import SOURCES, Item, as_text, domain_items, round_robin
+from compllm_graph.datasets.items import SOURCES, Item, as_text, domain_items, round_robin
 
 ALL_DOMAINS = "all-domains"
 """The pseudo-domain of the fine-tuned (FT) baseline: every domain's data, balanced."""

@@ -15,7 +15,7 @@ import json
 import random
 from pathlib import Path
 
-from compllm_graph.evaluation.items import (
+from compllm_graph.datasets.items import (
     SOURCES,
     Item,
     as_text,

@@ -8,12 +8,14 @@ import shlex
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
+from compllm_graph._help import field_help
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
+from compllm_graph.datasets.decompositions import COMPOSED, CONJUNCTION, DATASETS
+from compllm_graph.datasets.items import SOURCES
+from compllm_graph.datasets.jsonl import write_jsonl
 from compllm_graph.decomposer import adapter_for
-from compllm_graph.evaluation.benchmarks import write_jsonl
-from compllm_graph.evaluation.items import SOURCES
 from compllm_graph.expert_store import ExpertStore, StoreError, default_store_path
 from compllm_graph.expert_store.data import (
     DataFileError,
@@ -25,8 +27,6 @@ from compllm_graph.expert_store.data import (
 from compllm_graph.expert_store.disk import MANIFEST
 from compllm_graph.expert_store.store import check_creatable, check_name
 from compllm_graph.models import DEFAULT_MODEL, home, load_model
-from compllm_graph.training.composed import COMPOSED
-from compllm_graph.training.data import CONJUNCTION, DATASETS
 from compllm_graph.training.decomposer_sft import (
     DEFAULT_WEIGHTS,
     DecomposerPlan,
@@ -116,23 +116,29 @@ def _add_train_expert(kinds: argparse._SubParsersAction) -> None:
 def _add_optimisation_args(
     p: argparse.ArgumentParser, lora: LoraSettings, opt: TrainSettings
 ) -> None:
-    p.add_argument("--epochs", type=float, default=opt.epochs)
-    p.add_argument("--batch-size", type=int, default=opt.batch_size)
-    p.add_argument("--lr", type=float, default=opt.learning_rate)
-    p.add_argument("--warmup-ratio", type=float, default=opt.warmup_ratio)
-    p.add_argument("--weight-decay", type=float, default=opt.weight_decay)
-    p.add_argument("--save-every", type=int, default=opt.save_every)
-    p.add_argument("--max-steps", type=int, default=None, help="stop early after N steps")
-    p.add_argument("--seed", type=int, default=opt.seed)
-    p.add_argument("--lora-r", type=int, default=lora.r)
-    p.add_argument("--lora-alpha", type=int, default=lora.alpha)
-    p.add_argument("--lora-dropout", type=float, default=lora.dropout)
-    p.add_argument(
-        "--lora-top-layers",
-        type=int,
-        default=lora.top_layers,
-        help="adapt only the last N layers (cheaper steps); default: all layers",
-    )
+    def flag(name: str, config: object, attribute: str, kind: type, **extra: Any) -> None:
+        default = getattr(config, attribute)
+        p.add_argument(
+            name,
+            type=kind,
+            default=default,
+            help=f"{field_help(config, attribute)} "
+            f"(default: {default if default is not None else 'none'})",
+            **extra,
+        )
+
+    flag("--epochs", opt, "epochs", float)
+    flag("--batch-size", opt, "batch_size", int)
+    flag("--lr", opt, "learning_rate", float)
+    flag("--warmup-ratio", opt, "warmup_ratio", float)
+    flag("--weight-decay", opt, "weight_decay", float)
+    flag("--save-every", opt, "save_every", int)
+    flag("--max-steps", opt, "max_steps", int)
+    flag("--seed", opt, "seed", int)
+    flag("--lora-r", lora, "r", int)
+    flag("--lora-alpha", lora, "alpha", int)
+    flag("--lora-dropout", lora, "dropout", float)
+    flag("--lora-top-layers", lora, "top_layers", int)
 
 
 def _settings(args: argparse.Namespace) -> tuple[LoraSettings, TrainSettings]:

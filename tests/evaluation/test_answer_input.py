@@ -38,7 +38,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def load(args: Any) -> Any:
         raise AssertionError("a model was loaded for a bad input file")
 
-    monkeypatch.setattr("compllm_graph.evaluation.answer_commands.build_answerer", load)
+    monkeypatch.setattr("compllm_graph.evaluation.systems.build_answerer", load)
 
 
 # Each of these was accepted, and broke the run only when it got there (or with a traceback).

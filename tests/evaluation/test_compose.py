@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compllm_graph.evaluation.compose import TEMPLATES, compose_parallel
-from compllm_graph.evaluation.items import (
+from compllm_graph.datasets.compositions import TEMPLATES, compose_parallel
+from compllm_graph.datasets.items import (
     Item,
     as_text,
     centroid_texts,
@@ -15,8 +15,8 @@ from compllm_graph.evaluation.items import (
     medmcqa_items,
     mmlu_items,
 )
+from compllm_graph.datasets.splits import item_split
 from compllm_graph.evaluation.scoring import score_question
-from compllm_graph.evaluation.splits import split_of
 
 KEYS = {"id", "question", "parts", "edges"}
 PART_KEYS = {"question", "answer", "choices", "domain"}
@@ -38,8 +38,8 @@ def test_an_item_reads_with_its_lettered_options() -> None:
 
 def test_splits_are_stable_disjoint_and_about_the_share() -> None:
     ids = [f"src/{i}" for i in range(2000)]
-    first = [split_of(i) for i in ids]
-    assert first == [split_of(i) for i in ids]
+    first = [item_split(i) for i in ids]
+    assert first == [item_split(i) for i in ids]
     assert 0.25 < first.count("test") / len(ids) < 0.35
     train = {i for i, s in zip(ids, first) if s == "train"}
     test = {i for i, s in zip(ids, first) if s == "test"}
@@ -70,7 +70,7 @@ def test_only_test_split_items_reach_a_benchmark() -> None:
     for record in compose_parallel(pools, parts=3, count=20, seed=0):
         for part in record["parts"]:
             item_id = part["question"].split("?")[0].removeprefix("Item ")
-            assert split_of(item_id) == "test"
+            assert item_split(item_id) == "test"
 
 
 def test_bad_builds_are_refused() -> None:

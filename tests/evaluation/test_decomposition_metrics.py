@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compllm_graph.evaluation.decomposition_metrics import (
+from compllm_graph.decomposer.metrics import (
     UNPARSED,
     aggregate,
     score_graph,

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from compllm_graph.evaluation.bridges import (
+from compllm_graph.datasets.bridges import (
     BODY_ELEMENTS,
     ELEMENTS,
     atomic_number,
     body_element_part,
     element_part,
 )
-from compllm_graph.evaluation.compose import compose_dependent
-from compllm_graph.evaluation.items import Chain, Item, gsm8k_items, socratic_chains
+from compllm_graph.datasets.compositions import compose_dependent
+from compllm_graph.datasets.items import Chain, Item, gsm8k_items, socratic_chains
+from compllm_graph.datasets.splits import item_split
 from compllm_graph.evaluation.scoring import score_question
-from compllm_graph.evaluation.splits import split_of
 
 KEYS = {"id", "question", "parts", "edges"}
 
@@ -91,7 +91,7 @@ def test_dependent_questions_alternate_steps_and_bridges() -> None:
         assert score_question(golds, record["parts"]).right
         first = record["parts"][0]["question"]
         kind, number_text = first.split(".")[0].split("?")[0].split(" ")[:2]
-        assert split_of(f"{'m' if kind == 'Problem' else 'c'}/{number_text}") == "test"
+        assert item_split(f"{'m' if kind == 'Problem' else 'c'}/{number_text}") == "test"
 
 
 def test_three_dependent_parts_reach_biology() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from compllm_graph.cli import main
-from compllm_graph.evaluation.benchmarks import write_jsonl
-from compllm_graph.evaluation.compose import compose_parallel
-from compllm_graph.evaluation.items import domain_items
+from compllm_graph.datasets.compositions import compose_parallel
+from compllm_graph.datasets.items import domain_items
+from compllm_graph.datasets.jsonl import write_jsonl
 from compllm_graph.expert_store.demo import build_demo_store
 from tests.conftest import require_smollm2
 

@@ -25,7 +25,7 @@ from langchain_core.runnables import RunnableLambda
 from transformers import AutoModelForCausalLM
 
 from compllm_graph.graph import create_compllm_graph
-from compllm_graph.models import SMALL_MODEL, LocalModel
+from compllm_graph.models import SMALL_MODEL, TransformersModel
 from compllm_graph.models.remote import RemoteChatModel, remote_chat_model
 from compllm_graph.serve import BATCH_SIZE_HEADER
 from compllm_graph.types import Route
@@ -40,7 +40,7 @@ TOKENS = 12
 QUESTIONS: list[LanguageModelInput] = ["What is an acid?", "What is a base?", "What is a salt?"]
 
 
-def _adapter(tmp: Path, smollm2: LocalModel) -> Path:
+def _adapter(tmp: Path, smollm2: TransformersModel) -> Path:
     """A random (non-zero) LoRA for SmolLM2, built from its config on the meta device."""
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(smollm2.model.config)
@@ -69,7 +69,7 @@ def _read_url(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def url(smollm2: LocalModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def url(smollm2: TransformersModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_smollm2()
     adapter = _adapter(tmp_path_factory.mktemp("adapters"), smollm2)
     log = tmp_path_factory.mktemp("serve") / "stderr.log"
@@ -112,7 +112,7 @@ def test_models_lists_base_and_adapter(url: str) -> None:
     assert served == {SMALL_MODEL, "chemistry"}
 
 
-def test_remote_base_answers_like_the_local_model(url: str, smollm2: LocalModel) -> None:
+def test_remote_base_answers_like_the_local_model(url: str, smollm2: TransformersModel) -> None:
     local = smollm2.chat_model(max_new_tokens=TOKENS).invoke(QUESTIONS[0])
     reply = remote(url, SMALL_MODEL).invoke(QUESTIONS[0])
     assert reply.content == local.content != ""

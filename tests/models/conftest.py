@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from compllm_graph.models import CATALOGUE, LocalModel
-from compllm_graph.models.catalogue import ModelSpec, WheelPart
-from tests.tiny import tiny_llama as shared_tiny_llama
+from compllm_graph.models.catalogue import CATALOGUE, ModelSpec, WheelPart
+
+if TYPE_CHECKING:
+    from compllm_graph.models import TransformersModel
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB = 40
@@ -54,15 +55,19 @@ class CharTokenizer:
 
 def tiny_llama(seed: int = 0) -> Any:
     """A 2-layer Llama with random weights; greedy decoding is deterministic."""
+    from tests.tiny import tiny_llama as shared_tiny_llama
+
     return shared_tiny_llama(
         seed, vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD
     )
 
 
 @pytest.fixture
-def tiny() -> LocalModel:
-    """A fresh tiny LocalModel per test (adapters added by one test do not leak)."""
-    return LocalModel(tiny_llama(), CharTokenizer(), name="tiny", max_wait_ms=2.0)
+def tiny() -> TransformersModel:
+    """A fresh tiny TransformersModel per test (adapters added by one test do not leak)."""
+    from compllm_graph.models import TransformersModel
+
+    return TransformersModel(tiny_llama(), CharTokenizer(), name="tiny", max_wait_ms=2.0)
 
 
 PAYLOAD = [b"GGUF-first-part-" * 1000, b"second-part-" * 777, b"tail"]

@@ -6,11 +6,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("faiss", reason="needs the [router] extra")
+pytest.importorskip("torch", reason="needs the [local] extra")
+
 from langchain_core.runnables import RunnableConfig
 
 from compllm_graph.cli import main
 from compllm_graph.expert_store import ExpertStore
-from compllm_graph.models import LocalModel
+from compllm_graph.models import TransformersModel
 
 sqlite_saver = pytest.importorskip(
     "langgraph.checkpoint.sqlite", reason="needs langgraph-checkpoint-sqlite ([durable] extra)"
@@ -18,7 +22,10 @@ sqlite_saver = pytest.importorskip(
 
 
 def test_a_checkpointed_ask_keeps_its_thread(
-    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tiny: TransformersModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     monkeypatch.setattr("compllm_graph.models.load_model", lambda alias, **options: tiny)
     ExpertStore.create(tmp_path / "store", "hashing:64")
@@ -37,7 +44,10 @@ def test_checkpoints_and_thread_go_together(capsys: pytest.CaptureFixture) -> No
 
 
 def test_an_interrupted_thread_resumes_where_it_stopped(
-    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tiny: TransformersModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     from compllm_graph.defaults import build_default_graph
 

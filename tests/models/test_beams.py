@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest.importorskip("torch", reason="needs the [local] extra")
+
 import torch
 from langchain_core.messages import HumanMessage
 
-from compllm_graph.models import LocalModel
+from compllm_graph.models import TransformersModel
 from compllm_graph.models.requests import GenerationSettings, Request
 
 from .test_local import request, with_adapters
@@ -18,13 +21,15 @@ PROMPTS = ["hello there", "a much longer prompt about the sea", "x"]
 
 
 def beam_request(
-    local: LocalModel, prompt: str, adapter: str | None = None, **options: Any
+    local: TransformersModel, prompt: str, adapter: str | None = None, **options: Any
 ) -> Request:
     """A 3-beam, 10-token request unless `options` say otherwise."""
     return request(local, prompt, adapter, **{"beams": 3, "max_new": 10, **options})
 
 
-def reference_beams(local: LocalModel, prompt: str, beams: int, max_new: int = 10) -> list[str]:
+def reference_beams(
+    local: TransformersModel, prompt: str, beams: int, max_new: int = 10
+) -> list[str]:
     """Every beam of transformers' own beam search on the prompt alone."""
     ids = torch.tensor([local.encode_chat([HumanMessage(prompt)])])
     out = local.model.generate(
@@ -40,7 +45,7 @@ def reference_beams(local: LocalModel, prompt: str, beams: int, max_new: int = 1
     return [local.tokenizer.decode(row[ids.shape[1] :].tolist()) for row in out]
 
 
-def test_beam_candidates_are_transformers_beams_best_first(tiny: LocalModel) -> None:
+def test_beam_candidates_are_transformers_beams_best_first(tiny: TransformersModel) -> None:
     group = [beam_request(tiny, p) for p in PROMPTS]
     completions = tiny.batcher.generate(group)
     for prompt, completion in zip(PROMPTS, completions, strict=True):
@@ -53,7 +58,9 @@ def test_beam_candidates_are_transformers_beams_best_first(tiny: LocalModel) -> 
     assert greedy[0].candidates == ()
 
 
-def test_beam_search_mixes_adapters_like_one_by_one(tiny: LocalModel, tmp_path: Path) -> None:
+def test_beam_search_mixes_adapters_like_one_by_one(
+    tiny: TransformersModel, tmp_path: Path
+) -> None:
     names = with_adapters(tiny, tmp_path, 2)
     adapters: list[str | None] = [None, *names]
     batched = tiny.batcher.generate([beam_request(tiny, "same prompt", a) for a in adapters])
@@ -66,7 +73,7 @@ def test_beam_search_mixes_adapters_like_one_by_one(tiny: LocalModel, tmp_path: 
     assert len({b.text for b in batched}) == 3  # each adapter really steered its own beams
 
 
-def test_stop_strings_cut_every_beam(tiny: LocalModel) -> None:
+def test_stop_strings_cut_every_beam(tiny: TransformersModel) -> None:
     free = tiny.batcher.generate([beam_request(tiny, "hello there")])[0]
     letter = free.text.strip()[1]
     cut = tiny.batcher.generate([beam_request(tiny, "hello there", stop=(letter,))])[0]
@@ -93,7 +100,7 @@ def test_bad_beam_settings_are_refused(settings: dict, message: str) -> None:
         GenerationSettings(**settings)
 
 
-def test_chat_model_returns_every_beam_and_invoke_the_best(tiny: LocalModel) -> None:
+def test_chat_model_returns_every_beam_and_invoke_the_best(tiny: TransformersModel) -> None:
     chat = tiny.chat_model(max_new_tokens=10, num_beams=3)
     result = chat.generate([[HumanMessage("hello there")]])
     beams = result.generations[0]

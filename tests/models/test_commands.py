@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("torch", reason="needs the [local] extra")
+
 from compllm_graph.models import CATALOGUE, ModelLoadError, load_model
 from compllm_graph.models import commands as models_commands
 from compllm_graph.models.download import fetch as real_fetch

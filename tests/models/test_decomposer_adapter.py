@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("faiss", reason="needs the [router] extra")
+pytest.importorskip("torch", reason="needs the [local] extra")
+
 from compllm_graph.cli import main
 from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.expert_store import ExpertStore
-from compllm_graph.models import AdapterError, LocalChatModel, LocalModel
+from compllm_graph.models import AdapterError, LocalChatModel, TransformersModel
 from tests.random_lora import save_random_lora
 
 
@@ -20,7 +23,7 @@ def adapter_of(chat: object) -> str | None:
     return chat.adapter
 
 
-def trained_folder(local: LocalModel, folder: Path, record: dict | str | None) -> Path:
+def trained_folder(local: TransformersModel, folder: Path, record: dict | str | None) -> Path:
     """A random LoRA for `local` with a `training.json` as `compllm train decomposer` writes."""
     save_random_lora(local.model, folder, seed=len(folder.name))
     if record is not None:
@@ -30,7 +33,7 @@ def trained_folder(local: LocalModel, folder: Path, record: dict | str | None) -
 
 
 def test_an_adapter_folder_is_loaded_once_with_its_recorded_prompt(
-    tiny: LocalModel, tmp_path: Path
+    tiny: TransformersModel, tmp_path: Path
 ) -> None:
     record = {"base": "tiny", "system_prompt": "Split the question."}
     first = trained_folder(tiny, tmp_path / "first", record)
@@ -49,7 +52,9 @@ def test_an_adapter_folder_is_loaded_once_with_its_recorded_prompt(
     assert default_prompt != DECOMPOSER_PROMPT
 
 
-def test_without_an_adapter_a_non_smollm2_model_gets_the_few_shot_prompt(tiny: LocalModel) -> None:
+def test_without_an_adapter_a_non_smollm2_model_gets_the_few_shot_prompt(
+    tiny: TransformersModel,
+) -> None:
     chat, prompt = default_decomposer(tiny)
     assert prompt == DECOMPOSER_PROMPT and adapter_of(chat) is None and not tiny.adapters
 
@@ -63,7 +68,7 @@ def test_without_an_adapter_a_non_smollm2_model_gets_the_few_shot_prompt(tiny: L
     ],
 )
 def test_an_unusable_adapter_folder_is_refused_before_loading(
-    tiny: LocalModel, tmp_path: Path, record: dict | str, message: str
+    tiny: TransformersModel, tmp_path: Path, record: dict | str, message: str
 ) -> None:
     folder = trained_folder(tiny, tmp_path / "decomposer", record)
     with pytest.raises(ValueError, match=message):
@@ -71,13 +76,18 @@ def test_an_unusable_adapter_folder_is_refused_before_loading(
     assert not tiny.adapters
 
 
-def test_a_folder_without_weights_is_an_adapter_error(tiny: LocalModel, tmp_path: Path) -> None:
+def test_a_folder_without_weights_is_an_adapter_error(
+    tiny: TransformersModel, tmp_path: Path
+) -> None:
     with pytest.raises(AdapterError, match="does not exist"):
         default_decomposer(tiny, tmp_path / "missing")
 
 
 def test_ask_reports_a_bad_decomposer_folder_and_exits_2(
-    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tiny: TransformersModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     monkeypatch.setattr("compllm_graph.models.load_model", lambda alias, **options: tiny)
     ExpertStore.create(tmp_path / "store", "hashing:64")
@@ -89,7 +99,7 @@ def test_ask_reports_a_bad_decomposer_folder_and_exits_2(
     assert "was trained on 'qwen2.5-coder-0.5b-instruct'" in capsys.readouterr().err
 
 
-def test_the_decomposer_searches_beams_when_asked(tiny: LocalModel) -> None:
+def test_the_decomposer_searches_beams_when_asked(tiny: TransformersModel) -> None:
     greedy, _ = default_decomposer(tiny)
     wide, _ = default_decomposer(tiny, beams=3)
     assert isinstance(wide, LocalChatModel) and wide.num_beams == 3

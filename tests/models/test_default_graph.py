@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest.importorskip("faiss", reason="needs the [router] extra")
+pytest.importorskip("torch", reason="needs the [local] extra")
+
 from langchain_core.messages import BaseMessage, SystemMessage
 
 from compllm_graph.defaults import BASE_SYSTEM_PROMPT, build_default_graph
 from compllm_graph.expert_store import ExpertStore
-from compllm_graph.models import LocalModel
+from compllm_graph.models import TransformersModel
 from compllm_graph.types import Route
 from tests.fakes import FakeChat
 
@@ -20,7 +24,7 @@ def _to_base(texts: list[str]) -> list[Route]:
 
 
 def _run(
-    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
+    tiny: TransformersModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
 ) -> list[list[BaseMessage]]:
     seen: list[list[BaseMessage]] = []
 
@@ -41,7 +45,7 @@ def _system(messages: list[BaseMessage]) -> str | None:
 
 
 def test_the_base_model_gets_its_prompt_and_the_aggregator_none(
-    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: TransformersModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = _run(tiny, tmp_path, monkeypatch)
     prompted = sorted(str(m[-1].content) for m in seen if _system(m) == BASE_SYSTEM_PROMPT)
@@ -51,14 +55,14 @@ def test_the_base_model_gets_its_prompt_and_the_aggregator_none(
 
 
 def test_the_base_prompt_can_be_turned_off(
-    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: TransformersModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = _run(tiny, tmp_path, monkeypatch, base_system_prompt=None)
     assert not any(_system(m) == BASE_SYSTEM_PROMPT for m in seen)
 
 
 def _answer_with(
-    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
+    tiny: TransformersModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
 ) -> dict[str, Any]:
     def reply(messages: list[BaseMessage]) -> str:
         if "Here are answers to the parts" in str(messages[-1].content):
@@ -74,7 +78,7 @@ def _answer_with(
 
 
 def test_the_local_reducer_is_checked_and_a_callers_own_aggregator_is_not(
-    tiny: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: TransformersModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checked = _answer_with(tiny, tmp_path, monkeypatch)
     assert checked["answer"] == "CO2. The answer is 5."

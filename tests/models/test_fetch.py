@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("torch", reason="needs the [local] extra")
+
 from compllm_graph.models import (
     CATALOGUE,
     ChecksumError,

@@ -1,4 +1,4 @@
-"""LocalModel, adapters, the micro-batcher and the chat model on a tiny random Llama."""
+"""TransformersModel, adapters, the micro-batcher and the chat model on a tiny random Llama."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest.importorskip("torch", reason="needs the [local] extra")
+
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from compllm_graph.models import AdapterError, LocalModel
+from compllm_graph.models import AdapterError, TransformersModel
 from compllm_graph.models.requests import GenerationSettings, Request, safe_prefix
 from tests.random_lora import save_random_lora
 
@@ -22,7 +25,7 @@ PROMPTS = ["hello there", "a much longer prompt about the sea", "x"]
 
 
 def request(
-    local: LocalModel,
+    local: TransformersModel,
     prompt: str,
     adapter: str | None = None,
     *,
@@ -38,7 +41,7 @@ def request(
     )
 
 
-def with_adapters(local: LocalModel, tmp_path: Path, count: int) -> list[str]:
+def with_adapters(local: TransformersModel, tmp_path: Path, count: int) -> list[str]:
     names = [f"expert-{i}" for i in range(count)]
     for i, name in enumerate(names):
         # Large B so the adapters visibly change a random tiny model's greedy output.
@@ -47,13 +50,26 @@ def with_adapters(local: LocalModel, tmp_path: Path, count: int) -> list[str]:
     return names
 
 
-def test_prompt_without_chat_template_is_a_role_transcript(tiny: LocalModel) -> None:
+def test_the_package_exports_both_engines_and_the_old_name() -> None:
+    import compllm_graph.models as models
+    from compllm_graph.models.llama_model import LlamaCppModel
+    from compllm_graph.models.local import LocalModel
+
+    assert models.LocalModel is LocalModel is models.TransformersModel is TransformersModel
+    assert models.LlamaCppModel is LlamaCppModel
+    assert {"InferenceModel", "LlamaCppModel", "TransformersModel"} <= set(models.__all__)
+    assert repr(TransformersModel(tiny_llama(), CharTokenizer(), name="t")).startswith(
+        "TransformersModel("
+    )
+
+
+def test_prompt_without_chat_template_is_a_role_transcript(tiny: TransformersModel) -> None:
     ids = tiny.encode_chat([SystemMessage("be brief"), HumanMessage("hi")])
     # "system: be brief\nuser: hi\nassistant:" with punctuation and newlines shown as spaces
     assert tiny.tokenizer.decode(ids) == "system  be brief user  hi assistant "
 
 
-def test_batched_rows_equal_solo_rows(tiny: LocalModel) -> None:
+def test_batched_rows_equal_solo_rows(tiny: TransformersModel) -> None:
     """Left padding and per-row max_new_tokens do not change any row's tokens."""
     limits = [12, 5, 9]
     group = [request(tiny, p, max_new=n) for p, n in zip(PROMPTS, limits, strict=True)]
@@ -65,7 +81,7 @@ def test_batched_rows_equal_solo_rows(tiny: LocalModel) -> None:
         assert len(out.token_ids) <= limit and out.batch_size == 3 and solo.batch_size == 1
 
 
-def test_mixed_adapter_batch_equals_one_by_one(tiny: LocalModel, tmp_path: Path) -> None:
+def test_mixed_adapter_batch_equals_one_by_one(tiny: TransformersModel, tmp_path: Path) -> None:
     names = with_adapters(tiny, tmp_path, 2)
     adapters: list[str | None] = [None, *names]
     group = [request(tiny, "same prompt", a) for a in adapters]
@@ -76,7 +92,7 @@ def test_mixed_adapter_batch_equals_one_by_one(tiny: LocalModel, tmp_path: Path)
     assert len({tuple(s.token_ids) for s in solos}) == 3
 
 
-def test_stop_string_cuts_text_and_stream_matches(tiny: LocalModel) -> None:
+def test_stop_string_cuts_text_and_stream_matches(tiny: TransformersModel) -> None:
     free = tiny.chat_model(max_new_tokens=16).invoke("hello there")
     assert free.content, "the tiny model should produce some letters"
     stop = str(free.content)[3:5]
@@ -96,7 +112,7 @@ def test_safe_prefix_holds_back_partial_stop_and_split_characters() -> None:
     assert safe_prefix("caf\ufffd", []) == 3
 
 
-def test_token_counts_in_metadata(tiny: LocalModel) -> None:
+def test_token_counts_in_metadata(tiny: TransformersModel) -> None:
     reply = tiny.chat_model(max_new_tokens=7).invoke("count me")
     usage = reply.response_metadata["token_usage"]
     assert usage["prompt_tokens"] == len(tiny.encode_chat([HumanMessage("count me")]))
@@ -108,7 +124,7 @@ def test_token_counts_in_metadata(tiny: LocalModel) -> None:
     }
 
 
-def test_threads_and_event_loops_coalesce(tiny: LocalModel, tmp_path: Path) -> None:
+def test_threads_and_event_loops_coalesce(tiny: TransformersModel, tmp_path: Path) -> None:
     names = with_adapters(tiny, tmp_path, 2)
     tiny.batcher.max_wait_s = 1.0  # generous window so scheduling jitter cannot split the batch
     tiny.batcher.max_batch_size = 4
@@ -145,14 +161,14 @@ def test_threads_and_event_loops_coalesce(tiny: LocalModel, tmp_path: Path) -> N
         assert reply.response_metadata["batch_size"] == 4, key
 
 
-async def test_astream_matches_ainvoke(tiny: LocalModel) -> None:
+async def test_astream_matches_ainvoke(tiny: TransformersModel) -> None:
     chat = tiny.chat_model(max_new_tokens=10)
     whole = await chat.ainvoke("stream me")
     pieces = [str(chunk.content) async for chunk in chat.astream("stream me")]
     assert "".join(pieces) == whole.content
 
 
-def test_seeded_sampling_is_reproducible_and_differs_from_greedy(tiny: LocalModel) -> None:
+def test_seeded_sampling_is_reproducible_and_differs_from_greedy(tiny: TransformersModel) -> None:
     sample = tiny.chat_model(max_new_tokens=20, do_sample=True, temperature=1.5, seed=7)
     assert sample.invoke("roll").content == sample.invoke("roll").content
     other = tiny.chat_model(max_new_tokens=20, do_sample=True, temperature=1.5, seed=8)
@@ -165,7 +181,7 @@ def test_seeded_sampling_is_reproducible_and_differs_from_greedy(tiny: LocalMode
     assert len(texts) == 3
 
 
-def test_generation_failure_reaches_every_caller(tiny: LocalModel) -> None:
+def test_generation_failure_reaches_every_caller(tiny: TransformersModel) -> None:
     bad = request(tiny, "hi")
     bad.prompt_ids = [10_000]  # out of the vocabulary: the embedding lookup fails
     future = tiny.batcher.submit(bad)
@@ -183,24 +199,26 @@ def test_generation_failure_reaches_every_caller(tiny: LocalModel) -> None:
         ({"top_k": -1}, "top_k"),
     ],
 )
-def test_bad_generation_settings(tiny: LocalModel, kwargs: dict, message: str) -> None:
+def test_bad_generation_settings(tiny: TransformersModel, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tiny.chat_model(**kwargs).invoke("hi")
 
 
-def test_unknown_runtime_argument_is_rejected(tiny: LocalModel) -> None:
+def test_unknown_runtime_argument_is_rejected(tiny: TransformersModel) -> None:
     with pytest.raises(TypeError, match="frequency_penalty"):
         tiny.chat_model().invoke("hi", frequency_penalty=1.0)
 
 
 @pytest.mark.parametrize("name", ["", "../evil", "a.b", "__base__", "1abc", "x" * 65, "a b"])
-def test_unsafe_adapter_names_are_rejected(tiny: LocalModel, tmp_path: Path, name: str) -> None:
+def test_unsafe_adapter_names_are_rejected(
+    tiny: TransformersModel, tmp_path: Path, name: str
+) -> None:
     save_random_lora(tiny.model, tmp_path / "ok", seed=0)
     with pytest.raises(AdapterError, match="unsafe adapter name"):
         tiny.add_adapter(name, tmp_path / "ok")
 
 
-def test_pickle_adapters_are_refused(tiny: LocalModel, tmp_path: Path) -> None:
+def test_pickle_adapters_are_refused(tiny: TransformersModel, tmp_path: Path) -> None:
     folder = save_random_lora(tiny.model, tmp_path / "bin", seed=0)
     (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
     with pytest.raises(AdapterError, match="only safetensors"):
@@ -208,7 +226,7 @@ def test_pickle_adapters_are_refused(tiny: LocalModel, tmp_path: Path) -> None:
     assert tiny.adapters == ()
 
 
-def test_bad_adapter_folders(tiny: LocalModel, tmp_path: Path) -> None:
+def test_bad_adapter_folders(tiny: TransformersModel, tmp_path: Path) -> None:
     with pytest.raises(AdapterError, match="does not exist"):
         tiny.add_adapter("missing", tmp_path / "nowhere")
     folder = save_random_lora(tiny.model, tmp_path / "ia3", seed=0)
@@ -216,7 +234,7 @@ def test_bad_adapter_folders(tiny: LocalModel, tmp_path: Path) -> None:
     (folder / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "IA3"}))
     with pytest.raises(AdapterError, match="LoRA"):
         tiny.add_adapter("ia3", folder)
-    other = LocalModel(tiny_llama_wider(), CharTokenizer(), name="wide")
+    other = TransformersModel(tiny_llama_wider(), CharTokenizer(), name="wide")
     wrong = save_random_lora(other.model, tmp_path / "wide", seed=0)
     with pytest.raises(AdapterError, match="does not fit"):
         tiny.add_adapter("wide", wrong)
@@ -229,7 +247,7 @@ def tiny_llama_wider() -> Any:
     return type(model)(config)
 
 
-def test_duplicate_and_unknown_adapters(tiny: LocalModel, tmp_path: Path) -> None:
+def test_duplicate_and_unknown_adapters(tiny: TransformersModel, tmp_path: Path) -> None:
     (name,) = with_adapters(tiny, tmp_path, 1)
     with pytest.raises(AdapterError, match="already loaded"):
         tiny.add_adapter(name, tmp_path / name)
@@ -238,7 +256,7 @@ def test_duplicate_and_unknown_adapters(tiny: LocalModel, tmp_path: Path) -> Non
     assert tiny.adapters == (name,)
 
 
-def test_langchain_batch_coalesces(tiny: LocalModel) -> None:
+def test_langchain_batch_coalesces(tiny: TransformersModel) -> None:
     tiny.batcher.max_wait_s = 1.0
     tiny.batcher.max_batch_size = 3
     chat = tiny.chat_model(max_new_tokens=6)
@@ -248,7 +266,7 @@ def test_langchain_batch_coalesces(tiny: LocalModel) -> None:
     assert [r.response_metadata["batch_size"] for r in replies] == [3, 3, 3]
 
 
-def test_abandoned_and_broken_listeners_do_not_hurt_the_batch(tiny: LocalModel) -> None:
+def test_abandoned_and_broken_listeners_do_not_hurt_the_batch(tiny: TransformersModel) -> None:
     tiny.batcher.max_wait_s = 1.0
     tiny.batcher.max_batch_size = 3
     quitter = request(tiny, PROMPTS[0], max_new=30)
@@ -268,7 +286,7 @@ def test_abandoned_and_broken_listeners_do_not_hurt_the_batch(tiny: LocalModel) 
     assert done[2].token_ids == solo.token_ids
 
 
-def test_exclusive_holds_the_worker_off(tiny: LocalModel) -> None:
+def test_exclusive_holds_the_worker_off(tiny: TransformersModel) -> None:
     with tiny.exclusive():
         future = tiny.batcher.submit(request(tiny, "wait", max_new=3))
         with pytest.raises(TimeoutError):
@@ -288,7 +306,7 @@ class _ForceLetter:
         return forced
 
 
-def test_logits_processor_constrains_only_its_own_requests(tiny: LocalModel) -> None:
+def test_logits_processor_constrains_only_its_own_requests(tiny: TransformersModel) -> None:
     constrained = tiny.chat_model(max_new_tokens=4, logits_processor=_ForceLetter)
     free = tiny.chat_model(max_new_tokens=4)
     free_alone = free.invoke("hello there").content

@@ -12,8 +12,11 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
+
+pytest.importorskip("starlette", reason="needs the [serve] extra")
+
+import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult

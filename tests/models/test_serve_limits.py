@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch", reason="needs the [local] extra")
+pytest.importorskip("starlette", reason="needs the [serve] extra")
+
 import httpx
 
-from compllm_graph.models import LocalModel
+from compllm_graph.models import TransformersModel
 from compllm_graph.serve import create_app, local_chat_models, serve_in_thread
 
 
-def test_an_oversized_body_gets_413_and_the_server_keeps_serving(tiny: LocalModel) -> None:
+def test_an_oversized_body_gets_413_and_the_server_keeps_serving(tiny: TransformersModel) -> None:
     app = create_app(local_chat_models(tiny), max_new_tokens=4, max_body_bytes=10_000)
     huge = {"model": "tiny", "messages": [{"role": "user", "content": "a " * 20_000}]}
     small = {"model": "tiny", "messages": [{"role": "user", "content": "ab"}]}
@@ -18,7 +23,7 @@ def test_an_oversized_body_gets_413_and_the_server_keeps_serving(tiny: LocalMode
         assert httpx.post(f"{url}/chat/completions", json=small, timeout=30).status_code == 200
 
 
-def test_a_prompt_over_the_context_gets_400_naming_the_limit(tiny: LocalModel) -> None:
+def test_a_prompt_over_the_context_gets_400_naming_the_limit(tiny: TransformersModel) -> None:
     limit = tiny.context_length  # the tiny Llama's 256 positions
     app = create_app(local_chat_models(tiny), max_new_tokens=4)
     long = {"model": "tiny", "messages": [{"role": "user", "content": "ab " * limit}]}

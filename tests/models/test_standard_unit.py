@@ -5,10 +5,16 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+import pytest
+
+pytest.importorskip("langchain_tests", reason="needs langchain-tests (the [dev] extra)")
+pytest.importorskip("torch", reason="needs the [local] extra")
+pytest.importorskip("langchain_openai", reason="needs the [remote] extra")
+
 from langchain_core.language_models import BaseChatModel
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from compllm_graph.models import LocalModel
+from compllm_graph.models import TransformersModel
 from compllm_graph.models.remote import RemoteChatModel, endpoint_limit
 from tests.standard_features import LocalChatFeatures
 
@@ -16,8 +22,8 @@ from .conftest import CharTokenizer, tiny_llama
 
 
 @cache
-def tiny_model() -> LocalModel:
-    return LocalModel(tiny_llama(), CharTokenizer(), name="tiny", max_wait_ms=2.0)
+def tiny_model() -> TransformersModel:
+    return TransformersModel(tiny_llama(), CharTokenizer(), name="tiny", max_wait_ms=2.0)
 
 
 class TestLocalChatModelStandard(LocalChatFeatures, ChatModelUnitTests):

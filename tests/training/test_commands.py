@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from compllm_graph.cli import main
-from compllm_graph.decomposer import ADAPTER_DIR, BASE_MODEL
+from compllm_graph.datasets.splits import decomposition_split
+from compllm_graph.decomposer import BASE_MODEL, adapter_for
 from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
 from compllm_graph.evaluation.decomposition_commands import _adapter_dir, _budget, _read_examples
 from compllm_graph.models import CATALOGUE, SMALL_MODEL
-from compllm_graph.training.data import split_of
 from compllm_graph.training.expert_data import OPEN_FORM
 from compllm_graph.training.train_commands import _check_store_for, parse_mix
 from tests.conftest import smollm2_decomposer
@@ -31,8 +31,8 @@ def test_adapter_choice() -> None:
     def choose(adapter: str | None, few_shot: bool, model: str = BASE_MODEL) -> Path | None:
         return _adapter_dir(argparse.Namespace(adapter=adapter, few_shot=few_shot, model=model))
 
-    assert choose(None, False) == ADAPTER_DIR
-    assert choose("shipped", True) == ADAPTER_DIR
+    assert choose(None, False) == adapter_for(BASE_MODEL) == smollm2_decomposer()
+    assert choose("shipped", True) == smollm2_decomposer()
     assert choose(None, True) is None
     assert choose("none", False) is None
     assert choose("/x/y", True) == Path("/x/y")
@@ -73,7 +73,7 @@ def test_eval_reads_an_answer_benchmark_with_its_parts_as_gold(tmp_path: Path) -
 def test_eval_reports_an_empty_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     one = tmp_path / "one.json"
     one.write_text(json.dumps([{"qid": "x", "question": "q?", "decomposition": ["a", "b #1"]}]))
-    other = next(s for s in ("train", "validation", "test") if s != split_of("x"))
+    other = next(s for s in ("train", "validation", "test") if s != decomposition_split("x"))
     assert main(["eval", "decomposition", str(one), "--split", other]) == 2
     assert "no examples" in capsys.readouterr().err
 

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compllm_graph.evaluation.compose import STEP_TEMPLATES, compose_dependent
-from compllm_graph.evaluation.items import Chain, Item
-from compllm_graph.training.composed import (
-    TRAINING_STEP_TEMPLATES,
-    as_examples,
-    composed_examples,
-    socratic_graph,
-)
+from compllm_graph.datasets.compositions import STEP_TEMPLATES, compose_dependent
+from compllm_graph.datasets.decompositions import as_examples, socratic_graph
+from compllm_graph.datasets.items import Chain, Item
+from compllm_graph.training.composed import TRAINING_STEP_TEMPLATES, composed_examples
 
 
 def test_socratic_steps_keep_the_context_in_the_first_and_depend_on_every_earlier_one() -> None:

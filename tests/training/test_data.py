@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compllm_graph.query_graph import DecompositionError, parse_decomposition
-from compllm_graph.training.data import (
+from compllm_graph.datasets.decompositions import (
     CONJUNCTION,
     DATASETS,
     DatasetFormatError,
@@ -23,8 +22,9 @@ from compllm_graph.training.data import (
     mix,
     musique_step,
     select,
-    split_of,
 )
+from compllm_graph.datasets.splits import decomposition_split
+from compllm_graph.query_graph import DecompositionError, parse_decomposition
 from compllm_graph.training.decomposer_sft import DecomposerPlan, load_pools, training_examples
 
 
@@ -105,8 +105,8 @@ def test_graph_from_steps_rejects_bad_references() -> None:
 
 def test_split_is_deterministic_and_proportioned() -> None:
     ids = [f"q{i}" for i in range(5000)]
-    assert [split_of(q) for q in ids] == [split_of(q) for q in ids]
-    shares = Counter(split_of(q) for q in ids)
+    assert [decomposition_split(q) for q in ids] == [decomposition_split(q) for q in ids]
+    shares = Counter(decomposition_split(q) for q in ids)
     assert 0.77 < shares["train"] / 5000 < 0.83
     assert 0.08 < shares["test"] / 5000 < 0.12
 
@@ -186,7 +186,7 @@ def test_default_mix_composes_conjunctions_from_train_questions(data_dir: Path) 
     counts = Counter(e.dataset for e in chosen)
     assert counts == {"musique": 220, "break": 80, "strategyqa": 40, CONJUNCTION: 60}
     parts = [p.split("/")[0] for e in chosen if e.dataset == CONJUNCTION for p in e.qid.split("+")]
-    assert {split_of(qid) for qid in parts} == {"train"}
+    assert {decomposition_split(qid) for qid in parts} == {"train"}
     assert all(e.split == "train" for e in chosen if e.dataset != CONJUNCTION)
 
 

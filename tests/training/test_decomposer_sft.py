@@ -51,8 +51,9 @@ def test_earlier_stage_tolerates_a_record_without_data(tmp_path: Path) -> None:
 
 
 def test_composed_questions_join_the_mix_with_their_options_kept(data_dir: Path) -> None:
-    from compllm_graph.evaluation.compose import TEMPLATES
-    from compllm_graph.training.composed import COMPOSED, TRAINING_TEMPLATES
+    from compllm_graph.datasets.compositions import TEMPLATES
+    from compllm_graph.datasets.decompositions import COMPOSED
+    from compllm_graph.training.composed import TRAINING_TEMPLATES
     from compllm_graph.training.decomposer_sft import load_pools, training_examples
 
     plan = DecomposerPlan(data_dir, train_size=200, weights={"musique": 0.5, COMPOSED: 0.5})

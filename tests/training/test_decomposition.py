@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from compllm_graph.training.decomposition import generate
+from compllm_graph.decomposer.generation import generate
 from tests.tiny import tiny_llama
 
 EOS, PAD = 1, 0

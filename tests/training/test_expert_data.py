@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from compllm_graph.evaluation.items import Item, domain_items
-from compllm_graph.evaluation.splits import split_of
+from compllm_graph.datasets.items import Item, domain_items
+from compllm_graph.datasets.splits import item_split
 from compllm_graph.training.expert import encode_pairs
 from compllm_graph.training.expert_data import (
     ALL_DOMAINS,
@@ -88,7 +88,7 @@ def test_expert_data_comes_from_the_train_split_only(data_dir: Path) -> None:
     opened = {r["id"].removesuffix(OPEN_FORM) for r in records} - {r["id"] for r in items}
     assert not opened and len(records) > 200  # open-form pairs come from chosen items only
     ids = {r["id"].removesuffix(OPEN_FORM) for r in records}
-    assert all(split_of(i) == "train" or i.startswith("pubmedqa/") for i in ids)
+    assert all(item_split(i) == "train" or i.startswith("pubmedqa/") for i in ids)
     test_ids = {i.id for i in domain_items(data_dir, "medicine") if i.in_split == "test"}
     assert not test_ids & ids
     sources = {r["id"].split("/")[0] for r in records}

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from compllm_graph.datasets.decompositions import DecompositionExample, graph_from_steps
 from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.models import LocalChatModel, LocalModel
 from compllm_graph.query_graph import parse_decomposition
-from compllm_graph.training.data import DecompositionExample, graph_from_steps
-from compllm_graph.training.decomposition import encode_example
+from compllm_graph.training.decomposer_sft import encode_example
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import IGNORE_INDEX, attach_lora, train
 from tests.conftest import smollm2_decomposer

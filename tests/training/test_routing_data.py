@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compllm_graph.evaluation.items import SOURCES, domain_items, unlettered
+from compllm_graph.datasets.items import SOURCES, domain_items, unlettered
 from compllm_graph.expert_store.demo import DEMO_DATA
 from compllm_graph.training.routing_data import (
     CALIBRATION_TEXTS,
