@@ -40,12 +40,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy compllm_graph tests examples benchmarks
 
-# Every tier (what CI runs): tests/unit on fakes and tiny random models, tests/integration on
-# SmolLM2, tests/training and tests/evaluation; and tests/unit again in the core-only venv.
+# Every tier (what CI runs): tests/unit (fakes), tests/models (tiny random models),
+# tests/integration (SmolLM2, real processes), tests/training, tests/evaluation; and tests/unit
+# again in the core-only venv.
 test: models lint test-core docs
 	$(BIN)/pytest
 
-# The fast tier: fakes and tiny random models, no fetched model (under a minute).
+# The fast tier: fake models in one process, no fetched model.
 test-unit: setup
 	$(BIN)/pytest tests/unit -q
 
