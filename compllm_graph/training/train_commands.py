@@ -8,7 +8,7 @@ import shlex
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, get_args
+from typing import get_args
 
 from compllm_graph._help import field_help
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
@@ -116,7 +116,7 @@ def _add_train_expert(kinds: argparse._SubParsersAction) -> None:
 def _add_optimisation_args(
     p: argparse.ArgumentParser, lora: LoraSettings, opt: TrainSettings
 ) -> None:
-    def flag(name: str, config: object, attribute: str, kind: type, **extra: Any) -> None:
+    def flag(name: str, config: object, attribute: str, kind: type) -> None:
         default = getattr(config, attribute)
         p.add_argument(
             name,
@@ -124,7 +124,6 @@ def _add_optimisation_args(
             default=default,
             help=f"{field_help(config, attribute)} "
             f"(default: {default if default is not None else 'none'})",
-            **extra,
         )
 
     flag("--epochs", opt, "epochs", float)
