@@ -35,7 +35,6 @@ from typing import Any
 
 from compllm_graph.adapter_folder import ADAPTER_WEIGHTS, same_base
 from compllm_graph.errors import CompLLMError
-from compllm_graph.models.download import sha256_file
 
 ENTRY_POINT_GROUP = "compllm_graph.packs"
 """The entry point group a pack declares: `NAME = "python_package"` (the folder of the
@@ -50,6 +49,7 @@ SHIPPED_PACKS: dict[str, str] = {
 }
 """The packs built from this repository's `packs/` folder, by the alias of their model."""
 
+_CHUNK = 1 << 20
 _SETTLED_NS = 2 * 10**9
 """A file is remembered as verified only once its modification time is this much in the past:
 a file changed within the same clock tick as its check keeps its size and mtime (git's "racy"
@@ -145,7 +145,7 @@ class Pack:
             if _VERIFIED.get(key) == seen or records.get(relative) == list(seen[1:]):
                 _VERIFIED[key] = seen
                 continue
-            digest = sha256_file(path)
+            digest = _sha256(path)
             if digest != expected.sha256:
                 raise PackError(
                     f"{path} has sha256 {digest}, the manifest says {expected.sha256}: the file "
@@ -278,7 +278,7 @@ def write_manifest(
         path = root / relative
         if path.is_symlink():
             raise PackError(f"{path} is a symbolic link: put a copy of the file in the pack")
-        files[relative] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        files[relative] = {"sha256": _sha256(path), "size": path.stat().st_size}
     if not any(Path(r).name == ADAPTER_WEIGHTS for r in files):
         raise PackError(f"{root} holds no adapter ({EXPERTS}/NAME/ or {DECOMPOSER}/)")
     manifest = {"format": MANIFEST_FORMAT, "model": model, "base_model": base_model, "files": files}
@@ -378,6 +378,14 @@ def _read_manifest(path: Path, name: str | None = None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PackError(f"{owner}{path} is not a JSON object")
     return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _records_path(pack: Pack) -> Path | None:

@@ -211,7 +211,7 @@ def test_a_verified_file_is_not_hashed_again_until_it_changes(
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"{path} hashed again")
 
-    monkeypatch.setattr(packs, "sha256_file", no_hashing)
+    monkeypatch.setattr(packs, "_sha256", no_hashing)
     pack.verify()  # remembered in this process
     monkeypatch.setattr(packs, "_VERIFIED", {})
     pack.verify()  # remembered in $COMPLLM_HOME/packs/, for the next process
