@@ -381,6 +381,7 @@ def _read_manifest(path: Path, name: str | None = None) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
+    # not models.download.sha256_file: that module needs tqdm ([local]); packs is core
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK):
