@@ -8,14 +8,16 @@ tables never score an answer given to an older text. Cells run a few at a time (
 with `--threads` each). After the runs, the tables are written to
 `benchmarks/answers/tables.md` from every outputs file there: accuracy with a 95 % bootstrap
 interval, seconds per question, the paired difference where two systems answered the same
-questions, and the per-stage attribution of the wrong answers. Questions with a part that shares
+questions, and the per-stage attribution of the wrong answers. A cell with no answers yet is
+written `–` (not run), never a number. Questions with a part that shares
 a passage with a train-split item (`evaluation.leakage`) are left out of every table.
 
 The benchmark files come from `compllm eval benchmarks --out benchmarks/answers/data` (built
 here when missing; they hold dataset text, so they are not committed).
 
 Usage: `python -m benchmarks.answer_tables [--cells NAME ...] [--jobs 2] [--threads 1]
-[--concurrency 4] [--tables-only]`; `--list` shows the cells.
+[--concurrency 4] [--tables-only] [--tier easy]`; `--list` shows the cells. `--tier easy` runs
+the same cells on the easy tier's files (`easy-p2`, ...; `tables-easy.md`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
 from compllm_graph.evaluation.answers import answered, changed_ids, read_benchmark, summarise
 from compllm_graph.evaluation.attribution import attribution, attribution_table
+from compllm_graph.evaluation.benchmarks import TIER_PREFIX, TIERS
 from compllm_graph.evaluation.experts import expert_row, expert_table
 from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
 from compllm_graph.evaluation.scoring import score_question
@@ -42,6 +45,9 @@ from compllm_graph.evaluation.stats import paired_difference
 
 ROOT = Path(__file__).resolve().parent / "answers"
 DATA, OUTPUTS, TABLES = ROOT / "data", ROOT / "outputs", ROOT / "tables.md"
+PREFIX = TIER_PREFIX["standard"]
+"""The benchmark tier's file prefix, set once by `--tier`: with `easy`, cell `p2` answers
+`DATA/easy-p2.jsonl` into `SYSTEM.easy-p2.jsonl`, and the tables go to `tables-easy.md`."""
 SMOL, QWEN05, QWEN15 = (
     "smollm2-135m-instruct",
     "qwen2.5-coder-0.5b-instruct",
@@ -54,11 +60,15 @@ COLUMNS = [
     (f"monolith {SHORT[SMOL]}", SMOL, "monolith"),
     (f"monolith {SHORT[QWEN05]}", QWEN05, "monolith"),
     (f"monolith {SHORT[QWEN15]}", QWEN15, "monolith"),
-    ("0.5B + all-domains adapter (FT)", QWEN05, "all-experts"),
+    ("FT 0.5B (all-domains adapter)", QWEN05, "ft"),
+    ("one-adapter 0.5B (pipeline)", QWEN05, "one-adapter"),
     (f"Comp-LLM {SHORT[SMOL]}", SMOL, "compllm"),
     (f"Comp-LLM {SHORT[QWEN05]}", QWEN05, "compllm"),
 ]
-"""Table 5's columns: label, base model, system."""
+"""Table 5's columns: label, base model, system. `ft` is the paper's FT row; `one-adapter` is
+not one of the paper's systems (it was called `all-experts` before the paper's was built)."""
+ROUTERS = ("compllm", "all-experts", "one-adapter", "random-router", "oracle-router")
+"""Table 7's columns: the router against the paper's all-experts, one adapter, random, oracle."""
 UNPROMPTED = "monolith-unprompted"
 """The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
@@ -79,7 +89,7 @@ class Cell:
 
     @property
     def outputs(self) -> Path:
-        return OUTPUTS / self.model / f"{self.system}.{self.file}.jsonl"
+        return OUTPUTS / self.model / f"{self.system}.{PREFIX}{self.file}.jsonl"
 
     @property
     def system_args(self) -> list[str]:
@@ -95,13 +105,13 @@ def _limit(file: str) -> int:
 TABLE5 = [
     *(Cell(model, "monolith", f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
     *(Cell(model, UNPROMPTED, f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
-    *(Cell(QWEN05, "all-experts", f, _limit(f)) for f in FILES),
+    *(Cell(QWEN05, system, f, _limit(f)) for system in ("ft", "one-adapter") for f in FILES),
     *(Cell(model, "compllm", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
 ]
 TABLE7 = [
     Cell(model, system, f, 100)
     for model in (SMOL, QWEN05)
-    for system in ("all-experts", "random-router", "oracle-router")
+    for system in ROUTERS[1:]
     for f in ("p2", "all2")
 ]
 CELLS = {c.name: c for c in [*TABLE7, *TABLE5]}
@@ -113,7 +123,7 @@ def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
     cell.outputs.parent.mkdir(parents=True, exist_ok=True)
     command = [
         str(Path(sys.executable).with_name("compllm")), "eval", "answers",
-        str(DATA / f"{cell.file}.jsonl"),
+        str(benchmark_file(cell.file)),
         *cell.system_args, "--model", cell.model, "--limit", str(cell.limit),
         "--outputs", str(cell.outputs), "--threads", str(threads),
         "--concurrency", str(concurrency), "--redo-changed", "--json",
@@ -129,7 +139,12 @@ def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
 
 @cache
 def _all_records(file: str) -> list[dict[str, Any]]:
-    return read_benchmark(DATA / f"{file}.jsonl")
+    return read_benchmark(benchmark_file(file))
+
+
+def benchmark_file(file: str) -> Path:
+    """The benchmark file `file` (`p2`, `single-biology`, ...) of the chosen tier."""
+    return DATA / f"{PREFIX}{file}.jsonl"
 
 
 def benchmark_records(outputs: Path) -> dict[str, dict[str, Any]]:
@@ -178,7 +193,7 @@ def _rights(cell: Cell) -> dict[str, bool]:
 
 
 def cell_text(cell: Cell, measure: str = "accuracy") -> str:
-    """`acc [low, high] (n)` for a table cell, or `–` when it has not run.
+    """`acc [low, high] (n)` for a table cell, or `–` when it has not run (no answer yet).
 
     Args:
         cell: The cell.
@@ -227,6 +242,12 @@ def tables() -> str:
         "Left out of every cell (a part shares a passage with a train-split item): "
         f"{left_out or 'none'}.",
         "",
+        "A cell written – has not run yet. Systems (`compllm eval answers --system`): `ft` is the "
+        "paper's FT (the all-domains adapter answering the whole question in one call); "
+        "`all-experts` the paper's all-experts (every sub-query asked of every expert, the "
+        "replies combined); `one-adapter` the pipeline with the all-domains adapter as its one "
+        "expert, which is none of the paper's systems and was called `all-experts` before.",
+        "",
         "## Table 5: question accuracy (95 % bootstrap interval)",
         "",
         *head,
@@ -246,15 +267,14 @@ def tables() -> str:
         lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
     lines += unprompted_table()
     lines += ["", "## Table 7: routing (question accuracy; then part accuracy)", ""]
-    systems = ("compllm", "all-experts", "random-router", "oracle-router")
     lines += [
-        "| model | benchmark | router | all-experts | random | oracle |",
-        "|---|---|---|---|---|---|",
+        "| model | benchmark | router | all experts (combined) | one adapter | random | oracle |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model in (SMOL, QWEN05):
         for file in ("p2", "all2"):
             for measure in ("accuracy", "part_accuracy"):
-                cells = [cell_text(_find(model, s, file), measure) for s in systems]
+                cells = [cell_text(_find(model, s, file), measure) for s in ROUTERS]
                 label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
                 lines.append(f"| {SHORT[model]} | {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired differences (same questions)", ""]
@@ -262,13 +282,15 @@ def tables() -> str:
         (_find(m, "compllm", f), _find(m, other, f))
         for m in (SMOL, QWEN05)
         for f in FILES
-        for other in ("monolith", UNPROMPTED, "all-experts", "random-router", "oracle-router")
+        for other in ("monolith", UNPROMPTED, "ft", *ROUTERS[1:])
     ]
     pairs += [
-        (_find(m, "all-experts", f), _find(m, "random-router", f))
+        (_find(m, system, f), _find(m, "random-router", f))
         for m in (SMOL, QWEN05)
         for f in FILES
+        for system in ("all-experts", "one-adapter")
     ]
+    pairs += [(_find(QWEN05, "ft", f), _find(QWEN05, "monolith", f)) for f in FILES]
     pairs += [
         (_find(QWEN05, "compllm", f), _find(QWEN15, system, f))
         for f in FILES
@@ -317,9 +339,9 @@ def single_domain_tables() -> list[str]:
     lines = ["", "## Single-domain table: each expert against the base model", ""]
     for folder in sorted(OUTPUTS.glob("*/experts*")):
         rows = []
-        for base_file in sorted(folder.glob("single-*.base.jsonl")):
-            stem = base_file.name.removesuffix(".base.jsonl")
-            base, expert = answered(base_file), answered(folder / f"{stem}.expert.jsonl")
+        for base_file in sorted(folder.glob(f"{PREFIX}single-*.base.jsonl")):
+            stem = base_file.name.removesuffix(".base.jsonl").removeprefix(PREFIX)
+            base, expert = answered(base_file), answered(folder / f"{PREFIX}{stem}.expert.jsonl")
             shared = shared_passages(stem)
             records = [r for r in _all_records(stem) if r["id"] in base.keys() & expert.keys()]
             records = [r for r in records if r["id"] not in shared]
@@ -339,12 +361,19 @@ def single_domain_tables() -> list[str]:
     return lines
 
 
-def _ensure_data() -> None:
-    if all((DATA / f"{f}.jsonl").is_file() for f in FILES):
+def _select_tier(tier: str) -> None:
+    """Point the cells, outputs and tables at `tier`'s files (before any is read)."""
+    global PREFIX, TABLES
+    PREFIX = TIER_PREFIX[tier]
+    TABLES = ROOT / f"tables{'-' + tier if PREFIX else ''}.md"
+
+
+def _ensure_data(tier: str) -> None:
+    if all(benchmark_file(f).is_file() for f in FILES):
         return
     from compllm_graph.cli import main
 
-    if main(["eval", "benchmarks", "--out", str(DATA)]) != 0:
+    if main(["eval", "benchmarks", "--out", str(DATA), "--tier", tier]) != 0:
         raise SystemExit("could not build the benchmark files (is ../shared/data there?)")
 
 
@@ -358,13 +387,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--tables-only", action="store_true", help="only rewrite tables.md")
     parser.add_argument("--list", action="store_true", help="list the cells and exit")
+    parser.add_argument(
+        "--tier",
+        choices=TIERS,
+        default="standard",
+        help="benchmark tier: easy answers the easy-* files (`compllm eval benchmarks --tier "
+        "easy`) and writes tables-easy.md",
+    )
     args = parser.parse_args(argv)
+    _select_tier(args.tier)
     if args.list:
         for cell in CELLS.values():
             done = len(_current(cell))
             print(f"{cell.name}: {done}/{cell.limit} answered")
         return 0
-    _ensure_data()
+    _ensure_data(args.tier)
     if not args.tables_only:
         unknown = sorted(set(args.cells or ()) - set(CELLS))
         if unknown:

@@ -31,18 +31,16 @@ from compllm_graph.state import CompLLMState, SubAnswer
 
 from .answer_tables import CELLS, benchmark_records
 
-AGGREGATING = ("compllm", "all-experts", "random-router", "oracle-router")
+AGGREGATING = ("compllm", "all-experts", "one-adapter", "random-router", "oracle-router")
 
 
 APPENDIX = " (The parts' answers: "
 """How the aggregate node marked the parts' answers it appended before `left_out` replaced it."""
 
 
-def reaggregated(question: str, answer: dict[str, Any]) -> tuple[str, str | None]:
-    """The answer the aggregate node's current rules give for a stored answer, and why it
-    joins the parts (None: the stored answer stands, or the rules keep the reducer's text)."""
-    stored = str(answer["answer"])
-    parts: list[SubAnswer] = [
+def stored_parts(answer: dict[str, Any]) -> list[SubAnswer]:
+    """A stored answer's sub-answers as the aggregate node reads them, ids 1, 2, ... in order."""
+    return [
         {
             "sub_query": i,
             "question": str(p.get("question", "")),
@@ -54,6 +52,13 @@ def reaggregated(question: str, answer: dict[str, Any]) -> tuple[str, str | None
         }
         for i, p in enumerate(answer["sub_answers"], start=1)
     ]
+
+
+def reaggregated(question: str, answer: dict[str, Any]) -> tuple[str, str | None]:
+    """The answer the aggregate node's current rules give for a stored answer, and why it
+    joins the parts (None: the stored answer stands, or the rules keep the reducer's text)."""
+    stored = str(answer["answer"])
+    parts = stored_parts(answer)
     state = cast(CompLLMState, {"query": question})
     reason = str(answer.get("fallback_reason") or "")
     replaced = "aggregator" in reason or "(Could not answer:" in stored
@@ -87,7 +92,7 @@ def compare(outputs: Path) -> str:
         return f"| {outputs.parent.name}/{outputs.stem} | 0 | | | |"
     return (
         f"| {outputs.parent.name}/{outputs.stem} | {len(before)} | {changed} "
-        f"| {_change(before, after)} | {_change(parts_before, parts_after)} |"
+        f"| {change(before, after)} | {change(parts_before, parts_after)} |"
     )
 
 
@@ -116,7 +121,7 @@ def rewrite(outputs: Path) -> int:
     return changed
 
 
-def _change(before: list[bool], after: list[bool]) -> str:
+def change(before: list[bool], after: list[bool]) -> str:
     """`before → after`, with the paired difference and its interval (`*` when it is called)."""
     diff = paired_difference(after, before)
     low, high = diff["ci95"]

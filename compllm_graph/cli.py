@@ -48,6 +48,12 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("compllm_graph.serve",),
     ),
 }
+# Subcommands a group takes from a module of a higher layer, which its own module may not import
+# (docs/architecture.md): `compllm experts calibrate` answers the calibration split (`datasets`)
+# and scores the replies (`evaluation`). Each module's `extend(group, subcommands)` adds them.
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "experts": ("compllm_graph.evaluation.routing_commands",),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,17 +90,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (help_text, modules) in GROUPS.items():
         group = commands.add_parser(name, help=help_text, description=help_text)
         if command is None or command == name:
-            _register(group, modules)
+            subcommands = _register(group, modules)
+            for module in EXTENSIONS.get(name, ()):
+                importlib.import_module(module).extend(name, subcommands)
     return parser
 
 
-def _register(group: argparse.ArgumentParser, modules: tuple[str, ...]) -> None:
+def _register(group: argparse.ArgumentParser, modules: tuple[str, ...]) -> Any:
+    """Add the group's subcommands; return what `EXTENSIONS` add theirs to (a one-module group's
+    `register` returns its subcommands action where the group has extensions)."""
     if len(modules) == 1:
-        importlib.import_module(modules[0]).register(group)
-        return
+        return importlib.import_module(modules[0]).register(group)
     subcommands = group.add_subparsers(title="evaluations")
     for module in modules:
         importlib.import_module(module).register(subcommands)
+    return subcommands
 
 
 def _add_ask(commands: argparse._SubParsersAction) -> None:

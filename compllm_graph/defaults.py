@@ -14,6 +14,7 @@ from compllm_graph.expert_store import ExpertRouter, ExpertStore, demo_store
 from compllm_graph.expert_store.serving import with_system_prompt
 from compllm_graph.graph import create_compllm_graph
 from compllm_graph.models import DEFAULT_MODEL, InferenceModel, load_model
+from compllm_graph.nodes.aggregate import AggregateMode
 from compllm_graph.types import Router
 
 DEFAULT_MAX_NEW_TOKENS = 48
@@ -37,6 +38,7 @@ def build_default_graph(
     base_system_prompt: str | None = BASE_SYSTEM_PROMPT,
     aggregator: Runnable | None = None,
     check_aggregate: bool | None = None,
+    aggregate: AggregateMode | None = None,
     **options: Any,
 ) -> StateGraph:
     """The Comp-LLM graph on one local model and the demo expert store.
@@ -60,6 +62,9 @@ def build_default_graph(
             message (not the prompted base).
         check_aggregate: See `create_compllm_graph`; None turns it on for the local model's
             reducer, which drops parts, and leaves a reducer of the caller's own unchecked.
+        aggregate: See `create_compllm_graph`; None is "auto" for the local model's reducer
+            (independent parts are joined with no reducer call) and "always" for a reducer of
+            the caller's own.
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
@@ -89,6 +94,7 @@ def build_default_graph(
         ),
         decomposer_prompt=prompt,
         check_aggregate=aggregator is None if check_aggregate is None else check_aggregate,
+        aggregate=aggregate or ("auto" if aggregator is None else "always"),
         **options,
     )
 

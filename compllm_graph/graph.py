@@ -14,7 +14,8 @@ from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
 
 from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT
-from compllm_graph.nodes.aggregate import make_aggregate_node
+from compllm_graph.models.runnable_expert import as_expert, takes_messages
+from compllm_graph.nodes.aggregate import AggregateMode, make_aggregate_node
 from compllm_graph.nodes.decompose import make_decompose_node
 from compllm_graph.nodes.execute import ExpertPolicy, make_execute_node
 from compllm_graph.nodes.route import make_route_node
@@ -37,12 +38,17 @@ def create_compllm_graph(
     decomposer_prompt: str | None = DECOMPOSER_PROMPT,
     max_sub_queries: int = DEFAULT_MAX_SUB_QUERIES,
     check_aggregate: bool = False,
+    aggregate: AggregateMode | None = None,
 ) -> StateGraph:
     """Create the Comp-LLM graph: decompose → route → execute → aggregate.
 
     Args:
         decomposer: Chat model that writes sub-queries as `<q>…</q>` and `<dep>i->j</dep>`.
-        experts: Expert name -> chat model (e.g. `store.chat_models(local_model)`).
+        experts: Expert name -> chat model (e.g. `store.chat_models(local_model)`), or any
+            Runnable that takes chat-model input and returns a message. A compiled LangGraph
+            graph whose input state has `messages` (an agent with tools, a subgraph) is
+            wrapped with `as_expert`: it gets `{"messages": [...]}` and its last message is
+            the answer.
         router: An `ExpertRouter`, or any callable mapping sub-query texts to one `Route` each.
         base: Answers sub-queries routed to no expert, and those whose expert failed.
         aggregator: Answers the query from every part's answer (a dependent question asks for
@@ -60,16 +66,22 @@ def create_compllm_graph(
             joined, with `fallback_reason` saying why. For small local reducers, which drop
             parts; off by default, because a capable aggregator's paraphrase is an answer the
             check cannot always read. The reply itself stays in `aggregator_reply`.
+        aggregate: When the reducer runs. "auto": only where parts depend on each other;
+            independent parts are answered by their answers joined, each named by position
+            ("First part: ...", `nodes.aggregate.joined_parts`), with no reducer call. "always":
+            whenever there is something to combine. None (the default): "always" when you pass
+            an `aggregator` (you asked for one), "auto" when `base` would reduce.
 
     Returns:
         An uncompiled `StateGraph`: compile it with the checkpointer of your choice. Its input is
         `{"query": str}` or `{"messages": [...]}`; its output has `answer`, `query_graph`, `routes`,
-        `sub_answers`, `fallback_reason`, `aggregator_reply` (and the answer appended to
-        `messages` for chat input).
+        `sub_answers`, `fallback_reason`, `aggregator_reply`, `aggregation` (`state.Aggregation`:
+        "reducer", "joined" with no reducer call, or "replaced") and, for chat input, the answer
+        appended to `messages`.
 
     Raises:
         ValueError: a model is missing or not a Runnable, the router knows an expert with no model,
-            the scheduler is unknown, or `device_limits` names an unknown expert.
+            the scheduler or `aggregate` is unknown, or `device_limits` names an unknown expert.
 
     Example:
         The shipped decomposer and demo experts on a local model (the [local,router] extras);
@@ -103,9 +115,12 @@ def create_compllm_graph(
     """
     _check_models({"decomposer": decomposer, "base": base, "aggregator": aggregator or base})
     _check_models({f"experts[{name!r}]": model for name, model in experts.items()})
+    experts = {name: as_expert(m) if takes_messages(m) else m for name, m in experts.items()}
     _check_router(router, experts)
     if scheduler not in get_args(Scheduler):
         raise ValueError(f"scheduler must be one of {get_args(Scheduler)}, got {scheduler!r}")
+    if aggregate is not None and aggregate not in get_args(AggregateMode):
+        raise ValueError(f"aggregate must be one of {get_args(AggregateMode)}, got {aggregate!r}")
     if device_limits is not None:
         device_limits.check_experts(experts)
     policies = _policies(expert_policy, experts)
@@ -118,7 +133,8 @@ def create_compllm_graph(
     builder.add_node(
         "execute", make_execute_node(experts, base, policies, device_limits, scheduler)
     )
-    builder.add_node("aggregate", make_aggregate_node(aggregator or base, check_aggregate))
+    mode = aggregate or ("auto" if aggregator is None else "always")
+    builder.add_node("aggregate", make_aggregate_node(aggregator or base, check_aggregate, mode))
     builder.add_edge(START, "decompose")
     builder.add_edge("decompose", "route")
     builder.add_edge("route", "execute")

@@ -35,6 +35,7 @@ from typing import Any
 
 from compllm_graph.adapter_folder import ADAPTER_WEIGHTS, same_base
 from compllm_graph.errors import CompLLMError
+from compllm_graph.models.download import home, sha256_file
 
 ENTRY_POINT_GROUP = "compllm_graph.packs"
 """The entry point group a pack declares: `NAME = "python_package"` (the folder of the
@@ -49,7 +50,6 @@ SHIPPED_PACKS: dict[str, str] = {
 }
 """The packs built from this repository's `packs/` folder, by the alias of their model."""
 
-_CHUNK = 1 << 20
 _SETTLED_NS = 2 * 10**9
 """A file is remembered as verified only once its modification time is this much in the past:
 a file changed within the same clock tick as its check keeps its size and mtime (git's "racy"
@@ -145,7 +145,7 @@ class Pack:
             if _VERIFIED.get(key) == seen or records.get(relative) == list(seen[1:]):
                 _VERIFIED[key] = seen
                 continue
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if digest != expected.sha256:
                 raise PackError(
                     f"{path} has sha256 {digest}, the manifest says {expected.sha256}: the file "
@@ -278,7 +278,7 @@ def write_manifest(
         path = root / relative
         if path.is_symlink():
             raise PackError(f"{path} is a symbolic link: put a copy of the file in the pack")
-        files[relative] = {"sha256": _sha256(path), "size": path.stat().st_size}
+        files[relative] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     if not any(Path(r).name == ADAPTER_WEIGHTS for r in files):
         raise PackError(f"{root} holds no adapter ({EXPERTS}/NAME/ or {DECOMPOSER}/)")
     manifest = {"format": MANIFEST_FORMAT, "model": model, "base_model": base_model, "files": files}
@@ -380,21 +380,8 @@ def _read_manifest(path: Path, name: str | None = None) -> dict[str, Any]:
     return value
 
 
-def _sha256(path: Path) -> str:
-    # not models.download.sha256_file: that module needs tqdm ([local]); packs is core
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _records_path(pack: Pack) -> Path | None:
-    """Where the verified digests of `pack`'s files are remembered (None: nowhere)."""
-    try:
-        from compllm_graph.models.download import home
-    except ImportError:  # a core install without [local]: remember in memory only
-        return None
+def _records_path(pack: Pack) -> Path:
+    """Where the verified digests of `pack`'s files are remembered."""
     key = hashlib.sha256(str(pack.folder).encode()).hexdigest()[:16]
     return home() / "packs" / f"{pack.folder.name}-{key}.verified.json"
 
@@ -403,7 +390,7 @@ def _read_records(pack: Pack) -> dict[str, list[Any]]:
     """The remembered `[mtime_ns, sha256]` of each file verified before, by relative path."""
     path = _records_path(pack)
     try:
-        value = json.loads(path.read_text()) if path is not None else {}
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(value, dict) or value.get("folder") != str(pack.folder):
@@ -414,8 +401,6 @@ def _read_records(pack: Pack) -> dict[str, list[Any]]:
 
 def _write_records(pack: Pack, records: dict[str, list[Any]]) -> None:
     path = _records_path(pack)
-    if path is None:
-        return
     listed = {k: v for k, v in records.items() if k in pack.files}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ graph object back.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -58,6 +58,13 @@ def leaf_answers(query_graph: QueryGraph, answers: list[SubAnswer]) -> list[SubA
     return [a for a in answers if a["sub_query"] in leaves]
 
 
+Aggregation = Literal["reducer", "joined", "replaced"]
+"""How the answer was made: "reducer", the reducer's reply; "joined", the parts' answers joined with
+no reducer call (independent parts under `aggregate="auto"`, a single part, or no part answered);
+"replaced", the reducer was called but its reply gave way to the parts joined (it raised, said
+nothing, or failed the `check_aggregate` check; `fallback_reason` says which)."""
+
+
 class InputState(TypedDict, total=False):
     """Give either `query`, or `messages` whose last message is the user's question."""
 
@@ -72,6 +79,9 @@ class OutputState(TypedDict, total=False):
     i-th sub-query; `sub_answers` are sorted by sub-query id. `aggregator_reply` is the
     reducer's own text whenever it replied, also when the answer is not that text (the
     reducer failed the `check_aggregate` check); None when no reducer call was made.
+    `aggregation` (`Aggregation`) says whether the reducer ran and whether its reply stood.
+    `split_rule` says how the and-split rule split the query (`nodes.decompose`); None when it
+    did not.
     """
 
     query: str
@@ -82,6 +92,8 @@ class OutputState(TypedDict, total=False):
     routes: list[dict[str, Any]]
     sub_answers: list[SubAnswer]
     aggregator_reply: str | None
+    split_rule: str | None
+    aggregation: Aggregation
 
 
 class CompLLMState(InputState, OutputState, total=False):

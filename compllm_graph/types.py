@@ -37,6 +37,10 @@ class Route:
             node when the router raised, and by execution when the expert failed.
         on_ancestors: True when the sub-query's own text went to the base model and this route
             came from its ancestors' texts followed by its own (see `nodes.route`).
+        reason: Why a router that weighs measured gains (an `ExpertRouter` over a calibrated
+            store) chose this route: the gain behind the expert, or why the base model answers
+            though an expert was similar enough. A choice, not a failure (that is
+            `fallback_reason`); None when no such rule applied.
     """
 
     expert: str | None
@@ -44,6 +48,7 @@ class Route:
     candidates: list[tuple[str, float]] = field(default_factory=list)
     fallback_reason: str | None = None
     on_ancestors: bool = False
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for graph state and JSON."""
@@ -53,6 +58,7 @@ class Route:
             "candidates": [[name, score] for name, score in self.candidates],
             "fallback_reason": self.fallback_reason,
             "on_ancestors": self.on_ancestors,
+            "reason": self.reason,
         }
 
     @classmethod
@@ -64,6 +70,7 @@ class Route:
             [(str(n), float(s)) for n, s in data["candidates"]],
             data.get("fallback_reason"),
             bool(data.get("on_ancestors", False)),
+            data.get("reason"),
         )
 
 

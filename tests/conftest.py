@@ -6,6 +6,7 @@ pytest starts in a venv with only the core install (`make test-core` runs `tests
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,12 @@ def pytest_configure(config: pytest.Config) -> None:
     standard suites' `test_init_time` runs once, as a test, not as a timed benchmark."""
     if hasattr(config.option, "benchmark_disable"):
         config.option.benchmark_disable = True
+
+
+def installed(*modules: str) -> bool:
+    """Whether every one of `modules` is installed, found without importing it (unlike
+    `pytest.importorskip`: torch and transformers take seconds to import)."""
+    return all(importlib.util.find_spec(name) is not None for name in modules)
 
 
 def require_smollm2() -> None:

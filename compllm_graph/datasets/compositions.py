@@ -138,7 +138,8 @@ def compose_dependent(
     answer to chemistry (and, with 3 parts, on to biology); with no chains, all are bridges.
 
     Args:
-        maths: GSM8K items (`gsm8k_items`) for the bridges' first part.
+        maths: Word problems with numeric answers for the bridges' first part (`gsm8k_items`;
+            the easy tier's also `asdiv_items`).
         chains: Socratic GSM8K problems (`socratic_chains`); may be empty.
         parts: 2 or 3.
         count: Questions to build; no problem is used twice.
@@ -155,7 +156,8 @@ def compose_dependent(
         raise ValueError(f"parts must be one of {sorted(STEP_TEMPLATES)}, got {parts}")
     rng = random.Random(f"all-{parts}-{seed}")
     used = left_out(exclude, split, [maths])
-    steps = [c for c in chains if _usable_chain(c, used, split) and len(c.steps) >= parts]
+    used_text = "\x00".join(used) if used else None  # one search a chain, not one a text
+    steps = [c for c in chains if _usable_chain(c, used_text, split) and len(c.steps) >= parts]
     rng.shuffle(steps)
     numbers = [i for i in benchmark_items(maths, used, rng, split) if atomic_number(i.answer)]
     taken: set[str] = set()
@@ -258,8 +260,11 @@ def left_out(
     )
 
 
-def _usable_chain(chain: Chain, used: Collection[str], split: ItemSplit) -> bool:
-    return item_split(chain.id) == split and not any(chain.context in text for text in used)
+def _usable_chain(chain: Chain, used_text: str | None, split: ItemSplit) -> bool:
+    """A chain of `split` whose context is in no used question (`used_text`: them joined by
+    NUL, which no question holds; None when there are none)."""
+    in_used = used_text is not None and chain.context in used_text
+    return item_split(chain.id) == split and not in_used
 
 
 __all__ = [

@@ -4,7 +4,11 @@ Each source becomes `Item`s with a stable id (source, file, row), so `splits.ite
 every item one split for good: by a hash of the id, or by the source's official split
 (PubMedQA's test ids, GSM8K's train file). Sources: MMLU by subject, GSM8K (with worked
 solutions), MedMCQA, MedQA, PubMedQA (with long answers) and ARC, whose science questions are
-given a domain by their words.
+given a domain by their words (`word_domain`).
+
+The easy benchmark tier (`easy_tier`) reads four more, which train nothing: OpenBookQA (a
+domain by the same words), ASDiv word problems, PubMedQA with its abstract in the question, and
+ARC-Easy alone (the same ids, so the same splits, as `arc_items`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -35,8 +39,12 @@ MMLU_SUBJECTS = {
 
 _OPTION = re.compile(r"^([A-J])\.\s*(.*)$")
 _OPTIONS_HEAD = " Options: "
+_ASKED_HEAD = " Question: "  # a question asked after its passage: "Abstract: ... Question: Q"
 _CALCULATION = re.compile(r"<<[^>]*>>")
 _RESULT = re.compile(r"=\s*(-?[\d,]*\.?\d+)>>")
+# An ASDiv answer with one number and at most a unit ("9 apples", "3.5 dollars", "8 km/hour");
+# times, ratios, fractions, names and several numbers ("6 cm; 15 cm") do not match.
+_ASDIV_NUMBER = re.compile(r"^(-?\d+(?:\.\d+)?)(?:\s+[^\d;]*)?$")
 # ARC is grade-school science without subjects; these words give a question a domain, and a
 # question with words of both (or neither) is left out rather than guessed.
 _ARC_WORDS = {
@@ -129,10 +137,25 @@ def gsm8k_items(data_dir: Path, file: str = "test") -> Iterator[Item]:
             )
 
 
-def medmcqa_items(data_dir: Path) -> Iterator[Item]:
-    """MedMCQA validation questions (every medical subject file), 4-way multiple choice."""
+def medmcqa_items(data_dir: Path, subjects: Collection[str] | None = None) -> Iterator[Item]:
+    """MedMCQA validation questions, 4-way multiple choice.
+
+    Args:
+        data_dir: The shared data folder.
+        subjects: Subject files to read (`Anatomy`, ...: `medmcqa_validation/SUBJECT.jsonl`);
+            None: every one.
+
+    Raises:
+        ValueError: a subject with no file.
+    """
     folder = data_dir / "medical_and_science" / "medmcqa_validation"
-    for path in sorted(folder.glob("*.jsonl")):
+    paths = sorted(folder.glob("*.jsonl"))
+    if subjects is not None:
+        unknown = sorted(set(subjects) - {p.stem for p in paths})
+        if unknown:
+            raise ValueError(f"no MedMCQA subject file for {unknown} in {folder}")
+        paths = [p for p in paths if p.stem in subjects]
+    for path in paths:
         yield from _lettered_items(path, f"medmcqa/{path.stem}")
 
 
@@ -165,7 +188,7 @@ def pubmedqa_items(data_dir: Path) -> Iterator[Item]:
     The official 500 test ids are the test split; the other 500 are for training only.
     """
     folder = data_dir / "medical_and_science" / "pubmedqa"
-    rows = json.loads((folder / "ori_pqal.json").read_text(encoding="utf-8"))
+    rows = _pubmedqa_rows(data_dir)
     test_ids = set(json.loads((folder / "test_ground_truth.json").read_text(encoding="utf-8")))
     for pmid, row in sorted(rows.items()):
         yield Item(
@@ -179,11 +202,23 @@ def pubmedqa_items(data_dir: Path) -> Iterator[Item]:
         )
 
 
+def _pubmedqa_rows(data_dir: Path) -> dict[str, dict]:
+    path = data_dir / "medical_and_science" / "pubmedqa" / "ori_pqal.json"
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def word_domain(question: str) -> str | None:
+    """`chemistry` or `biology` when the question's words are of that domain only
+    (`_ARC_WORDS`); None for the rest (physics, earth science, both, neither)."""
+    domains = [d for d, words in _ARC_WORDS.items() if words.search(question)]
+    return domains[0] if len(domains) == 1 else None
+
+
 def arc_items(data_dir: Path) -> Iterator[Item]:
     """ARC-Easy (train, validation) and ARC-Challenge (train) questions with a domain.
 
-    A question gets `chemistry` or `biology` when its words are of that domain only
-    (`_ARC_WORDS`); the rest (physics, earth science, mixed) is left out.
+    A question gets `chemistry` or `biology` by its words (`word_domain`); the rest (physics,
+    earth science, mixed) is left out.
     """
     folder = data_dir / "science"
     files = {
@@ -200,13 +235,66 @@ def arc_items(data_dir: Path) -> Iterator[Item]:
     for name, rows in files.items():
         for row in rows:
             question = row["question"].strip()
-            domains = [d for d, words in _ARC_WORDS.items() if words.search(question)]
+            domain = word_domain(question)
             labels, texts = row["choices"]["label"], row["choices"]["text"]
-            if len(domains) != 1 or row["answerKey"] not in labels or len(set(texts)) < len(texts):
+            if domain is None or row["answerKey"] not in labels or len(set(texts)) < len(texts):
                 continue
             choices = tuple(t.strip() for t in texts)
             answer = choices[labels.index(row["answerKey"])]
-            yield Item(f"arc/{name}/{row['id']}", question, answer, choices, domains[0])
+            yield Item(f"arc/{name}/{row['id']}", question, answer, choices, domain)
+
+
+def arc_easy_items(data_dir: Path) -> Iterator[Item]:
+    """The ARC-Easy questions of `arc_items` (its train and validation files), same ids."""
+    return (i for i in arc_items(data_dir) if i.id.startswith("arc/arc_easy_"))
+
+
+def openbookqa_items(data_dir: Path) -> Iterator[Item]:
+    """OpenBookQA questions (4-way multiple choice) with a domain by ARC's rule (`word_domain`).
+
+    Ids are `openbookqa/ROW`; the split is by id. Questions of no single domain are left out.
+    """
+    path = data_dir / "medical_and_science" / "openbookqa_test.jsonl"
+    for item in _lettered_items(path, "openbookqa"):
+        domain = word_domain(item.question)
+        if domain is not None:
+            yield replace(item, domain=domain)
+
+
+def asdiv_items(data_dir: Path) -> Iterator[Item]:
+    """ASDiv word problems (`passage` then `question`) whose answer is one number.
+
+    Ids are `asdiv/ROW`, in `mathematics`; the split is by id. The answer's unit is dropped
+    ("9 apples" -> "9"); answers that are no single number (times, ratios, fractions, names,
+    several numbers) are left out.
+    """
+    path = data_dir / "medical_and_science" / "asdiv_test.jsonl"
+    with path.open(encoding="utf-8") as handle:
+        for row_number, line in enumerate(handle):
+            row = json.loads(line)
+            number = _ASDIV_NUMBER.match(row["answer"].strip())
+            if number is None:
+                continue
+            question = f"{row['passage'].strip()} {row['question'].strip()}".strip()
+            yield Item(f"asdiv/{row_number}", question, number.group(1), None, "mathematics")
+
+
+def pubmedqa_abstract_items(data_dir: Path) -> Iterator[Item]:
+    """PubMedQA's expert-labelled questions asked with their abstract (yes / no / maybe).
+
+    The question reads "Abstract: CONTEXTS Question: QUESTION", the abstract without its
+    conclusion (which is the long answer). Ids are `pubmedqa-abstract/PMID`, in the same
+    official split as `pubmedqa_items` (the 500 test ids; the rest train).
+    """
+    rows = _pubmedqa_rows(data_dir)
+    for item in pubmedqa_items(data_dir):
+        pmid = item.id.removeprefix("pubmedqa/")
+        abstract = " ".join(c.strip() for c in rows[pmid]["CONTEXTS"])
+        yield replace(
+            item,
+            id=f"pubmedqa-abstract/{pmid}",
+            question=f"Abstract: {abstract}{_ASKED_HEAD}{item.question}",
+        )
 
 
 def domain_items(data_dir: Path, domain: str) -> list[Item]:
@@ -288,6 +376,12 @@ def unlettered(text: str) -> str:
     return text.split(_OPTIONS_HEAD, 1)[0].strip()
 
 
+def asked_question(text: str) -> str:
+    """The question of a text that asks it after a passage ("Abstract: ... Question: Q"), else
+    the whole text."""
+    return text.rpartition(_ASKED_HEAD)[2]
+
+
 def lettered(question: str, choices: Sequence[str] | None) -> str:
     """`question` with its options listed after it as "(A) ...; (B) ...", if it has any."""
     if not choices:
@@ -365,8 +459,11 @@ __all__ = [
     "SOURCES",
     "Chain",
     "Item",
+    "arc_easy_items",
     "arc_items",
     "as_text",
+    "asdiv_items",
+    "asked_question",
     "centroid_texts",
     "domain_items",
     "gsm8k_items",
@@ -375,8 +472,11 @@ __all__ = [
     "medqa_items",
     "mmlu_items",
     "mmlu_subject_items",
+    "openbookqa_items",
+    "pubmedqa_abstract_items",
     "pubmedqa_items",
     "round_robin",
     "socratic_chains",
     "unlettered",
+    "word_domain",
 ]

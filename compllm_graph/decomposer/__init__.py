@@ -12,7 +12,10 @@ each was trained and what it scored.
 
 Modules: `prompts` (the two prompts the graph sends; the evaluation's few-shot baseline prompt
 is in `generation`), `grammar` (the tag grammar as a logits processor; needs the
-[local] extra), `loading` (the packs' adapters, training records, `default_decomposer`).
+[local] extra), `loading` (the packs' adapters, training records, `default_decomposer`),
+`stopping` (whether a reply written so far can still become a decomposition: the decompose node
+stops the decomposer when it cannot), `split_rule` (independent questions joined by "and", which
+the decompose node splits when the decomposer leaves them whole).
 """
 
 from compllm_graph.decomposer.loading import (

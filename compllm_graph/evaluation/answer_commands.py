@@ -13,16 +13,18 @@ from typing import Any, get_args
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.evaluation.answers import (
     ALL_DOMAINS_EXPERT,
+    FORMER_NAMES,
     BenchmarkError,
     System,
     answered,
     changed_ids,
+    check_outputs_system,
     read_benchmark,
     run,
     summarise,
 )
 from compllm_graph.evaluation.attribution import attribution, attribution_table
-from compllm_graph.evaluation.benchmarks import write_benchmarks
+from compllm_graph.evaluation.benchmarks import SAMPLE_COUNT, TIERS, write_benchmarks
 from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
 
 DEFAULT_ANSWER_TOKENS = 160
@@ -42,13 +44,22 @@ def _add_benchmarks(sub: argparse._SubParsersAction) -> None:
         "benchmarks",
         help="build MultiExpertQA-P/-All (2 and 3 parts) and single-domain files",
         description="Builds p2, p3, all2 and all3 JSONL files (seeded) from the test split of "
-        "the shared data, and one single-domain file per expert domain.",
+        "the shared data, and one single-domain file per expert domain. --tier easy builds the "
+        "same files from easier sources, named easy-*, with easy-sample-SOURCE files for "
+        "measuring each source alone (compllm_graph/datasets/easy_tier.py).",
     )
     p.add_argument("--out", type=Path, required=True, help="folder to write the files into")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--count", type=int, default=300, help="questions per composed file")
     p.add_argument("--single-count", type=int, default=200, help="questions per domain file")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tier", choices=TIERS, default="standard", help="which benchmark tier")
+    p.add_argument(
+        "--sample-count",
+        type=_positive,
+        default=SAMPLE_COUNT,
+        help="questions per easy-sample-SOURCE file (--tier easy)",
+    )
     p.set_defaults(func=run_benchmarks)
 
 
@@ -57,7 +68,13 @@ def run_benchmarks(args: argparse.Namespace) -> int:
         return 2
     try:
         written = write_benchmarks(
-            args.data_dir, args.out, args.count, args.single_count, args.seed
+            args.data_dir,
+            args.out,
+            args.count,
+            args.single_count,
+            args.seed,
+            tier=args.tier,
+            sample_count=args.sample_count,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -83,7 +100,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--max-new-tokens",
         type=int,
         default=DEFAULT_ANSWER_TOKENS,
-        help="tokens per answer (the monolith gets one per part plus one)",
+        help="tokens per answer (the monolith and ft get one per part plus one)",
     )
 
 
@@ -97,14 +114,24 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
         "checked whole first: a bad line (all are listed) exits 2 before any model is loaded.",
     )
     p.add_argument("file", type=Path, help="benchmark JSONL (compllm eval benchmarks)")
-    p.add_argument("--system", choices=get_args(System), default="compllm")
+    p.add_argument(
+        "--system",
+        choices=get_args(System),
+        default="compllm",
+        help="compllm: the pipeline; monolith: the base model, whole question, one call; ft: the "
+        "same through the all-domains adapter (the paper's FT); all-experts: every sub-query to "
+        "every expert, replies combined (the paper's all-experts); one-adapter: every sub-query "
+        "to the all-domains adapter; random-router, oracle-router: the pipeline routed at "
+        f"random or by the gold parts. Renamed: {_renamed()}",
+    )
     _add_model_args(p)
     p.add_argument("--store", type=Path, default=None, help="expert store (default: the demo's)")
     p.add_argument(
         "--all-domains-adapter",
         type=Path,
         default=None,
-        help=f"adapter for --system all-experts (default: the shipped {ALL_DOMAINS_EXPERT!r})",
+        help="adapter for --system ft and one-adapter (default: the shipped "
+        f"{ALL_DOMAINS_EXPERT!r})",
     )
     p.add_argument(
         "--decomposer-adapter",
@@ -138,6 +165,10 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_answers)
 
 
+def _renamed() -> str:
+    return ", ".join(f"{new} was called {old}" for new, old in FORMER_NAMES.items())
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -148,13 +179,16 @@ def _positive(text: str) -> int:
 def run_answers(args: argparse.Namespace) -> int:
     """`compllm eval answers`; returns the exit code.
 
-    2: FILE or --outputs has bad lines (every one is listed) or cannot be read; both are read
-    whole before any model is loaded, so no run stops on a bad line hours in. 1: --outputs
-    answers a rebuilt benchmark (see `answers.run`).
+    2: FILE or --outputs has bad lines (every one is listed) or cannot be read, --outputs was
+    written by another system (`answers.check_outputs_system`), or the system cannot be built
+    (no all-domains adapter, no expert); the files are read whole before any model is loaded,
+    so no run stops on a bad line hours in. 1: --outputs answers a rebuilt benchmark (see
+    `answers.run`).
     """
     try:
         records = read_benchmark(args.file)[: args.limit]
         done = answered(args.outputs)
+        check_outputs_system(args.system, done, args.outputs)
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -164,7 +198,11 @@ def run_answers(args: argparse.Namespace) -> int:
     if todo:
         from compllm_graph.evaluation import systems  # a model and a store: [local], [router]
 
-        answerer = systems.build_answerer(args)
+        try:
+            answerer = systems.build_answerer(args)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         answers = run(
             records,

@@ -7,8 +7,15 @@ Systems (the paper's Tables 5 and 7):
   answer budget (one answer's tokens per part, plus the aggregator's) and the system prompt the
   pipeline's base model gets (`defaults.BASE_SYSTEM_PROMPT`; `--no-base-prompt` drops it from
   both).
-- `all-experts`: the pipeline with every sub-query sent to one adapter trained on all experts'
-  data (the paper's fine-tuned, FT, baseline).
+- `ft`: Table 5's FT rows: the base model with the all-domains adapter (one LoRA trained on
+  every expert's data) answering the whole question in one call, asked exactly as the monolith
+  is (same system prompt, same budget), so only the adapter differs.
+- `all-experts`: Table 7's all-experts row: the pipeline with every sub-query asked of every
+  expert in the store, their replies combined into one sub-answer (`all_experts.combine`: the
+  majority answer, else every reply labelled with its expert), then the usual aggregation.
+- `one-adapter`: the pipeline with every sub-query sent to the all-domains adapter, as its one
+  expert. Not one of the paper's systems; it was called `all-experts` before the paper's
+  all-experts was built (see `FORMER_NAMES`).
 - `random-router`: the pipeline with a seeded random expert per sub-query.
 - `oracle-router`: the pipeline with each sub-query sent to its gold part's domain expert (the
   gold part is the one whose words it shares most).
@@ -42,10 +49,19 @@ from compllm_graph.evaluation.stats import bootstrap_interval
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.types import Route, Router, display_name, message_text
 
-System = Literal["compllm", "monolith", "all-experts", "random-router", "oracle-router"]
+System = Literal[
+    "compllm", "monolith", "ft", "all-experts", "one-adapter", "random-router", "oracle-router"
+]
+FORMER_NAMES = {"one-adapter": "all-experts"}
+"""Systems whose name changed, by the name they had. `all-experts` now names the paper's
+all-experts system, so the name itself is still valid; `check_outputs_system` refuses outputs
+that the other system wrote."""
 RECORD_KEYS = frozenset({"id", "question", "parts", "edges"})
 PART_KEYS = frozenset({"question", "answer", "choices", "domain"})
 ALL_DOMAINS_EXPERT = "all-domains"
+"""The all-domains adapter's name: the expert of every route of `one-adapter`."""
+ALL_EXPERTS = "all-experts"
+"""The combined expert's name: the expert of every route of `all-experts`."""
 
 Answer = dict[str, Any]
 Answerer = Callable[[Mapping[str, Any]], Answer]
@@ -372,24 +388,29 @@ def graph_answerer(
     """The pipeline; `graph_for(record)` gives the compiled graph that answers the record."""
 
     def answer(record: Mapping[str, Any]) -> Answer:
-        state = graph_for(record).invoke({"query": record["question"]})
-        subs = state.get("sub_answers") or []
-        return {
-            "answer": state.get("answer") or "",
-            "sub_answers": [
-                {
-                    "question": s["question"],
-                    "answer": s["answer"],
-                    "expert": display_name(s["expert"]),
-                }
-                for s in subs
-            ],
-            "routes": [display_name(Route.from_dict(r).expert) for r in state.get("routes") or []],
-            "edges": _edges(state),
-            "fallback_reason": state.get("fallback_reason"),
-        }
+        return graph_reply(graph_for(record), record)
 
     return answer
+
+
+def graph_reply(graph: Runnable, record: Mapping[str, Any]) -> Answer:
+    """One record answered by a compiled pipeline graph, as an outputs line's fields."""
+    state = graph.invoke({"query": record["question"]})
+    subs = state.get("sub_answers") or []
+    return {
+        "answer": state.get("answer") or "",
+        "sub_answers": [
+            {
+                "question": s["question"],
+                "answer": s["answer"],
+                "expert": display_name(s["expert"]),
+            }
+            for s in subs
+        ],
+        "routes": [display_name(Route.from_dict(r).expert) for r in state.get("routes") or []],
+        "edges": _edges(state),
+        "fallback_reason": state.get("fallback_reason"),
+    }
 
 
 def _edges(state: Mapping[str, Any]) -> list[list[int]]:
@@ -399,7 +420,7 @@ def _edges(state: Mapping[str, Any]) -> list[list[int]]:
 
 
 def one_expert_router(name: str) -> Router:
-    """Every sub-query to `name` (the `all-experts` baseline)."""
+    """Every sub-query to `name` (`one-adapter`, and `all-experts`' combined expert)."""
     return lambda texts: [Route(expert=name, score=1.0) for _ in texts]
 
 
@@ -450,6 +471,32 @@ def check_system(system: str) -> System:
     return system  # type: ignore[return-value]
 
 
+def check_outputs_system(system: str, done: Mapping[str, Answer], outputs: Path | None) -> None:
+    """Refuse to resume outputs that a renamed system wrote under the name `system` now has.
+
+    `one-adapter` was called `all-experts`, a name that now means another system: resuming an
+    old `all-experts` file with `--system all-experts` would mix the two systems' answers in one
+    file. Their lines tell them apart, since each routes every sub-query to its one expert's
+    name (`ALL_DOMAINS_EXPERT`, `ALL_EXPERTS`).
+
+    Raises:
+        BenchmarkError: `done` holds lines of `one-adapter` and `system` is `all-experts`, or
+            the other way round.
+    """
+    own_route = {"one-adapter": ALL_DOMAINS_EXPERT, "all-experts": ALL_EXPERTS}
+    for writer, route in own_route.items():
+        if writer == system or system not in own_route:
+            continue
+        if any(route in (row.get("routes") or []) for row in done.values()):
+            former = FORMER_NAMES.get(writer)
+            called = f" (called {former!r} before that name meant another system)" if former else ""
+            raise BenchmarkError(
+                f"{outputs} holds answers of --system {writer}{called}: every sub-query went to "
+                f"{route!r}; resume it with --system {writer}, or give --system {system} another "
+                "--outputs file"
+            )
+
+
 def sub_answer_right(answer: Mapping[str, Any], record: Mapping[str, Any], index: int) -> bool:
     """Whether the `index`-th sub-answer answers the `index`-th gold part on its own."""
     subs = answer.get("sub_answers") or []
@@ -458,13 +505,17 @@ def sub_answer_right(answer: Mapping[str, Any], record: Mapping[str, Any], index
 
 __all__ = [
     "ALL_DOMAINS_EXPERT",
+    "ALL_EXPERTS",
+    "FORMER_NAMES",
     "Answerer",
     "BenchmarkError",
     "System",
     "answered",
     "changed_ids",
+    "check_outputs_system",
     "check_system",
     "graph_answerer",
+    "graph_reply",
     "monolith_answerer",
     "one_expert_router",
     "oracle_router",

@@ -6,8 +6,12 @@ Stages, in pipeline order:
   dependency i -> j is missing (sub-query i is not an ancestor of j; outputs written before
   `edges` was recorded are not checked for it).
 - `routing`: a sub-query went to another expert than its part's gold domain (sub-queries and
-  parts are matched in order). The all-domains adapter (`all-experts`) is right for every domain.
-- `expert`: a sub-answer, read alone, does not answer its part.
+  parts are matched in order). The all-domains adapter (`one-adapter`) and the combined expert
+  (`all-experts`, which asks every expert) are right for every domain.
+- `expert`: a sub-answer, read alone, does not answer its part, and no expert's own reply to
+  it did (`all-experts` records each expert's reply in `expert_answers`).
+- `combination`: (`all-experts` only) every wrong sub-answer had an expert whose own reply
+  answered its part, but the combined reply (`all_experts.combine`) lost it.
 - `aggregation`: every sub-answer was right, but the final answer lost one.
 
 A system without sub-answers (`monolith`) has one stage, `model`.
@@ -19,11 +23,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compllm_graph.evaluation.answers import ALL_DOMAINS_EXPERT, sub_answer_right
-from compllm_graph.evaluation.scoring import score_question
+from compllm_graph.evaluation.answers import ALL_DOMAINS_EXPERT, ALL_EXPERTS, sub_answer_right
+from compllm_graph.evaluation.scoring import part_right, score_question
 from compllm_graph.query_graph import ancestors_of
 
-STAGES = ("decomposition", "routing", "expert", "aggregation", "model")
+STAGES = ("decomposition", "routing", "expert", "combination", "aggregation", "model")
+ANY_DOMAIN = frozenset({ALL_DOMAINS_EXPERT, ALL_EXPERTS})
+"""Routes right for every domain: one adapter trained on all of them, or every expert."""
 
 
 def first_wrong_stage(
@@ -48,11 +54,18 @@ def first_wrong_stage(
     routes = answer.get("routes") or [s.get("expert") for s in subs]
     for part, route in zip(parts, routes):
         gold = part["domain"] if experts is None or part["domain"] in experts else "base"
-        if route not in (gold, ALL_DOMAINS_EXPERT):  # the FT baseline's one adapter fits all
+        if route != gold and route not in ANY_DOMAIN:
             return "routing"
-    if not all(sub_answer_right(answer, record, i) for i in range(len(parts))):
+    wrong = [i for i in range(len(parts)) if not sub_answer_right(answer, record, i)]
+    if any(not _an_expert_was_right(subs[i], parts[i]) for i in wrong):
         return "expert"
-    return "aggregation"
+    return "combination" if wrong else "aggregation"
+
+
+def _an_expert_was_right(sub: Mapping[str, Any], part: Mapping[str, Any]) -> bool:
+    """Whether an expert's own reply to a combined sub-answer answered its part."""
+    replies = sub.get("expert_answers") or {}
+    return any(part_right(str(reply), part) for reply in replies.values())
 
 
 def _lost_dependency(record: Mapping[str, Any], answer: Mapping[str, Any]) -> bool:

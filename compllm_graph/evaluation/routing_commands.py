@@ -1,5 +1,6 @@
-"""`compllm eval routing` (the routing error table on MMLU subject groups, Tables 2 and 3) and
-`compllm eval routing-transfer` (rows from one benchmark, questions from others).
+"""`compllm eval routing` (the routing error table on MMLU subject groups, Tables 2 and 3),
+`compllm eval routing-transfer` (rows from one benchmark, questions from others), and
+`compllm experts calibrate` (every expert's gain over the base model, stored for routing).
 
 `compllm eval routing` loads with the [eval] extra alone (the table and the chart); building its
 expert stores needs [router], which also gives the MiniLM embedder, and the decoder embedders
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, compllm_home, missing_data_dir
 
@@ -95,7 +97,7 @@ def _eval_routing(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register"]
+__all__ = ["extend", "register"]
 
 
 def _add_routing_transfer(sub: argparse._SubParsersAction) -> None:
@@ -107,6 +109,22 @@ def _add_routing_transfer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedder", default="minilm", help="embedder spec")
     p.add_argument("--per-expert", type=int, default=300, help="MMLU rows per expert")
     p.add_argument("--per-source", type=int, default=150, help="questions per routed source")
+    p.add_argument(
+        "--sources",
+        default=None,
+        help="comma-separated routed sources (arc,gsm8k,medmcqa,medqa; default: all)",
+    )
+    p.add_argument(
+        "--llm-router",
+        default=None,
+        metavar="ALIAS",
+        help="also route a sample by asking this model which domain each question is in "
+        "(one call per question; llama.cpp), beside the best embedding method on that sample",
+    )
+    p.add_argument(
+        "--llm-sample", type=int, default=100, help="questions the LLM router routes (default 100)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="the LLM router's threads")
     p.add_argument("--json", action="store_true", help="end with one JSON object")
     p.set_defaults(func=run_routing_transfer)
 
@@ -122,10 +140,163 @@ def run_routing_transfer(args: argparse.Namespace) -> int:
 
     if missing_data_dir(args.data_dir):
         return 2
-    data = transfer_data(args.data_dir, args.per_expert, args.per_source)
-    result = transfer_errors(data, embedder_from_spec(args.embedder))
+    sources = args.sources.split(",") if args.sources else None
+    try:
+        data = transfer_data(args.data_dir, args.per_expert, args.per_source, sources=sources)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    embedder = embedder_from_spec(args.embedder)
+    result = transfer_errors(data, embedder)
     print(transfer_table(result))
     print(f"best: {best_method(result)}")
+    if args.llm_router:
+        result["llm_router"] = _llm_router(args, data, embedder, best_method(result))
     if args.json:
         print(json.dumps({"embedder": args.embedder, **result}))
     return 0
+
+
+def _llm_router(args: argparse.Namespace, data: Any, embedder: Any, method: str) -> dict[str, Any]:
+    """The LLM router and the embedding method `method` on one sample of the questions."""
+    import numpy as np
+
+    from compllm_graph.evaluation.routing_transfer import (
+        METHODS,
+        method_router,
+        router_errors,
+        sample_questions,
+    )
+    from compllm_graph.evaluation.stats import paired_difference
+    from compllm_graph.expert_store.llm_router import DomainNamingRouter
+    from compllm_graph.models import load_model
+
+    questions = sample_questions(data, args.llm_sample)
+    model = load_model(args.llm_router, engine="llama.cpp", n_threads=args.threads)
+    llm = DomainNamingRouter(model.chat_model(max_new_tokens=8), sorted(data.rows))
+    rows = {n: np.asarray(embedder.embed(texts), np.float32) for n, texts in data.rows.items()}
+    kind, size, center = METHODS[method]
+    embedded = method_router(embedder, rows, kind, size, center)
+    out = {"model": args.llm_router, method: router_errors(embedded, questions)}
+    out["llm"] = router_errors(llm, questions)
+    out["llm_minus_embedding"] = paired_difference(out["llm"]["wrong"], out[method]["wrong"])
+    for row in (out["llm"], out[method]):
+        row.pop("wrong")
+    for name in ("llm", method):
+        row = out[name]
+        print(
+            f"{name} on {row['n']} sampled questions: error {row['error']:.1%} "
+            f"{row['error_ci95']}, to base {row['to_base']:.1%}, "
+            f"{row['seconds_per_question']:.3f} s a question"
+        )
+    return out
+
+
+def extend(group: str, subcommands: argparse._SubParsersAction) -> None:
+    """Add `calibrate` to the `compllm experts` subcommands (`cli.EXTENSIONS`): it answers the
+    calibration split and scores the replies, which the expert store's commands may not import.
+
+    Raises:
+        ValueError: a group other than `experts`.
+    """
+    if group != "experts":
+        raise ValueError(f"routing_commands extends the experts group only, not {group!r}")
+    from compllm_graph.expert_store.commands import add_command
+
+    p = add_command(
+        subcommands,
+        "calibrate",
+        "answer the calibration split with every expert and the base model, and store the "
+        "gains so that routing sends a part to an expert only where it beats the base",
+        _calibrate,
+    )
+    p.add_argument("--model", default=None, help="base model alias (default: the default model)")
+    p.add_argument("--engine", choices=("llama.cpp", "transformers"), default=None)
+    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--items", type=int, default=30, help="questions per domain (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="which questions (default 0)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=160,
+        help="tokens per answer: the budget the graph gives a part (default 160, the "
+        "benchmarks'; `compllm ask` gives 48)",
+    )
+    p.add_argument(
+        "--no-base-prompt",
+        action="store_true",
+        help="ask the base model with no system message (as the graph built with "
+        "base_system_prompt=None does)",
+    )
+    p.add_argument(
+        "--domain-of",
+        action="append",
+        default=[],
+        metavar="EXPERT=DOMAIN",
+        help="the domain an expert serves (default: an expert named after a domain serves it)",
+    )
+    p.add_argument(
+        "--min-items",
+        type=int,
+        default=20,
+        help="a domain with fewer questions keeps routing by similarity (default 20)",
+    )
+    p.add_argument(
+        "--interval",
+        action="store_true",
+        help="count a gain only when its 95%% interval lies above 0 (stricter)",
+    )
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--dry-run", action="store_true", help="measure and report, store nothing")
+
+
+def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
+    from compllm_graph.data_dir import missing_data_message
+    from compllm_graph.defaults import BASE_SYSTEM_PROMPT
+    from compllm_graph.evaluation.routing_calibration import (
+        calibrate_store,
+        calibration_questions,
+        describe_items,
+        owners_of,
+    )
+    from compllm_graph.expert_store import ExpertStore, demo_store
+    from compllm_graph.expert_store.calibration import GainRule, report_lines
+    from compllm_graph.models import DEFAULT_MODEL, load_model
+
+    if args.items < 1:
+        raise ValueError(f"--items must be at least 1, got {args.items}")
+    if not args.data_dir.is_dir():
+        raise ValueError(missing_data_message(args.data_dir))
+    owners = dict(_pair(text) for text in args.domain_of)
+    rule = GainRule(args.min_items, args.interval)  # checked before the slow part
+    questions = calibration_questions(args.data_dir, args.items, args.seed)
+    model = load_model(args.model or DEFAULT_MODEL, engine=args.engine, n_threads=args.threads)
+    store = ExpertStore.open(args.store) if args.store else demo_store(model.name)
+    calibration = calibrate_store(
+        store,
+        model,
+        questions,
+        max_new_tokens=args.max_new_tokens,
+        base_prompt=None if args.no_base_prompt else BASE_SYSTEM_PROMPT,
+        owners=owners_of(store, questions, owners),
+        rule=rule,
+        items=describe_items(args.items, args.seed),
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    if not args.dry_run:
+        store.set_calibration(calibration)
+    lines = report_lines(calibration)
+    lines.append(f"{'not stored (--dry-run)' if args.dry_run else 'stored in'} {store.path}")
+    return {
+        "store": str(store.path),
+        "stored": not args.dry_run,
+        "calibration": calibration.to_dict(),
+        "text": "\n".join(lines),
+    }
+
+
+def _pair(text: str) -> tuple[str, str]:
+    expert, sep, domain = text.partition("=")
+    if not sep or not expert.strip() or not domain.strip():
+        raise ValueError(f"--domain-of takes EXPERT=DOMAIN, got {text!r}")
+    return expert.strip(), domain.strip()

@@ -5,12 +5,16 @@ subjects (train split); the questions routed come from sources no row has seen (
 ARC for chemistry and biology, GSM8K for mathematics, MedQA and MedMCQA for medicine. Each
 method is scored on the same embeddings, with thresholds out of the way (every question has an
 expert), so the error is misrouting between experts only.
+
+Every method runs raw and centred: centring subtracts the mean of all rows from rows and
+questions, as a store created with `center=True` does (`index.write_index`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +26,22 @@ from compllm_graph.evaluation.stats import bootstrap_interval, paired_difference
 from compllm_graph.expert_store.embedders import Embedder
 from compllm_graph.expert_store.index import cluster_means
 from compllm_graph.expert_store.router import ExpertRouter
+from compllm_graph.types import Route
 
 ROW_SOURCE = "mmlu"
-METHODS: Mapping[str, tuple[str, int]] = {
-    "1 centroid": ("centroids", 1),
-    "4 centroids": ("centroids", 4),
-    "vote of 5 nearest": ("vote", 5),
-    "vote of 20 nearest": ("vote", 20),
+CENTRED = ", centred"
+METHODS: Mapping[str, tuple[str, int, bool]] = {
+    f"{name}{CENTRED if center else ''}": (kind, size, center)
+    for name, kind, size in (
+        ("1 centroid", "centroids", 1),
+        ("4 centroids", "centroids", 4),
+        ("vote of 5 nearest", "vote", 5),
+        ("vote of 20 nearest", "vote", 20),
+    )
+    for center in (False, True)
 }
-"""Method name -> (kind, centroids per expert or nearest examples that vote)."""
+"""Method name -> (kind, centroids per expert or nearest examples that vote, centred). The
+first, one raw centroid per expert, was the store's default before this measurement."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,21 @@ class TransferData:
 
 
 def transfer_data(
-    data_dir: Path, per_expert: int = 300, per_source: int = 150, seed: int = 0
+    data_dir: Path,
+    per_expert: int = 300,
+    per_source: int = 150,
+    seed: int = 0,
+    sources: Collection[str] | None = None,
 ) -> TransferData:
-    """Seeded samples: up to `per_expert` rows per domain, `per_source` questions per source."""
+    """Seeded samples: up to `per_expert` rows per domain, `per_source` questions per source
+    (of `sources` only, when given: `arc`, `gsm8k`, `medmcqa`, `medqa`).
+
+    Raises:
+        ValueError: `sources` names a source no question comes from.
+    """
+    known = {"arc", "gsm8k", "medmcqa", "medqa"}
+    if sources is not None and (not sources or set(sources) - known):
+        raise ValueError(f"sources are some of {sorted(known)}, got {sorted(sources)}")
     rng = random.Random(f"routing-transfer-{seed}")
     rows: dict[str, list[str]] = {}
     questions: list[tuple[str, str, str]] = []
@@ -58,7 +81,7 @@ def transfer_data(
             if _source(item) != ROW_SOURCE and item.in_split == "test":
                 by_source.setdefault(_source(item), []).append(item)
         for source, found in sorted(by_source.items()):
-            if source == "pubmedqa":
+            if source == "pubmedqa" or (sources is not None and source not in sources):
                 continue  # PubMedQA's titles read as research questions of any field
             chosen = rng.sample(found, min(per_source, len(found)))
             questions.extend((i.question, domain, source) for i in chosen)
@@ -78,8 +101,8 @@ def transfer_errors(data: TransferData, embedder: Embedder) -> dict[str, Any]:
     sources = [s for _, _, s in data.questions]
     results: dict[str, Any] = {}
     baseline: list[bool] | None = None
-    for method, (kind, size) in METHODS.items():
-        router = _router(embedder, row_vectors, kind, size)
+    for method, (kind, size, center) in METHODS.items():
+        router = method_router(embedder, row_vectors, kind, size, center)
         routed = [r.expert for r in router.route_vectors(vectors)]
         wrong = [r != g for r, g in zip(routed, gold)]
         baseline = wrong if baseline is None else baseline
@@ -100,9 +123,23 @@ def transfer_errors(data: TransferData, embedder: Embedder) -> dict[str, Any]:
     }
 
 
-def _router(
-    embedder: Embedder, row_vectors: Mapping[str, np.ndarray], kind: str, size: int
+def method_router(
+    embedder: Embedder,
+    row_vectors: Mapping[str, np.ndarray],
+    kind: str,
+    size: int,
+    center: bool = False,
 ) -> ExpertRouter:
+    """A router over `row_vectors` (expert -> its rows' embeddings) as one of `METHODS` builds
+    it, with thresholds out of the way (every text goes to some expert).
+
+    Args:
+        embedder: Embeds the texts to route.
+        row_vectors: Each expert's row embeddings.
+        kind: `centroids` (k-means means of each expert's rows) or `vote` (every row kept).
+        size: Centroids per expert, or nearest rows that vote.
+        center: Subtract the mean of all rows, as a centred store does.
+    """
     names: list[str] = []
     parts: list[np.ndarray] = []
     for name, vectors in sorted(row_vectors.items()):
@@ -111,9 +148,42 @@ def _router(
         parts.append(rows)
     thresholds = dict.fromkeys(row_vectors, -1.0)  # every question goes to some expert
     vote = size if kind == "vote" else None
+    mean = np.concatenate(list(row_vectors.values())).mean(axis=0) if center else None
     return ExpertRouter.from_centroids(
-        embedder, names, np.concatenate(parts), thresholds, vote=vote
+        embedder, names, np.concatenate(parts), thresholds, center=mean, vote=vote
     )
+
+
+def sample_questions(
+    data: TransferData, size: int = 100, seed: int = 0
+) -> list[tuple[str, str, str]]:
+    """A seeded sample of `data`'s questions, for a router that costs a model call each."""
+    rng = random.Random(f"routing-transfer-sample-{seed}")
+    return rng.sample(data.questions, min(size, len(data.questions)))
+
+
+def router_errors(
+    router: Callable[[list[str]], Sequence[Route]], questions: Sequence[tuple[str, str, str]]
+) -> dict[str, Any]:
+    """Error and seconds of any router (an LLM's, say) on `questions`: a route to base or to
+    another expert than the gold one is wrong."""
+    started = time.perf_counter()
+    routes = router([q for q, _, _ in questions])
+    seconds = time.perf_counter() - started
+    wrong = [r.expert != gold for r, (_, gold, _) in zip(routes, questions)]
+    sources = [s for _, _, s in questions]
+    return {
+        "n": len(questions),
+        "error": round(float(np.mean(wrong)), 4),
+        "error_ci95": bootstrap_interval(wrong),
+        "to_base": round(float(np.mean([r.expert is None for r in routes])), 4),
+        "seconds_per_question": round(seconds / max(len(questions), 1), 4),
+        "by_source": {
+            s: round(float(np.mean([w for w, src in zip(wrong, sources) if src == s])), 4)
+            for s in sorted(set(sources))
+        },
+        "wrong": wrong,
+    }
 
 
 def transfer_table(result: Mapping[str, Any]) -> str:
@@ -147,6 +217,9 @@ __all__ = [
     "METHODS",
     "TransferData",
     "best_method",
+    "method_router",
+    "router_errors",
+    "sample_questions",
     "transfer_data",
     "transfer_errors",
     "transfer_table",

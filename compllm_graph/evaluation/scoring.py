@@ -92,6 +92,45 @@ def _mentions(text: str, option: str) -> bool:
     return bool(option) and re.search(rf"(?<!\w){re.escape(option)}(?!\w)", text) is not None
 
 
+_BARE_LETTER = re.compile(r"^\(?([A-J])\)?\.?$")
+
+
+def answer_key(answer: str, choices: Sequence[str] | None = None) -> str | None:
+    """What `answer` commits to, read by this module's rules, so that replies can be compared
+    without a gold answer (two replies agree when their keys are equal); None when it commits
+    to nothing these rules read.
+
+    With `choices`: the letter of the one option whose text it mentions, else the one letter
+    it names (as "(B)"). Without: the one yes/no/maybe label it states, else its last number
+    ("1,200" and "1200.0" are "1200"), else the one letter it names. Give it what a reply
+    states as its answer (`nodes.execute.stated_answer`), not a worked derivation, whose
+    numbers and mentions are not the answer.
+    """
+    if choices:
+        text = _normalise(answer)
+        present = [i for i, c in enumerate(choices) if _mentions(text, _normalise(str(c)))]
+        if len(present) == 1:
+            return f"({'ABCDEFGHIJ'[present[0]]})"
+        letters = _letters(answer) & set("ABCDEFGHIJ"[: len(choices)])
+        return f"({letters.pop()})" if len(letters) == 1 and not present else None
+    stated = {label for label in LABELS if re.search(rf"\b{label}\b", answer, re.IGNORECASE)}
+    if len(stated) == 1:
+        return stated.pop()
+    numbers = _NUMBER.findall(answer)
+    if numbers:
+        value = float(numbers[-1].replace(",", ""))
+        return str(int(value)) if value.is_integer() else repr(value)
+    letters = _letters(answer)
+    return f"({letters.pop()})" if len(letters) == 1 else None
+
+
+def _letters(answer: str) -> set[str]:
+    """The option letters `answer` names: "(B)", "option B", "answer: B", "B." or a bare "B"."""
+    named = {next(g for g in m.groups() if g).upper() for m in _LETTER.finditer(answer)}
+    bare = _BARE_LETTER.match(answer.strip())
+    return (named | {bare.group(1)}) if bare else named
+
+
 def accuracy(scores: Sequence[Score]) -> dict[str, float | int]:
     """Question accuracy, part accuracy and the counts behind them."""
     parts = [p for s in scores for p in s.parts]
@@ -103,4 +142,4 @@ def accuracy(scores: Sequence[Score]) -> dict[str, float | int]:
     }
 
 
-__all__ = ["LABELS", "Score", "accuracy", "part_right", "score_question"]
+__all__ = ["LABELS", "Score", "accuracy", "answer_key", "part_right", "score_question"]

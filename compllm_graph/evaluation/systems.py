@@ -11,8 +11,10 @@ from langchain_core.runnables import Runnable
 
 from compllm_graph.decomposer.loading import TRAINING_RECORD
 from compllm_graph.defaults import BASE_SYSTEM_PROMPT, build_default_graph
+from compllm_graph.evaluation.all_experts import all_experts_answerer
 from compllm_graph.evaluation.answers import (
     ALL_DOMAINS_EXPERT,
+    ALL_EXPERTS,
     Answerer,
     check_system,
     graph_answerer,
@@ -41,17 +43,20 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
     """The answerer of `args.system` (see `answers` for what each system is).
 
     Raises:
-        ValueError: an unknown system, or `all-experts` without an all-domains adapter.
+        ValueError: an unknown system, `ft` or `one-adapter` without an all-domains adapter,
+            or `all-experts` with a store of no expert.
     """
     system = check_system(args.system)
     model = load_for_eval(args)
     tokens = args.max_new_tokens
-    # The monolith and the pipeline's base model get the same prompt (or both none).
+    # The monolith, FT and the pipeline's base model get the same prompt (or all none).
     base_prompt = None if args.no_base_prompt else BASE_SYSTEM_PROMPT
-    if system == "monolith":
+    if system in ("monolith", "ft"):
+        # FT is the monolith asked through the all-domains adapter: nothing else differs.
+        adapter = all_domains_adapter(args, model)[0] if system == "ft" else None
         return monolith_answerer(
             lambda answers: with_system_prompt(
-                model.chat_model(max_new_tokens=tokens * answers), base_prompt
+                model.chat_model(adapter=adapter, max_new_tokens=tokens * answers), base_prompt
             )
         )
     store = store_for_eval(args, model)
@@ -73,12 +78,19 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
     if system == "random-router":
         graph = pipeline(router=random_router(names, args.seed))
         return graph_answerer(lambda record: graph)
-    if system == "all-experts":
+    if system == "one-adapter":
         graph = pipeline(
             experts={ALL_DOMAINS_EXPERT: all_domains_model(args, model, tokens)},
             router=one_expert_router(ALL_DOMAINS_EXPERT),
         )
         return graph_answerer(lambda record: graph)
+    if system == "all-experts":
+        return all_experts_answerer(
+            lambda combined: pipeline(
+                experts={ALL_EXPERTS: combined}, router=one_expert_router(ALL_EXPERTS)
+            ),
+            store.chat_models(model, max_new_tokens=tokens),
+        )
     return _oracle(pipeline, names)
 
 
@@ -87,8 +99,11 @@ def _oracle(pipeline: Any, names: list[str]) -> Answerer:
     return graph_answerer(lambda record: pipeline(router=oracle_router(record, names)))
 
 
-def all_domains_model(args: argparse.Namespace, model: InferenceModel, tokens: int) -> Runnable:
-    """The FT baseline's chat model: the all-domains adapter with its training system prompt.
+def all_domains_adapter(args: argparse.Namespace, model: InferenceModel) -> tuple[str, Path]:
+    """Add the all-domains adapter (`--all-domains-adapter`, else the one shipped) to `model`.
+
+    Returns:
+        The adapter's name on `model` (`ALL_DOMAINS_EXPERT`) and its folder.
 
     Raises:
         ValueError: no `--all-domains-adapter` and none shipped for the model.
@@ -100,8 +115,18 @@ def all_domains_model(args: argparse.Namespace, model: InferenceModel, tokens: i
             f"`compllm train expert {ALL_DOMAINS_EXPERT} ...` and pass --all-domains-adapter DIR"
         )
     model.add_adapter(ALL_DOMAINS_EXPERT, Path(folder))
-    chat = model.chat_model(adapter=ALL_DOMAINS_EXPERT, max_new_tokens=tokens)
-    return with_system_prompt(chat, trained_system_prompt(Path(folder)))
+    return ALL_DOMAINS_EXPERT, Path(folder)
+
+
+def all_domains_model(args: argparse.Namespace, model: InferenceModel, tokens: int) -> Runnable:
+    """`one-adapter`'s expert: the all-domains adapter with its training system prompt.
+
+    Raises:
+        ValueError: no `--all-domains-adapter` and none shipped for the model.
+    """
+    name, folder = all_domains_adapter(args, model)
+    chat = model.chat_model(adapter=name, max_new_tokens=tokens)
+    return with_system_prompt(chat, trained_system_prompt(folder))
 
 
 def trained_system_prompt(folder: Path) -> str | None:
@@ -114,4 +139,10 @@ def trained_system_prompt(folder: Path) -> str | None:
     return prompt if isinstance(prompt, str) and prompt else None
 
 
-__all__ = ["all_domains_model", "build_answerer", "load_for_eval", "store_for_eval"]
+__all__ = [
+    "all_domains_adapter",
+    "all_domains_model",
+    "build_answerer",
+    "load_for_eval",
+    "store_for_eval",
+]

@@ -11,11 +11,20 @@ with requires("router"):
 
 from compllm_graph.expert_store.demo import default_store_path, demo_store
 from compllm_graph.expert_store.router import ExpertRouter, ThresholdFit
-from compllm_graph.expert_store.store import CorruptStoreError, Expert, ExpertStore, StoreError
+from compllm_graph.expert_store.store import (
+    CorruptStoreError,
+    Expert,
+    ExpertKind,
+    ExpertKindError,
+    ExpertStore,
+    StoreError,
+)
 
 __all__ = [
     "CorruptStoreError",
     "Expert",
+    "ExpertKind",
+    "ExpertKindError",
     "ExpertRouter",
     "ExpertStore",
     "StoreError",

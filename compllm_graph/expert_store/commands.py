@@ -12,13 +12,25 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
+from compllm_graph.expert_store.calibration import Calibration
 from compllm_graph.expert_store.data import DataFileError, read_labelled, read_texts
-from compllm_graph.expert_store.demo import build_demo_store, default_store_path, demo_store
+from compllm_graph.expert_store.demo import (
+    DEMO_CENTER,
+    build_demo_store,
+    default_store_path,
+    demo_store,
+)
 from compllm_graph.expert_store.embedders import EmbedderError
+from compllm_graph.expert_store.records import (
+    BOUND_KINDS,
+    ExpertKind,
+    check_kind,
+    check_model_alias,
+)
 from compllm_graph.expert_store.router import ExpertRouter
 from compllm_graph.expert_store.serving import vllm_lora_args
 from compllm_graph.expert_store.store import (
@@ -29,15 +41,16 @@ from compllm_graph.expert_store.store import (
     check_name,
 )
 from compllm_graph.packs import PackError, installed_packs, write_manifest
-from compllm_graph.types import display_name
+from compllm_graph.types import BASE, display_name
 
 _ERRORS = (StoreError, EmbedderError, DataFileError, PackError, ValueError, OSError)
 SELF_ROUTING_SAMPLE = 200
 """How many of a new expert's own texts `experts add` routes to check its threshold."""
 
 
-def register(experts: argparse.ArgumentParser) -> None:
-    """Add the `compllm experts` subcommands to its group parser."""
+def register(experts: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """Add the `compllm experts` subcommands to its group parser; return the subcommands, to
+    which `cli.EXTENSIONS` add theirs (`calibrate`)."""
     commands = experts.add_subparsers(dest="experts_command", required=True)
 
     create = _command(commands, "create", "create an empty store", _create)
@@ -47,7 +60,12 @@ def register(experts: argparse.ArgumentParser) -> None:
         help="minilm | hashing:DIM | mean-pool:ALIAS | last-token:ALIAS",
     )
     create.add_argument(
-        "--center", action="store_true", help="centre embeddings on the mean of all expert data"
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="centre embeddings on the mean of all expert data (default: on; of the routing "
+        "methods measured on questions no centroid saw, one centred centroid per expert "
+        "misrouted least)",
     )
     create.add_argument(
         "--threshold",
@@ -76,6 +94,18 @@ def register(experts: argparse.ArgumentParser) -> None:
     add.add_argument("--system-prompt")
     add.add_argument("--base-model", help="base model of the adapter")
     add.add_argument("--threshold", type=float, help="per-expert threshold override")
+    add.add_argument(
+        "--kind",
+        choices=get_args(ExpertKind),
+        default="adapter",
+        help="what answers: adapter (a LoRA on the base model, or none), remote (--url and "
+        "--model), model (--model ALIAS), program or runnable (a Runnable of your code, given "
+        "to store.chat_models(..., runnables=...)); default: %(default)s",
+    )
+    add.add_argument("--url", help="a remote expert's OpenAI-compatible base URL (.../v1)")
+    add.add_argument(
+        "--model", help="a remote expert's served model name, or a model expert's alias"
+    )
 
     _command(commands, "list", "list the experts", _list)
 
@@ -103,7 +133,12 @@ def register(experts: argparse.ArgumentParser) -> None:
 
     demo = _command(commands, "build-demo", "build the demo store from the shipped data", _demo)
     demo.add_argument("--embedder", default="minilm")
-    demo.add_argument("--center", action="store_true")
+    demo.add_argument(
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        default=DEMO_CENTER,
+        help="centre embeddings on the mean of all expert data (default: on)",
+    )
     demo.add_argument("--centroids", type=int, default=1)
     demo.add_argument(
         "--no-calibrate",
@@ -150,6 +185,20 @@ def register(experts: argparse.ArgumentParser) -> None:
         help="the base model's public id (default: the catalogue's, e.g. "
         "HuggingFaceTB/SmolLM2-135M-Instruct)",
     )
+    return commands
+
+
+def add_command(
+    commands: Any,
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], dict[str, Any]],
+    *,
+    store: bool = True,
+) -> argparse.ArgumentParser:
+    """Add an experts subcommand as the others are: `--store` (unless `store` is False) and
+    `--json`; `func` returns a dict whose `text` is printed, and an expected error exits 1."""
+    return _command(commands, name, help_text, func, store=store)
 
 
 def _command(
@@ -194,6 +243,9 @@ def _open(args: argparse.Namespace) -> ExpertStore:
 def _expert_dict(store: ExpertStore, expert: Expert) -> dict[str, Any]:
     return {
         "name": expert.name,
+        "kind": expert.kind,
+        "url": expert.url,
+        "model": expert.model,
         "description": expert.description,
         "base_model": expert.base_model,
         "adapter": str(expert.adapter) if expert.adapter else None,
@@ -222,7 +274,12 @@ def _create(args: argparse.Namespace) -> dict[str, Any]:
 def _add(args: argparse.Namespace) -> dict[str, Any]:
     store = _open(args)
     texts = [t.strip() for t in read_texts(args.data) if t.strip()]
-    check_name(args.name)  # before the embedding, which is the slow part
+    check_name(args.name)  # these before the embedding, which is the slow part
+    check_kind(
+        args.kind, adapter=args.adapter, base_model=args.base_model, url=args.url, model=args.model
+    )
+    if args.kind == "model":
+        check_model_alias(args.model)
     # Embedded once: for the store, and for routing the expert's own texts afterwards.
     vectors = store.embedder.embed(texts) if texts else None
     expert = store.add_expert(
@@ -235,6 +292,9 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
         system_prompt=args.system_prompt,
         base_model=args.base_model,
         threshold=args.threshold,
+        kind=args.kind,
+        url=args.url,
+        model=args.model,
     )
     info = _expert_dict(store, expert)
     text = f"added {expert.name}: {info['texts']} texts, {info['centroids']} centroids"
@@ -247,7 +307,7 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
 def _threshold_warning(store: ExpertStore, name: str, vectors: np.ndarray) -> str | None:
     """A warning when most of the expert's own texts would go to base at its threshold."""
     sample = vectors[:SELF_ROUTING_SAMPLE]
-    routes = ExpertRouter(store).route_vectors(sample)
+    routes = ExpertRouter(store).nearest_routes(sample)
     to_base = sum(route.expert is None for route in routes)
     if to_base * 2 <= len(sample):
         return None
@@ -260,31 +320,105 @@ def _threshold_warning(store: ExpertStore, name: str, vectors: np.ndarray) -> st
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:
     store = _open(args)
+    calibration = store.calibration
     experts = [_expert_dict(store, e) for e in store.experts()]
+    for expert in experts:
+        expert["calibration"] = _measured(calibration, expert["name"])
     lines = [
         f"store {store.path} (embedder {store.embedder_spec}"
-        f"{', centred' if store.center else ''}, default threshold "
+        f"{', centred' if store.center else ''}"
+        f"{f', vote of {store.vote} nearest' if store.vote else ''}, default threshold "
         f"{store.default_threshold})"
     ]
-    lines += [
-        f"  {e['name']:<16} thr {e['threshold']:.3f}  {e['centroids']} centroid(s), "
-        f"{e['texts']} texts, adapter: {'yes' if e['adapter'] else 'no'}  "
-        f"{e['description']}"
-        for e in experts
-    ]
-    if experts and not any(e["adapter"] for e in experts):
+    for e in experts:
         lines.append(
-            "  note: no expert here has a trained adapter; each answers with the base model and "
-            "its system prompt"
+            f"  {e['name']:<16} {_answered_by(e):<28} thr {e['threshold']:.3f}  "
+            f"{e['centroids']} centroid(s), {e['texts']} texts  {e['description']}".rstrip()
+        )
+        if e["calibration"]:
+            lines.append(f"  {'':<16} {_measured_text(e['calibration'])}")
+    lines += _calibration_header(calibration)
+    on_base = [e for e in experts if e["kind"] == "adapter"]
+    if on_base and not any(e["adapter"] for e in on_base):
+        lines.append(
+            "  note: no expert here has a trained adapter; each adapter expert answers with the "
+            "base model and its system prompt"
+        )
+    bound = [e["name"] for e in experts if e["kind"] in BOUND_KINDS]
+    if bound:
+        lines.append(
+            f"  note: {', '.join(bound)}: answered by a Runnable of your code; build the graph's "
+            "experts with store.chat_models(model, runnables={name: runnable, ...})"
         )
     return {
         "store": str(store.path),
         "embedder": store.embedder_spec,
         "center": store.center,
+        "vote": store.vote,
         "default_threshold": store.default_threshold,
+        "calibration": calibration.to_dict() if calibration else None,
         "experts": experts,
         "text": "\n".join(lines),
     }
+
+
+def _measured(calibration: Calibration | None, name: str) -> dict[str, Any] | None:
+    """An expert's measured gains per domain and its seconds per call, or None."""
+    if calibration is None:
+        return None
+    gains = {}
+    for domain, found in sorted(calibration.domains.items()):
+        result = found.experts.get(name)
+        if result is not None:
+            gains[domain] = {
+                "gain": round(result.gain(found.n), 4),
+                "ci95": list(result.interval(found.n)),
+                "n": found.n,
+                "takes": found.n >= calibration.rule.min_items
+                and calibration.rule.passes(result, found.n),
+            }
+    if not gains:
+        return None
+    return {
+        "domain": calibration.owners.get(name),
+        "gains": gains,
+        "seconds_per_call": calibration.seconds_per_call.get(name),
+    }
+
+
+def _measured_text(measured: dict[str, Any]) -> str:
+    gains = ", ".join(
+        f"{domain} {g['gain']:+.1%} (n {g['n']}){'*' if g['takes'] else ''}"
+        for domain, g in measured["gains"].items()
+    )
+    cost = measured["seconds_per_call"]
+    owner = f"serves {measured['domain']}; " if measured["domain"] else ""
+    return f"{owner}gain over base: {gains}" + (f"; {cost:.2f} s/call" if cost else "")
+
+
+def _calibration_header(calibration: Calibration | None) -> list[str]:
+    if calibration is None:
+        return [
+            "  not calibrated: parts go to the most similar expert (`compllm experts calibrate`)"
+        ]
+    base = calibration.seconds_per_call.get(BASE)
+    cost = f", base {base:.2f} s/call" if base is not None else ""
+    return [
+        f"  calibrated for {calibration.model} ({calibration.created}{cost}); "
+        f"{calibration.rule.describe()} (*: it does)"
+    ]
+
+
+def _answered_by(expert: dict[str, Any]) -> str:
+    """What answers for an expert, in a few words: its kind and what it points at."""
+    kind = expert["kind"]
+    if kind == "adapter":
+        return "adapter (LoRA)" if expert["adapter"] else "adapter (none: base model)"
+    if kind == "remote":
+        return f"remote {expert['model']} at {expert['url']}"
+    if kind == "model":
+        return f"model {expert['model']}"
+    return f"{kind} (bound in code)"
 
 
 def _remove(args: argparse.Namespace) -> dict[str, Any]:
@@ -425,4 +559,4 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-__all__ = ["register"]
+__all__ = ["add_command", "register"]

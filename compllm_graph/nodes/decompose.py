@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.config import get_stream_writer
 
+from compllm_graph.decomposer.split_rule import split_questions as split_and_questions
+from compllm_graph.decomposer.stopping import OPEN, PrefixCheck, check_prefix
 from compllm_graph.errors import CompLLMError
 from compllm_graph.query_graph import (
     DecompositionError,
     QueryGraph,
+    SubQuery,
     parse_decomposition,
     sub_query_char_limit,
 )
@@ -71,54 +79,175 @@ def question_of(state: CompLLMState) -> str:
     return clean_question(message_text(last), "the last human message")
 
 
+SPLIT_QUESTIONS = "split_questions"
+"""The `configurable` key that turns the and-split rule on or off for one run, e.g.
+`graph.invoke(inputs, {"configurable": {"split_questions": False}})`."""
+
+
 def make_decompose_node(
-    decomposer: Runnable, system_prompt: str | None, max_sub_queries: int
+    decomposer: Runnable,
+    system_prompt: str | None,
+    max_sub_queries: int,
+    split_questions: bool = True,
 ) -> Runnable:
     """Build the node that decomposes the query into a `QueryGraph`.
 
-    When the decomposer raises or its output is rejected, the query becomes one sub-query and
-    the state's `fallback_reason` says why (quoting at most `QUOTE_CHARS` of the output), so
-    every query is still answered. Input without a usable question raises `QuestionError` (see
-    `question_of`) before any model runs.
+    The decomposer's reply is streamed and stopped as soon as it can no longer become a
+    decomposition (`decomposer.stopping.check_prefix`: a sub-query that runs on, a repeat, text
+    or tags outside the format), so a failing decomposer costs a few tokens, not its token limit.
+    When the decomposer raises, is stopped, or its output is rejected, the query becomes one
+    sub-query and the state's `fallback_reason` says why (quoting at most `QUOTE_CHARS` of the
+    output), so every query is still answered. Then, when the graph holds one sub-query and the
+    query is independent questions joined by "and" (`decomposer.split_rule`), each question
+    becomes a sub-query of its own and the state's `split_rule` says so (None otherwise).
+    Input without a usable question raises `QuestionError` (see `question_of`) before any model
+    runs.
+
+    Args:
+        decomposer: The decomposer chat model (any Runnable; one that cannot stream is read
+            whole).
+        system_prompt: Its system message; None sends the question alone.
+        max_sub_queries: Decompositions with more sub-queries fall back to the whole query.
+        split_questions: Apply the and-split rule; a run's `configurable` key
+            `SPLIT_QUESTIONS` overrides it.
     """
 
     def prompt(query: str) -> list[BaseMessage]:
         head: list[BaseMessage] = [SystemMessage(system_prompt)] if system_prompt else []
         return [*head, HumanMessage(query)]
 
-    def finish(query: str, output: str, failure: str | None = None) -> dict:
-        query_graph, reason = QueryGraph.single(query), failure
-        if failure is None:
-            try:
-                query_graph = parse_decomposition(
-                    output, max_sub_queries, sub_query_char_limit(query)
-                )
-            except DecompositionError as exc:
-                reason = f"{exc}; decomposer wrote {quote(output)}"
+    def check(query: str) -> Callable[[str], PrefixCheck]:
+        return partial(
+            check_prefix, max_sub_queries=max_sub_queries, max_chars=sub_query_char_limit(query)
+        )
+
+    def finish(query: str, reply: _Reply, config: RunnableConfig | None) -> dict:
+        query_graph, reason = _read_reply(query, reply, max_sub_queries)
+        split = None
+        if len(query_graph) == 1 and _split_on(config, split_questions):
+            query_graph, split = _split(query, query_graph, reason, max_sub_queries)
         get_stream_writer()(
             {
                 "event": "decomposition",
                 "sub_queries": query_graph.to_dict()["sub_queries"],
-                "raw": output,
+                "raw": reply.text,
                 "fallback_reason": reason,
+                "split_rule": split,
             }
         )
-        return {"query": query, "query_graph": query_graph.to_dict(), "fallback_reason": reason}
+        return {
+            "query": query,
+            "query_graph": query_graph.to_dict(),
+            "fallback_reason": reason,
+            "split_rule": split,
+        }
 
-    def decompose(state: CompLLMState) -> dict:
+    def decompose(state: CompLLMState, config: RunnableConfig) -> dict:
         query = question_of(state)
         try:
-            output = message_text(decomposer.invoke(prompt(query)))
+            reply = _stream(decomposer.stream(prompt(query)), check(query))
         except Exception as exc:  # any decomposer failure: answer the query whole instead
-            return finish(query, "", f"the decomposer raised {type(exc).__name__}: {exc}")
-        return finish(query, output)
+            reply = _Reply("", OPEN, f"the decomposer raised {type(exc).__name__}: {exc}")
+        return finish(query, reply, config)
 
-    async def adecompose(state: CompLLMState) -> dict:
+    async def adecompose(state: CompLLMState, config: RunnableConfig) -> dict:
         query = question_of(state)
         try:
-            output = message_text(await decomposer.ainvoke(prompt(query)))
+            reply = await _astream(decomposer.astream(prompt(query)), check(query))
         except Exception as exc:  # any decomposer failure: answer the query whole instead
-            return finish(query, "", f"the decomposer raised {type(exc).__name__}: {exc}")
-        return finish(query, output)
+            reply = _Reply("", OPEN, f"the decomposer raised {type(exc).__name__}: {exc}")
+        return finish(query, reply, config)
 
     return RunnableLambda(decompose, afunc=adecompose, name="decompose")
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What the decomposer wrote, how the early-stop check last judged it, and its failure."""
+
+    text: str
+    verdict: PrefixCheck
+    failure: str | None = None
+
+
+class _Reader:
+    """Gathers a streamed reply and judges it after every chunk."""
+
+    def __init__(self, check: Callable[[str], PrefixCheck]) -> None:
+        self.check = check
+        self.reply: Any = None
+        self.verdict = OPEN
+
+    def add(self, chunk: Any) -> bool:
+        """Take one chunk; True when generating more is useless."""
+        self.reply = chunk if self.reply is None else self.reply + chunk
+        raw = getattr(self.reply, "content", self.reply)
+        # `message_text` strips blanks, so a reply of nothing but blanks is checked as it is.
+        blank = isinstance(raw, str) and not raw.strip()
+        self.verdict = self.check(raw if blank else message_text(self.reply))
+        return self.verdict.stop
+
+    def result(self) -> _Reply:
+        text = message_text(self.reply) if self.reply is not None else ""
+        return _Reply(text, self.verdict)
+
+
+def _stream(chunks: Iterator[Any], check: Callable[[str], PrefixCheck]) -> _Reply:
+    """Read a streamed reply until it ends or `check` stops it; closing the stream tells the
+    engine to stop generating (the local engines free the row at their next token)."""
+    reader = _Reader(check)
+    try:
+        for chunk in chunks:
+            if reader.add(chunk):
+                break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return reader.result()
+
+
+async def _astream(chunks: AsyncIterator[Any], check: Callable[[str], PrefixCheck]) -> _Reply:
+    """`_stream` for an async stream."""
+    reader = _Reader(check)
+    try:
+        async for chunk in chunks:
+            if reader.add(chunk):
+                break
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return reader.result()
+
+
+def _read_reply(query: str, reply: _Reply, max_sub_queries: int) -> tuple[QueryGraph, str | None]:
+    """The reply's query graph, or the whole query and why."""
+    if reply.failure is not None:
+        return QueryGraph.single(query), reply.failure
+    verdict = reply.verdict
+    if verdict.status == "invalid":
+        reason = f"the decomposer was stopped early: {verdict.reason}"
+        return QueryGraph.single(query), f"{reason}; decomposer wrote {quote(reply.text)}"
+    text = reply.text[: verdict.cut] if verdict.status == "complete" else reply.text
+    try:
+        return parse_decomposition(text, max_sub_queries, sub_query_char_limit(query)), None
+    except DecompositionError as exc:
+        return QueryGraph.single(query), f"{exc}; decomposer wrote {quote(reply.text)}"
+
+
+def _split_on(config: RunnableConfig | None, default: bool) -> bool:
+    configurable = (config or {}).get("configurable") or {}
+    return bool(configurable.get(SPLIT_QUESTIONS, default))
+
+
+def _split(
+    query: str, query_graph: QueryGraph, reason: str | None, max_sub_queries: int
+) -> tuple[QueryGraph, str | None]:
+    """The and-split rule's graph and what it did, or the graph unchanged and None."""
+    parts = split_and_questions(query, max_sub_queries)
+    if parts is None:
+        return query_graph, None
+    why = "the decomposer failed" if reason else "the decomposer wrote one sub-query"
+    graph = QueryGraph(tuple(SubQuery(i, text) for i, text in enumerate(parts, start=1)))
+    return graph, f"split into {len(parts)} independent questions at 'and' ({why})"

@@ -6,13 +6,16 @@ is `compllm_graph.datasets`; decomposition F1 is `compllm_graph.decomposer.metri
 imports `compllm_graph.evaluation`, and nothing there imports this package.
 """
 
+import importlib.util
+
 from compllm_graph._extras import requires
-
-with requires("train"):
-    import peft  # noqa: F401
-    import scipy  # noqa: F401
-    import torch  # noqa: F401
-
 from compllm_graph.training.settings import LoraSettings, TrainSettings
+
+# Found, not imported: the modules that train import them, and `settings` (the CLI's flags)
+# loads without torch.
+with requires("train"):
+    for _name in ("peft", "scipy", "torch"):
+        if importlib.util.find_spec(_name) is None:
+            raise ModuleNotFoundError(f"No module named {_name!r}", name=_name)
 
 __all__ = ["LoraSettings", "TrainSettings"]

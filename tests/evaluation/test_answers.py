@@ -16,6 +16,7 @@ from compllm_graph.defaults import BASE_SYSTEM_PROMPT
 from compllm_graph.evaluation.answers import (
     BenchmarkError,
     answered,
+    check_system,
     oracle_router,
     random_router,
     read_benchmark,
@@ -214,6 +215,8 @@ class FakeModel:
     def __init__(self, by_adapter: bool = False) -> None:
         self.added: dict[str, Path] = {}
         self.by_adapter = by_adapter  # experts known by their adapter only, not their prompt
+        self.budgets: list[tuple[str | None, Any]] = []  # (adapter, max_new_tokens) per chat
+        self.asked: list[tuple[str | None, str, str]] = []  # (adapter, system, text) per call
 
     def add_adapter(self, name: str, folder: Path) -> None:
         self.added[name] = Path(folder)
@@ -222,19 +225,21 @@ class FakeModel:
         return list(self.added)
 
     def chat_model(self, adapter: str | None = None, **generation: Any) -> FakeChat:
+        self.budgets.append((adapter, generation.get("max_new_tokens")))
         return FakeChat(label=adapter or "base", reply=lambda m: self.reply(m, adapter))
 
     def reply(self, messages: list[BaseMessage], adapter: str | None) -> str:
         system = " ".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
         text = str(messages[-1].content)
+        self.asked.append((adapter, system, text))
         if "<q>" in system or "sub-queries" in system.lower() or "decompos" in system.lower():
             first, _, second = text.partition(" Also, ")
             return f"<q>{first}</q><q>{second}</q>"
         if text.startswith("Here are answers"):  # the aggregator repeats the parts
             return " ".join(line for line in text.splitlines() if line.startswith("Answer:"))
         who = (adapter or "") if self.by_adapter else (adapter or system)
-        if "all-domains" in who:
-            return "Neon" if "gas" in text else "42"
+        if "all-domains" in who:  # knows every domain, so it answers a whole question too
+            return " and ".join(a for k, a in (("gas", "Neon"), ("times", "42")) if k in text)
         if "chemistry" in who and "gas" in text:
             return "The answer is (A) Neon."
         if "mathematics" in who and "times" in text:
@@ -266,7 +271,14 @@ def eval_answers(fake: dict[str, Any], system: str, *extra: str) -> None:
 
 @pytest.mark.parametrize(
     ("system", "accuracy"),
-    [("oracle-router", 1.0), ("monolith", 0.0), ("all-experts", 1.0), ("compllm", None)],
+    [
+        ("oracle-router", 1.0),
+        ("monolith", 0.0),
+        ("ft", 1.0),
+        ("one-adapter", 1.0),
+        ("all-experts", 1.0),
+        ("compllm", None),
+    ],
 )
 def test_each_system_answers_through_the_command(
     fake: dict[str, Any], system: str, accuracy: float | None, capsys: pytest.CaptureFixture
@@ -278,8 +290,7 @@ def test_each_system_answers_through_the_command(
     assert out[0].startswith(f"{system}: accuracy")
     if accuracy is not None:
         assert summary["accuracy"] == accuracy
-    if system == "all-experts":
-        assert "all-domains" in fake["model"].added
+    assert ("all-domains" in fake["model"].added) is (system in ("ft", "one-adapter"))
 
 
 @pytest.mark.parametrize(
@@ -304,7 +315,7 @@ def test_the_monolith_gets_the_prompt_of_the_pipelines_base_model(
     assert systems == [prompt] * 3
 
 
-@pytest.mark.parametrize("system", ["oracle-router", "random-router", "compllm"])
+@pytest.mark.parametrize("system", ["oracle-router", "random-router", "compllm", "all-experts"])
 def test_concurrent_answers_match_answers_one_at_a_time(
     fake: dict[str, Any], system: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -313,10 +324,10 @@ def test_concurrent_answers_match_answers_one_at_a_time(
         outputs = tmp_path / f"{system}.{concurrency}.jsonl"
         eval_answers(fake, system, "--outputs", str(outputs), "--concurrency", concurrency)
         rows[concurrency] = {
-            k: (v["answer"], v["routes"], v["edges"], v["fallback_reason"])
+            k: (v["answer"], v["routes"], v["edges"], v["fallback_reason"], v["sub_answers"])
             for k, v in answered(outputs).items()
         }
-    assert all(isinstance(edges, list) for _, _, edges, _ in rows["1"].values())
+    assert all(isinstance(edges, list) for _, _, edges, _, _ in rows["1"].values())
     assert rows["1"] == rows["3"] and len(rows["1"]) == 3
     capsys.readouterr()
     with pytest.raises(SystemExit):
@@ -396,3 +407,99 @@ def test_the_command_answers_changed_questions_again_only_when_asked(
     assert main([*argv, "--redo-changed"]) == 0
     assert set(answered(outputs)) == {"q0", "q1", "q2"}
     assert set(answered(tmp_path / "out.changed.jsonl")) == {"q0"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "prompt"), [((), BASE_SYSTEM_PROMPT), (("--no-base-prompt",), None)]
+)
+def test_ft_answers_the_whole_question_in_one_call_through_the_all_domains_adapter(
+    fake: dict[str, Any], tmp_path: Path, flags: tuple[str, ...], prompt: str | None
+) -> None:
+    outputs = tmp_path / "ft.jsonl"
+    eval_answers(fake, "ft", "--outputs", str(outputs), "--max-new-tokens", "50", *flags)
+    model = fake["model"]
+    # one call per question, the question whole, with the monolith's prompt and budget
+    assert model.asked == [("all-domains", prompt or "", r["question"]) for r in RECORDS]
+    assert set(model.budgets) == {("all-domains", 50 * 3)}  # two parts plus the aggregator's
+    lines = list(answered(outputs).values())
+    assert [line["answer"] for line in lines] == ["Neon and 42"] * 3
+    assert all(line["sub_answers"] == [] and line["routes"] == [] for line in lines)
+
+
+def test_one_adapter_sends_every_sub_query_to_the_all_domains_adapter(
+    fake: dict[str, Any], tmp_path: Path
+) -> None:
+    outputs = tmp_path / "one-adapter.jsonl"
+    eval_answers(fake, "one-adapter", "--outputs", str(outputs))
+    for line in answered(outputs).values():
+        assert line["routes"] == ["all-domains", "all-domains"]
+        assert [s["expert"] for s in line["sub_answers"]] == ["all-domains", "all-domains"]
+    experts = {adapter for adapter, system, _ in fake["model"].asked if "expert" in system}
+    assert experts == set()  # no store expert is asked
+    assert ("all-domains", 160) in fake["model"].budgets
+
+
+def test_all_experts_asks_every_expert_once_per_sub_query_and_combines(
+    fake: dict[str, Any], tmp_path: Path
+) -> None:
+    outputs = tmp_path / "all-experts.jsonl"
+    eval_answers(fake, "all-experts", "--outputs", str(outputs))
+    asked = [(system, text) for _, system, text in fake["model"].asked if "expert" in system]
+    subs = [CHEMISTRY["question"], MATHS["question"]]
+    experts = ["You are a chemistry expert.", "You are a mathematics expert."]
+    # three questions, two sub-queries each, every sub-query to both experts exactly once
+    assert sorted(asked) == sorted((e, q) for q in subs for e in experts for _ in RECORDS)
+    for line in answered(outputs).values():
+        assert line["routes"] == ["all-experts", "all-experts"]
+        chemistry, maths = line["sub_answers"]
+        assert chemistry["expert"] == "all-experts" and chemistry["combined"] == "majority"
+        assert chemistry["answer"] == "The answer is (A) Neon."  # the one normalised answer
+        assert chemistry["expert_answers"] == {
+            "chemistry": "The answer is (A) Neon.",
+            "mathematics": "I do not know.",
+        }
+        assert maths["answer"] == "The answer is 42."
+        assert maths["expert_answers"]["chemistry"] == "I do not know."
+
+
+def test_a_store_without_experts_cannot_answer_all_experts(
+    fake: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ExpertStore.create(tmp_path / "empty", "hashing:64")
+    argv = ["eval", "answers", str(fake["file"]), "--system", "all-experts"]
+    assert main([*argv, "--store", str(tmp_path / "empty")]) == 2
+    assert "needs at least one expert" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("system", "route", "writer"),
+    [("all-experts", "all-domains", "one-adapter"), ("one-adapter", "all-experts", "all-experts")],
+)
+def test_outputs_of_the_renamed_system_are_not_resumed_under_the_other(
+    fake: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    system: str,
+    route: str,
+    writer: str,
+) -> None:
+    # before the paper's all-experts, `--system all-experts` wrote lines routed to all-domains
+    outputs = tmp_path / "old.jsonl"
+    line = {"id": "q0", "answer": "Neon and 42", "sub_answers": [], "routes": [route, route]}
+    outputs.write_text(json.dumps(line) + "\n")
+    argv = ["eval", "answers", str(fake["file"]), "--system", system, "--outputs", str(outputs)]
+    assert main([*argv, "--store", str(fake["store"])]) == 2
+    err = capsys.readouterr().err
+    assert f"holds answers of --system {writer}" in err
+    assert ("called 'all-experts' before" in err) is (writer == "one-adapter")
+    assert fake["model"].asked == []  # refused before any model is asked
+    assert len(outputs.read_text().splitlines()) == 1
+
+
+def test_an_unknown_system_is_refused_with_the_known_ones(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match=r"unknown system 'oracle'.*'oracle-router'"):
+        check_system("oracle")
+    assert check_system("one-adapter") == "one-adapter"
+    with pytest.raises(SystemExit):
+        main(["eval", "answers", "b.jsonl", "--system", "all-domains"])
+    assert "invalid choice: 'all-domains'" in capsys.readouterr().err

@@ -52,9 +52,38 @@ def test_a_domain_without_an_expert_is_rightly_routed_to_base() -> None:
     assert first_wrong_stage(RECORD, reply, frozenset({"chemistry"})) == "expert"
 
 
-def test_the_all_domains_adapter_is_rightly_routed_for_every_domain() -> None:
-    reply = answer("Neon", [("a", "Neon"), ("b", "41")], ["all-domains", "all-domains"])
+@pytest.mark.parametrize("route", ["all-domains", "all-experts"])
+def test_one_adapter_and_all_experts_are_rightly_routed_for_every_domain(route: str) -> None:
+    reply = answer("Neon", [("a", "Neon"), ("b", "41")], [route, route])
     assert first_wrong_stage(RECORD, reply) == "expert"
+
+
+def combined(final: str, subs: list[tuple[str, dict[str, str]]]) -> dict:
+    """An `all-experts` line: each sub-answer with every expert's own reply."""
+    reply = answer(final, [(f"q{i}", a) for i, (a, _) in enumerate(subs)], ["all-experts"] * 2)
+    for sub, (_, replies) in zip(reply["sub_answers"], subs, strict=True):
+        sub.update(combined="labelled", expert_answers=replies)
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("subs", "stage"),
+    [
+        # the mathematics expert said 42, but the combined reply lost it
+        (
+            [("Neon", {"chemistry": "Neon"}), ("41", {"a": "41", "mathematics": "42"})],
+            "combination",
+        ),
+        # no expert said 42: the experts went wrong first
+        ([("Neon", {"chemistry": "Neon"}), ("41", {"a": "41", "b": "40"})], "expert"),
+        ([("Oxygen", {"c": "Oxygen"}), ("41", {"a": "41", "mathematics": "42"})], "expert"),
+        ([("Neon", {"chemistry": "Neon"}), ("42", {"mathematics": "42"})], "aggregation"),
+    ],
+)
+def test_a_combination_that_lost_an_experts_right_reply(
+    subs: list[tuple[str, dict[str, str]]], stage: str
+) -> None:
+    assert first_wrong_stage(RECORD, combined("Neon and 41", subs)) == stage
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ WRITTEN = {
     "fallback_reason",
 }
 SUB_ANSWER = {"question", "answer", "expert", "fallback_reason", "seconds", "attempts"}
+SUB_ANSWER |= {"combined", "expert_answers", "expert_errors"}  # all-experts: each expert's reply
 
 
 def _lines() -> list[tuple[Path, int, dict]]:

@@ -39,14 +39,14 @@ def _row(answer: str, reason: str | None = None) -> dict:
 def test_an_appended_short_answer_gives_way_to_the_parts() -> None:
     stored = "It is (A) gold. (The parts' answers: (B) iron.)"
     answer, reason = reaggregated(QUESTION, _row(stored))
-    assert answer == "The answer is (B) iron. Carbon dioxide."
+    assert answer == "First part: The answer is (B) iron.\nSecond part: Carbon dioxide."
     assert reason is not None and "sub-query 1" in reason
 
 
 def test_answers_with_nothing_to_judge_stand() -> None:
     kept = "Iron, (B) iron; and carbon dioxide."
     assert reaggregated(QUESTION, _row(kept)) == (kept, None)
-    joined = "The answer is (B) iron. Carbon dioxide."
+    joined = "First part: The answer is (B) iron.\nSecond part: Carbon dioxide."
     restated = _row(joined, "the aggregator restated the question instead of answering")
     assert reaggregated(QUESTION, restated) == (joined, None)
     whole = {**_row("x"), "sub_answers": [{"question": QUESTION, "answer": "x"}]}
@@ -64,7 +64,7 @@ def test_rewrite_keeps_the_written_answer_and_runs_once(
     outputs.write_text(json.dumps(_row("It is (A) gold. (The parts' answers: (B) iron.)")) + "\n")
     assert rewrite(outputs) == 1
     row = json.loads(outputs.read_text())
-    assert row["answer"] == "The answer is (B) iron. Carbon dioxide."
+    assert row["answer"] == "First part: The answer is (B) iron.\nSecond part: Carbon dioxide."
     assert row["answer_as_written"].startswith("It is (A) gold.")
     assert "left out" in row["fallback_reason"]
     assert rewrite(outputs) == 0

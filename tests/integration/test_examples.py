@@ -61,6 +61,15 @@ def test_mixed_experts() -> None:
     assert "chemistry (remote) says: " in out
 
 
+def test_agent_expert() -> None:
+    out = run_example("agent_expert.py")
+    assert "mathematics  kind runnable" in out
+    assert "chemistry    kind adapter" in out
+    # the agent, bound to its store entry, answers through its calculator tool
+    assert "mathematics (agent) says: The calculator says 69. The answer is 69." in out
+    assert "\nAnswer: " in out
+
+
 def test_stream_events() -> None:
     out = run_example("stream_events.py", "What is 2 plus 2?")
     lines = out.splitlines()

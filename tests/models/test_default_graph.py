@@ -47,7 +47,7 @@ def _system(messages: list[BaseMessage]) -> str | None:
 def test_the_base_model_gets_its_prompt_and_the_aggregator_none(
     tiny: TransformersModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = _run(tiny, tmp_path, monkeypatch)
+    seen = _run(tiny, tmp_path, monkeypatch, aggregate="always")
     prompted = sorted(str(m[-1].content) for m in seen if _system(m) == BASE_SYSTEM_PROMPT)
     assert prompted == ["What is 2 + 3?", "Which gas do plants take in?"]
     aggregator = [m for m in seen if "Here are answers to the parts" in str(m[-1].content)]
@@ -80,9 +80,17 @@ def _answer_with(
 def test_the_local_reducer_is_checked_and_a_callers_own_aggregator_is_not(
     tiny: TransformersModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checked = _answer_with(tiny, tmp_path, monkeypatch)
-    assert checked["answer"] == "CO2. The answer is 5."
+    checked = _answer_with(tiny, tmp_path, monkeypatch, aggregate="always")
+    assert checked["answer"] == "First part: CO2.\nSecond part: The answer is 5."
     assert checked["aggregator_reply"] == "Plants are green."
     own = FakeChat(reply=lambda m: "Carbon dioxide; five.")
     trusted = _answer_with(tiny, tmp_path / "own", monkeypatch, aggregator=own)
     assert trusted["answer"] == "Carbon dioxide; five." and trusted["fallback_reason"] is None
+
+
+def test_the_local_reducer_is_not_called_on_independent_parts(
+    tiny: TransformersModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    joined = _answer_with(tiny, tmp_path, monkeypatch)
+    assert joined["answer"] == "First part: CO2.\nSecond part: The answer is 5."
+    assert joined["aggregation"] == "joined" and joined["aggregator_reply"] is None

@@ -30,7 +30,7 @@ def _reduced(aggregator_reply: str, chemistry_reply: str = "The answer is (B) ir
 
 def test_a_reducer_that_restates_the_question_gives_way_to_the_parts_answers():
     out = _reduced(f"{ECHO_QUERY[:150]} Carbon dioxide.")
-    assert out["answer"] == "The answer is (B) iron. Carbon dioxide."
+    assert out["answer"] == "First part: The answer is (B) iron.\nSecond part: Carbon dioxide."
     assert "restated the question" in out["fallback_reason"]
 
 
@@ -50,7 +50,7 @@ def test_a_reducer_that_cuts_a_long_option_short_gives_way_to_the_parts():
         "It is (D) no two electrons pair up, and carbon dioxide.",
         chemistry_reply=f"The answer is {LONG}.",
     )
-    assert out["answer"] == f"The answer is {LONG}. Carbon dioxide."
+    assert out["answer"] == f"First part: The answer is {LONG}.\nSecond part: Carbon dioxide."
     assert "left out the answer of sub-query 1" in out["fallback_reason"]
 
 

@@ -54,7 +54,10 @@ def test_the_check_keeps_a_paraphrase_that_states_every_answer():
 
 def test_the_check_replaces_a_reply_whose_answers_only_match_as_substrings():
     out = _graph("18 and Parisian", check=True).invoke({"query": "q?"})
-    assert out["answer"] == "The answer is 8. The capital of France is Paris."
+    assert (
+        out["answer"]
+        == "First part: The answer is 8.\nSecond part: The capital of France is Paris."
+    )
     assert "left out the answer of sub-query 1, 2" in out["fallback_reason"]
     assert out["aggregator_reply"] == "18 and Parisian", "the reducer's own text is kept"
 

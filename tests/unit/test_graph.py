@@ -9,6 +9,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
+from pydantic import Field
 
 from compllm_graph import DeviceLimits, ExpertPolicy, QueryGraph, Route, create_compllm_graph
 from compllm_graph.nodes.execute import as_question, short_answer, stated_answer
@@ -25,6 +26,30 @@ def experts(delay=0.0, **kwargs):
     }
 
 
+class MeetingChat(FakeChat):
+    """Replies only once `meeting.parties` calls are in flight at once (a barrier, which breaks
+    after a few seconds, failing the call, when they never are)."""
+
+    meeting: Any = None
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        self.meeting.wait(5)
+        return self._answer(messages)
+
+    async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.to_thread(self.meeting.wait, 5)
+        return self._answer(messages)
+
+
+def meeting_experts():
+    """Three experts that each answer only while all three are answering together."""
+    meeting = threading.Barrier(3)
+    return {
+        name: MeetingChat(label=name, meeting=meeting)
+        for name in ("chemistry", "biology", "mathematics")
+    }
+
+
 def build(decomposition=THREE_INDEPENDENT, experts_=None, base=None, **kwargs):
     return create_compllm_graph(
         decomposer=decomposer(decomposition),
@@ -37,24 +62,20 @@ def build(decomposition=THREE_INDEPENDENT, experts_=None, base=None, **kwargs):
 
 @pytest.mark.parametrize("scheduler", ["eager", "waves"])
 async def test_three_independent_experts_run_concurrently(scheduler):
-    graph = build(experts_=experts(delay=0.3), scheduler=scheduler)
-    await graph.ainvoke({"query": "warm-up"})  # the first run pays one-off import costs
-    started = time.perf_counter()
+    graph = build(experts_=meeting_experts(), scheduler=scheduler)
     out = await graph.ainvoke({"query": "three things?"})
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, f"three 0.3 s experts took {elapsed:.2f} s: not concurrent"
+    # each expert answers only while the other two are answering too
     assert [a["expert"] for a in out["sub_answers"]] == ["chemistry", "biology", "mathematics"]
     assert [r["expert"] for r in out["routes"]] == ["chemistry", "biology", "mathematics"]
     assert out["fallback_reason"] is None
 
 
 def test_sync_invoke_runs_concurrently_too():
-    graph = build(experts_=experts(delay=0.3))
-    graph.invoke({"query": "warm-up"})
-    started = time.perf_counter()
+    graph = build(experts_=meeting_experts())
     out = graph.invoke({"query": "three things?"})
-    assert time.perf_counter() - started < 0.5
-    assert out["answer"].startswith("base answer to: Here are answers to the parts")
+    assert [a["expert"] for a in out["sub_answers"]] == ["chemistry", "biology", "mathematics"]
+    assert out["answer"].startswith("First part: chemistry answer to: chem one\n")
+    assert out["answer"].startswith("First part: chemistry answer to: chem one\n")
 
 
 async def test_context_passing_and_aggregation_prompt():
@@ -96,28 +117,54 @@ def test_relation_phrases_reach_experts_as_questions(text, question):
     assert as_question(text) == question
 
 
+class WaitingChat(FakeChat):
+    """Replies once `other` is set or `patience` seconds pass; `met` says which, per call."""
+
+    other: Any = None
+    patience: float = 0.5
+    met: list[bool] = Field(default_factory=list)
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        self.met.append(self.other.wait(self.patience))
+        return self._answer(messages)
+
+    async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        self.met.append(await asyncio.to_thread(self.other.wait, self.patience))
+        return self._answer(messages)
+
+
+class StartSignalChat(FakeChat):
+    """Sets `started` as each call begins."""
+
+    started: Any = None
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        self.started.set()
+        return self._answer(messages)
+
+    async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        self.started.set()
+        return self._answer(messages)
+
+
 async def test_eager_beats_waves_on_an_uneven_dag():
-    # 1 (slow) -> 3 ; 2 (fast) -> 4 (slow): eager starts 4 when 2 ends; waves waits for 1.
-    slow, fast = 0.4, 0.05
-
-    def timed(label, delay):
-        return FakeChat(label=label, delay=delay)
-
-    text = "<q>slow a</q><q>fast b</q><q>fast c</q><q>slow d</q><dep>1->3, 2->4</dep>"
-    router = keyword_router({"slow": "slow", "fast": "fast"})
-    elapsed = {}
+    # 1 (long) -> 3 ; 2 (fast) -> 4: eager starts 4 as soon as 2 ends, while 1 still runs;
+    # waves waits for 1. Sub-query 1 runs until 4 starts, or 0.5 s.
+    text = "<q>long a</q><q>fast b</q><q>fast c</q><q>last d</q><dep>1->3, 2->4</dep>"
+    router = keyword_router({"long": "long", "fast": "fast", "last": "last"})
+    overlapped, elapsed = {}, {}
     for scheduler in ("eager", "waves"):
-        graph = build(
-            text,
-            {"slow": timed("slow", slow), "fast": timed("fast", fast)},
-            router=router,
-            scheduler=scheduler,
-        )
+        fourth_started = threading.Event()
+        first = WaitingChat(label="long", other=fourth_started)
+        fourth = StartSignalChat(label="last", started=fourth_started)
+        pool = {"long": first, "fast": FakeChat(label="fast"), "last": fourth}
+        graph = build(text, pool, router=router, scheduler=scheduler)
         started = time.perf_counter()
         await graph.ainvoke({"query": "q"})
         elapsed[scheduler] = time.perf_counter() - started
-    # eager ~ slow + fast (0.45 s) vs waves ~ slow + slow (0.8 s)
-    assert elapsed["eager"] < elapsed["waves"] - 0.2, elapsed
+        overlapped[scheduler] = first.met
+    assert overlapped == {"eager": [True], "waves": [False]}, "did 4 start while 1 ran?"
+    assert elapsed["eager"] < elapsed["waves"], elapsed
 
 
 async def test_capacity_one_on_a_shared_device_serialises():
@@ -204,7 +251,7 @@ def test_compiled_graph_works_as_a_node_inside_another_graph():
     outer.add_edge(START, "experts")
     outer.add_edge("experts", "polish")
     out = outer.compile().invoke({"messages": [HumanMessage("what?")]})
-    assert out["messages"][-1].content.startswith("BASE ANSWER TO")
+    assert out["messages"][-1].content.startswith("FIRST PART: CHEMISTRY ANSWER TO")
 
 
 def test_stream_custom_events_cover_every_stage():
@@ -353,8 +400,9 @@ def test_a_raising_aggregator_falls_back_to_the_parts_answers_in_order():
         aggregator=FakeChat(label="aggregator", fail_times=1),
     ).compile()
     out = graph.invoke({"query": "q"})
-    assert out["answer"] == "First. Second."
+    assert out["answer"] == "First part: First.\nSecond part: Second."
     assert "the aggregator raised RuntimeError" in out["fallback_reason"]
+    assert out["aggregation"] == "replaced"
 
 
 def test_a_part_as_long_as_its_long_query_is_kept_but_a_runaway_one_is_not():
@@ -422,7 +470,7 @@ def test_a_hung_blocking_model_does_not_hold_invoke_past_its_timeout(scheduler):
         experts={"chemistry": hung},
         router=lambda texts: [Route("chemistry", 1.0) for _ in texts],
         base=FakeChat(label="base", reply=lambda m: "BASE"),
-        expert_policy=ExpertPolicy(timeout=1.0, retries=0),
+        expert_policy=ExpertPolicy(timeout=0.2, retries=0),
         scheduler=scheduler,
     ).compile()
     started = time.perf_counter()
@@ -493,7 +541,7 @@ def test_a_reducer_that_leaves_out_a_parts_answer_gives_way_to_the_parts():
         check_aggregate=True,
     ).compile()
     out = graph.invoke({"query": "q"})
-    assert out["answer"] == "The answer is 26. The answer is (B) Iron."
+    assert out["answer"] == "First part: The answer is 26.\nSecond part: The answer is (B) Iron."
     assert "left out the answer of sub-query 1" in out["fallback_reason"]
     kept = create_compllm_graph(
         decomposer=decomposer("<q>chem a</q><q>bio c</q>"),

@@ -97,16 +97,6 @@ def test_a_human_message_with_a_lone_surrogate_is_cleaned_and_answered():
     assert out["messages"][-1].content == out["answer"]
 
 
-def test_minilm_embeds_text_with_a_lone_surrogate():
-    pytest.importorskip("sentence_transformers", reason="needs the [router] extra")
-    from compllm_graph.expert_store.embedders import MiniLMEmbedder
-
-    embedder = MiniLMEmbedder()
-    vectors = embedder.embed(["\ud800 What is H2O?", "\ufffd What is H2O?"])
-    assert vectors.shape == (2, 384)
-    assert (vectors[0] == vectors[1]).all()
-
-
 @pytest.mark.parametrize("query", [42, b"What is H2O?", ["What is H2O?"]])
 def test_a_query_that_is_not_a_string_is_a_clear_error(query):
     with pytest.raises(ValueError, match=f"query must be a string, got {type(query).__name__}"):

@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -39,6 +40,7 @@ from compllm_graph.serve import (
 )
 from compllm_graph.serve import main as serve_main
 from compllm_graph.types import Route
+from tests.servers import free_port
 
 DELAY = 0.15
 
@@ -62,12 +64,19 @@ class Gauge:
         with self._lock:
             self.now -= 1
 
+    def reset(self) -> None:
+        """Forget the calls and the peak (between tests that share a server)."""
+        with self._lock:
+            self.peak = self.now
+            self.calls = []
+
 
 class SlowEcho(BaseChatModel):
-    """Answers `PREFIX: <last message>` after DELAY seconds."""
+    """Answers `PREFIX: <last message>` after `delay` seconds."""
 
     prefix: str
     gauge: Gauge = Field(exclude=True)
+    delay: float = DELAY
 
     @property
     def _llm_type(self) -> str:
@@ -92,28 +101,52 @@ class SlowEcho(BaseChatModel):
     ) -> ChatResult:
         self.gauge.enter({"stop": stop, **kwargs})
         try:
-            await asyncio.sleep(DELAY)
+            await asyncio.sleep(self.delay)
         finally:
             self.gauge.leave()
         return self._reply(messages)
 
 
-@pytest.fixture
-def gauge() -> Gauge:
-    return Gauge()
-
-
-@pytest.fixture
-def url(gauge: Gauge) -> Iterator[str]:
+def _serve(gauge: Gauge, delay: float) -> AbstractContextManager[str]:
     app = create_app(
         {
-            "chemistry": SlowEcho(prefix="chem", gauge=gauge),
-            "biology": SlowEcho(prefix="bio", gauge=gauge),
+            "chemistry": SlowEcho(prefix="chem", gauge=gauge, delay=delay),
+            "biology": SlowEcho(prefix="bio", gauge=gauge, delay=delay),
         },
         max_new_tokens=32,
     )
-    with serve_in_thread(app) as base_url:
-        yield base_url
+    return serve_in_thread(app)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, Gauge]]:
+    """One server, answering at once, for the tests that set no concurrency limit: a limit
+    belongs to an endpoint for the process's life, and starting and stopping a server for each
+    test takes a while."""
+    gauge = Gauge()
+    with _serve(gauge, delay=0.0) as base_url:
+        yield base_url, gauge
+
+
+@pytest.fixture
+def gauge(server: tuple[str, Gauge]) -> Gauge:
+    """The shared server's gauge, its calls and peak forgotten."""
+    server[1].reset()
+    return server[1]
+
+
+@pytest.fixture
+def url(server: tuple[str, Gauge], gauge: Gauge) -> str:
+    return server[0]
+
+
+@pytest.fixture
+def own_server() -> Iterator[tuple[str, Gauge]]:
+    """A server of the test's own: a new endpoint, whose limit the test sets, answering after
+    DELAY seconds so that requests in flight together overlap."""
+    gauge = Gauge()
+    with _serve(gauge, delay=DELAY) as base_url:
+        yield base_url, gauge
 
 
 def test_models_and_health(url: str) -> None:
@@ -216,7 +249,10 @@ def test_invalid_json_and_unknown_model_via_client(url: str) -> None:
         remote_chat_model(url, "physics", max_retries=0).invoke("x")
 
 
-async def test_limit_is_shared_by_all_models_of_an_endpoint(url: str, gauge: Gauge) -> None:
+async def test_limit_is_shared_by_all_models_of_an_endpoint(
+    own_server: tuple[str, Gauge],
+) -> None:
+    url, gauge = own_server
     chemistry = remote_chat_model(url, "chemistry", max_concurrency=2)
     biology = remote_chat_model(url + "/", "biology")  # same endpoint, so the same limit
     assert biology.endpoint_limit is chemistry.endpoint_limit
@@ -232,7 +268,8 @@ async def test_limit_is_shared_by_all_models_of_an_endpoint(url: str, gauge: Gau
     assert elapsed >= 3 * DELAY
 
 
-def test_limit_holds_for_threads_and_their_loops(url: str, gauge: Gauge) -> None:
+def test_limit_holds_for_threads_and_their_loops(own_server: tuple[str, Gauge]) -> None:
+    url, gauge = own_server
     chat = remote_chat_model(url, "chemistry", max_concurrency=1)
     jobs = [lambda: chat.invoke("sync"), lambda: asyncio.run(chat.ainvoke("async"))] * 2
     threads = [threading.Thread(target=job) for job in jobs]
@@ -244,7 +281,8 @@ def test_limit_holds_for_threads_and_their_loops(url: str, gauge: Gauge) -> None
     assert gauge.peak == 1
 
 
-def test_remote_expert_inside_the_graph(url: str, gauge: Gauge) -> None:
+def test_remote_expert_inside_the_graph(own_server: tuple[str, Gauge]) -> None:
+    url, gauge = own_server
     decomposer = FakeListChatModel(responses=["<q>acids?</q><q>bases?</q><q>salts?</q><dep></dep>"])
     chemistry = remote_chat_model(url, "chemistry", max_concurrency=1)
     graph = create_compllm_graph(
@@ -271,8 +309,7 @@ def test_remote_expert_inside_the_graph(url: str, gauge: Gauge) -> None:
 
 
 def test_unreachable_expert_falls_back_to_base() -> None:
-    with serve_in_thread(create_app({"m": FakeListChatModel(responses=["x"])})) as gone:
-        pass  # the server is stopped: its port now refuses connections
+    gone = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: connections are refused
     graph = create_compllm_graph(
         decomposer=FakeListChatModel(responses=["<q>one?</q><dep></dep>"]),
         experts={"far": remote_chat_model(gone, "far", max_retries=0, timeout=5)},

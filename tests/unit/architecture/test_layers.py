@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,22 @@ PACKAGE = Path(__file__).resolve().parents[3] / "compllm_graph"
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_extras", "_help", "_progress", "_sync", "_concurrency", "_calls", "data_dir"),
+    (
+        "errors",
+        "_extras",
+        "_help",
+        "_progress",
+        "_sync",
+        "_concurrency",
+        "_calls",
+        "data_dir",
+        "sandbox",
+        "_sandbox_child",
+    ),
     ("query_graph", "types"),
     ("adapter_folder",),
     ("state",),
-    ("models", "decomposer", "packs"),
+    ("models", "decomposer", "packs", "program_expert"),
     ("expert_store",),
     ("datasets",),
     ("scheduling",),
@@ -83,8 +95,15 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
 
 
 def graph() -> dict[str, set[str]]:
+    """Each module's imports of other package modules (a copy: the tests may change theirs)."""
+    return {name: set(targets) for name, targets in _parsed_graph().items()}
+
+
+@cache
+def _parsed_graph() -> dict[str, frozenset[str]]:
+    # Parsed once a session: the source does not change while the tests run.
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: imports_of(path, set(files)) - {name} for name, path in files.items()}
+    return {name: frozenset(imports_of(path, set(files)) - {name}) for name, path in files.items()}
 
 
 def layer_of(module: str) -> int:

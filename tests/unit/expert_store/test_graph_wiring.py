@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 pytest.importorskip("faiss", reason="needs the [router] extra")
-pytest.importorskip("torch", reason="needs the [local] extra")
 
 import numpy as np
 from langchain_core.messages import BaseMessage, SystemMessage
@@ -17,9 +16,14 @@ from safetensors.numpy import save_file
 
 from compllm_graph import create_compllm_graph
 from compllm_graph.expert_store import ExpertRouter, ExpertStore, StoreError
-from compllm_graph.models import LocalModel
 from compllm_graph.types import Route
+from tests.conftest import installed
 from tests.fakes import FakeChat, decomposer
+
+if TYPE_CHECKING:
+    from compllm_graph.models import LocalModel
+
+pytestmark = pytest.mark.skipif(not installed("torch"), reason="needs the [local] extra")
 
 CHEMISTRY = [
     "What is the pH of a strong acid solution?",
@@ -70,7 +74,7 @@ def store(tmp_path: Path) -> ExpertStore:
 
 def test_router_and_chat_models_drive_the_graph(store: ExpertStore) -> None:
     local = FakeLocalModel()
-    experts = store.chat_models(cast(LocalModel, local), max_new_tokens=5)
+    experts = store.chat_models(cast("LocalModel", local), max_new_tokens=5)
     assert set(experts) == {"chemistry", "mathematics"} and set(local.adapters) == {"chemistry"}
     graph = create_compllm_graph(
         decomposer=decomposer(
@@ -97,4 +101,4 @@ def test_adapter_for_another_base_model_is_refused(store: ExpertStore) -> None:
     local = FakeLocalModel()
     local.name = "qwen2.5-coder-0.5b-instruct"
     with pytest.raises(StoreError, match="has an adapter for 'smollm2-135m-instruct'"):
-        store.chat_models(cast(LocalModel, local))
+        store.chat_models(cast("LocalModel", local))

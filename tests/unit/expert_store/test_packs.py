@@ -1,16 +1,15 @@
 """Expert packs: the repository's packs, discovery through the entry point group, sha256 checks,
-and what the demo store says when a model's pack is missing."""
+and what the demo store says when a model's pack is missing (a pack built into a wheel by pip:
+`tests/integration/test_wheels.py`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +32,6 @@ from compllm_graph.packs import (
     SHIPPED_PACKS,
     PackError,
     PackNotInstalledError,
-    installed_packs,
     pack_for,
     read_pack,
     write_manifest,
@@ -124,50 +122,6 @@ def test_the_default_pack_is_installed_and_verified() -> None:
     assert adapter_for(DEFAULT_MODEL) == pack.decomposer()
 
 
-def test_a_pack_built_from_a_folder_and_a_pyproject_is_discovered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The layout docs/packs.md gives, built into a wheel by setuptools and unpacked as pip
-    installs it: found through its entry point, its adapters used by the demo store."""
-    monkeypatch.setenv("COMPLLM_HOME", str(tmp_path / "home"))
-    project = tmp_path / "my-pack"
-    pack_folder(project / "my_tiny_pack")
-    (project / "pyproject.toml").write_text(
-        "[build-system]\n"
-        'requires = ["setuptools>=77"]\n'
-        'build-backend = "setuptools.build_meta"\n\n'
-        "[project]\n"
-        'name = "my-tiny-pack"\n'
-        'version = "1.2.0"\n\n'
-        f'[project.entry-points."{ENTRY_POINT_GROUP}"]\n'
-        f'"{MODEL}" = "my_tiny_pack"\n\n'
-        "[tool.setuptools]\n"
-        "include-package-data = false\n"
-        'packages = ["my_tiny_pack"]\n\n'
-        "[tool.setuptools.package-data]\n"
-        'my_tiny_pack = ["**/*.json", "**/*.safetensors"]\n'
-    )
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
-    build += ["--no-index", "-q", "-w", str(tmp_path / "dist"), str(project)]
-    subprocess.run(build, check=True, capture_output=True, env={**os.environ, "PIP_NO_INPUT": "1"})
-    (wheel,) = (tmp_path / "dist").glob("*.whl")
-    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    try:
-        pack = pack_for(MODEL)
-        assert pack is not None and (pack.name, pack.version) == ("my-tiny-pack", "1.2.0")
-        assert pack.folder == (tmp_path / "site" / "my_tiny_pack").resolve()
-        assert pack in installed_packs() and pack_for(PUBLIC_ID) == pack
-        assert shipped_experts(MODEL) == {"biology": pack.folder / "experts" / "biology"}
-        assert adapter_for(MODEL) == pack.decomposer() == pack.folder / "decomposer"
-        store = build_demo_store(tmp_path / "store", base=MODEL, embedder="hashing:64")
-        experts = {e.name: e for e in store.experts()}
-        assert experts["biology"].adapter is not None and experts["biology"].base_model == MODEL
-        assert all(e.adapter is None for n, e in experts.items() if n != "biology")
-    finally:
-        sys.modules.pop("my_tiny_pack", None)
-
-
 def test_a_changed_missing_or_unlisted_file_is_refused_naming_it(tiny_pack: Path) -> None:
     pack = pack_for(MODEL)
     assert pack is not None
@@ -211,7 +165,7 @@ def test_a_verified_file_is_not_hashed_again_until_it_changes(
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"{path} hashed again")
 
-    monkeypatch.setattr(packs, "_sha256", no_hashing)
+    monkeypatch.setattr(packs, "sha256_file", no_hashing)
     pack.verify()  # remembered in this process
     monkeypatch.setattr(packs, "_VERIFIED", {})
     pack.verify()  # remembered in $COMPLLM_HOME/packs/, for the next process

@@ -1,11 +1,9 @@
-"""ExpertStore: round trip, names, adapters, corruption, crash leftovers and concurrent writers."""
+"""ExpertStore: round trip, names, adapters, corruption and crash leftovers (writers in two
+processes at once: `tests/integration/test_store_processes.py`)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -167,30 +165,6 @@ def test_leftovers_of_a_crashed_writer_are_ignored_then_removed(store: ExpertSto
     store.add_expert("physics", ["What is the speed of light?"])
     assert not (store.path / "experts" / "halfwritten").exists()
     assert not (store.path / "index" / "7.faiss").exists()
-
-
-def test_two_processes_adding_experts_at_once_lose_nothing(tmp_path: Path) -> None:
-    root = tmp_path / "shared"
-    store = ExpertStore.create(root, "hashing:64")
-    script = textwrap.dedent(
-        """
-        import sys
-        from compllm_graph.expert_store import ExpertStore
-        store = ExpertStore.open(sys.argv[1])
-        for i in range(12):
-            store.add_expert(f"{sys.argv[2]}-{i}", [f"text {i} from {sys.argv[2]}", "more text"])
-        """
-    )
-    workers = [
-        subprocess.Popen([sys.executable, "-c", script, str(root), who])
-        for who in ("alpha", "beta")
-    ]
-    assert [w.wait(timeout=120) for w in workers] == [0, 0]
-    store.reload()
-    expected = sorted(f"{who}-{i}" for who in ("alpha", "beta") for i in range(12))
-    assert [e.name for e in store.experts()] == expected
-    _, rows, _ = store.load_index()
-    assert rows == expected
 
 
 def _edit_manifest(root: Path, **changes: object) -> None:
