@@ -89,7 +89,7 @@ vllm: $(VLLM_VENV)/.installed
 
 # The graph against two real vLLM servers (slow: each server takes about a minute to start).
 test-vllm: models vllm
-	$(BIN)/pytest -m slow tests/integration/test_vllm.py
+	$(BIN)/pytest -m slow tests/integration/test_vllm.py tests/integration/test_endpoint_vllm.py
 
 bench-vllm: models vllm
 	$(BIN)/python -m benchmarks.vllm

@@ -8,7 +8,7 @@ from typing import Literal
 
 from compllm_graph.errors import CompLLMError
 
-Extra = Literal["local", "router", "remote", "serve", "train", "eval", "durable"]
+Extra = Literal["local", "router", "remote", "serve", "train", "eval", "durable", "postgres"]
 """The `[project.optional-dependencies]` groups of pyproject.toml that features need."""
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from compllm_graph._extras import MissingExtraError, requires
+from compllm_graph._extras import MissingExtraError
 from compllm_graph._help import field_help
 from compllm_graph._progress import VERBOSE_VARIABLE
 from compllm_graph.models.requests import GenerationSettings
@@ -44,8 +44,9 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "serve": (
-        "serve a local model and its LoRA adapters over an OpenAI-compatible API",
-        ("compllm_graph.serve",),
+        "serve a local model and its LoRA adapters, or the whole graph (--graph), over an "
+        "OpenAI-compatible API",
+        ("compllm_graph.serve_graph",),
     ),
 }
 # Subcommands a group takes from a module of a higher layer, which its own module may not import
@@ -154,14 +155,34 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask.add_argument(
         "--checkpoints",
         default=None,
-        metavar="PATH.sqlite",
-        help="keep the run's checkpoints in this SQLite file (needs --thread)",
+        metavar="PATH.sqlite|URL",
+        help="keep the run's checkpoints in this SQLite file or PostgreSQL database "
+        "(postgresql://USER:PASSWORD@HOST:PORT/DB; needs --thread)",
     )
     ask.add_argument(
         "--thread",
         default=None,
         metavar="ID",
         help="the run's thread: an interrupted question on this thread resumes where it stopped",
+    )
+    ask.add_argument(
+        "--aggregate",
+        choices=("auto", "always"),
+        default=None,
+        help="when the reducer runs: auto joins the answers of independent parts without a "
+        "reducer call, always calls it whenever there is something to combine (default: auto)",
+    )
+    ask.add_argument(
+        "--no-split-questions",
+        action="store_true",
+        help="turn off the and-split rule (a question the decomposer left whole that is "
+        "independent questions joined by 'and' gets a sub-query per question)",
+    )
+    ask.add_argument(
+        "--program-expert",
+        action="store_true",
+        help="the mathematics expert answers by a program the model writes and a sandbox "
+        "runs, falling back to the expert itself",
     )
     ask.add_argument("--stream", action="store_true", help="print events as they happen")
     ask.add_argument("--json", action="store_true", help="end with one JSON object")
@@ -176,6 +197,7 @@ def run_ask(args: argparse.Namespace) -> int:
     is refused before any model loads. An error is one `error: ...` line on stderr and, with
     `--json`, also `{"error": ...}` on stdout, so that output still ends with a JSON object.
     """
+    from compllm_graph.checkpoints import CheckpointError, open_checkpointer
     from compllm_graph.defaults import DEFAULT_MAX_NEW_TOKENS, build_default_graph
     from compllm_graph.expert_store import ExpertStore, StoreError
     from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, load_model
@@ -187,6 +209,7 @@ def run_ask(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         question = clean_question(args.question, "the question")
+        checkpointer = open_checkpointer(args.checkpoints)  # before the model: fails fast
         engine: Engine | None = args.engine
         if engine is None and args.decomposer_beams > 1:
             engine = "transformers"  # beam search runs there
@@ -199,8 +222,12 @@ def run_ask(args: argparse.Namespace) -> int:
             decomposer_adapter=args.decomposer,
             decomposer_beams=args.decomposer_beams,
             scheduler=args.scheduler,
-        ).compile(checkpointer=_checkpointer(args.checkpoints))
-    except (ModelLoadError, StoreError, ValueError) as err:  # QuestionError is a ValueError
+            aggregate=args.aggregate,
+            split_questions=not args.no_split_questions,
+            program_expert=args.program_expert,
+        ).compile(checkpointer=checkpointer)
+    # QuestionError is a ValueError
+    except (ModelLoadError, StoreError, CheckpointError, ValueError) as err:
         return _ask_failed(args, str(err))
     timings: dict[str, float] = {"load": time.perf_counter() - started}
     config: RunnableConfig = {"configurable": {"thread_id": args.thread}} if args.thread else {}
@@ -211,7 +238,8 @@ def run_ask(args: argparse.Namespace) -> int:
     stages = STAGES[STAGES.index(pending[0]) :] if pending else STAGES
     try:
         out = _run_streaming(graph, inputs, timings, echo=args.stream, config=config, stages=stages)
-    except QuestionError as err:  # a thread another client left ending in an answer
+    # a thread another client left ending in an answer; the checkpoint database lost mid-run
+    except (QuestionError, CheckpointError) as err:
         return _ask_failed(args, str(err))
     timings["total"] = time.perf_counter() - started
     print(format_report(out, timings))
@@ -229,17 +257,6 @@ def _ask_failed(args: argparse.Namespace, message: str) -> int:
 
 
 STAGES = ("decompose", "route", "execute", "aggregate")
-
-
-def _checkpointer(path: str | None) -> Any:
-    """A SQLite checkpointer at `path` (None: none); needs the [durable] extra."""
-    if path is None:
-        return None
-    import sqlite3
-
-    with requires("durable"):
-        from langgraph.checkpoint.sqlite import SqliteSaver
-    return SqliteSaver(sqlite3.connect(path, check_same_thread=False))
 
 
 def _run_streaming(
@@ -324,8 +341,22 @@ def format_report(out: dict, timings: dict[str, float]) -> str:
     lines += ["", f"Answer: {out['answer']}"]
     if out.get("fallback_reason"):  # the decomposer's or the aggregator's, in pipeline order
         lines.append(f"  (fallback: {out['fallback_reason']})")
+    lines += [f"  ({note})" for note in answer_notes(out)]
     lines += ["", f"Total: {timings['total']:.1f} s ({stages})"]
     return "\n".join(lines)
+
+
+JOINED_NOTE = "joined without a reducer call"
+
+
+def answer_notes(out: dict) -> list[str]:
+    """What the decompose and aggregate nodes did that the sub-queries and the answer do not
+    show: the and-split rule's note (state `split_rule`), and that the parts' answers were
+    joined without a reducer call (state `aggregation` "joined", for more than one part)."""
+    notes = [f"and-split rule: {out['split_rule']}"] if out.get("split_rule") else []
+    if out.get("aggregation") == "joined" and len(out["query_graph"]["sub_queries"]) > 1:
+        notes.append(JOINED_NOTE)
+    return notes
 
 
 def report_json(out: dict, timings: dict[str, float]) -> dict:
@@ -337,6 +368,8 @@ def report_json(out: dict, timings: dict[str, float]) -> dict:
         "sub_answers": out["sub_answers"],
         "answer": out["answer"],
         "fallback_reason": out.get("fallback_reason"),
+        "split_rule": out.get("split_rule"),
+        "aggregation": out.get("aggregation"),
         "timings": timings,
     }
 

@@ -11,10 +11,12 @@ from langgraph.graph import StateGraph
 
 from compllm_graph.decomposer.loading import default_decomposer
 from compllm_graph.expert_store import ExpertRouter, ExpertStore, demo_store
+from compllm_graph.expert_store.records import BOUND_KINDS
 from compllm_graph.expert_store.serving import with_system_prompt
 from compllm_graph.graph import create_compllm_graph
 from compllm_graph.models import DEFAULT_MODEL, InferenceModel, load_model
 from compllm_graph.nodes.aggregate import AggregateMode
+from compllm_graph.program_expert import ProgramExpertError, create_program_expert
 from compllm_graph.types import Router
 
 DEFAULT_MAX_NEW_TOKENS = 48
@@ -24,6 +26,9 @@ DEFAULT_MAX_NEW_TOKENS = 48
 BASE_SYSTEM_PROMPT = (
     "Answer the question accurately. Keep any working short, and end with 'The answer is ...'."
 )
+
+MATHEMATICS = "mathematics"
+"""The expert that `program_expert=True` answers by program (the demo store's name for it)."""
 
 
 def build_default_graph(
@@ -39,6 +44,8 @@ def build_default_graph(
     aggregator: Runnable | None = None,
     check_aggregate: bool | None = None,
     aggregate: AggregateMode | None = None,
+    split_questions: bool = True,
+    program_expert: bool = False,
     **options: Any,
 ) -> StateGraph:
     """The Comp-LLM graph on one local model and the demo expert store.
@@ -65,28 +72,44 @@ def build_default_graph(
         aggregate: See `create_compllm_graph`; None is "auto" for the local model's reducer
             (independent parts are joined with no reducer call) and "always" for a reducer of
             the caller's own.
+        split_questions: See `create_compllm_graph`: the and-split rule, on by default.
+        program_expert: Answer the store's `mathematics` expert by a program the local model
+            writes and the sandbox runs (`program_mathematics`), falling back to the expert
+            itself; for the store's experts only, not with `experts`.
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
         An uncompiled `StateGraph`, as `create_compllm_graph` returns.
+
+    Raises:
+        ProgramExpertError: `program_expert` with `experts` of your own, or with a store that
+            has no `mathematics` expert (a `ValueError`).
     """
+    if program_expert and experts is not None:
+        raise ProgramExpertError(
+            "program_expert=True answers the store's mathematics expert by program; with "
+            "experts= of your own, put create_program_expert(...) among them instead"
+        )
     if isinstance(model, str):
         # Beam search runs on the transformers engine; greedy decoding on the default one.
         model = load_model(model, engine="transformers" if decomposer_beams > 1 else None)
     local_model = model
     store = store if store is not None else demo_store(local_model.name)
     decomposer, prompt = default_decomposer(local_model, decomposer_adapter, decomposer_beams)
+    base = with_system_prompt(
+        local_model.chat_model(max_new_tokens=max_new_tokens), base_system_prompt
+    )
+    if experts is None:
+        experts = (
+            program_mathematics(store, local_model, base, max_new_tokens)
+            if program_expert
+            else store.chat_models(local_model, max_new_tokens=max_new_tokens)
+        )
     return create_compllm_graph(
         decomposer=decomposer,
-        experts=(
-            store.chat_models(local_model, max_new_tokens=max_new_tokens)
-            if experts is None
-            else experts
-        ),
+        experts=experts,
         router=ExpertRouter(store) if router is None else router,
-        base=with_system_prompt(
-            local_model.chat_model(max_new_tokens=max_new_tokens), base_system_prompt
-        ),
+        base=base,
         aggregator=(
             local_model.chat_model(max_new_tokens=max_new_tokens)
             if aggregator is None
@@ -95,13 +118,53 @@ def build_default_graph(
         decomposer_prompt=prompt,
         check_aggregate=aggregator is None if check_aggregate is None else check_aggregate,
         aggregate=aggregate or ("auto" if aggregator is None else "always"),
+        split_questions=split_questions,
         **options,
     )
+
+
+def program_mathematics(
+    store: ExpertStore, local_model: InferenceModel, base: Runnable, max_new_tokens: int
+) -> dict[str, Runnable]:
+    """The store's experts (`store.chat_models`), with `mathematics` answered by a program.
+
+    The program expert (`create_program_expert`) asks `local_model`'s plain chat model for a
+    program and runs it in the sandbox; when no program works it falls back to the store's own
+    `mathematics` expert, or to `base` where that expert's Runnable lives in your code (kinds
+    `program` and `runnable`), so there is none to fall back to.
+
+    Args:
+        store: The expert store; it must have a `mathematics` expert for the router to send
+            sub-queries to.
+        local_model: The loaded base model: it writes the programs, and serves the adapters.
+        base: The fallback for a `mathematics` expert of kind `program` or `runnable`.
+        max_new_tokens: Answer length for every expert, the program's included.
+
+    Raises:
+        ProgramExpertError: the store has no `mathematics` expert (a `ValueError`).
+    """
+    kinds = {expert.name: expert.kind for expert in store.experts()}
+    if MATHEMATICS not in kinds:
+        raise ProgramExpertError(
+            f"the program expert answers for the {MATHEMATICS!r} expert, and the store at "
+            f"{store.path} has none (its experts: {sorted(kinds) or 'none'}): the router "
+            f"would never send it a sub-query; add one (`compllm experts add {MATHEMATICS} "
+            "--data FILE`, any kind)"
+        )
+    writer = local_model.chat_model(max_new_tokens=max_new_tokens)
+    if kinds[MATHEMATICS] in BOUND_KINDS:
+        runnables = {MATHEMATICS: create_program_expert(writer, base)}
+        return store.chat_models(local_model, runnables=runnables, max_new_tokens=max_new_tokens)
+    experts = store.chat_models(local_model, max_new_tokens=max_new_tokens)
+    experts[MATHEMATICS] = create_program_expert(writer, experts[MATHEMATICS])
+    return experts
 
 
 __all__ = [
     "BASE_SYSTEM_PROMPT",
     "DEFAULT_MAX_NEW_TOKENS",
+    "MATHEMATICS",
     "build_default_graph",
     "default_decomposer",
+    "program_mathematics",
 ]

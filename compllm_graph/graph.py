@@ -39,6 +39,7 @@ def create_compllm_graph(
     max_sub_queries: int = DEFAULT_MAX_SUB_QUERIES,
     check_aggregate: bool = False,
     aggregate: AggregateMode | None = None,
+    split_questions: bool = True,
 ) -> StateGraph:
     """Create the Comp-LLM graph: decompose → route → execute → aggregate.
 
@@ -71,6 +72,10 @@ def create_compllm_graph(
             ("First part: ...", `nodes.aggregate.joined_parts`), with no reducer call. "always":
             whenever there is something to combine. None (the default): "always" when you pass
             an `aggregator` (you asked for one), "auto" when `base` would reduce.
+        split_questions: Apply the and-split rule (`decomposer.split_rule`): a query left as
+            one sub-query (written whole, or fallen back) that is independent questions joined
+            by "and" gets one sub-query per question. A run's `configurable` key
+            `split_questions` overrides it.
 
     Returns:
         An uncompiled `StateGraph`: compile it with the checkpointer of your choice. Its input is
@@ -127,7 +132,8 @@ def create_compllm_graph(
 
     builder = StateGraph(CompLLMState, input_schema=InputState, output_schema=OutputState)
     builder.add_node(
-        "decompose", make_decompose_node(decomposer, decomposer_prompt, max_sub_queries)
+        "decompose",
+        make_decompose_node(decomposer, decomposer_prompt, max_sub_queries, split_questions),
     )
     builder.add_node("route", make_route_node(router, set(experts)))
     builder.add_node(

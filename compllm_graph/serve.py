@@ -26,7 +26,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,7 +74,8 @@ _T = TypeVar("_T")
 
 
 class BadRequest(CompLLMError, ValueError):
-    """A request the server refuses with HTTP 400 (or 404 for an unknown model)."""
+    """A request the server refuses with HTTP 400 (404 for an unknown model, 413 for a body
+    over the limit)."""
 
     def __init__(
         self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None
@@ -77,13 +86,15 @@ class BadRequest(CompLLMError, ValueError):
         self.code = code
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its reply was ready."""
+class ClientGone(Exception):
+    """The client disconnected before its request was read or its reply was ready."""
 
 
-def _error(
+def error_response(
     status: int, message: str, *, param: str | None = None, code: str | None = None
 ) -> JSONResponse:
+    """An OpenAI-format error body (`{"error": {"message", "type", "param", "code"}}`): type
+    `invalid_request_error` below status 500, `server_error` from 500 on."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status)
@@ -92,14 +103,37 @@ def _error(
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (unknown route, wrong method) in the OpenAI error format."""
     assert isinstance(exc, HTTPException)
-    response = _error(exc.status_code, exc.detail)
+    response = error_response(exc.status_code, exc.detail)
     response.headers.update(exc.headers or {})  # a 405's `Allow`
     return response
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     """Any exception a handler let escape, as an OpenAI-format 500 (the server still logs it)."""
-    return _error(500, f"{type(exc).__name__}: {exc}")
+    return error_response(500, f"{type(exc).__name__}: {exc}")
+
+
+async def read_json(request: Request, max_body_bytes: int) -> Any:
+    """The request's body, read up to `max_body_bytes` and parsed by `parse_body`.
+
+    Raises:
+        BadRequest: the body is larger than `max_body_bytes` (status 413), or `parse_body`
+            refuses it.
+        ClientGone: the client disconnected while sending it.
+    """
+    too_big = BadRequest(f"the request body exceeds {max_body_bytes:,} bytes", status=413)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body_bytes:
+        raise too_big
+    raw = bytearray()
+    try:
+        async for chunk in request.stream():  # a body without a length is cut off at the cap
+            raw += chunk
+            if len(raw) > max_body_bytes:
+                raise too_big
+    except ClientDisconnect as exc:
+        raise ClientGone("the client disconnected while sending the request") from exc
+    return parse_body(bytes(raw))
 
 
 def parse_body(raw: bytes) -> Any:
@@ -227,6 +261,29 @@ def generation_kwargs(body: Mapping[str, Any], max_new_tokens: int) -> dict[str,
     return kwargs
 
 
+def parse_request(
+    body: Any, served: Collection[str], max_new_tokens: int
+) -> tuple[str, list[BaseMessage], dict[str, Any]]:
+    """The model name, messages and chat-model call arguments of a chat completion request.
+
+    Raises:
+        BadRequest: the body is not a JSON object, names a model not in `served` (404), or has
+            bad messages or settings (`to_messages`, `generation_kwargs`).
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    name = body.get("model")
+    if not isinstance(name, str) or name not in served:
+        raise BadRequest(
+            f"model {name!r} does not exist; served: {sorted(served)}",
+            param="model",
+            status=404,
+            code="model_not_found",
+        )
+    kwargs = generation_kwargs(body, max_new_tokens)
+    return name, to_messages(body.get("messages")), kwargs
+
+
 def _max_tokens(body: Mapping[str, Any], ceiling: int) -> int:
     """`max_completion_tokens`, else (absent or null, as OpenAI clients send) `max_tokens`,
     capped at `ceiling`, which is also the default."""
@@ -292,30 +349,20 @@ class _Completions:
         """Answer one chat completion, plain or streamed.
 
         A client that disconnects first has its generation cancelled: the streamed reply by
-        starlette's `StreamingResponse`, the plain one by `_unless_disconnected`, both on the
+        starlette's `StreamingResponse`, the plain one by `unless_disconnected`, both on the
         ASGI `http.disconnect` message. Cancelling reaches a model's coroutine (a local model
         then drops the request from its batch, or stops its row); a model without native async
         support runs `_generate` on an executor thread, which cannot be stopped and finishes
         unread.
         """
-        too_big = _error(413, f"the request body exceeds {self.max_body_bytes:,} bytes")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            return too_big
-        raw = bytearray()
         try:
-            async for chunk in request.stream():  # a body without a length is cut off at the cap
-                raw += chunk
-                if len(raw) > self.max_body_bytes:
-                    return too_big
-        except ClientDisconnect:
-            return _error(CLIENT_CLOSED, "the client disconnected while sending the request")
-        try:
-            body = parse_body(bytes(raw))
+            body = await read_json(request, self.max_body_bytes)
             chat, name, messages, kwargs = self._parse(body)
             _check_context(chat, messages, kwargs.get("max_new_tokens", self.max_new_tokens))
+        except ClientGone as exc:
+            return error_response(CLIENT_CLOSED, str(exc))
         except BadRequest as exc:
-            return _error(exc.status, str(exc), param=exc.param, code=exc.code)
+            return error_response(exc.status, str(exc), param=exc.param, code=exc.code)
         if body.get("stream"):
             options = body.get("stream_options")
             usage = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -323,28 +370,18 @@ class _Completions:
                 self._stream(chat, name, messages, kwargs, usage), media_type="text/event-stream"
             )
         try:
-            reply = await _unless_disconnected(request, chat.ainvoke(messages, **kwargs))
-        except _ClientGone:
-            return _error(CLIENT_CLOSED, "the client disconnected before the reply")
+            reply = await unless_disconnected(request, chat.ainvoke(messages, **kwargs))
+        except ClientGone as exc:
+            return error_response(CLIENT_CLOSED, str(exc))
         except (TypeError, ValueError) as exc:  # settings the model rejects
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         except Exception as exc:  # report any model failure to the client, keep serving
-            return _error(500, f"{type(exc).__name__}: {exc}")
+            return error_response(500, f"{type(exc).__name__}: {exc}")
         return self._response(name, reply)
 
     def _parse(self, body: Any) -> tuple[BaseChatModel, str, list[BaseMessage], dict[str, Any]]:
-        if not isinstance(body, dict):
-            raise BadRequest("the request body must be a JSON object")
-        name = body.get("model")
-        if name not in self.models:
-            raise BadRequest(
-                f"model {name!r} does not exist; served: {sorted(self.models)}",
-                param="model",
-                status=404,
-                code="model_not_found",
-            )
-        kwargs = generation_kwargs(body, self.max_new_tokens)
-        return self.models[name], name, to_messages(body.get("messages")), kwargs
+        name, messages, kwargs = parse_request(body, self.models, self.max_new_tokens)
+        return self.models[name], name, messages, kwargs
 
     @staticmethod
     def _response(name: str, reply: BaseMessage) -> JSONResponse:
@@ -408,18 +445,18 @@ class _Completions:
         yield "data: [DONE]\n\n"
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[_T]) -> _T:
+async def unless_disconnected(request: Request, work: Awaitable[_T]) -> _T:
     """Await `work`, cancelling it if the client disconnects first.
 
     Raises:
-        _ClientGone: the client disconnected; `work` was cancelled (and awaited).
+        ClientGone: the client disconnected; `work` was cancelled (and awaited).
     """
     task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():  # the client left first
-            raise _ClientGone
+            raise ClientGone("the client disconnected before the reply")
         return task.result()
     finally:  # also when this handler is itself cancelled
         watch.cancel()
@@ -462,12 +499,21 @@ def create_app(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
+    return openai_app(_Completions(models, max_new_tokens, max_body_bytes).handle, list(models))
+
+
+def openai_app(
+    completions: Callable[[Request], Awaitable[Response]], names: Sequence[str]
+) -> Starlette:
+    """The OpenAI-compatible app around a `/v1/chat/completions` handler: `/v1/models` lists
+    `names`, `/health` answers `{"status": "ok"}`, and every error, starlette's 404 and 405 and
+    any exception a handler lets escape (a 500) included, has an OpenAI-format JSON body."""
     created = int(time.time())
     listing = {
         "object": "list",
         "data": [
             {"id": name, "object": "model", "created": created, "owned_by": "compllm"}
-            for name in models
+            for name in names
         ],
     }
 
@@ -479,11 +525,7 @@ def create_app(
 
     return Starlette(
         routes=[
-            Route(
-                "/v1/chat/completions",
-                _Completions(models, max_new_tokens, max_body_bytes).handle,
-                methods=["POST"],
-            ),
+            Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
@@ -574,9 +616,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        default=DEFAULT_MAX_NEW_TOKENS,
+        default=None,
         help=f"{field_help(GenerationSettings, 'max_new_tokens')}: the default and ceiling of "
-        "a request's max_tokens (default: %(default)s)",
+        f"a request's max_tokens (default: {DEFAULT_MAX_NEW_TOKENS}); with --graph, the answer "
+        "length of experts, base and aggregator (default: that of `compllm ask`)",
     )
     parser.add_argument(
         "--max-body-bytes",
@@ -614,31 +657,59 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and adapters, then serve until interrupted; returns the exit code."""
-    from compllm_graph.models import AdapterError, ModelLoadError, load_model
+    from compllm_graph.models import AdapterError, ModelLoadError
 
-    if not 0 <= args.port < 65536 or args.max_new_tokens < 1:
-        print("error: --port must be in [0, 65535] and --max-new-tokens >= 1", file=sys.stderr)
+    problem = option_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    max_new_tokens = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS  # option_problem refused 0
     try:
-        local = load_model(
-            args.model,
-            engine=args.engine,
-            n_threads=args.threads,
-            max_batch_size=args.max_batch_size,
-            max_wait_ms=args.max_wait_ms,
-        )
+        local = load_local(args)
         for name, folder in args.adapter:
             local.add_adapter(name, folder)
         app = create_app(
             local_chat_models(local),
-            max_new_tokens=args.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             max_body_bytes=args.max_body_bytes,
         )
     except (ModelLoadError, AdapterError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    server = _uvicorn_server(app, args.host, args.port)
-    return asyncio.run(_serve(server, args.host, [local.name, *local.adapters]))
+    return serve_app(app, args.host, args.port, [local.name, *local.adapters])
+
+
+def option_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with `compllm serve`'s port or token options, or None."""
+    if not 0 <= args.port < 65536:
+        return f"--port must be in [0, 65535], got {args.port}"
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        return f"--max-new-tokens must be >= 1, got {args.max_new_tokens}"
+    return None
+
+
+def load_local(args: argparse.Namespace) -> Any:
+    """The local model of `compllm serve`'s `--model`, `--engine`, `--threads`,
+    `--max-batch-size` and `--max-wait-ms`.
+
+    Raises:
+        ModelLoadError: the model cannot be loaded.
+    """
+    from compllm_graph.models import load_model
+
+    return load_model(
+        args.model,
+        engine=args.engine,
+        n_threads=args.threads,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+    )
+
+
+def serve_app(app: Starlette, host: str, port: int, names: list[str]) -> int:
+    """Serve `app` with uvicorn until interrupted, printing `compllm serve: NAMES at URL` once it
+    accepts requests; returns the exit code (1 when it could not start)."""
+    return asyncio.run(_serve(_uvicorn_server(app, host, port), host, names))
 
 
 async def _serve(server: Any, host: str, names: list[str]) -> int:
@@ -653,7 +724,8 @@ async def _serve(server: Any, host: str, names: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m compllm_graph.serve`: the same as `compllm serve`."""
+    """`python -m compllm_graph.serve`: `compllm serve` without `--graph` (`python -m
+    compllm_graph.serve_graph` takes every option)."""
     parser = argparse.ArgumentParser(
         prog="compllm serve",
         description=_DESCRIPTION,

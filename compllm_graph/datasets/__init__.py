@@ -11,6 +11,8 @@ neither imports the other. Modules, one concept each:
 - `compositions`: multi-domain questions composed from items (MultiExpertQA-P and -All).
 - `easy_tier`: the easy benchmark tier's sources, how much of each it takes (`EASY_MIX`), and
   every question it may not hold.
+- `calibration`: the calibration split, questions no trainer reads and no benchmark holds, on
+  which `compllm experts calibrate` measures each expert's gain over the base model.
 - `bridges`: the fact tables that chain one domain's answer into another's question.
 - `decompositions`: gold decompositions (MuSiQue, StrategyQA, Break; conjunctions; composed
   questions) as `DecompositionExample`s.

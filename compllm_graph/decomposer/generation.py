@@ -123,10 +123,11 @@ def generate(
         extra = {}
         if logits_processor is not None:
             extra["logits_processor"] = [logits_processor(width)]
+        device = getattr(model, "device", "cpu")  # a model trained on an accelerator stays there
         with torch.inference_mode():
             out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 num_beams=num_beams,

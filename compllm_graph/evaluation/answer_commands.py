@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any, get_args
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
+from compllm_graph.errors import CompLLMError
 from compllm_graph.evaluation.answers import (
     ALL_DOMAINS_EXPERT,
     FORMER_NAMES,
+    Answer,
+    Answerer,
     BenchmarkError,
     System,
     answered,
@@ -25,10 +28,34 @@ from compllm_graph.evaluation.answers import (
 )
 from compllm_graph.evaluation.attribution import attribution, attribution_table
 from compllm_graph.evaluation.benchmarks import SAMPLE_COUNT, TIERS, write_benchmarks
+from compllm_graph.evaluation.endpoints import (
+    add_endpoint_args,
+    check_endpoint_args,
+    check_outputs_origin,
+    marked,
+    origin,
+    resolve_model,
+)
 from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
+from compllm_graph.nodes.aggregate import AggregateMode
 
 DEFAULT_ANSWER_TOKENS = 160
 """Tokens per answer: GSM8K's worked solutions need about this many."""
+
+WHOLE_QUESTION_SYSTEMS = ("monolith", "ft")
+"""Systems that answer the whole question in one call: no decomposition, no aggregation."""
+PROGRAM_EXPERT_SYSTEMS = ("compllm", "all-experts", "random-router", "oracle-router")
+"""Systems that ask the store's experts, whose `mathematics` expert `--program-expert` sets."""
+SETTINGS = "settings"
+"""Outputs key: the pipeline settings a line was answered with (`answer_settings`)."""
+DEFAULT_AGGREGATE: AggregateMode = "auto"
+FORMER_SETTINGS: dict[str, Any] = {
+    "aggregate": "always",
+    "split_questions": False,
+    "program_expert": False,
+}
+"""What a pipeline's outputs line without `SETTINGS` was answered with: such lines were written
+before these options existed (before 2026-12-06), every committed cell's included."""
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
@@ -154,6 +181,7 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
         help="answer again the questions whose text changed since --outputs answered them "
         "(the benchmark was rebuilt); their old lines move to NAME.changed.jsonl",
     )
+    _add_pipeline_args(p)
     p.add_argument(
         "--concurrency",
         type=_positive,
@@ -162,7 +190,128 @@ def _add_answers(sub: argparse._SubParsersAction) -> None:
         "answer's seconds is then its latency under that load (default 1)",
     )
     p.add_argument("--json", action="store_true", help="end with one JSON object")
+    add_endpoint_args(p, grammar_help="how the decomposer's tag grammar is sent")
     p.set_defaults(func=run_answers)
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """The pipeline's settings; each outputs line records them (`SETTINGS`)."""
+    p.add_argument(
+        "--aggregate",
+        choices=get_args(AggregateMode),
+        default=None,
+        help="pipeline systems: when the reducer runs. auto joins the answers of independent "
+        "parts without a reducer call and reduces only parts that depend on each other; "
+        "always calls it whenever there is something to combine (default: auto). The "
+        "committed cells in benchmarks/answers were answered with always and without the "
+        "and-split rule: resume or extend them with --aggregate always --no-split-questions",
+    )
+    p.add_argument(
+        "--no-split-questions",
+        action="store_true",
+        help="pipeline systems: turn off the and-split rule (a question the decomposer left "
+        "whole that is independent questions joined by 'and' gets a sub-query per question)",
+    )
+    p.add_argument(
+        "--program-expert",
+        action="store_true",
+        help="the store's mathematics expert answers by a program the base model writes and "
+        "a sandbox runs, falling back to the expert itself (compllm, all-experts, "
+        "random-router, oracle-router)",
+    )
+
+
+def answer_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of `args` that change `args.system`'s answers, as outputs lines record them.
+
+    Empty for the systems that answer the whole question in one call; `aggregate` and
+    `split_questions` for every pipeline; `program_expert` too for those that ask the store's
+    experts (`PROGRAM_EXPERT_SYSTEMS`).
+
+    Raises:
+        BenchmarkError: a flag that changes nothing for `args.system` (`--aggregate` or
+            `--no-split-questions` for `monolith` and `ft`, `--program-expert` for those and
+            `one-adapter`), so no run is mistaken for one with that setting.
+    """
+    unused = _unused_flags(args)
+    if unused:
+        raise BenchmarkError(
+            f"--system {args.system} does not use {', '.join(unused)}: "
+            f"{_WHY_UNUSED.get(args.system, '')}; leave {'them' if len(unused) > 1 else 'it'} out"
+        )
+    if args.system in WHOLE_QUESTION_SYSTEMS:
+        return {}
+    settings: dict[str, Any] = {
+        "aggregate": args.aggregate or DEFAULT_AGGREGATE,
+        "split_questions": not args.no_split_questions,
+    }
+    if args.system in PROGRAM_EXPERT_SYSTEMS:
+        settings["program_expert"] = args.program_expert
+    return settings
+
+
+_ONE_CALL = "it answers the whole question in one call: no decomposition, aggregation or expert"
+_WHY_UNUSED = {
+    "monolith": _ONE_CALL,
+    "ft": _ONE_CALL,
+    "one-adapter": "every sub-query goes to the all-domains adapter, never to a mathematics expert",
+}
+
+
+def _unused_flags(args: argparse.Namespace) -> list[str]:
+    whole = args.system in WHOLE_QUESTION_SYSTEMS
+    flags = {
+        "--aggregate": whole and args.aggregate is not None,
+        "--no-split-questions": whole and args.no_split_questions,
+        "--program-expert": args.program_expert and args.system not in PROGRAM_EXPERT_SYSTEMS,
+    }
+    return [flag for flag, unused in flags.items() if unused]
+
+
+def check_outputs_settings(
+    settings: Mapping[str, Any], done: Mapping[str, Any], outputs: Path | None
+) -> None:
+    """Refuse to add answers made with `settings` to outputs answered with other settings.
+
+    A line without `SETTINGS` counts as answered with `FORMER_SETTINGS`.
+
+    Raises:
+        BenchmarkError: a line of `done` was answered with settings other than `settings`;
+            the message gives the flags that resume the file.
+    """
+    former = {key: FORMER_SETTINGS[key] for key in settings}
+    for row in done.values():
+        recorded = row.get(SETTINGS, former)
+        if recorded == settings:
+            continue
+        dated = " (its lines record no settings: they predate these flags)"
+        raise BenchmarkError(
+            f"{outputs} holds answers made with {_as_flags(recorded)}"
+            f"{'' if SETTINGS in row else dated}, and this run would answer with "
+            f"{_as_flags(settings)}: resume it with the same flags, or give this run another "
+            "--outputs file"
+        )
+
+
+def _as_flags(settings: Any) -> str:
+    """`settings` as the flags that give them ("--aggregate always --no-split-questions")."""
+    if not isinstance(settings, Mapping):
+        return f"unreadable settings {settings!r}"
+    flags = [f"--aggregate {settings['aggregate']}"] if "aggregate" in settings else []
+    flags += ["--no-split-questions"] if settings.get("split_questions") is False else []
+    flags += ["--program-expert"] if settings.get("program_expert") else []
+    return " ".join(flags) or "no pipeline flags"
+
+
+def _recording(answerer: Answerer, settings: Mapping[str, Any]) -> Answerer:
+    """`answerer`, with `settings` added to every answer it gives (empty: left out)."""
+    if not settings:
+        return answerer
+
+    def answer(record: Mapping[str, Any]) -> Answer:
+        return {**answerer(record), SETTINGS: dict(settings)}
+
+    return answer
 
 
 def _renamed() -> str:
@@ -180,26 +329,37 @@ def run_answers(args: argparse.Namespace) -> int:
     """`compllm eval answers`; returns the exit code.
 
     2: FILE or --outputs has bad lines (every one is listed) or cannot be read, --outputs was
-    written by another system (`answers.check_outputs_system`), or the system cannot be built
-    (no all-domains adapter, no expert); the files are read whole before any model is loaded,
-    so no run stops on a bad line hours in. 1: --outputs answers a rebuilt benchmark (see
-    `answers.run`).
+    written by another system (`answers.check_outputs_system`) or, with questions left to
+    answer, with other settings (`check_outputs_settings`), a flag the system does not use was
+    given (`answer_settings`), or the system cannot be built (no all-domains adapter, no
+    expert, no mathematics expert for --program-expert); the files are read whole before any
+    model is loaded, so no run stops on a bad line hours in. 1: --outputs answers a rebuilt
+    benchmark (see `answers.run`).
     """
     try:
+        settings = answer_settings(args)
         records = read_benchmark(args.file)[: args.limit]
         done = answered(args.outputs)
         check_outputs_system(args.system, done, args.outputs)
+        redo = set(changed_ids(records, done)) if args.redo_changed else set()
+        todo = sum(r["id"] not in done or r["id"] in redo for r in records)
+        if todo:  # a finished file is only scored: no answer of other settings joins it
+            check_outputs_settings(settings, done, args.outputs)
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    redo = set(changed_ids(records, done)) if args.redo_changed else set()
-    todo = sum(r["id"] not in done or r["id"] in redo for r in records)
+    try:
+        where = _answered_where(args, done, bool(todo))
+    except (ValueError, CompLLMError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     answerer = None
     if todo:
         from compllm_graph.evaluation import systems  # a model and a store: [local], [router]
 
         try:
-            answerer = systems.build_answerer(args)
+            answerer = _recording(systems.build_answerer(args, settings), settings)
+            answerer = _on_endpoint(answerer, where)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -216,10 +376,48 @@ def run_answers(args: argparse.Namespace) -> int:
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except CompLLMError as err:  # a server that failed for good (`endpoints.marked`)
+        if where is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(_summary_line(args.system, summary))
     if args.json:
-        print(json.dumps({"system": args.system, "file": str(args.file), **summary}))
+        at = {"endpoint": where} if where else {}
+        print(json.dumps({"system": args.system, "file": str(args.file), **at, **summary}))
     return 0
+
+
+def _answered_where(
+    args: argparse.Namespace, done: Mapping[str, Answer], todo: bool
+) -> dict[str, str] | None:
+    """Where this run answers (`endpoints.origin`): None in-process.
+
+    With questions left, `--endpoint` is reached (to resolve `--model`) and `--outputs` is
+    checked to hold only answers made where this run answers; a finished file is only scored.
+
+    Raises:
+        ValueError: endpoint options that contradict each other (`check_endpoint_args`).
+        BenchmarkError: `--outputs` was answered elsewhere (`check_outputs_origin`).
+        EndpointError: the server cannot be reached or does not serve `--model`.
+    """
+    check_endpoint_args(args)
+    if not todo:
+        return None
+    if args.endpoint is not None:
+        resolve_model(args)
+    where = origin(args)
+    check_outputs_origin(where, done, args.outputs)
+    return where
+
+
+def _on_endpoint(answerer: Answerer, where: Mapping[str, str] | None) -> Answerer:
+    """`answerer` as `endpoints.marked` wraps it for an endpoint; unchanged in-process."""
+    if where is None:
+        return answerer
+    from compllm_graph.models.remote import endpoint_limit  # the [remote] extra
+
+    return marked(answerer, where, endpoint_limit(where["url"]))
 
 
 def _nothing(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,10 +39,23 @@ def evaluate(
         logits_processor=logits_processor,
         progress=progress,
     )
-    if few_shot:
-        outputs = [trim_few_shot(out) for out in outputs]
-    report = aggregate(score_text(out, e.graph, e.question) for out, e in zip(outputs, examples))
-    return report, outputs
+    return score_outputs(outputs, examples, few_shot=few_shot)
 
 
-__all__ = ["evaluate"]
+def score_outputs(
+    outputs: Sequence[str], examples: Sequence[DecompositionExample], *, few_shot: bool = False
+) -> tuple[DecompositionReport, list[str]]:
+    """Score decomposer outputs (one per example, in order) against the gold graphs; a
+    few-shot reply is first cut after its dependency graph (`trim_few_shot`).
+
+    Returns:
+        The report and the outputs as scored.
+    """
+    scored = [trim_few_shot(out) for out in outputs] if few_shot else list(outputs)
+    report = aggregate(
+        score_text(out, e.graph, e.question) for out, e in zip(scored, examples, strict=True)
+    )
+    return report, scored
+
+
+__all__ = ["evaluate", "score_outputs"]

@@ -2,7 +2,9 @@
 
 Both run a model with transformers: the [local] extra (and scipy, of [eval] or [train]). They are
 imported once the arguments and the data have been checked, so the `compllm eval` group loads
-without them (`compllm eval routing` needs none of them).
+without them (`compllm eval routing` needs none of them). `compllm eval decomposition --endpoint
+URL` asks an OpenAI-compatible server instead (`endpoints`): its decomposer adapter, or its base
+model for the few-shot prompt, one request per question, `--endpoint-concurrency` at once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.datasets.decompositions import (
@@ -27,8 +29,19 @@ from compllm_graph.datasets.decompositions import (
 from compllm_graph.datasets.splits import DECOMPOSITION_SPLITS, DecompositionSplit
 from compllm_graph.decomposer import adapter_for, shipped
 from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
+from compllm_graph.errors import CompLLMError
 from compllm_graph.evaluation.answers import BenchmarkError, read_benchmark
+from compllm_graph.evaluation.endpoints import (
+    add_endpoint_args,
+    check_endpoint_args,
+    remote_settings,
+    resolve_model,
+    served_decomposer,
+)
 from compllm_graph.models import DEFAULT_MODEL, AdapterError
+
+if TYPE_CHECKING:
+    from compllm_graph.decomposer.metrics import DecompositionReport  # scipy: not at import
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
@@ -44,12 +57,18 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
         help="MuSiQue JSON/JSONL, StrategyQA JSON, Break CSV, or an answer benchmark JSONL "
         "(`compllm eval benchmarks`; its parts are the gold sub-queries, --split does not apply)",
     )
-    ev.add_argument("--model", default=DEFAULT_MODEL, help="base model alias or path")
+    ev.add_argument(
+        "--model",
+        default=None,
+        help=f"base model alias or path (default: {DEFAULT_MODEL}); with --endpoint, the served "
+        "base model",
+    )
     ev.add_argument(
         "--adapter",
         default=None,
         help="adapter folder, 'shipped' (for --model) or 'none' (default: shipped; none with "
-        "--few-shot)",
+        "--few-shot); with --endpoint, 'shipped' is the server's decomposer "
+        "(--served-decomposer) and 'none' its base model",
     )
     ev.add_argument("--few-shot", action="store_true", help="prompt with the few-shot prompt")
     ev.add_argument("--constrained", action="store_true", help="decode with the tag grammar")
@@ -81,6 +100,7 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--outputs", type=Path, default=None, help="write raw outputs as JSONL")
     ev.add_argument("--json", action="store_true", help="end with one JSON object")
+    add_endpoint_args(ev, grammar_help="how --constrained's tag grammar is sent")
     ev.set_defaults(func=run_eval_decomposition)
 
     table = eval_subparsers.add_parser(
@@ -140,6 +160,14 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
         print(f"error: --beams must be >= 1 (1 is greedy), got {args.beams}", file=sys.stderr)
         return 2
     try:
+        check_endpoint_args(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.endpoint is not None:
+        return _run_against_endpoint(args, examples)
+    args.model = args.model or DEFAULT_MODEL
+    try:
         adapter = _adapter_dir(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -175,6 +203,20 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
             logits_processor=processor,
             progress=bar.update,
         )
+    label = "few-shot" if args.few_shot else f"adapter {adapter}" if adapter else "no adapter"
+    _report(args, examples, report, outputs, f"{args.model}, {label}")
+    return 0
+
+
+def _report(
+    args: argparse.Namespace,
+    examples: Sequence[DecompositionExample],
+    report: DecompositionReport,
+    outputs: Sequence[str],
+    label: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write `--outputs` (each row with `extra`) and print the report under `label`."""
     if args.outputs is not None:
         with args.outputs.open("w", encoding="utf-8") as handle:
             for example, output in zip(examples, outputs):
@@ -183,12 +225,11 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
                     "question": example.question,
                     "gold": example.target,
                     "output": output,
+                    **(extra or {}),
                 }
                 handle.write(json.dumps(row) + "\n")
-    label = "few-shot" if args.few_shot else f"adapter {adapter}" if adapter else "no adapter"
     print(
-        f"{args.file.name} [{'benchmark' if _is_composed(examples) else args.split}] "
-        f"{args.model}, {label}"
+        f"{args.file.name} [{'benchmark' if _is_composed(examples) else args.split}] {label}"
         f"{', constrained' if args.constrained else ''}"
         f"{f', {args.beams} beams' if args.beams > 1 else ''}"
         f"{', conjunctions' if args.conjunctions else ''}"
@@ -197,7 +238,101 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
         print(f"  {key:<15} {value:.3f}" if isinstance(value, float) else f"  {key:<15} {value}")
     if args.json:
         print(json.dumps(report.as_dict()))
+
+
+def _run_against_endpoint(
+    args: argparse.Namespace, examples: Sequence[DecompositionExample]
+) -> int:
+    """`compllm eval decomposition --endpoint`: every question to the server's decomposer.
+
+    2: options the server cannot honour, or it cannot be reached or lacks the model; 1: a
+    request failed after its retries.
+    """
+    from compllm_graph.decomposer.generation import few_shot_messages, sft_messages
+    from compllm_graph.evaluation.decomposition import score_outputs
+
+    try:
+        chat, served = _served_decomposer(args, args.max_new_tokens or _budget(examples))
+    except (ValueError, CompLLMError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    make = few_shot_messages if args.few_shot else sft_messages
+    replies = _ask_each(chat, [make(e.question) for e in examples])
+    failed = [(e.qid, r) for e, r in zip(examples, replies) if isinstance(r, Exception)]
+    if failed:
+        qid, error = failed[0]
+        print(
+            f"error: {len(failed)} requests failed after their retries (first, for {qid!r}: "
+            f"{type(error).__name__}: {error})",
+            file=sys.stderr,
+        )
+        return 1
+    report, outputs = score_outputs([str(r) for r in replies], examples, few_shot=args.few_shot)
+    where = {"url": chat.endpoint_limit.endpoint, "model": served}
+    _report(args, examples, report, outputs, f"{served} at {where['url']}", {"endpoint": where})
     return 0
+
+
+def _served_decomposer(args: argparse.Namespace, budget: int) -> tuple[Any, str]:
+    """The server's chat model that decomposes (the decomposer adapter, or the base model for
+    `--adapter none` and `--few-shot`), and its served name.
+
+    Raises:
+        ValueError: `--beams` above 1, `--constrained` without a grammar field the server
+            reads (or the reverse), or an adapter folder (the server holds the adapter).
+        EndpointError: the server cannot be reached or does not serve the model.
+    """
+    from compllm_graph.models.remote import EndpointError, RemoteModel
+
+    if args.beams > 1:
+        raise ValueError("--beams: beam search runs in-process only; leave --endpoint out")
+    if args.constrained != (args.endpoint_grammar != "none"):
+        raise ValueError(
+            "--constrained over an endpoint needs --endpoint-grammar vllm (compllm serve has no "
+            "grammar sampler), and --endpoint-grammar sends --constrained's grammar only"
+        )
+    choice = args.adapter if args.adapter is not None else ("none" if args.few_shot else "shipped")
+    if choice not in ("none", "shipped"):
+        raise ValueError(
+            f"with --endpoint the server holds the decomposer adapter: serve {choice} as "
+            f"{served_decomposer(args)!r} (vLLM --lora-modules, compllm serve --adapter) and "
+            "leave --adapter out"
+        )
+    names = resolve_model(args)
+    served = str(args.model) if choice == "none" else served_decomposer(args)
+    if served not in names:
+        raise EndpointError(
+            f"{args.endpoint} does not serve the decomposer {served!r}; it serves {names}: "
+            f"start it with `--lora-modules {served}=DIR` (vLLM) or `--adapter {served}=DIR` "
+            "(compllm serve), or name the served one with --served-decomposer"
+        )
+    model = RemoteModel(
+        args.endpoint, served, served=names, grammar=args.endpoint_grammar, **remote_settings(args)
+    )
+    grammar = _tag_grammar() if args.constrained else None
+    return model.chat_model(max_new_tokens=budget, grammar=grammar), served
+
+
+def _tag_grammar() -> str:
+    from compllm_graph.decomposer.grammar import tag_grammar_gbnf
+
+    return tag_grammar_gbnf()
+
+
+def _ask_each(chat: Any, chats: Sequence[Any]) -> list[Any]:
+    """Each chat's reply text, in order; an error where a request failed after its retries.
+
+    The endpoint's limit (`--endpoint-concurrency`) bounds the requests in flight.
+    """
+    from tqdm import tqdm
+
+    replies: list[Any] = [None] * len(chats)
+    config = {"max_concurrency": chat.endpoint_limit.capacity}
+    with tqdm(total=len(chats), desc="decompose", unit="q", file=sys.stderr) as bar:
+        for index, reply in chat.batch_as_completed(chats, config, return_exceptions=True):
+            replies[index] = reply if isinstance(reply, Exception) else str(reply.content).strip()
+            bar.update()
+    return replies
 
 
 def _adapter_dir(args: argparse.Namespace) -> Path | None:

@@ -201,6 +201,8 @@ def extend(group: str, subcommands: argparse._SubParsersAction) -> None:
     """
     if group != "experts":
         raise ValueError(f"routing_commands extends the experts group only, not {group!r}")
+    from compllm_graph._help import field_help
+    from compllm_graph.expert_store.calibration import MIN_ITEMS, GainRule
     from compllm_graph.expert_store.commands import add_command
 
     p = add_command(
@@ -213,7 +215,12 @@ def extend(group: str, subcommands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="base model alias (default: the default model)")
     p.add_argument("--engine", choices=("llama.cpp", "transformers"), default=None)
     p.add_argument("--threads", type=int, default=None, help="inference threads")
-    p.add_argument("--items", type=int, default=30, help="questions per domain (default 30)")
+    p.add_argument(
+        "--items",
+        type=int,
+        default=30,
+        help="questions per domain (default 30; the split holds 15 for chemistry)",
+    )
     p.add_argument("--seed", type=int, default=0, help="which questions (default 0)")
     p.add_argument(
         "--max-new-tokens",
@@ -238,15 +245,17 @@ def extend(group: str, subcommands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-items",
         type=int,
-        default=20,
-        help="a domain with fewer questions keeps routing by similarity (default 20)",
+        default=MIN_ITEMS,
+        help=f"{field_help(GainRule, 'min_items')} (default {MIN_ITEMS})",
     )
     p.add_argument(
         "--interval",
         action="store_true",
-        help="count a gain only when its 95%% interval lies above 0 (stricter)",
+        help=field_help(GainRule, "interval").replace("%", "%%"),
     )
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the shared datasets' folder"
+    )
     p.add_argument("--dry-run", action="store_true", help="measure and report, store nothing")
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import Runnable
 
 from compllm_graph.decomposer.loading import TRAINING_RECORD
-from compllm_graph.defaults import BASE_SYSTEM_PROMPT, build_default_graph
+from compllm_graph.defaults import BASE_SYSTEM_PROMPT, build_default_graph, program_mathematics
 from compllm_graph.evaluation.all_experts import all_experts_answerer
 from compllm_graph.evaluation.answers import (
     ALL_DOMAINS_EXPERT,
@@ -30,8 +31,20 @@ from compllm_graph.models import DEFAULT_MODEL, InferenceModel, load_model
 
 
 def load_for_eval(args: argparse.Namespace) -> InferenceModel:
-    """The base model of `--model`, `--engine` and `--threads`."""
+    """The base model of `--model`, `--engine` and `--threads`; with `--endpoint`, the server's
+    (`endpoints.remote_model`)."""
+    if getattr(args, "endpoint", None):
+        return _served(args)
     return load_model(args.model or DEFAULT_MODEL, engine=args.engine, n_threads=args.threads)
+
+
+def _served(args: argparse.Namespace) -> InferenceModel:
+    """The endpoint's `RemoteModel`, typed as the loaded model it stands in for."""
+    from compllm_graph.evaluation.endpoints import remote_model  # the [remote] extra
+
+    # A RemoteModel has what the systems use of a loaded model (name, adapters, add_adapter,
+    # chat_model); the builders' annotations name only the two local engines.
+    return cast("InferenceModel", remote_model(args))
 
 
 def store_for_eval(args: argparse.Namespace, model: InferenceModel) -> ExpertStore:
@@ -39,14 +52,24 @@ def store_for_eval(args: argparse.Namespace, model: InferenceModel) -> ExpertSto
     return ExpertStore.open(args.store) if args.store else demo_store(model.name)
 
 
-def build_answerer(args: argparse.Namespace) -> Answerer:
+def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None = None) -> Answerer:
     """The answerer of `args.system` (see `answers` for what each system is).
+
+    Args:
+        args: The parsed `compllm eval answers` arguments.
+        settings: The pipeline's settings (`answer_commands.answer_settings`): `aggregate`,
+            `split_questions` and, for the systems that route to the store's experts,
+            `program_expert`; each one left out takes `build_default_graph`'s default.
 
     Raises:
         ValueError: an unknown system, `ft` or `one-adapter` without an all-domains adapter,
-            or `all-experts` with a store of no expert.
+            `all-experts` with a store of no expert, or `program_expert` with a store of no
+            `mathematics` expert.
     """
     system = check_system(args.system)
+    settings = dict(settings or {})
+    # `all-experts` builds the store's experts itself; the other pipelines leave it to the graph.
+    program_expert = bool(system == "all-experts" and settings.pop("program_expert", False))
     model = load_for_eval(args)
     tokens = args.max_new_tokens
     # The monolith, FT and the pipeline's base model get the same prompt (or all none).
@@ -69,6 +92,7 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
             max_new_tokens=tokens,
             decomposer_adapter=args.decomposer_adapter,
             base_system_prompt=base_prompt,
+            **settings,
             **overrides,
         ).compile()
 
@@ -89,9 +113,23 @@ def build_answerer(args: argparse.Namespace) -> Answerer:
             lambda combined: pipeline(
                 experts={ALL_EXPERTS: combined}, router=one_expert_router(ALL_EXPERTS)
             ),
-            store.chat_models(model, max_new_tokens=tokens),
+            _store_experts(store, model, tokens, base_prompt, program_expert),
         )
     return _oracle(pipeline, names)
+
+
+def _store_experts(
+    store: ExpertStore,
+    model: InferenceModel,
+    tokens: int,
+    base_prompt: str | None,
+    program_expert: bool,
+) -> dict[str, Runnable]:
+    """The store's experts as `all-experts` asks them, `mathematics` by program if asked."""
+    if not program_expert:
+        return store.chat_models(model, max_new_tokens=tokens)
+    base = with_system_prompt(model.chat_model(max_new_tokens=tokens), base_prompt)
+    return program_mathematics(store, model, base, tokens)
 
 
 def _oracle(pipeline: Any, names: list[str]) -> Answerer:

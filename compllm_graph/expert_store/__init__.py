@@ -1,4 +1,5 @@
-"""Expert store and router: experts' data centroids in FAISS, adapters, calibrated thresholds.
+"""Expert store and router: experts' data centroids in FAISS, adapters, calibrated thresholds,
+and measured gains over the base model that routing weighs (`calibration`).
 
 Needs the [router] extra; every module below checks for it through this package.
 """
@@ -9,7 +10,9 @@ with requires("router"):
     import faiss  # noqa: F401
     import numpy  # noqa: F401
 
+from compllm_graph.expert_store.calibration import Calibration, GainRule
 from compllm_graph.expert_store.demo import default_store_path, demo_store
+from compllm_graph.expert_store.llm_router import DomainNamingRouter
 from compllm_graph.expert_store.router import ExpertRouter, ThresholdFit
 from compllm_graph.expert_store.store import (
     CorruptStoreError,
@@ -21,12 +24,15 @@ from compllm_graph.expert_store.store import (
 )
 
 __all__ = [
+    "Calibration",
     "CorruptStoreError",
+    "DomainNamingRouter",
     "Expert",
     "ExpertKind",
     "ExpertKindError",
     "ExpertRouter",
     "ExpertStore",
+    "GainRule",
     "StoreError",
     "ThresholdFit",
     "default_store_path",

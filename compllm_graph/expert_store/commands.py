@@ -374,8 +374,7 @@ def _measured(calibration: Calibration | None, name: str) -> dict[str, Any] | No
                 "gain": round(result.gain(found.n), 4),
                 "ci95": list(result.interval(found.n)),
                 "n": found.n,
-                "takes": found.n >= calibration.rule.min_items
-                and calibration.rule.passes(result, found.n),
+                "passes": calibration.rule.passes(result, found.n),
             }
     if not gains:
         return None
@@ -388,7 +387,7 @@ def _measured(calibration: Calibration | None, name: str) -> dict[str, Any] | No
 
 def _measured_text(measured: dict[str, Any]) -> str:
     gains = ", ".join(
-        f"{domain} {g['gain']:+.1%} (n {g['n']}){'*' if g['takes'] else ''}"
+        f"{domain} {g['gain']:+.1%} (n {g['n']}){'*' if g['passes'] else ''}"
         for domain, g in measured["gains"].items()
     )
     cost = measured["seconds_per_call"]
@@ -405,7 +404,7 @@ def _calibration_header(calibration: Calibration | None) -> list[str]:
     cost = f", base {base:.2f} s/call" if base is not None else ""
     return [
         f"  calibrated for {calibration.model} ({calibration.created}{cost}); "
-        f"{calibration.rule.describe()} (*: it does)"
+        f"{calibration.rule.describe()} (*: the gain passes)"
     ]
 
 
@@ -438,6 +437,7 @@ def _route(args: argparse.Namespace) -> dict[str, Any]:
             "expert": r.expert,
             "score": round(r.score, 4),
             "candidates": [[name, round(score, 4)] for name, score in r.candidates],
+            "reason": r.reason,
         }
         for text, r in zip(texts, routes)
     ]
@@ -445,6 +445,8 @@ def _route(args: argparse.Namespace) -> dict[str, Any]:
     for item in items:
         scores = ", ".join(f"{name} {score:.3f}" for name, score in item["candidates"])
         lines.append(f"{display_name(item['expert']):<14} [{scores}]  {item['text']}")
+        if item["reason"]:  # a calibrated store says why, by the measured gains
+            lines.append(f"{'':<14} {item['reason']}")
     return {"routes": items, "text": "\n".join(lines)}
 
 

@@ -22,7 +22,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict, Field, model_validator
 
 from compllm_graph.adapter_folder import AdapterError
-from compllm_graph.models.requests import Completion, GenerationSettings, Request
+from compllm_graph.models.requests import Completion, GenerationSettings, LookupConfig, Request
 
 _SETTINGS = (
     "max_new_tokens",
@@ -34,6 +34,7 @@ _SETTINGS = (
     "logits_processor",
     "num_beams",
     "grammar",
+    "lookup",
 )
 _DONE = object()  # end-of-stream marker
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
@@ -103,6 +104,9 @@ class LocalChatModel(BaseChatModel):
     num_beams: int = 1
     grammar: str | None = Field(default=None, repr=False)
     """Constrains decoding on the llama.cpp engine: see `GenerationSettings.grammar`."""
+    lookup: LookupConfig | None = Field(default=None, repr=False)
+    """Prompt-lookup decoding for greedy calls on the llama.cpp engine: see
+    `GenerationSettings.lookup`."""
 
     @model_validator(mode="before")
     @classmethod

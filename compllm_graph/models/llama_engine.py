@@ -7,6 +7,14 @@ single `llama_decode` (several sequence ids in one batch; new requests' prompts 
 batch), then moves to the next busy group round-robin, so no adapter waits behind another's long
 answer. Finished sequences free their slot (`llama_memory_seq_rm`) and new requests join between
 steps.
+
+Two things save decode work without changing the output. A greedy request with a `LookupConfig`
+feeds prompt-lookup draft tokens after its last token in the same batch, keeps the ones greedy
+decoding picks anyway and drops the rest from the cache (`llama_memory_seq_rm` from the first
+rejected position). And each adapter context keeps the cache of its last few prompts under
+spare sequence ids: a new prompt copies the cells of its longest common prefix with one of them
+(`llama_memory_seq_cp`; with the unified cache the cells are shared, not duplicated), so a
+system prompt or few-shot block is computed once per adapter and reused.
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections import deque
+from array import array
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -24,6 +33,7 @@ from typing import Any
 from compllm_graph._extras import requires
 from compllm_graph._progress import verbose
 from compllm_graph.errors import CompLLMError
+from compllm_graph.models.lookup import LookupConfig, find_draft, token_array
 from compllm_graph.models.requests import Completion, Request, emit, first_stop, safe_prefix
 
 with requires("local"):
@@ -35,6 +45,14 @@ DEFAULT_SEQUENCES = 8
 """Sequences one adapter context runs at once."""
 MAX_CONTEXTS = 8
 """Adapter contexts alive at once; an idle one is handed to another adapter when all are used."""
+CACHED_PROMPTS = 4
+"""Recent prompts whose cache an adapter context keeps for later prompts to share."""
+MIN_REUSED_TOKENS = 4
+"""Shortest common prefix worth copying from a cached prompt."""
+SMALL_BATCH_ROWS = 63
+"""Most rows of a `llama_decode` that llama.cpp's CPU kernels compute exactly as they compute a
+one-token decode (measured with flash attention on, its default: from 64 rows on, other kernels
+shift the logits by up to about one unit)."""
 
 
 class EngineError(CompLLMError, RuntimeError):
@@ -105,10 +123,21 @@ class _Sequence:
     emitted: int = 0
     peak_batch: int = 1
     budget: int = 0
+    lookup: LookupConfig | None = None
+    history: array = field(default_factory=token_array)  # prompt + tokens, for lookup
+    drafted: int = 0
+    accepted: int = 0
+    reused: int = 0
+    remember: bool = False  # keep this prompt's cache once it is computed
 
 
 class _AdapterContext:
-    """A llama.cpp context serving one adapter (or the base model) for several sequences."""
+    """A llama.cpp context serving one adapter (or the base model) for several sequences.
+
+    Sequence ids below `n_seq_max` are the running requests' slots; the `cached` ids above them
+    hold recent prompts' cache cells for later prompts to copy (least recently used dropped
+    first, and whenever a request needs their room).
+    """
 
     def __init__(
         self,
@@ -117,14 +146,16 @@ class _AdapterContext:
         *,
         n_ctx: int | None = None,
         n_seq_max: int | None = None,
+        cached: int | None = None,
     ) -> None:
         n_ctx = n_ctx or engine.n_ctx
         n_seq_max = n_seq_max or engine.n_seq_max
+        cached = engine.cached_prompts if cached is None else cached
         params = ll.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_ctx
         params.n_ubatch = min(512, n_ctx)
-        params.n_seq_max = n_seq_max
+        params.n_seq_max = n_seq_max + cached
         params.n_threads = params.n_threads_batch = engine.n_threads
         params.kv_unified = True  # sequences share the pool, so one long prompt fits
         params.no_perf = True
@@ -133,10 +164,13 @@ class _AdapterContext:
             raise EngineError(f"llama.cpp could not create a context of {n_ctx} tokens")
         self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(n_ctx, 0, 1)
+        self.n_ctx = n_ctx
         self.adapter: str | None = None
         self.engine = engine
         self.running: list[_Sequence] = []
         self.free_slots = list(range(n_seq_max))
+        self.cache_ids = list(range(n_seq_max, n_seq_max + cached))
+        self.prompts: OrderedDict[int, tuple[int, ...]] = OrderedDict()  # cache id -> prompt
         self.use(adapter)
 
     def use(self, adapter: str | None) -> None:
@@ -150,10 +184,56 @@ class _AdapterContext:
         if code != 0:
             raise EngineError(f"llama.cpp could not apply adapter {adapter!r} (code {code})")
         ll.llama_memory_clear(self.memory, True)
+        self.prompts.clear()
         self.adapter = adapter
 
     def used_tokens(self) -> int:
-        return sum(s.budget for s in self.running)
+        """Cache cells promised to running sequences and held by cached prompts (cells they
+        share are counted twice, so this never under-counts)."""
+        return sum(s.budget for s in self.running) + sum(map(len, self.prompts.values()))
+
+    def make_room(self, tokens: int) -> bool:
+        """Drop cached prompts, oldest first, until `tokens` more cells fit; whether they do."""
+        while self.prompts and self.used_tokens() + tokens > self.n_ctx:
+            self.forget(next(iter(self.prompts)))
+        return self.used_tokens() + tokens <= self.n_ctx
+
+    def forget(self, cache_id: int) -> None:
+        """Drop one cached prompt."""
+        ll.llama_memory_seq_rm(self.memory, cache_id, -1, -1)
+        del self.prompts[cache_id]
+
+    def reuse(self, seq_id: int, prompt: Sequence[int]) -> int:
+        """Copy the cache of the longest common prefix of `prompt` with a cached prompt into
+        sequence `seq_id`; how many tokens were copied (the last prompt token never is: its
+        logits are needed)."""
+        best, source = 0, -1
+        for cache_id, cached in self.prompts.items():
+            shared = common_prefix(cached, prompt)
+            if shared > best:
+                best, source = shared, cache_id
+        best = min(best, len(prompt) - int(__import__("os").environ.get("W38_MINFEED", "1")))
+        if best < MIN_REUSED_TOKENS:
+            return 0
+        ll.llama_memory_seq_cp(self.memory, source, seq_id, 0, best)
+        self.prompts.move_to_end(source)
+        return best
+
+    def remember(self, sequence: _Sequence) -> None:
+        """Keep the cache of `sequence`'s prompt (just computed) under a spare sequence id."""
+        prompt = tuple(sequence.request.prompt_ids)
+        if not self.cache_ids:
+            return
+        if len(self.prompts) == len(self.cache_ids):
+            self.forget(next(iter(self.prompts)))
+        cache_id = next(i for i in self.cache_ids if i not in self.prompts)
+        ll.llama_memory_seq_cp(self.memory, sequence.seq_id, cache_id, 0, len(prompt))
+        self.prompts[cache_id] = prompt
+
+    def forget_all(self) -> None:
+        """Drop every cached prompt (after a failed decode their cells are not trusted)."""
+        for cache_id in list(self.prompts):
+            self.forget(cache_id)
 
     def put(self, index: int, token: int, position: int, seq_id: int, logits: bool) -> None:
         """Write one token of the next `llama_decode` into the batch."""
@@ -175,6 +255,14 @@ class _AdapterContext:
         ll.llama_free(self.ctx)
 
 
+def common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
+    """How many leading tokens `first` and `second` share."""
+    for index, (a, b) in enumerate(zip(first, second)):
+        if a != b:
+            return index
+    return min(len(first), len(second))
+
+
 class LlamaEngine:
     """A GGUF model run by llama.cpp, with LoRA adapters and a continuous-batching worker.
 
@@ -185,6 +273,11 @@ class LlamaEngine:
             plus its `max_new_tokens` must fit.
         n_seq_max: Sequences one context decodes together.
         max_contexts: Adapter contexts kept at once.
+        cached_prompts: Recent prompts whose cache each adapter context keeps, so that later
+            prompts sharing their beginning (a system prompt, a few-shot block) copy it instead
+            of computing it again; 0 turns prompt reuse off. Models whose cache cannot be
+            copied in part (recurrent, hybrid, sliding-window attention) never reuse prompts
+            and decode lookup requests plainly.
 
     Raises:
         EngineError: llama.cpp cannot load the file.
@@ -198,11 +291,14 @@ class LlamaEngine:
         n_ctx: int = DEFAULT_CONTEXT,
         n_seq_max: int = DEFAULT_SEQUENCES,
         max_contexts: int = MAX_CONTEXTS,
+        cached_prompts: int = CACHED_PROMPTS,
     ) -> None:
         _init_backend()
         self.n_threads = n_threads or default_threads()
         if self.n_threads < 1 or n_ctx < 16 or n_seq_max < 1 or max_contexts < 1:
             raise ValueError("n_threads, n_seq_max and max_contexts must be >= 1, n_ctx >= 16")
+        if cached_prompts < 0:
+            raise ValueError(f"cached_prompts must be >= 0, got {cached_prompts}")
         params = ll.llama_model_default_params()
         params.n_gpu_layers = 0
         # The extra buffer types repack weights for AMX, which crashes in llama_decode on VMs
@@ -215,6 +311,13 @@ class LlamaEngine:
         self.n_ctx = min(n_ctx, ll.llama_model_n_ctx_train(self.model))
         self.n_seq_max = n_seq_max
         self.max_contexts = max_contexts
+        self.partial_cache = not (
+            ll.llama_model_is_recurrent(self.model)
+            or ll.llama_model_is_hybrid(self.model)
+            or ll.llama_model_n_swa(self.model) > 0
+        )
+        """Whether the cache can drop or copy a range of a sequence (lookup, prompt reuse)."""
+        self.cached_prompts = cached_prompts if self.partial_cache else 0
         self.adapters: dict[str, Any] = {}
         self._contexts: list[_AdapterContext] = []
         self._waiting: deque[Request] = deque()
@@ -299,7 +402,7 @@ class LlamaEngine:
         """
         import numpy as np
 
-        context = _AdapterContext(self, adapter, n_ctx=max(16, len(tokens)), n_seq_max=1)
+        context = _AdapterContext(self, adapter, n_ctx=max(16, len(tokens)), n_seq_max=1, cached=0)
         try:
             for index, token in enumerate(tokens):
                 context.put(index, token, index, 0, index == len(tokens) - 1)
@@ -400,15 +503,11 @@ class LlamaEngine:
         while self._waiting:
             request = self._waiting.popleft()
             if request.abandoned.is_set():
-                request.future.set_result(_completion(request, [], "", "abandoned", 0))
+                request.future.set_result(_completion(request, "abandoned"))
                 continue
             context = self._context_for(request.adapter)
             budget = len(request.prompt_ids) + request.settings.max_new_tokens
-            if (
-                context is None
-                or not context.free_slots
-                or (context.used_tokens() + budget > self.n_ctx)
-            ):
+            if context is None or not context.free_slots or not context.make_room(budget):
                 still.append(request)
                 continue
             try:
@@ -416,15 +515,30 @@ class LlamaEngine:
             except EngineError as exc:
                 request.future.set_exception(exc)
                 continue
-            sequence = _Sequence(
-                request=request,
-                seq_id=context.free_slots.pop(0),
-                sampler=sampler,
-                pending=list(request.prompt_ids),
-                budget=budget,
-            )
-            context.running.append(sequence)
+            context.running.append(self._start(context, request, sampler, budget))
         self._waiting = still
+
+    def _start(
+        self, context: _AdapterContext, request: Request, sampler: Any, budget: int
+    ) -> _Sequence:
+        """A new running sequence, its prompt's shared beginning copied from a cached prompt."""
+        prompt = request.prompt_ids
+        seq_id = context.free_slots.pop(0)
+        reused = context.reuse(seq_id, prompt)
+        settings = request.settings
+        lookup = settings.lookup if self.partial_cache and not settings.do_sample else None
+        return _Sequence(
+            request=request,
+            seq_id=seq_id,
+            sampler=sampler,
+            position=reused,
+            pending=list(prompt[reused:]),
+            budget=budget,
+            lookup=lookup,
+            history=token_array(prompt) if lookup else token_array(),
+            reused=reused,
+            remember=bool(context.cache_ids) and reused < len(prompt) - 1,
+        )
 
     def _context_for(self, adapter: str | None) -> _AdapterContext | None:
         for context in self._contexts:
@@ -448,61 +562,91 @@ class LlamaEngine:
         return busy[self._turn]
 
     def _step(self, context: _AdapterContext) -> None:
-        """One `llama_decode` for every running sequence of `context`, then one token each."""
-        rows: list[tuple[_Sequence, int]] = []
-        count = 0
+        """One `llama_decode` for every running sequence of `context`, then its new tokens: one
+        each, or more where a lookup draft was right."""
         for sequence in list(context.running):
             if sequence.request.abandoned.is_set():
                 self._finish(context, sequence, "abandoned")
-                continue
-            feed = sequence.pending or sequence.tokens[-1:]
+        if not context.running:
+            return
+        drafts = _drafts(context.running)
+        rows: list[tuple[_Sequence, int, list[int]]] = []  # sequence, first logits row, draft
+        count = 0
+        for sequence, draft in zip(context.running, drafts, strict=True):
+            feed = sequence.pending or [*sequence.tokens[-1:], *draft]
+            first = count + len(feed) - 1 - len(draft)
             for offset, token in enumerate(feed):
-                last = offset == len(feed) - 1
-                context.put(count, token, sequence.position + offset, sequence.seq_id, last)
+                context.put(
+                    count, token, sequence.position + offset, sequence.seq_id, count >= first
+                )
                 count += 1
             sequence.position += len(feed)
-            sequence.pending = []
-            rows.append((sequence, count - 1))
-        if not rows:
-            return
+            rows.append((sequence, first, draft))
         context.batch.n_tokens = count
         code = ll.llama_decode(context.ctx, context.batch)
         if code != 0:
             raise EngineError(f"llama_decode failed with code {code}")
-        for sequence, row in rows:
+        for sequence, row, draft in rows:
             sequence.peak_batch = max(sequence.peak_batch, len(rows))
-            token = ll.llama_sampler_sample(sequence.sampler, context.ctx, row)
-            self._advance(context, sequence, token)
+            if sequence.pending and sequence.remember:
+                context.remember(sequence)
+            sequence.pending = []
+            self._verify(context, sequence, row, draft)
 
-    def _advance(self, context: _AdapterContext, sequence: _Sequence, token: int) -> None:
+    def _verify(
+        self, context: _AdapterContext, sequence: _Sequence, row: int, draft: list[int]
+    ) -> None:
+        """Take the sampler's token at each row while the draft agrees with it, then drop the
+        cache cells of the draft tokens it rejected."""
+        accepted = 0
+        sequence.drafted += len(draft)
+        for offset in range(len(draft) + 1):
+            token = ll.llama_sampler_sample(sequence.sampler, context.ctx, row + offset)
+            agreed = offset < len(draft) and token == draft[offset]
+            accepted += agreed
+            sequence.accepted += agreed
+            if self._advance(context, sequence, token):
+                return  # finished: its whole sequence is already freed
+            if not agreed:
+                break
+        rejected = len(draft) - accepted
+        if rejected:
+            sequence.position -= rejected
+            if not ll.llama_memory_seq_rm(context.memory, sequence.seq_id, sequence.position, -1):
+                raise EngineError("llama.cpp could not drop rejected draft tokens from the cache")
+
+    def _advance(self, context: _AdapterContext, sequence: _Sequence, token: int) -> bool:
+        """Append one generated token; whether the sequence finished with it."""
         request = sequence.request
         sequence.tokens.append(token)
+        if sequence.lookup is not None:
+            sequence.history.append(token)
         if self.is_end(token):
             self._finish(context, sequence, "stop")
-            return
+            return True
         sequence.raw += self.piece(token)
         text = sequence.raw.decode("utf-8", "replace")
         cut = first_stop(text, request.stop)
         if cut >= 0:
             sequence.text = text[:cut]
             self._finish(context, sequence, "stop")
-            return
+            return True
         sequence.text = text
         if len(sequence.tokens) >= request.settings.max_new_tokens:
             self._finish(context, sequence, "length")
-        else:
-            _emit(sequence, safe_prefix(text, request.stop))
+            return True
+        _emit(sequence, safe_prefix(text, request.stop))
+        return False
 
     def _finish(self, context: _AdapterContext, sequence: _Sequence, reason: str) -> None:
         _emit(sequence, len(sequence.text))
         context.release(sequence)
         request = sequence.request
         if not request.future.done():
-            request.future.set_result(
-                _completion(request, sequence.tokens, sequence.text, reason, sequence.peak_batch)
-            )
+            request.future.set_result(_completion(request, reason, sequence))
 
     def _fail(self, context: _AdapterContext, error: Exception) -> None:
+        context.forget_all()
         for sequence in list(context.running):
             context.release(sequence)
             if not sequence.request.future.done():
@@ -514,7 +658,31 @@ class LlamaEngine:
                 self._finish(context, sequence, "abandoned")
         while self._waiting:
             request = self._waiting.popleft()
-            request.future.set_result(_completion(request, [], "", "abandoned", 0))
+            request.future.set_result(_completion(request, "abandoned"))
+
+
+def _drafts(running: Sequence[_Sequence]) -> list[list[int]]:
+    """Each running sequence's prompt-lookup draft for the next decode (empty for a sequence
+    without `LookupConfig` or still reading its prompt).
+
+    Drafts fill the batch only up to `SMALL_BATCH_ROWS`: a step with no more rows computes each
+    row as a single-token step does, so greedy output is unchanged, and a batch already that
+    large (prompts being read) gains least from more rows.
+    """
+    room = SMALL_BATCH_ROWS - sum(len(s.pending) or 1 for s in running)
+    drafts: list[list[int]] = []
+    for sequence in running:
+        config = sequence.lookup
+        if config is None or sequence.pending or room < 1:
+            drafts.append([])
+            continue
+        # never past max_new_tokens, counting the token the model adds after the draft
+        left = sequence.request.settings.max_new_tokens - len(sequence.tokens) - 1
+        limit = min(config.draft_tokens, left, room)
+        draft = find_draft(sequence.history, limit, ngram=config.ngram, min_ngram=config.min_ngram)
+        room -= len(draft)
+        drafts.append(draft)
+    return drafts
 
 
 def _sampler(engine: LlamaEngine, request: Request) -> Any:
@@ -547,16 +715,29 @@ def _emit(sequence: _Sequence, upto: int) -> None:
     sequence.emitted = emit(sequence.request, sequence.text, sequence.emitted, upto)
 
 
-def _completion(
-    request: Request, tokens: list[int], text: str, reason: str, batch_size: int
-) -> Completion:
+def _completion(request: Request, reason: str, sequence: _Sequence | None = None) -> Completion:
+    """What `request` produced; nothing when it never ran (`sequence` None)."""
+    if sequence is None:
+        return Completion("", [], len(request.prompt_ids), reason, 0)
     return Completion(
-        text=text,
-        token_ids=list(tokens),
+        text=sequence.text,
+        token_ids=list(sequence.tokens),
         prompt_tokens=len(request.prompt_ids),
         finish_reason=reason,
-        batch_size=batch_size,
+        batch_size=sequence.peak_batch,
+        drafted_tokens=sequence.drafted,
+        accepted_tokens=sequence.accepted,
+        reused_prompt_tokens=sequence.reused,
     )
 
 
-__all__ = ["DEFAULT_CONTEXT", "EngineError", "LlamaEngine", "default_threads", "physical_cores"]
+__all__ = [
+    "CACHED_PROMPTS",
+    "DEFAULT_CONTEXT",
+    "EngineError",
+    "LlamaEngine",
+    "LookupConfig",
+    "common_prefix",
+    "default_threads",
+    "physical_cores",
+]

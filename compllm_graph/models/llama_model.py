@@ -19,6 +19,7 @@ from compllm_graph.adapter_folder import check_adapter_name
 from compllm_graph.models.chat import LocalChatModel, chat_model_for, chat_turns, transcript
 from compllm_graph.models.gguf_lora import BaseShape, cached_conversion
 from compllm_graph.models.llama_engine import LlamaEngine
+from compllm_graph.models.lookup import LookupConfig
 
 with requires("local"):
     from jinja2 import Template
@@ -35,11 +36,23 @@ class LlamaCppModel:
         engine: The loaded engine.
         name: Alias or file name the model was loaded from.
         cache_dir: Where converted adapters go when an adapter folder is read-only.
+        lookup: Prompt-lookup decoding for the greedy chat models this model hands out, unless
+            `chat_model(lookup=...)` says otherwise (None: plain decoding; settable later as
+            the `lookup` attribute). It pays only where answers copy their prompt: see the
+            "Local models and engines" page.
     """
 
-    def __init__(self, engine: LlamaEngine, *, name: str, cache_dir: Path) -> None:
+    def __init__(
+        self,
+        engine: LlamaEngine,
+        *,
+        name: str,
+        cache_dir: Path,
+        lookup: LookupConfig | None = None,
+    ) -> None:
         self.engine = engine
         self.name = name
+        self.lookup = lookup
         self._cache_dir = cache_dir
         self._adapters: dict[str, Path] = {}
         self._lock = threading.Lock()
@@ -94,11 +107,13 @@ class LlamaCppModel:
         Args:
             adapter: A name given to `add_adapter`, or None for the base model.
             **generation: `max_new_tokens`, `stop`, `do_sample`, `temperature`, `top_p`,
-                `top_k`, `seed`, `grammar` (GBNF).
+                `top_k`, `seed`, `grammar` (GBNF), `lookup` (a `LookupConfig`, or None for
+                plain decoding; default: this model's `lookup`).
 
         Raises:
             AdapterError: `adapter` has not been added.
         """
+        generation.setdefault("lookup", self.lookup)
         return chat_model_for(self, self.adapters, adapter, **generation)
 
     def encode_chat(self, messages: Sequence[BaseMessage]) -> list[int]:

@@ -5,14 +5,21 @@ chat-completions protocol, and a multi-LoRA server picks the adapter from the re
 field. `remote_chat_model(url, "chemistry")` is therefore one expert of such a server, and every
 chat model pointing at the same server shares one concurrency limit: the server's capacity is
 what is being rationed, not any one adapter's.
+
+`RemoteModel` is such a server's base model and adapters as one object that hands out chat
+models and takes adapters the way a loaded local model does (`chat_model(adapter=...)`,
+`add_adapter(name, folder)`), so code written for a loaded model, the evaluation's systems among
+it, runs against the server instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -22,6 +29,8 @@ from pydantic import ConfigDict, Field, SecretStr
 
 from compllm_graph._concurrency import PrioritySemaphore
 from compllm_graph._extras import requires
+from compllm_graph.adapter_folder import AdapterError
+from compllm_graph.errors import CompLLMError
 
 with requires("remote"):
     from langchain_openai import ChatOpenAI
@@ -37,12 +46,19 @@ NO_API_KEY = "EMPTY"
 """Sent when no key is given: local servers (vLLM, llama.cpp, `compllm serve`) ignore it."""
 
 
+class EndpointError(CompLLMError, RuntimeError):
+    """An endpoint cannot be reached, does not serve a model asked of it, or failed a request."""
+
+
 class EndpointLimit(PrioritySemaphore):
     """At most `capacity` requests in flight to one endpoint, first come first served.
 
     Attributes:
         endpoint: The normalised base URL this limit guards.
         capacity: Most requests in flight at once.
+        failures: Requests to the endpoint that raised, after the client's own retries (a
+            stream closed early by its reader is not a failure).
+        last_failure: The last of those errors, as text; None before any.
     """
 
     def __init__(self, endpoint: str, capacity: int) -> None:
@@ -50,6 +66,15 @@ class EndpointLimit(PrioritySemaphore):
             raise ValueError(f"max_concurrency must be at least 1, got {capacity}")
         super().__init__(capacity)
         self.endpoint = endpoint
+        self.failures = 0
+        self.last_failure: str | None = None
+        self._failure_lock = threading.Lock()
+
+    def record_failure(self, error: BaseException) -> None:
+        """Count a request that failed for good (`failures`, `last_failure`)."""
+        with self._failure_lock:
+            self.failures += 1
+            self.last_failure = f"{type(error).__name__}: {error}"
 
     def __repr__(self) -> str:
         return f"EndpointLimit({self.endpoint!r}, capacity={self.capacity}, in_use={self.in_use})"
@@ -134,6 +159,8 @@ class RemoteChatModel(ChatOpenAI):
 
     The slot is held for the whole request, streamed ones included, and requests beyond the limit
     wait in arrival order; everything else (tools, structured output, retries) is ChatOpenAI's.
+    A request that still fails after ChatOpenAI's retries is counted on the limit
+    (`EndpointLimit.failures`), so a caller can tell a graph's fallback from a failed server.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -152,7 +179,7 @@ class RemoteChatModel(ChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        with self.endpoint_limit.hold():
+        with self.endpoint_limit.hold(), self._counting_failures():
             return super()._generate(messages, stop, run_manager, **kwargs)
 
     async def _agenerate(
@@ -163,7 +190,8 @@ class RemoteChatModel(ChatOpenAI):
         **kwargs: Any,
     ) -> ChatResult:
         async with self.endpoint_limit.ahold():
-            return await super()._agenerate(messages, stop, run_manager, **kwargs)
+            with self._counting_failures():
+                return await super()._agenerate(messages, stop, run_manager, **kwargs)
 
     def _stream(
         self,
@@ -172,7 +200,7 @@ class RemoteChatModel(ChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        with self.endpoint_limit.hold():
+        with self.endpoint_limit.hold(), self._counting_failures():
             yield from super()._stream(messages, stop, run_manager, **kwargs)
 
     async def _astream(
@@ -183,8 +211,19 @@ class RemoteChatModel(ChatOpenAI):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         async with self.endpoint_limit.ahold():
-            async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
-                yield chunk
+            with self._counting_failures():
+                async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+                    yield chunk
+
+    @contextmanager
+    def _counting_failures(self) -> Iterator[None]:
+        # Exception only: a reader closing a stream early (GeneratorExit) or a cancelled task
+        # (CancelledError) is not the server's failure.
+        try:
+            yield
+        except Exception as error:
+            self.endpoint_limit.record_failure(error)
+            raise
 
 
 def remote_chat_model(
@@ -239,10 +278,175 @@ def remote_chat_model(
     )
 
 
+GrammarField = Literal["none", "vllm"]
+"""How a `RemoteModel` sends a chat model's `grammar` (GBNF): `none` drops it, for servers with
+no grammar sampler (`compllm serve`); `vllm` sends it as vLLM's structured-output grammar."""
+GRAMMAR_FIELDS: tuple[str, ...] = get_args(GrammarField)
+OPENAI_SETTINGS = {"max_new_tokens": "max_tokens", "top_p": "top_p", "seed": "seed", "stop": "stop"}
+"""Local generation settings sent under their OpenAI names (`temperature` follows `do_sample`)."""
+_SAMPLING = ("do_sample", "temperature")
+_ENGINE_ONLY = ("lookup",)
+"""Settings that change how a local engine decodes, not what it writes: a server has its own."""
+
+
+def served_models(
+    base_url: str, *, api_key: str | None = None, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """What an OpenAI-compatible server serves: its `GET /models` entries, in its order.
+
+    vLLM marks each LoRA adapter with the `parent` it was loaded on; `compllm serve` lists its
+    base model first, then its adapters.
+
+    Raises:
+        ValueError: a bad URL.
+        EndpointError: the server cannot be reached or answers with an error.
+    """
+    from openai import OpenAI, OpenAIError
+
+    url = normalise_endpoint(base_url)
+    client = OpenAI(base_url=url, api_key=api_key or NO_API_KEY, timeout=timeout, max_retries=1)
+    try:
+        return [model.model_dump() for model in client.models.list()]
+    except OpenAIError as exc:
+        raise EndpointError(f"cannot list the models served at {url}: {exc}") from exc
+    finally:
+        client.close()
+
+
+class RemoteModel:
+    """A server's base model and its LoRA adapters, used the way a loaded local model is.
+
+    `chat_model(adapter=...)` gives a `RemoteChatModel` of the adapter's served name (the base
+    model's for None) and `add_adapter(name, folder)` checks that the server serves it, so the
+    builders written for a loaded model (`build_default_graph`, `store.chat_models`, the
+    evaluation's systems) run against the server unchanged. The adapter folders stay where
+    they are: the server loaded its own copies; only their `training.json` is read locally.
+
+    Args:
+        base_url: The server's OpenAI base URL.
+        name: The base model's served name.
+        served: The names the server serves (`served_models`); None fetches them.
+        adapter_names: Local adapter folder -> the name it is served under, for adapters whose
+            name here is not the served one (a decomposer folder is named by its path's hash).
+        grammar: How a `grammar` setting is sent (`GrammarField`).
+        **remote: Passed to every `remote_chat_model` (`api_key`, `max_concurrency`,
+            `timeout`, `max_retries`).
+
+    Raises:
+        EndpointError: the server cannot be reached, or does not serve `name`.
+        ValueError: a bad URL or setting, or an unknown `grammar`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        name: str,
+        *,
+        served: Collection[str] | None = None,
+        adapter_names: Mapping[str | Path, str] | None = None,
+        grammar: GrammarField = "none",
+        **remote: Any,
+    ) -> None:
+        if grammar not in GRAMMAR_FIELDS:
+            raise ValueError(f"grammar must be one of {list(GRAMMAR_FIELDS)}, got {grammar!r}")
+        self.base_url = normalise_endpoint(base_url)
+        self.name = name
+        self.grammar = grammar
+        self._remote = remote
+        if served is None:
+            served = [m["id"] for m in served_models(base_url, api_key=remote.get("api_key"))]
+        self.served = tuple(served)
+        self._renamed = {Path(k).resolve(): v for k, v in (adapter_names or {}).items()}
+        self._adapters: dict[str, str] = {}
+        if name not in self.served:
+            raise EndpointError(
+                f"{self.base_url} does not serve {name!r}; it serves {list(self.served)}"
+            )
+        endpoint_limit(self.base_url, remote.get("max_concurrency"))  # a clash fails here
+
+    def __repr__(self) -> str:
+        return f"RemoteModel({self.base_url!r}, {self.name!r}, adapters={self._adapters})"
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """Names of the added adapters."""
+        return tuple(self._adapters)
+
+    @property
+    def limit(self) -> EndpointLimit:
+        """The server's shared concurrency limit (and failure count)."""
+        return endpoint_limit(self.base_url)
+
+    def served_name(self, adapter: str | None) -> str:
+        """The model name requests for `adapter` (None: the base model) carry."""
+        return self.name if adapter is None else self._adapters[adapter]
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Take an adapter the server serves: under `name`, or the name `adapter_names` gives
+        its folder.
+
+        Raises:
+            AdapterError: the server does not serve it (the message gives the flags that would).
+        """
+        served = self._renamed.get(Path(path).resolve(), name)
+        if served not in self.served:
+            raise AdapterError(
+                f"{self.base_url} does not serve the adapter {served!r} ({path}); it serves "
+                f"{list(self.served)}. Start the server with `--lora-modules {served}={path}` "
+                f"(vLLM) or `--adapter {served}={path}` (compllm serve)"
+            )
+        self._adapters[name] = served
+
+    def chat_model(self, adapter: str | None = None, **generation: Any) -> RemoteChatModel:
+        """A chat model of the base model or of an added adapter.
+
+        Args:
+            adapter: A name given to `add_adapter`, or None for the base model.
+            **generation: The local engines' settings: `max_new_tokens`, `stop`, `top_p`,
+                `seed`, `do_sample` with `temperature` (greedy without), `grammar` (GBNF, sent
+                as `grammar` says); `lookup` changes no output and is not sent.
+
+        Raises:
+            AdapterError: `adapter` has not been added.
+            ValueError: a setting an OpenAI server cannot take (`logits_processor`,
+                `num_beams`, ...).
+        """
+        if adapter is not None and adapter not in self._adapters:
+            raise AdapterError(
+                f"unknown adapter {adapter!r} for {self.name}; added: {sorted(self._adapters)}"
+            )
+        settings = self._settings(dict(generation))
+        return remote_chat_model(self.base_url, self.served_name(adapter), **settings)
+
+    def _settings(self, generation: dict[str, Any]) -> dict[str, Any]:
+        """`remote_chat_model` arguments from local generation settings."""
+        grammar = generation.pop("grammar", None)
+        for key in _ENGINE_ONLY:
+            generation.pop(key, None)
+        sample = generation.pop("do_sample", False)
+        temperature = generation.pop("temperature", 1.0)
+        unknown = sorted(set(generation) - set(OPENAI_SETTINGS))
+        if unknown:
+            raise ValueError(
+                f"{unknown} cannot be sent to an OpenAI-compatible server; it takes "
+                f"{sorted([*OPENAI_SETTINGS, *_SAMPLING, 'grammar', *_ENGINE_ONLY])}"
+            )
+        settings = {**self._remote, "temperature": float(temperature) if sample else 0.0}
+        settings.update({OPENAI_SETTINGS[key]: value for key, value in generation.items()})
+        if grammar is not None and self.grammar == "vllm":
+            settings["extra_body"] = {"structured_outputs": {"grammar": grammar}}
+        return settings
+
+
 __all__ = [
+    "GRAMMAR_FIELDS",
+    "EndpointError",
     "EndpointLimit",
+    "GrammarField",
     "PerLoopTransport",
     "RemoteChatModel",
+    "RemoteModel",
     "endpoint_limit",
     "remote_chat_model",
+    "served_models",
 ]

@@ -14,6 +14,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from compllm_graph.models.lookup import LookupConfig
+
 _seeded_groups = itertools.count()
 
 
@@ -37,6 +39,9 @@ class GenerationSettings:
             (best first), stop strings cut the finished beams, streaming sends the best beam
             in one piece at the end, and a caller that stops listening does not cut the search
             short. Beam search is greedy, so `do_sample` must be off.
+        lookup: prompt-lookup decoding for a greedy request (`LookupConfig`): the same output in
+            fewer decode steps where the answer copies its prompt. The llama.cpp engine only;
+            sampled and beam-search requests, and the transformers engine, decode plainly.
     """
 
     max_new_tokens: int = field(
@@ -70,6 +75,13 @@ class GenerationSettings:
         metadata={
             "help": "a GBNF grammar that constrains the output (root rule `root`); the "
             "llama.cpp engine only"
+        },
+    )
+    lookup: LookupConfig | None = field(
+        default=None,
+        metadata={
+            "help": "prompt-lookup decoding for a greedy request: same output, fewer decode "
+            "steps where the answer copies its prompt; the llama.cpp engine only"
         },
     )
 
@@ -123,6 +135,10 @@ class Completion:
         batch_size: how many requests shared the `generate` call.
         candidates: for beam search, every beam as (text, score), best first, the score being
             the length-normalised log-probability; the first is `text`. Empty otherwise.
+        drafted_tokens: prompt-lookup draft tokens fed for verification (llama.cpp engine).
+        accepted_tokens: those of them greedy decoding kept.
+        reused_prompt_tokens: prompt tokens whose cache was copied from an earlier request's
+            instead of being computed again (llama.cpp engine).
     """
 
     text: str
@@ -131,6 +147,9 @@ class Completion:
     finish_reason: str
     batch_size: int
     candidates: tuple[tuple[str, float], ...] = ()
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    reused_prompt_tokens: int = 0
 
 
 @dataclass
@@ -193,4 +212,12 @@ def emit(request: Request, text: str, emitted: int, upto: int) -> int:
     return upto
 
 
-__all__ = ["Completion", "GenerationSettings", "Request", "emit", "first_stop", "safe_prefix"]
+__all__ = [
+    "Completion",
+    "GenerationSettings",
+    "LookupConfig",
+    "Request",
+    "emit",
+    "first_stop",
+    "safe_prefix",
+]

@@ -40,7 +40,9 @@ from compllm_graph.training.sft import (
     Encoded,
     TrainResult,
     attach_lora,
+    is_main_process,
     train,
+    trainer_provenance,
     warm_start,
 )
 
@@ -128,9 +130,9 @@ def train_decomposer(
         model: The base causal LM (it gets LoRA adapters attached in place).
         tokenizer: Its tokenizer.
         plan: Data and hyper-parameters.
-        out_dir: Receives the adapter, `checkpoint/` and `training.json`.
+        out_dir: Receives the adapter, `checkpoints/` and `training.json`.
         base: The base model's alias, recorded for loading later.
-        resume: Continue from the checkpoint in `out_dir`.
+        resume: Continue from the newest checkpoint in `out_dir`.
         command: The command line, recorded for reproduction.
 
     Returns:
@@ -144,8 +146,6 @@ def train_decomposer(
     peft_model = attach_lora(model, plan.lora, seed=plan.settings.seed)
     if plan.init_adapter is not None:
         warm_start(peft_model, plan.init_adapter)
-    # Record the alias, not the cache folder the weights happened to load from.
-    peft_model.peft_config["default"].base_model_name_or_path = base
     record: dict[str, Any] = {
         "base": base,
         "command": command,
@@ -161,6 +161,7 @@ def train_decomposer(
         },
         "lora": asdict(plan.lora),
         "hyper_parameters": asdict(plan.settings),
+        "trainer": trainer_provenance(),
     }
     if earlier is not None:
         record["initialised_from"] = earlier
@@ -175,10 +176,14 @@ def train_decomposer(
         kept,
         plan.settings,
         out_dir,
-        pad_id=_pad_id(tokenizer),
+        tokenizer=tokenizer,
+        base=base,
         resume=resume,
         on_checkpoint=lambda r: write(r, "partial" if not r.finished else "trained"),
     )
+    if not is_main_process():  # the main process validates and writes the record
+        record.update(_progress(result, "finished" if result.finished else "partial"))
+        return record
     if plan.validation_size > 0:
         started = time.monotonic()
         record["validation"] = validate(peft_model, tokenizer, pools, plan.validation_size)
@@ -266,8 +271,3 @@ def _progress(result: TrainResult, status: str) -> dict[str, Any]:
         "wall_time_s": round(result.wall_time_s, 1),
         "loss": result.loss_summary(),
     }
-
-
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id
-    return int(pad if pad is not None else tokenizer.eos_token_id)

@@ -18,7 +18,14 @@ import torch
 from compllm_graph.decomposer.generation import prompt_ids
 from compllm_graph.decomposer.loading import TRAINING_RECORD
 from compllm_graph.training.settings import LoraSettings, TrainSettings
-from compllm_graph.training.sft import IGNORE_INDEX, Encoded, attach_lora, train
+from compllm_graph.training.sft import (
+    IGNORE_INDEX,
+    Encoded,
+    attach_lora,
+    is_main_process,
+    train,
+    trainer_provenance,
+)
 
 Objective = Literal["answer", "text"]
 
@@ -80,14 +87,14 @@ def train_expert(
         model: The base causal LM (transformers).
         tokenizer: Its tokenizer.
         data: Texts for `objective="text"`, (question, answer) pairs for `"answer"`.
-        out_dir: Adapter folder.
-        base: The base model's alias, recorded in the adapter.
+        out_dir: Adapter folder (`checkpoints/` inside it keeps the Trainer's checkpoints).
+        base: The base model's alias or folder, recorded in the adapter.
         lora: LoRA hyper-parameters.
         settings: Optimisation hyper-parameters.
         objective: `answer` (loss on the answer only) or `text` (loss on every token).
         system_prompt: The expert's system prompt, put before each question as at inference.
         max_length: Longest sequence in tokens.
-        resume: Continue from `out_dir`'s checkpoint.
+        resume: Continue from the newest checkpoint in `out_dir`.
         command: The command line, recorded in `training.json`.
 
     Raises:
@@ -101,10 +108,9 @@ def train_expert(
     if not encoded:
         raise ValueError(f"the expert data holds no usable example for the {objective!r} objective")
     peft_model = attach_lora(model, lora, seed=settings.seed)
-    # Record the alias, not the cache folder the weights happened to load from.
-    peft_model.peft_config["default"].base_model_name_or_path = base
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    result = train(peft_model, encoded, settings, out_dir, pad_id=int(pad), resume=resume)
+    result = train(
+        peft_model, encoded, settings, out_dir, tokenizer=tokenizer, base=base, resume=resume
+    )
     record = {
         "base": base,
         "command": command,
@@ -118,6 +124,8 @@ def train_expert(
         "total_steps": result.total_steps,
         "wall_time_s": round(result.wall_time_s, 1),
         "loss": result.loss_summary(),
+        "trainer": trainer_provenance(),
     }
-    (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    if is_main_process():
+        (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -1,20 +1,32 @@
-"""A plain LoRA fine-tuning loop for small causal LMs on CPU.
+"""LoRA supervised fine-tuning on TRL's `SFTTrainer`, for decomposers and domain experts.
 
-Used for both the decomposer (loss on the answer tokens only) and domain experts (loss on every
-token). AdamW, linear warm-up then cosine decay, weight decay, gradient clipping, a tqdm bar with
-the loss, and a checkpoint every few steps from which `resume=True` continues exactly where the
-run stopped (same data order; the adapter is also exported at each checkpoint, so a run that is
-cut short still leaves a usable adapter).
+The data builders (`expert.encode_pairs`, `decomposer_sft.encode_example`, ...) tokenise each
+example into an `Encoded` sequence whose labels are `IGNORE_INDEX` where no loss is taken (the
+prompt of a question/answer pair). `train` hands those sequences to TRL as a pre-tokenised
+dataset with a `completion_mask`, so TRL's completion-only loss trains on the answer tokens
+only, and to the `transformers.Trainer` underneath for everything else: the device (CUDA, MPS or
+CPU, picked by accelerate) and precision (bf16 where the accelerator has it, fp32 on CPU),
+padding, AdamW with warm-up then cosine decay, gradient clipping, length-grouped batches,
+checkpoints that `resume=True` continues exactly (optimiser, schedule, RNG and data position),
+and data-parallel training on several processes under `accelerate launch`.
+
+What stays here is what the project promises on top: a progress bar with the loss, the adapter
+exported as half-precision safetensors at every checkpoint (so a run cut short still leaves a
+usable adapter, which `models.gguf_lora` converts for llama.cpp), `max_steps` that stops early
+on the full schedule, and the wall time summed over resumed runs.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-import random
+import shutil
 import time
+import types
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +36,38 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from transformers import ProgressCallback, TrainerCallback
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from compllm_graph._extras import requires
+from compllm_graph._progress import verbose
 from compllm_graph.training.settings import LoraSettings, TrainSettings
+
+with requires("train"):
+    import datasets
+    from accelerate import PartialState
+    from accelerate.utils import is_bf16_available
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.utils import FusedCausalLMOutput
 
 IGNORE_INDEX = -100
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-CHECKPOINT_DIR = "checkpoint"
-_BUCKET_BATCHES = 16
+CHECKPOINTS_DIR = "checkpoints"
+"""Where `train` keeps the Trainer's `checkpoint-N` folders, inside the output folder."""
+LEGACY_CHECKPOINT_DIR = "checkpoint"
+"""The folder the earlier hand-written loop checkpointed into; the Trainer cannot resume it."""
+_TRAINER_STATE = "trainer_state.json"
+_TRITON_DEVICES = ("cuda", "xpu")  # where TRL's fused head scores the labelled positions only
+# Config fields of heads that scale or cap their logits (TRL's fused head applies them).
+_SCALED_HEADS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "output_multiplier",
+    "lm_head_multiplier",
+    "logits_scaling",
+)
 
 
 @dataclass(frozen=True)
@@ -70,14 +105,67 @@ class TrainResult:
         }
 
 
-def attach_lora(model: Any, lora: LoraSettings, seed: int = 0) -> PeftModel:
-    """Wrap a causal LM with fresh trainable LoRA adapters (base weights frozen)."""
-    torch.manual_seed(seed)
+@dataclass(frozen=True)
+class Precision:
+    """Where training runs and in which precision.
+
+    Attributes:
+        device: "cuda", "mps", "cpu", ... as accelerate picked it (`accelerate launch --cpu`
+            or `CUDA_VISIBLE_DEVICES=""` force the CPU).
+        bf16: bf16 mixed precision (bf16 base weights, fp32 adapters and optimiser state).
+        processes: How many processes train together (data parallel).
+    """
+
+    device: str
+    bf16: bool
+    processes: int
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype to load the base model's weights in."""
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "precision": "bf16" if self.bf16 else "fp32",
+            "processes": self.processes,
+        }
+
+
+def choose_precision() -> Precision:
+    """The device accelerate picked, with bf16 where it supports it and fp32 on CPU (CPU bf16
+    autocast is slower than fp32 on most CPUs and changes the numbers)."""
+    state = PartialState()
+    device = state.device.type
+    bf16 = device != "cpu" and is_bf16_available(ignore_tpu=True)
+    return Precision(device=device, bf16=bf16, processes=state.num_processes)
+
+
+def trainer_provenance() -> dict[str, Any]:
+    """What trained an adapter, for its `training.json`: the device, precision and process
+    count, and the versions of the libraries that did the work."""
+    from importlib.metadata import version
+
+    libraries = ("trl", "transformers", "peft", "accelerate", "torch")
+    record: dict[str, Any] = {"library": "trl.SFTTrainer", **choose_precision().as_dict()}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        record["backend"] = str(torch.distributed.get_backend())
+    record["versions"] = {name: version(name) for name in libraries}
+    return record
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes files (always, outside `accelerate launch`)."""
+    return bool(PartialState().is_main_process)
+
+
+def lora_config(lora: LoraSettings, depth: int) -> LoraConfig:
+    """peft's `LoraConfig` for `lora` on a model with `depth` transformer layers."""
     layers = None
     if lora.top_layers is not None:
-        depth = int(model.config.num_hidden_layers)
         layers = list(range(max(0, depth - lora.top_layers), depth))
-    config = LoraConfig(
+    return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -85,7 +173,16 @@ def attach_lora(model: Any, lora: LoraSettings, seed: int = 0) -> PeftModel:
         layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+
+
+def attach_lora(model: Any, lora: LoraSettings, seed: int = 0) -> PeftModel:
+    """Wrap a causal LM with fresh trainable LoRA adapters (base weights frozen)."""
+    torch.manual_seed(seed)
+    config = lora_config(lora, int(model.config.num_hidden_layers))
+    with warnings.catch_warnings():
+        # peft reads a transformers attribute that transformers 5 renamed; nothing to act on.
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+        return get_peft_model(model, config)
 
 
 def warm_start(model: PeftModel, folder: Path) -> None:
@@ -109,76 +206,55 @@ def warm_start(model: PeftModel, folder: Path) -> None:
         raise ValueError(f"the adapter at {folder} does not fit ({odd!r} has no match); {fix}")
 
 
-def target_loss(model: PeftModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy over the labelled positions.
+def save_adapter(
+    model: PeftModel,
+    out_dir: Path,
+    *,
+    base: str | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write the adapter as safetensors (half precision keeps it small) plus its config.
 
-    The output projection (a 49k-word vocabulary for SmolLM2) runs only where a label is,
-    not over the prompt, which saves time and memory when the prompt is most of the sequence.
+    Args:
+        model: The model whose LoRA weights to export.
+        out_dir: The adapter folder.
+        base: Recorded as the config's base model (an alias rather than the cache folder the
+            weights loaded from); None keeps what the model has.
+        dtype: The exported weights' dtype.
     """
-    causal: Any = model.get_base_model()
-    hidden = causal.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
-    labels = batch["labels"][:, 1:]
-    keep = labels != IGNORE_INDEX
-    logits = causal.get_output_embeddings()(hidden[:, :-1][keep])
-    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
-
-
-def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest sequence."""
-    width = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, example in enumerate(batch):
-        n = len(example.input_ids)
-        ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def batch_plan(lengths: Sequence[int], settings: TrainSettings) -> list[list[int]]:
-    """Example indices of every step.
-
-    Each epoch is a fresh seeded shuffle; within windows of 16 batches the examples are sorted
-    by length so a batch pads little, and the batches are then shuffled again.
-    """
-    n_examples = len(lengths)
-    steps_per_epoch = math.ceil(n_examples / settings.batch_size)
-    total = max(1, math.ceil(steps_per_epoch * settings.epochs))
-    window = settings.batch_size * _BUCKET_BATCHES
-    plan: list[list[int]] = []
-    epoch = 0
-    while len(plan) < total:
-        rng = random.Random(settings.seed * 1000 + epoch)
-        order = list(range(n_examples))
-        rng.shuffle(order)
-        batches: list[list[int]] = []
-        for start in range(0, n_examples, window):
-            chunk = sorted(order[start : start + window], key=lengths.__getitem__)
-            size = settings.batch_size
-            batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
-        rng.shuffle(batches)
-        plan.extend(batches)
-        epoch += 1
-    return plan[:total]
-
-
-def _lora_state(model: PeftModel) -> dict[str, torch.Tensor]:
-    """The adapter weights. Embeddings are never trained here; saying so also stops peft from
-    asking the Hugging Face hub about the base model's vocabulary."""
-    return get_peft_model_state_dict(model, save_embedding_layers=False)
-
-
-def save_adapter(model: PeftModel, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Write the adapter as safetensors (half precision keeps it small) plus its config."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(dtype).contiguous() for k, v in _lora_state(model).items()}
+    # Embeddings are never trained here; saying so also stops peft from asking the Hugging Face
+    # hub about the base model's vocabulary.
+    lora = get_peft_model_state_dict(model, save_embedding_layers=False)
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora.items()}
     save_file(state, str(out_dir / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-    model.peft_config["default"].save_pretrained(str(out_dir))
+    config = copy.copy(model.peft_config["default"])
+    if base is not None:
+        config.base_model_name_or_path = base
+    config.save_pretrained(str(out_dir))
     return out_dir / ADAPTER_WEIGHTS
+
+
+def total_steps(n_sequences: int, settings: TrainSettings) -> int:
+    """Optimiser steps of the whole schedule: `epochs` passes of batches of `batch_size`."""
+    return max(1, math.ceil(math.ceil(n_sequences / settings.batch_size) * settings.epochs))
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete Trainer checkpoint under `out_dir`, or None.
+
+    A run killed while saving leaves a folder without `trainer_state.json` (the Trainer writes
+    it last); such a folder is passed over.
+    """
+    folder = out_dir / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return None
+    steps = [
+        (int(p.name.split("-")[1]), p)
+        for p in folder.glob("checkpoint-*")
+        if p.name.split("-")[1].isdigit() and (p / _TRAINER_STATE).is_file()
+    ]
+    return max(steps)[1] if steps else None
 
 
 def train(
@@ -187,122 +263,320 @@ def train(
     settings: TrainSettings,
     out_dir: Path,
     *,
-    pad_id: int,
+    tokenizer: Any,
+    base: str | None = None,
     resume: bool = False,
     on_checkpoint: Callable[[TrainResult], None] | None = None,
 ) -> TrainResult:
-    """Fine-tune the LoRA parameters of `model` on `data`.
+    """Fine-tune the LoRA parameters of `model` on `data` with TRL's `SFTTrainer`.
+
+    Under `accelerate launch` every process calls this with the same arguments; `batch_size`
+    stays the number of sequences per optimiser step, split evenly between the processes, and
+    only the main process writes the adapter and calls `on_checkpoint`.
 
     Args:
         model: A model from `attach_lora` (or a `PeftModel` with trainable adapters).
         data: Tokenised sequences.
         settings: Optimisation hyper-parameters.
-        out_dir: Receives `checkpoint/` and the exported adapter.
-        pad_id: Token id used for padding.
-        resume: Continue from `out_dir/checkpoint` if it exists.
+        out_dir: Receives `checkpoints/` and the exported adapter.
+        tokenizer: The model's tokenizer (a transformers tokenizer; its pad token, or else its
+            end-of-text token, pads).
+        base: Recorded as the exported adapter's base model.
+        resume: Continue from the newest checkpoint in `out_dir/checkpoints` if there is one.
         on_checkpoint: Called after each checkpoint (and at the end) with the progress so far.
 
     Returns:
         Steps done, per-step losses and wall time, including those of resumed runs.
 
     Raises:
-        ValueError: no data, or a checkpoint from a different plan.
+        ValueError: no data, a batch that does not split between the processes, or a
+            checkpoint from a different plan.
+    """
+    total = total_steps(len(data), settings)
+    checkpoint = _resume_point(out_dir, total) if resume else None
+    if checkpoint is None and is_main_process():
+        shutil.rmtree(out_dir / CHECKPOINTS_DIR, ignore_errors=True)  # a fresh run's own
+    trainer = make_trainer(
+        model, data, settings, out_dir, tokenizer=tokenizer, base=base, on_checkpoint=on_checkpoint
+    )
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    model.eval()
+    progress = next(c for c in trainer.callback_handler.callbacks if isinstance(c, _Progress))
+    return progress.result(trainer.state)
+
+
+def make_trainer(
+    model: PeftModel,
+    data: Sequence[Encoded],
+    settings: TrainSettings,
+    out_dir: Path,
+    *,
+    tokenizer: Any,
+    base: str | None = None,
+    on_checkpoint: Callable[[TrainResult], None] | None = None,
+) -> SFTTrainer:
+    """The `SFTTrainer` that `train` runs, with the project's callbacks (see `train`).
+
+    Raises:
+        ValueError: no data, or a batch that does not split between the processes.
     """
     if not data:
         raise ValueError("no training sequences")
-    plan = batch_plan([len(e.input_ids) for e in data], settings)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+    if not verbose():
+        datasets.disable_progress_bars()  # TRL's label-building pass over the data
+    total = total_steps(len(data), settings)
+    trainer = _SFTTrainer(
+        model=model,
+        args=sft_config(settings, out_dir, total, choose_precision()),
+        train_dataset=_dataset(data),
+        processing_class=tokenizer,
+        callbacks=[_Progress(out_dir, total, settings.max_steps, base, on_checkpoint)],
     )
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, math.ceil(settings.warmup_ratio * len(plan)), len(plan)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_LossBar())
+    compact_fused_head(trainer.model.get_base_model())
+    return trainer
+
+
+def compact_fused_head(causal: Any) -> None:
+    """Make TRL's fused LM head project only the labelled positions where Triton does not run.
+
+    `SFTTrainer` patches the model with a head that returns each label's log-probability
+    without materialising the logits. On CUDA and XPU it runs Triton kernels on the labelled
+    positions only; elsewhere (CPU, MPS) it scores every position, prompt included, in tiles
+    it recomputes in the backward pass: about seven times the head's work when a third of the
+    tokens carry a label, as in the experts' question/answer data. There, this wraps TRL's
+    head with one that projects the labelled positions only and returns the same fields, so
+    TRL's loss, gradient scaling and metrics are unchanged. Heads TRL adjusts for a model
+    (logit scaling or soft-capping, mixture-of-experts losses) keep TRL's path.
+    """
+    fused = causal.forward
+    config = causal.config.get_text_config()
+    if any(getattr(config, name, None) is not None for name in _SCALED_HEADS):
+        return
+
+    def forward(self: Any, *args: Any, fused_lm_head: bool = False, **kwargs: Any) -> Any:
+        head = self.get_output_embeddings()
+        if (
+            not fused_lm_head
+            or head.weight.device.type in _TRITON_DEVICES
+            or "shift_labels" in kwargs
+            or kwargs.get("output_router_logits")
+            or getattr(config, "output_router_logits", False)
+        ):
+            return fused(*args, fused_lm_head=fused_lm_head, **kwargs)
+        labels = kwargs.pop("labels")
+        count = kwargs.pop("num_items_in_batch", None)
+        hidden = self.base_model(*args, **{**kwargs, "use_cache": False}).last_hidden_state
+        return _labelled_log_probs(head, hidden[:, :-1], labels[:, 1:], count)
+
+    causal.forward = types.MethodType(forward, causal)
+
+
+def _labelled_log_probs(
+    head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor, count: Any
+) -> FusedCausalLMOutput:
+    """TRL's fused-head output (zero where the label is `IGNORE_INDEX`), from the labelled
+    positions' logits only."""
+    mask = labels != IGNORE_INDEX
+    targets = labels[mask]
+    log_probs = head(hidden[mask]).float().log_softmax(-1)
+    picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():  # metrics only
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        top1 = log_probs.argmax(-1) == targets
+
+    def spread(values: torch.Tensor) -> torch.Tensor:
+        return values.new_zeros(mask.shape).masked_scatter(mask, values)
+
+    per_token = spread(picked)
+    total = mask.sum().clamp(min=1) if count is None else count
+    return FusedCausalLMOutput(
+        loss=-per_token.sum() / total,
+        log_probs=per_token,
+        entropy=spread(entropy),
+        is_top1=spread(top1),
+        label_mask=mask,
     )
-    result = TrainResult(steps=0, total_steps=len(plan))
-    checkpoint = out_dir / CHECKPOINT_DIR
-    if resume and (checkpoint / "trainer_state.json").is_file():
-        result = _load_checkpoint(model, optimizer, scheduler, checkpoint, len(plan))
-    stop = min(len(plan), settings.max_steps or len(plan))
-    model.train()
-    started = time.monotonic() - result.wall_time_s
-    bar = tqdm(total=stop, initial=result.steps, desc="train", unit="step", dynamic_ncols=True)
-    for step in range(result.steps, stop):
-        batch = collate([data[i] for i in plan[step]], pad_id)
-        loss = target_loss(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        result.losses.append(float(loss.detach()))
-        result.steps = step + 1
-        result.wall_time_s = time.monotonic() - started
-        bar.set_postfix(loss=f"{result.losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        bar.update(1)
-        if result.steps % settings.save_every == 0 or result.steps == stop:
-            _save_checkpoint(model, optimizer, scheduler, checkpoint, result)
-            save_adapter(model, out_dir)
-            if on_checkpoint is not None:
-                on_checkpoint(result)
-    bar.close()
-    model.eval()
-    return result
 
 
-def _save_checkpoint(
-    model: PeftModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    folder: Path,
-    result: TrainResult,
-) -> None:
-    """Full-precision adapter, optimiser moments, schedule and progress, written then renamed."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    adapter = {k: v.detach().contiguous() for k, v in _lora_state(model).items()}
-    save_file(adapter, str(tmp / ADAPTER_WEIGHTS))
-    state = optimizer.state_dict()
-    tensors = {
-        f"{index}.{key}": value.contiguous()
-        for index, slots in state["state"].items()
-        for key, value in slots.items()
-    }
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "trainer_state.json").write_text(
-        json.dumps(
-            {
-                "result": asdict(result),
-                "param_groups": state["param_groups"],
-                "scheduler": scheduler.state_dict(),
-            }
-        )
-    )
-    if folder.exists():
-        for old in folder.iterdir():
-            old.unlink()
-        folder.rmdir()
-    tmp.rename(folder)
+def sft_config(
+    settings: TrainSettings, out_dir: Path, total: int, precision: Precision
+) -> SFTConfig:
+    """TRL's arguments for `settings`: the schedule spans `total` steps, `batch_size` sequences
+    per step split between the processes, a checkpoint every `save_every` steps.
 
-
-def _load_checkpoint(
-    model: PeftModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    folder: Path,
-    total_steps: int,
-) -> TrainResult:
-    saved = json.loads((folder / "trainer_state.json").read_text())
-    result = TrainResult(**saved["result"])
-    if result.total_steps != total_steps:
+    Raises:
+        ValueError: `batch_size` does not split evenly between the processes.
+    """
+    if settings.batch_size % precision.processes:
         raise ValueError(
-            f"the checkpoint in {folder} was made for {result.total_steps} steps, this run has "
-            f"{total_steps}: use the same data and settings to resume"
+            f"a batch of {settings.batch_size} does not split evenly between "
+            f"{precision.processes} processes: pass a --batch-size that is a multiple of it"
         )
-    set_peft_model_state_dict(model, load_file(str(folder / ADAPTER_WEIGHTS)))
-    slots: dict[int, dict[str, torch.Tensor]] = {}
-    for name, tensor in load_file(str(folder / "optimizer.safetensors")).items():
-        index, key = name.split(".", 1)
-        slots.setdefault(int(index), {})[key] = tensor
-    optimizer.load_state_dict({"state": slots, "param_groups": saved["param_groups"]})
-    scheduler.load_state_dict(saved["scheduler"])
-    return result
+    return SFTConfig(
+        output_dir=str(out_dir / CHECKPOINTS_DIR),
+        per_device_train_batch_size=settings.batch_size // precision.processes,
+        max_steps=total,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=math.ceil(settings.warmup_ratio * total),
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        seed=settings.seed,
+        bf16=precision.bf16,
+        **_no_activation_checkpointing(),
+        # The builders have already cut each sequence to the length they were asked for.
+        max_length=None,
+        completion_only_loss=True,
+        train_sampling_strategy="group_by_length",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=settings.save_every,
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=False,
+        ddp_find_unused_parameters=False,
+        dataloader_pin_memory=precision.device == "cuda",
+    )
+
+
+def _no_activation_checkpointing() -> dict[str, bool]:
+    """Turn off TRL's default of checkpointing activations: it saves accelerator memory on large
+    bases but recomputes the forward pass, a third more compute per step. transformers 5 renamed
+    the argument (the old name still works, with a warning)."""
+    fields = SFTConfig.__dataclass_fields__
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    return {name: False}
+
+
+def _dataset(data: Sequence[Encoded]) -> datasets.Dataset:
+    """Pre-tokenised sequences; TRL turns `completion_mask` into the labels (prompt: -100)."""
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": [e.input_ids for e in data],
+            "completion_mask": [[int(x != IGNORE_INDEX) for x in e.labels] for e in data],
+        }
+    )
+
+
+def _resume_point(out_dir: Path, total: int) -> Path | None:
+    """The checkpoint to continue from, after checking it was made for this plan.
+
+    Raises:
+        ValueError: a checkpoint of another number of steps, or one the earlier hand-written
+            loop made.
+    """
+    checkpoint = last_checkpoint(out_dir)
+    if checkpoint is None:
+        if (out_dir / LEGACY_CHECKPOINT_DIR / _TRAINER_STATE).is_file():
+            raise ValueError(
+                f"{out_dir / LEGACY_CHECKPOINT_DIR} was written by an earlier version's training "
+                "loop, which this trainer cannot resume: train again without --resume, or pass "
+                f"--init-adapter {out_dir} to start from the adapter it exported"
+            )
+        return None
+    planned = json.loads((checkpoint / _TRAINER_STATE).read_text()).get("max_steps")
+    if planned != total:
+        raise ValueError(
+            f"the checkpoint in {checkpoint} was made for {planned} steps, this run has "
+            f"{total}: use the same data and settings to resume"
+        )
+    return checkpoint
+
+
+class _EpochSeededSampler(LengthGroupedSampler):
+    """transformers' length-grouped order (batches of similar lengths pad little), drawn from a
+    generator seeded by the run's seed and the epoch, so that a resumed run sees the batches an
+    uninterrupted one would. (The plain sampler draws from the global generator, which a run
+    resumed in a later epoch has not advanced through the earlier epochs' draws.)"""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+
+
+class _SFTTrainer(SFTTrainer):
+    """TRL's `SFTTrainer`, its batches drawn by `_EpochSeededSampler`."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> _EpochSeededSampler:
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        return _EpochSeededSampler(self.args.train_batch_size, lengths, self.args.seed)
+
+
+class _Progress(TrainerCallback, ExportableState):
+    """Stops at `max_steps`, exports the adapter at each checkpoint, and keeps the wall time of
+    resumed runs (saved in the checkpoint's `trainer_state.json` as an exportable state)."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        total: int,
+        max_steps: int | None,
+        base: str | None,
+        on_checkpoint: Callable[[TrainResult], None] | None,
+    ) -> None:
+        self.out_dir, self.total, self.base = out_dir, total, base
+        self.stop = min(total, max_steps or total)
+        self.on_checkpoint = on_checkpoint
+        self.earlier_s = 0.0
+        self.started = time.monotonic()
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"wall_time_s": self.wall_time_s()}}
+
+    def wall_time_s(self) -> float:
+        return self.earlier_s + time.monotonic() - self.started
+
+    def result(self, state: Any) -> TrainResult:
+        losses = [float(e["loss"]) for e in state.log_history if "loss" in e and "step" in e]
+        return TrainResult(state.global_step, self.total, losses, self.wall_time_s())
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__, {})
+        self.earlier_s = float(saved.get("attributes", {}).get("wall_time_s", 0.0))
+        self.started = time.monotonic()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.stop:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        save_adapter(kwargs["model"], self.out_dir, base=self.base)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.result(state))
+
+
+class _LossBar(ProgressCallback):
+    """The Trainer's progress bar, with the step's loss and learning rate beside it instead of
+    a printed dictionary per logging step."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(
+                total=state.max_steps,
+                initial=state.global_step,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+            )
+        self.current_step = state.global_step
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
+    ) -> None:
+        if self.training_bar is not None and logs and "loss" in logs:
+            lr = float(logs.get("learning_rate", 0.0))
+            self.training_bar.set_postfix(loss=f"{float(logs['loss']):.3f}", lr=f"{lr:.2e}")

@@ -26,7 +26,7 @@ from compllm_graph.expert_store.data import (
 )
 from compllm_graph.expert_store.disk import MANIFEST
 from compllm_graph.expert_store.store import check_creatable, check_name
-from compllm_graph.models import DEFAULT_MODEL, home, load_model
+from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, TransformersModel, home, load_model
 from compllm_graph.training.decomposer_sft import (
     DEFAULT_WEIGHTS,
     DecomposerPlan,
@@ -38,8 +38,14 @@ from compllm_graph.training.expert import Objective, train_expert
 from compllm_graph.training.expert_data import ALL_DOMAINS, expert_examples
 from compllm_graph.training.routing_data import write_routing_data
 from compllm_graph.training.settings import LoraSettings, TrainSettings
+from compllm_graph.training.sft import choose_precision, is_main_process
 
 MIX_NAMES = (*DATASETS, CONJUNCTION, COMPOSED)
+BASE_HELP = (
+    "base model: a catalogue alias, a local Hugging Face folder (config.json, weights and "
+    "tokenizer, e.g. what `compllm models safetensors ALIAS` writes) or a hub id"
+)
+RESUME_HELP = "continue from the newest checkpoint in OUT/checkpoints"
 
 
 def register(train_parser: argparse.ArgumentParser) -> None:
@@ -54,7 +60,7 @@ def register(train_parser: argparse.ArgumentParser) -> None:
 def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
     lora, opt = LoraSettings(), TrainSettings()
     p = kinds.add_parser("decomposer", help="SFT a decomposer adapter (LoRA)")
-    p.add_argument("--base", default=DEFAULT_MODEL, help="base model alias or path")
+    p.add_argument("--base", default=DEFAULT_MODEL, help=BASE_HELP)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--train-size", type=int, default=1000)
@@ -74,7 +80,7 @@ def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
         "fresh LoRA weights",
     )
     _add_optimisation_args(p, lora, opt)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--json", action="store_true", help="end with one JSON object")
     # None: the --init-adapter's LoRA shape, or LoraSettings' defaults (see _lora_shape).
     p.set_defaults(func=run_train_decomposer, lora_r=None, lora_alpha=None)
@@ -96,7 +102,7 @@ def _add_train_expert(kinds: argparse._SubParsersAction) -> None:
         help="answer: loss on the answer of question/answer records; text: loss on every token; "
         "auto: answer when the records have 'question' and 'answer'",
     )
-    p.add_argument("--base", default=DEFAULT_MODEL, help="base model alias or path")
+    p.add_argument("--base", default=DEFAULT_MODEL, help=BASE_HELP)
     p.add_argument("--store", type=Path, default=None, help="expert store folder")
     p.add_argument("--out", type=Path, default=None, help="adapter folder (default: in store)")
     p.add_argument("--description", default="", help="what the expert knows")
@@ -108,7 +114,7 @@ def _add_train_expert(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--max-texts", type=int, default=1000, help="use at most N records")
     p.add_argument("--max-length", type=int, default=256)
     _add_optimisation_args(p, LoraSettings(), TrainSettings(epochs=1.0))
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--json", action="store_true", help="end with one JSON object")
     p.set_defaults(func=run_train_expert)
 
@@ -200,7 +206,11 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
         return 2
     if missing_data_dir(args.data_dir):
         return 2
-    local = load_model(args.base, engine="transformers")
+    try:
+        local = load_base(args.base)
+    except ModelLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     command = shlex.join(["compllm", *sys.argv[1:]])
     try:
         record = train_decomposer(
@@ -215,12 +225,25 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if not is_main_process():
+        return 0
     summary = {k: record[k] for k in ("status", "steps", "total_steps", "wall_time_s")}
     summary["validation"] = record.get("validation")
     print(f"adapter written to {args.out}")
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def load_base(base: str) -> TransformersModel:
+    """The base model on the transformers engine, its weights in the dtype training uses
+    (bf16 on an accelerator that has it, fp32 on CPU).
+
+    Raises:
+        ModelLoadError: `base` is no alias, model folder or hub id, or does not load (the
+            message says which).
+    """
+    return load_model(base, engine="transformers", dtype=choose_precision().dtype)
 
 
 def _init_adapter(choice: str | None, base: str) -> Path | None:
@@ -351,7 +374,11 @@ def run_train_expert(args: argparse.Namespace) -> int:
         return 2
     out = args.out or home() / "adapters" / args.name
     lora, opt = _settings(args)
-    local = load_model(args.base, engine="transformers")
+    try:
+        local = load_base(args.base)
+    except ModelLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         record = train_expert(
             local.model,
@@ -367,6 +394,8 @@ def run_train_expert(args: argparse.Namespace) -> int:
             resume=args.resume,
             command=shlex.join(["compllm", *sys.argv[1:]]),
         )
+        if not is_main_process():  # the main process registers the expert
+            return 0
         store = (
             ExpertStore.open(store_path)
             if (store_path / MANIFEST).is_file()

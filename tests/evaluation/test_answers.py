@@ -24,6 +24,7 @@ from compllm_graph.evaluation.answers import (
     summarise,
 )
 from compllm_graph.expert_store import ExpertStore
+from compllm_graph.program_expert import PROGRAM_PROMPT
 from tests.fakes import FakeChat
 
 CHEMISTRY = {
@@ -203,11 +204,15 @@ def test_oracle_and_random_routers() -> None:
         random_router([])
 
 
+PROGRAM = "```python\nprint(6 * 7)\n```"
+
+
 class FakeModel:
     """A stand-in for a loaded base model: experts answer their own domain's part only.
 
     The decomposer splits the question at "Also,"; an expert (known by its system prompt or
-    adapter) answers the part of its domain, the base model answers nothing useful.
+    adapter) answers the part of its domain, the base model answers nothing useful. Asked for a
+    program (`--program-expert`), it writes one for the arithmetic part only.
     """
 
     name = "fake"
@@ -235,6 +240,8 @@ class FakeModel:
         if "<q>" in system or "sub-queries" in system.lower() or "decompos" in system.lower():
             first, _, second = text.partition(" Also, ")
             return f"<q>{first}</q><q>{second}</q>"
+        if system.startswith(PROGRAM_PROMPT):
+            return PROGRAM if "times" in text else "No program for this one."
         if text.startswith("Here are answers"):  # the aggregator repeats the parts
             return " ".join(line for line in text.splitlines() if line.startswith("Answer:"))
         who = (adapter or "") if self.by_adapter else (adapter or system)
@@ -503,3 +510,166 @@ def test_an_unknown_system_is_refused_with_the_known_ones(capsys: pytest.Capture
     with pytest.raises(SystemExit):
         main(["eval", "answers", "b.jsonl", "--system", "all-domains"])
     assert "invalid choice: 'all-domains'" in capsys.readouterr().err
+
+
+SETTINGS_ALL_DEFAULT = {"aggregate": "auto", "split_questions": True, "program_expert": False}
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("system", "flags", "settings"),
+    [
+        ("oracle-router", (), SETTINGS_ALL_DEFAULT),
+        (
+            "oracle-router",
+            ("--aggregate", "always", "--no-split-questions", "--program-expert"),
+            {"aggregate": "always", "split_questions": False, "program_expert": True},
+        ),
+        (
+            "one-adapter",
+            ("--aggregate", "always"),
+            {"aggregate": "always", "split_questions": True},
+        ),
+        ("monolith", (), None),
+    ],
+)
+def test_each_outputs_line_records_the_settings_that_change_its_answer(
+    fake: dict[str, Any],
+    tmp_path: Path,
+    system: str,
+    flags: tuple[str, ...],
+    settings: dict[str, Any] | None,
+) -> None:
+    outputs = tmp_path / "out.jsonl"
+    eval_answers(fake, system, "--outputs", str(outputs), *flags)
+    assert [line.get("settings") for line in _lines(outputs)] == [settings] * len(RECORDS)
+
+
+@pytest.mark.parametrize(("flags", "reduced"), [((), False), (("--aggregate", "always"), True)])
+def test_the_reducer_runs_on_independent_parts_only_under_aggregate_always(
+    fake: dict[str, Any], capsys: pytest.CaptureFixture, flags: tuple[str, ...], reduced: bool
+) -> None:
+    eval_answers(fake, "oracle-router", *flags)
+    reducer = [text for _, _, text in fake["model"].asked if text.startswith("Here are answers")]
+    assert len(reducer) == (len(RECORDS) if reduced else 0)
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("system", ["oracle-router", "all-experts"])
+def test_the_program_expert_answers_for_the_mathematics_expert(
+    fake: dict[str, Any], tmp_path: Path, system: str
+) -> None:
+    outputs = tmp_path / "out.jsonl"
+    eval_answers(fake, system, "--outputs", str(outputs), "--program-expert")
+    by_program = f"{PROGRAM}\nThe answer is 42."  # the program the sandbox ran, and its number
+    for line in _lines(outputs):
+        chemistry, maths = line["sub_answers"]
+        assert maths["answer"] == by_program and chemistry["answer"] == "The answer is (A) Neon."
+        if system == "all-experts":  # asked of a chemistry part, no program ran: the expert
+            assert maths["expert_answers"]["mathematics"] == by_program
+            assert chemistry["expert_answers"]["mathematics"] == "I do not know."
+    prompts = [system for _, system, _ in fake["model"].asked if system.startswith(PROGRAM_PROMPT)]
+    assert prompts  # the base model wrote the programs
+
+
+def test_the_program_expert_needs_a_mathematics_expert_in_the_store(
+    fake: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    store = ExpertStore.create(tmp_path / "chemistry-only", "hashing:64")
+    store.add_expert("chemistry", ["Which gas is inert?"])
+    argv = ["eval", "answers", str(fake["file"]), "--system", "compllm", "--program-expert"]
+    assert main([*argv, "--store", str(tmp_path / "chemistry-only")]) == 2
+    assert "has none (its experts: ['chemistry'])" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("system", "flags", "unused"),
+    [
+        ("monolith", ("--aggregate", "always"), "--aggregate"),
+        (
+            "ft",
+            ("--no-split-questions", "--program-expert"),
+            "--no-split-questions, --program-expert",
+        ),
+        ("one-adapter", ("--program-expert",), "--program-expert"),
+    ],
+)
+def test_a_flag_the_system_does_not_use_is_refused(
+    fake: dict[str, Any],
+    capsys: pytest.CaptureFixture,
+    system: str,
+    flags: tuple[str, ...],
+    unused: str,
+) -> None:
+    argv = ["eval", "answers", str(fake["file"]), "--system", system, "--store", str(fake["store"])]
+    assert main([*argv, *flags]) == 2
+    assert f"error: --system {system} does not use {unused}: " in capsys.readouterr().err
+    assert fake["model"].asked == []
+
+
+def test_a_resumed_run_with_other_settings_is_refused_before_any_model_is_asked(
+    fake: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    outputs = tmp_path / "oracle.jsonl"
+    eval_answers(fake, "oracle-router", "--outputs", str(outputs), "--limit", "1")
+    asked = len(fake["model"].asked)
+    argv = ["eval", "answers", str(fake["file"]), "--system", "oracle-router"]
+    argv += ["--outputs", str(outputs), "--store", str(fake["store"])]
+    for flags, given in [
+        (("--aggregate", "always"), "--aggregate always"),
+        (("--no-split-questions",), "--aggregate auto --no-split-questions"),
+        (("--program-expert",), "--aggregate auto --program-expert"),
+    ]:
+        assert main([*argv, *flags]) == 2
+        err = capsys.readouterr().err
+        made = "holds answers made with --aggregate auto, and this run would answer with"
+        assert f"{made} {given}: resume it with the same flags" in err
+    assert len(fake["model"].asked) == asked and len(_lines(outputs)) == 1
+    assert main(argv) == 0  # the same settings resume it
+    assert [line["settings"] for line in _lines(outputs)] == [SETTINGS_ALL_DEFAULT] * 3
+
+
+def test_lines_without_settings_count_as_answered_before_the_flags_existed(
+    fake: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # a committed cell's line: written before --aggregate and the and-split rule existed
+    outputs = tmp_path / "compllm.p2.jsonl"
+    line = {"id": "q0", "answer": "Neon and 42", "sub_answers": [], "routes": ["chemistry"] * 2}
+    outputs.write_text(json.dumps(line) + "\n")
+    argv = ["eval", "answers", str(fake["file"]), "--system", "compllm"]
+    argv += ["--outputs", str(outputs), "--store", str(fake["store"])]
+    assert main(argv) == 2
+    assert (
+        "holds answers made with --aggregate always --no-split-questions (its lines record no "
+        "settings: they predate these flags), and this run would answer with --aggregate auto:"
+    ) in capsys.readouterr().err
+    assert main([*argv, "--aggregate", "always", "--no-split-questions"]) == 0
+    recorded = [line.get("settings") for line in _lines(outputs)]
+    former = {"aggregate": "always", "split_questions": False, "program_expert": False}
+    assert recorded == [None, former, former]
+
+
+def test_a_finished_outputs_file_is_scored_whatever_the_flags(
+    fake: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    outputs = tmp_path / "oracle.jsonl"
+    eval_answers(fake, "oracle-router", "--outputs", str(outputs), "--aggregate", "always")
+    asked = len(fake["model"].asked)
+    capsys.readouterr()
+    eval_answers(fake, "oracle-router", "--outputs", str(outputs))  # nothing left to answer
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["n"] == len(RECORDS)
+    assert len(fake["model"].asked) == asked
+
+
+def test_the_help_says_the_committed_cells_reduced_always(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["eval", "answers", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "(default: auto). The committed cells in benchmarks/answers were answered with always"
+        in text
+    )
+    assert "--aggregate always --no-split-questions" in text

@@ -1,9 +1,21 @@
 import json
+from typing import Any, get_args
 
 import pytest
 
-from compllm_graph.cli import _run_streaming, build_parser, format_report, report_json
-from tests.unit.test_graph import build
+from compllm_graph.cli import (
+    DEFAULT_QUESTION,
+    JOINED_NOTE,
+    _run_streaming,
+    build_parser,
+    format_report,
+    main,
+    report_json,
+)
+from compllm_graph.graph import create_compllm_graph
+from compllm_graph.nodes.aggregate import AggregateMode
+from tests.fakes import FakeChat, decomposer
+from tests.unit.test_graph import ROUTER, build, experts
 
 
 def run(echo=False):
@@ -41,9 +53,53 @@ def test_ask_json_has_the_documented_keys_and_is_serialisable():
         "sub_answers",
         "answer",
         "fallback_reason",
+        "split_rule",
+        "aggregation",
         "timings",
     }
     assert data["sub_queries"][0] == {"id": 1, "text": "chem one", "parents": []}
+    assert data["split_rule"] is None and data["aggregation"] == "joined"
+
+
+def _notes(text: str) -> list[str]:
+    """The notes under the answer (a joined answer has a line per part before them)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Answer:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("Total:"))
+    return [line for line in lines[start + 1 : end] if line.startswith("  (")]
+
+
+def test_ask_says_when_the_and_split_rule_split_the_question_and_the_parts_were_joined():
+    timings = {"load": 0.5}
+    graph = build(f"<q>{DEFAULT_QUESTION}</q>")  # the decomposer leaves the question whole
+    out = _run_streaming(graph, {"query": DEFAULT_QUESTION}, timings, echo=False)
+    timings["total"] = 1.0
+    split = "split into 2 independent questions at 'and' (the decomposer wrote one sub-query)"
+    assert _notes(format_report(out, timings)) == [
+        f"  (and-split rule: {split})",
+        f"  ({JOINED_NOTE})",
+    ]
+    data = report_json(out, timings)
+    assert data["split_rule"] == split and data["aggregation"] == "joined"
+
+
+@pytest.mark.parametrize(
+    ("decomposition", "options", "aggregation"),
+    [
+        ("<q>chem one</q><q>bio two</q>", {"aggregate": "always"}, "reducer"),
+        ("<q>chem one</q><q>bio two</q>", {"aggregator": FakeChat(label="reducer")}, "reducer"),
+        ("<q>three things?</q>", {}, "joined"),  # one part, the question itself: nothing joined
+    ],
+)
+def test_ask_prints_no_note_where_the_reducer_ran_or_nothing_was_joined(
+    decomposition: str, options: dict[str, Any], aggregation: str
+):
+    timings = {"load": 0.5}
+    graph = build(decomposition, **options)
+    out = _run_streaming(graph, {"query": "three things?"}, timings, echo=False)
+    timings["total"] = 1.0
+    assert out["aggregation"] == aggregation
+    assert _notes(format_report(out, timings)) == []
 
 
 def test_stream_flag_echoes_each_event(capsys):
@@ -79,8 +135,81 @@ def test_ask_help_explains_every_argument(capsys):
         "most tokens generated for a request; here for the answers of experts, base and aggregator",
         "inference engine",
         "llama.cpp CPU threads",
+        "auto joins the answers of independent parts without a reducer call",
+        "turn off the and-split rule",
+        "the mathematics expert answers by a program",
     ):
         assert phrase in text
+
+
+def test_ask_aggregate_choices_are_the_graphs_modes():
+    args = build_parser("ask").parse_args(["ask"])
+    assert (args.aggregate, args.no_split_questions, args.program_expert) == (None, False, False)
+    for mode in get_args(AggregateMode):
+        assert build_parser("ask").parse_args(["ask", "--aggregate", mode]).aggregate == mode
+
+
+@pytest.fixture
+def built(monkeypatch) -> list[dict[str, Any]]:
+    """The options `ask` builds the default graph with; the model and the graph are fakes."""
+    pytest.importorskip("torch", reason="`compllm ask` needs the [local] extra")
+    pytest.importorskip("faiss", reason="`compllm ask` needs the [router] extra")
+    calls: list[dict[str, Any]] = []
+
+    def build_default_graph(local_model, store, **options):
+        calls.append(options)
+        return create_compllm_graph(
+            decomposer=decomposer("<q>chem one</q><q>bio two</q>"),
+            experts=experts(),
+            router=ROUTER,
+            base=FakeChat(label="base"),
+            aggregate=options["aggregate"],
+        )
+
+    monkeypatch.setattr("compllm_graph.models.load_model", lambda name, **kwargs: object())
+    monkeypatch.setattr("compllm_graph.defaults.build_default_graph", build_default_graph)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("flags", "options", "aggregation"),
+    [
+        ((), {"aggregate": None, "split_questions": True, "program_expert": False}, "joined"),
+        (
+            ("--aggregate", "always", "--no-split-questions", "--program-expert"),
+            {"aggregate": "always", "split_questions": False, "program_expert": True},
+            "reducer",
+        ),
+    ],
+)
+def test_ask_passes_its_pipeline_flags_to_the_default_graph(
+    built: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture,
+    flags: tuple[str, ...],
+    options: dict[str, Any],
+    aggregation: str,
+):
+    assert main(["ask", "chem one and bio two?", *flags, "--json"]) == 0
+    (called,) = built
+    assert {key: called[key] for key in options} == options
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["aggregation"] == aggregation
+
+
+def test_ask_refuses_a_program_expert_it_cannot_build(monkeypatch, capsys):
+    pytest.importorskip("torch", reason="`compllm ask` needs the [local] extra")
+    pytest.importorskip("faiss", reason="`compllm ask` needs the [router] extra")
+    from compllm_graph.program_expert import ProgramExpertError
+
+    def build_default_graph(local_model, store, **options):
+        raise ProgramExpertError("the store at S has none")
+
+    monkeypatch.setattr("compllm_graph.models.load_model", lambda name, **kwargs: object())
+    monkeypatch.setattr("compllm_graph.defaults.build_default_graph", build_default_graph)
+    assert main(["ask", "q?", "--program-expert", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: the store at S has none\n"
+    assert json.loads(captured.out) == {"error": "the store at S has none"}
 
 
 def test_library_progress_bars_are_quiet_unless_verbose(monkeypatch):

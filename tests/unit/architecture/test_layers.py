@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
         "data_dir",
         "sandbox",
         "_sandbox_child",
+        "checkpoints",
     ),
     ("query_graph", "types"),
     ("adapter_folder",),
@@ -40,7 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("graph",),
     ("defaults",),
     ("training", "evaluation"),
-    ("serve", "studio", "cli"),
+    ("serve", "serve_graph", "studio", "cli"),
 ]
 
 # Packages of one layer that may not import each other, in either direction: each stands on the

@@ -1,0 +1,170 @@
+"""Options that reach the nodes through the builders: `split_questions` through
+`create_compllm_graph` and `build_default_graph`, and `build_default_graph(program_expert=True)`.
+
+The models are fakes; the default graph's decomposer is patched, so no torch is needed. No
+program runs here (the fake writes none, so the sandbox never starts): the program expert's
+runs are tested in `tests/unit/test_program_expert.py` and, through `compllm eval answers`, in
+`tests/evaluation/test_answers.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import BaseMessage, SystemMessage
+
+from compllm_graph import create_compllm_graph
+from compllm_graph.program_expert import PROGRAM_PROMPT, PROGRAM_TRIES, ProgramExpertError
+from tests.fakes import FakeChat, decomposer, keyword_router
+
+QUESTION = (
+    "Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?"
+)
+WHOLE = f"<q>{QUESTION}</q>"
+"""A decomposer that leaves the question whole: the and-split rule splits it in two."""
+SPLIT = (
+    "split into 2 independent questions at 'and' (the decomposer wrote one sub-query)",
+    ["Which organelle makes most of a cell's ATP?", "What is the chemical formula of glucose?"],
+)
+
+
+def _texts(out: dict[str, Any]) -> list[str]:
+    return [sq["text"] for sq in out["query_graph"]["sub_queries"]]
+
+
+def _graph(**options: Any) -> Any:
+    return create_compllm_graph(
+        decomposer=decomposer(WHOLE),
+        experts={},
+        router=keyword_router({}),
+        base=FakeChat(label="base"),
+        **options,
+    ).compile()
+
+
+def test_create_compllm_graph_splits_by_default_and_passes_split_questions_to_the_node() -> None:
+    out = _graph().invoke({"query": QUESTION})
+    assert (out["split_rule"], _texts(out)) == SPLIT
+    off = _graph(split_questions=False)
+    out = off.invoke({"query": QUESTION})
+    assert out["split_rule"] is None and _texts(out) == [QUESTION]
+    # a run's `configurable` key still overrides the graph's default
+    out = off.invoke({"query": QUESTION}, {"configurable": {"split_questions": True}})
+    assert (out["split_rule"], _texts(out)) == SPLIT
+
+
+class LocalModel:
+    """A stand-in for a loaded local model: its chat models reply by their system prompt."""
+
+    name = "fake-local"
+
+    def __init__(self, program: str = "I would rather not write a program.") -> None:
+        self.program = program
+        self.asked: list[tuple[str, str]] = []  # (system prompt, question) per call
+
+    def chat_model(self, adapter: str | None = None, **generation: Any) -> FakeChat:
+        return FakeChat(label=adapter or "local", reply=self.reply)
+
+    def reply(self, messages: list[BaseMessage]) -> str:
+        system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
+        self.asked.append((system, str(messages[-1].content)))
+        if system.startswith(PROGRAM_PROMPT):
+            return self.program
+        if "mathematics expert" in system:
+            return "The answer is 42."
+        return "I do not know."
+
+
+@pytest.fixture
+def default_graph(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """`build_default_graph` on `LocalModel`, a hashing store and a patched decomposer."""
+    pytest.importorskip("faiss", reason="the expert store needs the [router] extra")
+    pytest.importorskip("torch", reason="compllm_graph.defaults loads the [local] engines")
+    from compllm_graph.defaults import build_default_graph
+    from compllm_graph.expert_store import ExpertKind, ExpertStore
+
+    def build(
+        decomposition: str,
+        kind: ExpertKind = "adapter",
+        names: tuple[str, ...] = ("mathematics",),
+        **kw: Any,
+    ) -> Any:
+        monkeypatch.setattr(
+            "compllm_graph.defaults.default_decomposer",
+            lambda model, adapter, beams: (decomposer(decomposition), None),
+        )
+        store = ExpertStore.create(
+            tmp_path / f"store-{len(list(tmp_path.iterdir()))}", "hashing:64"
+        )
+        for name in names:
+            prompt = f"You are a {name} expert."
+            store.add_expert(name, [f"{name} questions"], system_prompt=prompt, kind=kind)
+        router = keyword_router({"times": "mathematics"})
+        return build_default_graph(kw.pop("model", LocalModel()), store, router=router, **kw)
+
+    return build
+
+
+def test_build_default_graph_passes_split_questions_through(default_graph: Any) -> None:
+    out = default_graph(WHOLE).compile().invoke({"query": QUESTION})
+    assert (out["split_rule"], _texts(out)) == SPLIT
+    out = default_graph(WHOLE, split_questions=False).compile().invoke({"query": QUESTION})
+    assert out["split_rule"] is None and _texts(out) == [QUESTION]
+
+
+def test_the_program_expert_answers_for_mathematics_and_falls_back_to_the_expert(
+    default_graph: Any,
+) -> None:
+    model = LocalModel()
+    question = "What is 6 times 7?"
+    graph = default_graph(f"<q>{question}</q>", model=model, program_expert=True).compile()
+    out = graph.invoke({"query": question})
+    (answer,) = out["sub_answers"]
+    assert answer["expert"] == "mathematics" and answer["answer"] == "The answer is 42."
+    # the model was asked for a program twice (the second time with the first one's error;
+    # the static check refuses it, so no process starts), then the store's mathematics expert,
+    # with its own system prompt, answered
+    asked = [(system.split("\n")[0], text) for system, text in model.asked]
+    first_line = PROGRAM_PROMPT.split("\n")[0]
+    assert [system for system, _ in asked] == [
+        first_line,
+        first_line,
+        "You are a mathematics expert.",
+    ]
+    assert asked[0][1] == asked[2][1] == question
+    assert asked[1][1].startswith("Running that program failed (syntax)")
+    assert PROGRAM_TRIES == 2
+
+
+def test_without_the_option_the_mathematics_expert_answers_itself(default_graph: Any) -> None:
+    model = LocalModel()
+    default_graph("<q>What is 6 times 7?</q>", model=model).compile().invoke({"query": "6 times 7"})
+    assert not any(system.startswith(PROGRAM_PROMPT) for system, _ in model.asked)
+
+
+def test_a_mathematics_expert_bound_in_code_falls_back_to_the_prompted_base(
+    default_graph: Any,
+) -> None:
+    from compllm_graph.defaults import BASE_SYSTEM_PROMPT
+
+    model = LocalModel()
+    question = "What is 6 times 7?"
+    graph = default_graph(f"<q>{question}</q>", kind="program", model=model, program_expert=True)
+    graph.compile().invoke({"query": question})
+    systems = [system for system, _ in model.asked]
+    assert len(systems) == PROGRAM_TRIES + 1
+    # the store's system prompt reaches the program expert; with no model of its own to fall
+    # back to, the base model answers, with its prompt
+    assert all("You are a mathematics expert." in s for s in systems)
+    assert systems[-1].startswith(BASE_SYSTEM_PROMPT)
+
+
+def test_the_program_expert_needs_a_mathematics_expert_and_the_stores_experts(
+    default_graph: Any,
+) -> None:
+    with pytest.raises(ProgramExpertError, match=r"has none \(its experts: \['chemistry'\]\)"):
+        default_graph(WHOLE, names=("chemistry",), program_expert=True)
+    with pytest.raises(ProgramExpertError, match="experts= of your own"):
+        default_graph(WHOLE, experts={"mathematics": FakeChat()}, program_expert=True)
