@@ -21,8 +21,9 @@ against lookup at the best draft length.
 
 Prompt reuse: the seconds to the first token (prefill) of the decomposer prompt (the shipped
 adapter's system prompt, and the few-shot `DECOMPOSER_PROMPT` for a model without one) and of
-the base system prompt, with reuse off (an engine with `cached_prompts=0`) and on (the prompt's
-fixed part cached by an earlier request), interleaved, and whether the answers match.
+the base system prompt, with reuse off (`cached_prompts=0`, the engine the lookup runs use) and
+on (a second engine with `cached_prompts=4`, the prompt's fixed part cached by an earlier
+request), interleaved, and whether their first tokens match.
 
 The machine is shared: run it when the load is low, e.g. `nice -n -5`; it prints the load
 average before and after. Usage: `python -m benchmarks.lookup_decoding [--models ALIAS ...]
@@ -48,7 +49,7 @@ from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS, read_tra
 from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT, DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.defaults import BASE_SYSTEM_PROMPT, DEFAULT_MAX_NEW_TOKENS
 from compllm_graph.models.download import gguf_path
-from compllm_graph.models.llama_engine import CACHED_PROMPTS, LlamaEngine, default_threads
+from compllm_graph.models.llama_engine import LlamaEngine, default_threads
 from compllm_graph.models.llama_model import LlamaCppModel
 from compllm_graph.models.lookup import LookupConfig
 from compllm_graph.models.requests import Completion, GenerationSettings, Request
@@ -235,7 +236,7 @@ def load(alias: str, threads: int, cached: int) -> LlamaCppModel:
 
 
 def bench_model(alias: str, args: argparse.Namespace) -> dict[str, Any]:
-    model = load(alias, args.threads, CACHED_PROMPTS)
+    model = load(alias, args.threads, 0)
     prompts = stages(model, alias, args.prompts)
     timed(model, prompts["expert"][0], None)  # warm-up: contexts and caches
     report: dict[str, Any] = {"lookup": {}, "parallel": {}, "reuse": {}}
@@ -278,9 +279,9 @@ def bench_model(alias: str, args: argparse.Namespace) -> dict[str, Any]:
 def reuse_report(
     model: LlamaCppModel, alias: str, prompts: dict[str, list[Prompt]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    off = load(alias, args.threads, 0)
-    off.add_adapter("decomposer", pack_for(alias).decomposer())  # type: ignore[union-attr,arg-type]
-    models = {"off": off, "on": model}
+    on = load(alias, args.threads, 4)
+    on.add_adapter("decomposer", pack_for(alias).decomposer())  # type: ignore[union-attr,arg-type]
+    models = {"off": model, "on": on}
     questions = [p.messages[-1].text for p in prompts["decomposer"]]
     decomposer_system = prompts["decomposer"][0].messages[0]
     cases: dict[str, tuple[list[BaseMessage], str | None]] = {
@@ -292,7 +293,7 @@ def reuse_report(
     for label, (fixed, adapter) in cases.items():
         report[label] = prefill_seconds(models, fixed, questions, adapter)
         print(alias, "reuse", label, report[label], flush=True)
-    off.close()
+    on.close()
     return report
 
 

@@ -1,19 +1,19 @@
 """The program expert against the base model's chain of thought, alone, on held-out word problems.
 
-Each problem (GSM8K test-split items, which train nothing: the program data comes from GSM8K's
-train file) is answered twice, side by side in one run and interleaved so the machine's noise
-hits both alike: by the base model with `BASE_SYSTEM_PROMPT` (a short worked answer ending
-"The answer is ...") and by `create_program_expert` on the same model, falling back to that
-worked answer when no program ran in two tries. It prints both accuracies with 95 % bootstrap
-intervals, the paired difference, seconds and generated characters a problem, and how often
-the program expert fell back.
+Each problem (test-split items of GSM8K or ASDiv, which train nothing: the program data comes from
+GSM8K's train file) is answered twice, side by side in one run and interleaved so the machine's
+noise hits both alike: by the base model with `BASE_SYSTEM_PROMPT` (a short worked answer ending
+"The answer is ...") and by `create_program_expert` on the same model, falling back to that worked
+answer when no program ran in two tries. It prints both accuracies with 95 % bootstrap intervals,
+the paired difference, seconds and generated characters a problem, and how often the program expert
+fell back.
 
 Two scores: `strict` reads the last number of the reply's stated answer (what a child's `#k`
 or a reader takes); `lenient` is the answer benchmark's own rule (`part_right`: any number in
 the reply that equals the gold one), which favours long replies with many numbers.
 
-Usage: `python -m benchmarks.program_expert [--problems 50] [--model ALIAS] [--threads N]
-[--out FILE.jsonl]`.
+Usage: `python -m benchmarks.program_expert [--source gsm8k|asdiv] [--problems 50]
+[--model ALIAS] [--threads N] [--out FILE.jsonl]`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable
 
 from compllm_graph.data_dir import default_data_dir
-from compllm_graph.datasets.items import Item, gsm8k_items
+from compllm_graph.datasets.items import Item, asdiv_items, gsm8k_items
 from compllm_graph.defaults import BASE_SYSTEM_PROMPT
 from compllm_graph.evaluation.scoring import part_right
 from compllm_graph.evaluation.stats import bootstrap_interval, paired_difference
@@ -43,11 +43,12 @@ from compllm_graph.types import message_text
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 SYSTEMS = ("chain-of-thought", "program")
+SOURCES = {"gsm8k": gsm8k_items, "asdiv": asdiv_items}
 
 
-def held_out_problems(data_dir: Path, count: int, seed: int = 0) -> list[Item]:
-    """`count` GSM8K test-file problems of the test split, drawn with `seed`."""
-    tested = [item for item in gsm8k_items(data_dir) if item.in_split == "test"]
+def held_out_problems(data_dir: Path, source: str, count: int, seed: int = 0) -> list[Item]:
+    """`count` test-split problems of `source`, drawn with `seed`."""
+    tested = [item for item in SOURCES[source](data_dir) if item.in_split == "test"]
     return random.Random(f"program-expert-{seed}").sample(tested, min(count, len(tested)))
 
 
@@ -83,7 +84,7 @@ def answer(system: Runnable, item: Item) -> dict[str, Any]:
 def summary(records: Sequence[dict[str, Any]]) -> None:
     """Print accuracy, interval, seconds and fallbacks per system, then the paired differences."""
     by_system = {name: [r[name] for r in records] for name in SYSTEMS}
-    print(f"{len(records)} held-out GSM8K problems")
+    print(f"{len(records)} held-out problems")
     for name, rows in by_system.items():
         for score in ("strict", "lenient"):
             values = [row[score] for row in rows]
@@ -112,6 +113,7 @@ def summary(records: Sequence[dict[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", choices=sorted(SOURCES), default="gsm8k")
     parser.add_argument("--problems", type=int, default=50)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--threads", type=int, default=2)
@@ -120,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write each problem's replies as JSON lines")
     args = parser.parse_args(argv)
-    problems = held_out_problems(default_data_dir(), args.problems, args.seed)
+    problems = held_out_problems(default_data_dir(), args.source, args.problems, args.seed)
     model = load_model(args.model, n_threads=args.threads)
     cot = with_system_prompt(model.chat_model(max_new_tokens=args.cot_tokens), BASE_SYSTEM_PROMPT)
     program = create_program_expert(model.chat_model(max_new_tokens=args.program_tokens), cot)

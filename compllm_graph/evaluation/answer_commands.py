@@ -334,7 +334,10 @@ def run_answers(args: argparse.Namespace) -> int:
     given (`answer_settings`), or the system cannot be built (no all-domains adapter, no
     expert, no mathematics expert for --program-expert); the files are read whole before any
     model is loaded, so no run stops on a bad line hours in. 1: --outputs answers a rebuilt
-    benchmark (see `answers.run`).
+    benchmark (see `answers.run`). With `--endpoint` (`endpoints`), also 2 for endpoint options
+    that contradict each other, a server that cannot be reached or lacks a model or adapter
+    asked for, or --outputs answered elsewhere (`_answered_where`), and 1 for a request that
+    failed after its retries (`endpoints.marked`).
     """
     try:
         settings = answer_settings(args)

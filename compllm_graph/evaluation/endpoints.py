@@ -77,7 +77,7 @@ def add_endpoint_args(parser: argparse.ArgumentParser, *, grammar_help: str) -> 
         default=None,
         metavar="N",
         help=f"retries of a failed request (default {DEFAULT_RETRIES}); one that still fails "
-        "stops the run, and a rerun resumes it",
+        "stops the run",
     )
     group.add_argument(
         "--endpoint-timeout",
@@ -120,7 +120,8 @@ def check_endpoint_args(args: argparse.Namespace) -> None:
         given += ["endpoint_grammar"] if args.endpoint_grammar != "none" else []
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(f"{flags} only apply with --endpoint URL")
+            verb = "apply" if len(given) > 1 else "applies"
+            raise ValueError(f"{flags} {verb} only with --endpoint URL")
         return
     local = [flag for key, flag in _LOCAL_ONLY.items() if getattr(args, key, None) is not None]
     if local:

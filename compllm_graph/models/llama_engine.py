@@ -45,14 +45,17 @@ DEFAULT_SEQUENCES = 8
 """Sequences one adapter context runs at once."""
 MAX_CONTEXTS = 8
 """Adapter contexts alive at once; an idle one is handed to another adapter when all are used."""
-CACHED_PROMPTS = 4
-"""Recent prompts whose cache an adapter context keeps for later prompts to share."""
+MAX_CACHED_PROMPTS = 8
+"""Most recent prompts whose cache an adapter context can keep for later prompts to share."""
 MIN_REUSED_TOKENS = 4
 """Shortest common prefix worth copying from a cached prompt."""
-SMALL_BATCH_ROWS = 63
-"""Most rows of a `llama_decode` that llama.cpp's CPU kernels compute exactly as they compute a
-one-token decode (measured with flash attention on, its default: from 64 rows on, other kernels
-shift the logits by up to about one unit)."""
+SMALL_BATCH_ROWS = 7
+"""Most rows a decode with lookup drafts may hold. On one thread, llama.cpp's CPU kernels compute
+each row of a decode this small exactly as a one-token decode (measured: up to 7 rows on
+Qwen2.5-Coder-0.5B's Q5_0/Q8_0 weights, 63 on SmolLM2's Q4_1; larger batches take other matmul
+kernels and shift logits by up to about one unit), so drafts leave the greedy output as it is.
+With more threads, flash attention splits a one-token decode differently from a multi-row one
+once a sequence passes 256 cached tokens, and a nearly tied greedy choice can flip."""
 
 
 class EngineError(CompLLMError, RuntimeError):
@@ -135,8 +138,8 @@ class _AdapterContext:
     """A llama.cpp context serving one adapter (or the base model) for several sequences.
 
     Sequence ids below `n_seq_max` are the running requests' slots; the `cached` ids above them
-    hold recent prompts' cache cells for later prompts to copy (least recently used dropped
-    first, and whenever a request needs their room).
+    hold recent prompts' cache cells for later prompts to copy, as many as the engine's
+    `cached_prompts` (least recently used dropped first, and whenever a request needs room).
     """
 
     def __init__(
@@ -150,7 +153,7 @@ class _AdapterContext:
     ) -> None:
         n_ctx = n_ctx or engine.n_ctx
         n_seq_max = n_seq_max or engine.n_seq_max
-        cached = engine.cached_prompts if cached is None else cached
+        cached = (MAX_CACHED_PROMPTS if engine.partial_cache else 0) if cached is None else cached
         params = ll.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_ctx
@@ -212,8 +215,8 @@ class _AdapterContext:
             shared = common_prefix(cached, prompt)
             if shared > best:
                 best, source = shared, cache_id
-        best = min(best, len(prompt) - int(__import__("os").environ.get("W38_MINFEED", "1")))
-        if best < MIN_REUSED_TOKENS:
+        best = min(best, len(prompt) - 1)
+        if best < MIN_REUSED_TOKENS or not self.engine.cached_prompts:
             return 0
         ll.llama_memory_seq_cp(self.memory, source, seq_id, 0, best)
         self.prompts.move_to_end(source)
@@ -222,10 +225,11 @@ class _AdapterContext:
     def remember(self, sequence: _Sequence) -> None:
         """Keep the cache of `sequence`'s prompt (just computed) under a spare sequence id."""
         prompt = tuple(sequence.request.prompt_ids)
-        if not self.cache_ids:
-            return
-        if len(self.prompts) == len(self.cache_ids):
+        keep = min(self.engine.cached_prompts, len(self.cache_ids))
+        while self.prompts and len(self.prompts) >= keep:
             self.forget(next(iter(self.prompts)))
+        if not keep:
+            return
         cache_id = next(i for i in self.cache_ids if i not in self.prompts)
         ll.llama_memory_seq_cp(self.memory, sequence.seq_id, cache_id, 0, len(prompt))
         self.prompts[cache_id] = prompt
@@ -273,11 +277,14 @@ class LlamaEngine:
             plus its `max_new_tokens` must fit.
         n_seq_max: Sequences one context decodes together.
         max_contexts: Adapter contexts kept at once.
-        cached_prompts: Recent prompts whose cache each adapter context keeps, so that later
-            prompts sharing their beginning (a system prompt, a few-shot block) copy it instead
-            of computing it again; 0 turns prompt reuse off. Models whose cache cannot be
-            copied in part (recurrent, hybrid, sliding-window attention) never reuse prompts
-            and decode lookup requests plainly.
+        cached_prompts: Recent prompts whose cache each adapter context keeps (at most
+            `MAX_CACHED_PROMPTS`; settable later as the attribute), so that later prompts
+            sharing their beginning (a system prompt, a few-shot block) copy it instead of
+            computing it again. 0, the default, turns prompt reuse off: a reused prompt is
+            computed in other batches than a whole one, and llama.cpp's logits depend on that,
+            so an answer can change where two tokens are nearly tied (see the "Local models and
+            engines" page). Models whose cache cannot be copied in part (recurrent, hybrid,
+            sliding-window attention) never reuse prompts and decode lookup requests plainly.
 
     Raises:
         EngineError: llama.cpp cannot load the file.
@@ -291,14 +298,12 @@ class LlamaEngine:
         n_ctx: int = DEFAULT_CONTEXT,
         n_seq_max: int = DEFAULT_SEQUENCES,
         max_contexts: int = MAX_CONTEXTS,
-        cached_prompts: int = CACHED_PROMPTS,
+        cached_prompts: int = 0,
     ) -> None:
         _init_backend()
         self.n_threads = n_threads or default_threads()
         if self.n_threads < 1 or n_ctx < 16 or n_seq_max < 1 or max_contexts < 1:
             raise ValueError("n_threads, n_seq_max and max_contexts must be >= 1, n_ctx >= 16")
-        if cached_prompts < 0:
-            raise ValueError(f"cached_prompts must be >= 0, got {cached_prompts}")
         params = ll.llama_model_default_params()
         params.n_gpu_layers = 0
         # The extra buffer types repack weights for AMX, which crashes in llama_decode on VMs
@@ -317,7 +322,8 @@ class LlamaEngine:
             or ll.llama_model_n_swa(self.model) > 0
         )
         """Whether the cache can drop or copy a range of a sequence (lookup, prompt reuse)."""
-        self.cached_prompts = cached_prompts if self.partial_cache else 0
+        self._cached_prompts = 0
+        self.cached_prompts = cached_prompts
         self.adapters: dict[str, Any] = {}
         self._contexts: list[_AdapterContext] = []
         self._waiting: deque[Request] = deque()
@@ -325,6 +331,17 @@ class LlamaEngine:
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
+
+    @property
+    def cached_prompts(self) -> int:
+        """Recent prompts each adapter context keeps for reuse (0: none)."""
+        return self._cached_prompts
+
+    @cached_prompts.setter
+    def cached_prompts(self, count: int) -> None:
+        if not 0 <= count <= MAX_CACHED_PROMPTS:
+            raise ValueError(f"cached_prompts must be in 0..{MAX_CACHED_PROMPTS}, got {count}")
+        self._cached_prompts = count if self.partial_cache else 0
 
     # -- model facts --------------------------------------------------------------------------
 
@@ -537,7 +554,7 @@ class LlamaEngine:
             lookup=lookup,
             history=token_array(prompt) if lookup else token_array(),
             reused=reused,
-            remember=bool(context.cache_ids) and reused < len(prompt) - 1,
+            remember=bool(self.cached_prompts) and reused < len(prompt) - 1,
         )
 
     def _context_for(self, adapter: str | None) -> _AdapterContext | None:
@@ -665,9 +682,9 @@ def _drafts(running: Sequence[_Sequence]) -> list[list[int]]:
     """Each running sequence's prompt-lookup draft for the next decode (empty for a sequence
     without `LookupConfig` or still reading its prompt).
 
-    Drafts fill the batch only up to `SMALL_BATCH_ROWS`: a step with no more rows computes each
-    row as a single-token step does, so greedy output is unchanged, and a batch already that
-    large (prompts being read) gains least from more rows.
+    Drafts fill the batch only up to `SMALL_BATCH_ROWS` rows, where llama.cpp computes each row
+    as a one-token step does, so the greedy output stays the same; a batch already that large
+    (prompts being read, many sequences) gets no drafts.
     """
     room = SMALL_BATCH_ROWS - sum(len(s.pending) or 1 for s in running)
     drafts: list[list[int]] = []
@@ -732,8 +749,8 @@ def _completion(request: Request, reason: str, sequence: _Sequence | None = None
 
 
 __all__ = [
-    "CACHED_PROMPTS",
     "DEFAULT_CONTEXT",
+    "MAX_CACHED_PROMPTS",
     "EngineError",
     "LlamaEngine",
     "LookupConfig",

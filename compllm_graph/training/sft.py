@@ -4,16 +4,18 @@ The data builders (`expert.encode_pairs`, `decomposer_sft.encode_example`, ...) 
 example into an `Encoded` sequence whose labels are `IGNORE_INDEX` where no loss is taken (the
 prompt of a question/answer pair). `train` hands those sequences to TRL as a pre-tokenised
 dataset with a `completion_mask`, so TRL's completion-only loss trains on the answer tokens
-only, and to the `transformers.Trainer` underneath for everything else: the device (CUDA, MPS or
-CPU, picked by accelerate) and precision (bf16 where the accelerator has it, fp32 on CPU),
-padding, AdamW with warm-up then cosine decay, gradient clipping, length-grouped batches,
-checkpoints that `resume=True` continues exactly (optimiser, schedule, RNG and data position),
-and data-parallel training on several processes under `accelerate launch`.
+only, and TRL and the `transformers.Trainer` underneath do the rest: the device (CUDA, MPS, XPU
+or CPU) and precision (bf16 where the accelerator has it, fp32 on the CPU), padding, AdamW with
+warm-up then cosine decay, gradient clipping, checkpoints that `resume=True` continues exactly
+(adapter, optimiser, schedule, random state and data position), logging, and data-parallel
+training on several processes under `accelerate launch`.
 
-What stays here is what the project promises on top: a progress bar with the loss, the adapter
-exported as half-precision safetensors at every checkpoint (so a run cut short still leaves a
-usable adapter, which `models.gguf_lora` converts for llama.cpp), `max_steps` that stops early
-on the full schedule, and the wall time summed over resumed runs.
+What stays here is what the project promises on top: batches of similar lengths drawn anew each
+epoch from the seed (so a resumed run sees the same batches), a progress bar with the loss, the
+adapter exported as half-precision safetensors at every checkpoint (so a run cut short still
+leaves a usable adapter, which `models.gguf_lora` converts for llama.cpp), `max_steps` that
+stops early on the full schedule, the wall time summed over resumed runs, and a loss head that
+projects only the labelled positions where TRL's own does not (`compact_fused_head`).
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ from compllm_graph.training.settings import LoraSettings, TrainSettings
 with requires("train"):
     import datasets
     from accelerate import PartialState
-    from accelerate.utils import is_bf16_available
+    from accelerate.utils import (
+        get_int_from_env,
+        get_torch_accelerator_backend,
+        is_bf16_available,
+        parse_flag_from_env,
+    )
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.utils import FusedCausalLMOutput
 
@@ -59,6 +66,9 @@ CHECKPOINTS_DIR = "checkpoints"
 LEGACY_CHECKPOINT_DIR = "checkpoint"
 """The folder the earlier hand-written loop checkpointed into; the Trainer cannot resume it."""
 _TRAINER_STATE = "trainer_state.json"
+# What torchrun (under `accelerate launch`) and MPI launchers set.
+_WORLD_SIZE = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
+_RANK = ["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"]
 _TRITON_DEVICES = ("cuda", "xpu")  # where TRL's fused head scores the labelled positions only
 # Config fields of heads that scale or cap their logits (TRL's fused head applies them).
 _SCALED_HEADS = (
@@ -110,8 +120,8 @@ class Precision:
     """Where training runs and in which precision.
 
     Attributes:
-        device: "cuda", "mps", "cpu", ... as accelerate picked it (`accelerate launch --cpu`
-            or `CUDA_VISIBLE_DEVICES=""` force the CPU).
+        device: "cuda", "mps", "xpu", ... or "cpu" (`ACCELERATE_USE_CPU=1` or
+            `CUDA_VISIBLE_DEVICES=""` force the CPU).
         bf16: bf16 mixed precision (bf16 base weights, fp32 adapters and optimiser state).
         processes: How many processes train together (data parallel).
     """
@@ -134,30 +144,38 @@ class Precision:
 
 
 def choose_precision() -> Precision:
-    """The device accelerate picked, with bf16 where it supports it and fp32 on CPU (CPU bf16
-    autocast is slower than fp32 on most CPUs and changes the numbers)."""
-    state = PartialState()
-    device = state.device.type
+    """The accelerator torch sees (none, or `ACCELERATE_USE_CPU=1`: the CPU), bf16 where it has
+    it and fp32 on the CPU (CPU bf16 autocast is slower than fp32 on most CPUs and changes the
+    numbers), and the number of processes the launcher started.
+
+    Read from torch and the launcher's environment, not from accelerate's process state: the
+    Trainer sets that up itself, from its own arguments.
+    """
+    device = "cpu"
+    if not parse_flag_from_env("ACCELERATE_USE_CPU"):
+        device = get_torch_accelerator_backend()[0] or "cpu"
     bf16 = device != "cpu" and is_bf16_available(ignore_tpu=True)
-    return Precision(device=device, bf16=bf16, processes=state.num_processes)
+    return Precision(device=device, bf16=bf16, processes=get_int_from_env(_WORLD_SIZE, 1))
 
 
 def trainer_provenance() -> dict[str, Any]:
-    """What trained an adapter, for its `training.json`: the device, precision and process
-    count, and the versions of the libraries that did the work."""
+    """What trained an adapter, for its `training.json`: the device, precision, processes (and
+    their backend), and the versions of the libraries that did the work. Call it after
+    training, when the Trainer has set up the processes."""
     from importlib.metadata import version
 
     libraries = ("trl", "transformers", "peft", "accelerate", "torch")
-    record: dict[str, Any] = {"library": "trl.SFTTrainer", **choose_precision().as_dict()}
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        record["backend"] = str(torch.distributed.get_backend())
+    precision = choose_precision()
+    record: dict[str, Any] = {"library": "trl.SFTTrainer", **precision.as_dict()}
+    if precision.processes > 1:
+        record["backend"] = PartialState().backend  # gloo between CPUs, nccl between GPUs
     record["versions"] = {name: version(name) for name in libraries}
     return record
 
 
 def is_main_process() -> bool:
-    """Whether this is the process that writes files (always, outside `accelerate launch`)."""
-    return bool(PartialState().is_main_process)
+    """Whether this is the process that writes files (always, outside a multi-process launch)."""
+    return get_int_from_env(_RANK, 0) == 0
 
 
 def lora_config(lora: LoraSettings, depth: int) -> LoraConfig:
@@ -292,6 +310,8 @@ def train(
         ValueError: no data, a batch that does not split between the processes, or a
             checkpoint from a different plan.
     """
+    if not data:
+        raise ValueError("no training sequences")
     total = total_steps(len(data), settings)
     checkpoint = _resume_point(out_dir, total) if resume else None
     if checkpoint is None and is_main_process():
@@ -334,7 +354,7 @@ def make_trainer(
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_LossBar())
-    compact_fused_head(trainer.model.get_base_model())
+    compact_fused_head(model.get_base_model())  # the model TRL patched
     return trainer
 
 
@@ -425,6 +445,9 @@ def sft_config(
         max_grad_norm=settings.max_grad_norm,
         seed=settings.seed,
         bf16=precision.bf16,
+        # Without it, processes torchrun starts on a machine with no accelerator would each
+        # train alone instead of together over gloo.
+        use_cpu=precision.device == "cpu",
         **_no_activation_checkpointing(),
         # The builders have already cut each sequence to the length they were asked for.
         max_length=None,
@@ -441,7 +464,7 @@ def sft_config(
     )
 
 
-def _no_activation_checkpointing() -> dict[str, bool]:
+def _no_activation_checkpointing() -> dict[str, Any]:
     """Turn off TRL's default of checkpointing activations: it saves accelerator memory on large
     bases but recomputes the forward pass, a third more compute per step. transformers 5 renamed
     the argument (the old name still works, with a warning)."""
@@ -508,7 +531,7 @@ class _SFTTrainer(SFTTrainer):
     """TRL's `SFTTrainer`, its batches drawn by `_EpochSeededSampler`."""
 
     def _get_train_sampler(self, train_dataset: Any = None) -> _EpochSeededSampler:
-        dataset = self.train_dataset if train_dataset is None else train_dataset
+        dataset: Any = self.train_dataset if train_dataset is None else train_dataset
         lengths = [len(ids) for ids in dataset["input_ids"]]
         return _EpochSeededSampler(self.args.train_batch_size, lengths, self.args.seed)
 

@@ -1,4 +1,4 @@
-"""`compllm eval answers --endpoint`: every system against a real OpenAI-compatible server.
+"""`compllm eval answers|decomposition --endpoint` against a real OpenAI-compatible server.
 
 The server is `compllm serve`'s app on 127.0.0.1, in this process, serving the fake base model
 of `test_answers` and its all-domains adapter; the in-process runs use the same fake, so the
@@ -51,7 +51,11 @@ def setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str,
         store.add_expert(name, texts, system_prompt=f"You are a {name} expert.")
     adapter = tmp_path / "all-domains"
     adapter.mkdir()
-    served = {"fake": model.chat_model(), "all-domains": model.chat_model(adapter="all-domains")}
+    served = {
+        "fake": model.chat_model(),
+        "all-domains": model.chat_model(adapter="all-domains"),
+        "decomposer": model.chat_model(adapter="decomposer"),  # for `eval decomposition`
+    }
     with serve_in_thread(create_app(served, max_new_tokens=4096)) as url:
         yield {
             "model": model,
@@ -136,7 +140,8 @@ def test_a_model_or_adapter_the_server_lacks_is_named_before_any_question(
     outputs = setup["tmp"] / "out.jsonl"
     url = setup["url"]
     assert answers(setup, "monolith", outputs, "--endpoint", url, "--model", "nope") == 2
-    assert "does not serve 'nope'; it serves ['fake', 'all-domains']" in capsys.readouterr().err
+    served = "it serves ['fake', 'all-domains', 'decomposer']"
+    assert f"does not serve 'nope'; {served}" in capsys.readouterr().err
     store = ExpertStore.open(setup["store"])
     store.add_expert("biology", ["cells"], adapter=_fake_adapter(setup["tmp"] / "biology"))
     lora = next(e.adapter for e in store.experts() if e.name == "biology")  # the store's copy
@@ -193,3 +198,55 @@ def test_the_endpoint_limit_bounds_requests_in_flight(
     limit = endpoint_limit(setup["url"])
     assert limit.capacity == 2 and limit.peak == 2 and limit.failures == 0
     assert len(answered(outputs)) == 3
+
+
+def decomposition(setup: dict[str, Any], *extra: str) -> int:
+    argv = ["eval", "decomposition", str(setup["file"]), "--json"]
+    return main([*argv, "--endpoint", setup["url"], *extra])
+
+
+def test_the_decomposition_f1_through_the_endpoint(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    outputs = setup["tmp"] / "decompositions.jsonl"
+    assert decomposition(setup, "--outputs", str(outputs)) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["n"] == 3 and report["parse_rate"] == 1.0 and report["subquery_f1"] == 1.0
+    rows = [json.loads(line) for line in outputs.read_text().splitlines()]
+    assert rows[0]["output"].startswith("<q>Which gas is inert?")
+    assert rows[0]["endpoint"] == {"url": setup["url"], "model": "decomposer"}
+    asked = setup["model"].asked
+    assert [adapter for adapter, _, _ in asked] == ["decomposer"] * 3
+    assert decomposition(setup, "--few-shot") == 0  # the base model, with the few-shot prompt
+    assert [adapter for adapter, _, _ in asked[3:]] == [None] * 3
+    assert "Question: " in asked[3][2]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--constrained"], "--constrained over an endpoint needs --endpoint-grammar vllm"),
+        (["--endpoint-grammar", "vllm"], "--endpoint-grammar sends --constrained's grammar"),
+        (["--beams", "2"], "beam search runs in-process only"),
+        (["--adapter", "some/folder"], "the server holds the decomposer adapter: serve some"),
+        (["--served-decomposer", "dec-v2"], "does not serve the decomposer 'dec-v2'"),
+        (["--model", "nope"], "does not serve 'nope'"),
+    ],
+)
+def test_decomposition_options_the_server_cannot_honour_exit_2(
+    setup: dict[str, Any], flags: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert decomposition(setup, *flags) == 2
+    assert message in capsys.readouterr().err
+    assert setup["model"].asked == []
+
+
+def test_a_failed_decomposition_request_exits_1(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def failing(messages: list[BaseMessage], adapter: str | None) -> str:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(setup["model"], "reply", failing)
+    assert decomposition(setup, "--retries", "0") == 1
+    assert "3 requests failed after their retries (first, for 'q0'" in capsys.readouterr().err

@@ -3,9 +3,9 @@
 The server runs in a subprocess with the expert pack's decomposer and experts as adapters, on
 the llama.cpp engine as in-process runs are; three composed questions are answered by the
 monolith and by the pipeline, in-process and through the server. Under greedy decoding the two
-give the same answers: the decomposer's grammar is the one difference in what is asked (the
-server has no grammar sampler and the trained decomposer writes the tag format unaided), and
-docs/evaluation.md says so.
+give the same answers. The one difference in what is asked is the decomposer's grammar (the
+server has no grammar sampler), and on these questions the trained decomposer writes the tag
+format unaided; docs/evaluation.md says where the two part.
 """
 
 from __future__ import annotations

@@ -69,3 +69,28 @@ def test_composed_questions_join_the_mix_with_their_options_kept(data_dir: Path)
     assert with_options and all("Options: (A)" in e.target for e in with_options)
     # The training templates are not the benchmarks': their wording stays unseen.
     assert not set(TRAINING_TEMPLATES[2]) & set(TEMPLATES[2])
+
+
+def test_a_decomposer_trains_and_validates_on_a_tiny_llama(data_dir: Path, tmp_path: Path) -> None:
+    from compllm_graph.training.decomposer_sft import train_decomposer
+    from compllm_graph.training.settings import TrainSettings
+    from tests.training.tiny_folder import char_tokenizer, tiny_model
+
+    tiny_plan = DecomposerPlan(
+        data_dir,
+        train_size=24,
+        weights={"musique": 1.0},
+        max_length=512,
+        validation_size=2,
+        lora=LoraSettings(r=4, alpha=8),
+        settings=TrainSettings(epochs=1, batch_size=4, save_every=2, max_steps=3),
+    )
+    record = train_decomposer(
+        tiny_model(), char_tokenizer(), tiny_plan, tmp_path, base="tiny", command="test"
+    )
+    assert (record["status"], record["steps"], record["total_steps"]) == ("partial", 3, 6)
+    assert record["trainer"]["library"] == "trl.SFTTrainer"
+    assert set(record["validation"]) == {"musique"}
+    written = json.loads((tmp_path / "training.json").read_text())
+    assert written["steps"] == 3 and len(written["loss"]["per_step"]) == 3
+    assert (tmp_path / "adapter_model.safetensors").is_file()

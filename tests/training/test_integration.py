@@ -63,7 +63,7 @@ def test_three_training_steps_lower_the_loss(smollm2: LocalModel, tmp_path: Path
     data = [encode_example(smollm2.tokenizer, e, max_length=256) for e in EXAMPLES]
     model = attach_lora(base_copy(smollm2), LoraSettings(top_layers=4, dropout=0.0))
     settings = TrainSettings(epochs=3, batch_size=4, learning_rate=2e-3, warmup_ratio=0)
-    result = train(model, [d for d in data if d], settings, tmp_path, pad_id=2)
+    result = train(model, [d for d in data if d], settings, tmp_path, tokenizer=smollm2.tokenizer)
     assert result.steps == 3
     assert result.losses[-1] < result.losses[0]
     assert (tmp_path / "adapter_model.safetensors").is_file()
@@ -184,3 +184,25 @@ def test_question_answer_records_train_on_the_answer_with_the_system_prompt(
     assert record["system_prompt"] == "You are a chemistry expert."
     expert = ExpertStore.open(tmp_path / "store").expert("chemistry")
     assert expert.system_prompt == "You are a chemistry expert."
+
+
+def test_train_expert_takes_the_safetensors_folder_as_its_base(tmp_path: Path) -> None:
+    """`--base FOLDER` with the folder `compllm models safetensors ALIAS` writes."""
+    from compllm_graph.cli import main
+    from compllm_graph.expert_store import ExpertStore
+    from compllm_graph.models import SMALL_MODEL
+    from compllm_graph.models.loading import safetensors_folder
+    from tests.conftest import require_smollm2
+
+    require_smollm2()
+    folder = safetensors_folder(SMALL_MODEL)
+    data = tmp_path / "chemistry.txt"
+    data.write_text("Water is H2O.\nTable salt is sodium chloride, NaCl.\n")
+    ExpertStore.create(tmp_path / "store", "hashing:64")
+    argv = ["train", "expert", "chemistry", "--data", str(data), "--base", str(folder)]
+    argv += ["--store", str(tmp_path / "store"), "--out", str(tmp_path / "adapter")]
+    assert main([*argv, "--max-steps", "1", "--batch-size", "2", "--lora-top-layers", "2"]) == 0
+    record = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    assert record["base"] == str(folder) and record["steps"] == 1
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(folder)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -75,7 +76,7 @@ def test_trl_takes_the_loss_on_the_builders_labels_only(tmp_path: Path) -> None:
     trainer = make_trainer(
         attach_lora(tiny_model(), LORA), data, SETTINGS, tmp_path, tokenizer=char_tokenizer()
     )
-    prepared = trainer.train_dataset
+    prepared: Any = trainer.train_dataset
     assert prepared["input_ids"] == [e.input_ids for e in data]
     assert prepared["labels"] == [e.labels for e in data]
 

@@ -1,6 +1,6 @@
 """`compllm train expert` on a tiny random-init Llama saved as a Hugging Face folder: `--base
 FOLDER`, clear errors for a folder that is no model, a run killed with SIGKILL and resumed from its
-last checkpoint, and two processes under `accelerate launch --cpu` (the gloo backend)."""
+last checkpoint, and two CPU processes under `accelerate launch` (the gloo backend)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,8 @@ def test_train_expert_on_a_local_hugging_face_folder(base: Path, tmp_path: Path)
     assert len(record["loss"]["per_step"]) == 12
     assert ExpertStore.open(store).expert("adder").adapter is not None
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(out))
-    assert model.peft_config["default"].r == 4
+    config: Any = model.peft_config["default"]
+    assert config.r == 4
 
 
 def test_a_base_that_is_no_model_is_refused_clearly(
@@ -126,8 +128,10 @@ def test_two_processes_under_accelerate_launch_on_the_cpu(base: Path, tmp_path: 
     out = tmp_path / "adapter"
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert accelerate is not None, "accelerate is part of the [train] extra"
+    # `--multi_gpu` is accelerate's torchrun launcher (its `--cpu` starts several processes
+    # only through MPI); with no accelerator visible the processes train on the CPU over gloo.
     launch = [
-        accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(free_port()), "-m", "compllm_graph.cli",
     ]  # fmt: skip
@@ -138,7 +142,12 @@ def test_two_processes_under_accelerate_launch_on_the_cpu(base: Path, tmp_path: 
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+            "OMP_NUM_THREADS": "1",
+        },
     )
     assert done.returncode == 0, done.stderr[-3000:]
     record = read_record(out)

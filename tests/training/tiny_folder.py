@@ -50,6 +50,7 @@ def tiny_model(seed: int = 0, layers: int = 2) -> Any:
         seed,
         vocab_size=VOCAB_SIZE,
         num_hidden_layers=layers,
+        max_position_embeddings=1024,  # character tokens: a chat turn runs to a few hundred
         pad_token_id=0,
         eos_token_id=SPECIAL.index("<|im_end|>"),
         bos_token_id=None,

@@ -36,12 +36,12 @@ def bench_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--retries", "1"], "--retries only apply with --endpoint URL"),
+        (["--retries", "1"], "--retries applies only with --endpoint URL"),
         (
             ["--endpoint-concurrency", "2", "--endpoint-grammar", "vllm"],
-            "--endpoint-concurrency, --endpoint-grammar only apply with --endpoint URL",
+            "--endpoint-concurrency, --endpoint-grammar apply only with --endpoint URL",
         ),
-        (["--served-decomposer", "dec"], "--served-decomposer only apply with --endpoint"),
+        (["--served-decomposer", "dec"], "--served-decomposer applies only with --endpoint"),
         (
             ["--endpoint", "http://127.0.0.1:9/v1", "--engine", "transformers", "--threads", "2"],
             "--engine, --threads set the in-process engine; with --endpoint the server runs",
@@ -103,6 +103,7 @@ def test_local_settings_become_openai_request_fields() -> None:
     assert plain.chat_model(grammar='root ::= "a"').extra_body is None  # compllm serve
     assert plain.chat_model(do_sample=True, temperature=0.7).temperature == 0.7
     assert plain.chat_model(temperature=0.7).temperature == 0.0  # greedy, as locally
+    assert plain.chat_model(lookup=object()).model_name == "base"  # changes no output: dropped
     with pytest.raises(ValueError, match=r"\['logits_processor', 'num_beams'\] cannot be sent"):
         plain.chat_model(logits_processor=object(), num_beams=2)
     with pytest.raises(ValueError, match="grammar must be one of"):
