@@ -10,12 +10,13 @@ warm-up then cosine decay, gradient clipping, checkpoints that `resume=True` con
 (adapter, optimiser, schedule, random state and data position), logging, and data-parallel
 training on several processes under `accelerate launch`.
 
-What stays here is what the project promises on top: batches of similar lengths drawn anew each
-epoch from the seed (so a resumed run sees the same batches), a progress bar with the loss, the
-adapter exported as half-precision safetensors at every checkpoint (so a run cut short still
-leaves a usable adapter, which `models.gguf_lora` converts for llama.cpp), `max_steps` that
-stops early on the full schedule, the wall time summed over resumed runs, and a loss head that
-projects only the labelled positions where TRL's own does not (`compact_fused_head`).
+What stays here is what the project promises on top: its order of the examples (batches of
+similar lengths, drawn anew each epoch from the seed, so a resumed run sees the same batches), a
+progress bar with the loss, the adapter exported as half-precision safetensors at every
+checkpoint (so a run cut short still leaves a usable adapter, which `models.gguf_lora` converts
+for llama.cpp), `max_steps` that stops early on the full schedule, the wall time summed over
+resumed runs, and a loss head that projects only the labelled positions where TRL's own does
+not (`compact_fused_head`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import shutil
 import time
 import types
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,10 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from peft.utils import get_peft_model_state_dict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.utils.data import Sampler
 from tqdm import tqdm
 from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_callback import ExportableState
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from compllm_graph._extras import requires
 from compllm_graph._progress import verbose
@@ -66,6 +68,7 @@ CHECKPOINTS_DIR = "checkpoints"
 LEGACY_CHECKPOINT_DIR = "checkpoint"
 """The folder the earlier hand-written loop checkpointed into; the Trainer cannot resume it."""
 _TRAINER_STATE = "trainer_state.json"
+_SORTED_BATCHES = 16  # batches per window of examples sorted by length
 # What torchrun (under `accelerate launch`) and MPI launchers set.
 _WORLD_SIZE = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
 _RANK = ["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"]
@@ -452,7 +455,6 @@ def sft_config(
         # The builders have already cut each sequence to the length they were asked for.
         max_length=None,
         completion_only_loss=True,
-        train_sampling_strategy="group_by_length",
         logging_steps=1,
         save_strategy="steps",
         save_steps=settings.save_every,
@@ -512,28 +514,49 @@ def _resume_point(out_dir: Path, total: int) -> Path | None:
     return checkpoint
 
 
-class _EpochSeededSampler(LengthGroupedSampler):
-    """transformers' length-grouped order (batches of similar lengths pad little), drawn from a
-    generator seeded by the run's seed and the epoch, so that a resumed run sees the batches an
-    uninterrupted one would. (The plain sampler draws from the global generator, which a run
-    resumed in a later epoch has not advanced through the earlier epochs' draws.)"""
+class _EpochSeededSampler(Sampler[int]):
+    """The order of the examples, epoch by epoch, from the seed alone.
 
-    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
-        super().__init__(batch_size, lengths=lengths)
-        self.seed = seed
-        self.set_epoch(0)
+    Each epoch is a fresh seeded shuffle; within windows of 16 batches the examples are sorted
+    by length so that a batch pads little, and the batches are then shuffled again, the epoch's
+    one short batch (if the data does not divide into batches) last, so that the data loader's
+    batches are exactly these. Drawn from the seed and the epoch rather than a global generator,
+    a resumed run sees the batches an uninterrupted one would. `batch_size` is the batch of one
+    optimiser step; under several processes each takes its share of every batch in turn.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed * 1000 + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        size, window = self.batch_size, self.batch_size * _SORTED_BATCHES
+        batches: list[list[int]] = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=self.lengths.__getitem__)
+            batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+        rng.shuffle(batches)
+        batches.sort(key=lambda batch: len(batch) < size)  # stable: only the short one moves
+        return iter([index for batch in batches for index in batch])
 
 
 class _SFTTrainer(SFTTrainer):
-    """TRL's `SFTTrainer`, its batches drawn by `_EpochSeededSampler`."""
+    """TRL's `SFTTrainer`, its examples in `_EpochSeededSampler`'s order."""
 
     def _get_train_sampler(self, train_dataset: Any = None) -> _EpochSeededSampler:
         dataset: Any = self.train_dataset if train_dataset is None else train_dataset
         lengths = [len(ids) for ids in dataset["input_ids"]]
-        return _EpochSeededSampler(self.args.train_batch_size, lengths, self.args.seed)
+        batch = self.args.per_device_train_batch_size * max(1, self.args.world_size)
+        return _EpochSeededSampler(lengths, batch, self.args.seed)
 
 
 class _Progress(TrainerCallback, ExportableState):

@@ -4,9 +4,9 @@ the decomposer grammar; rejected drafts leave no trace in the cache; reused prom
 
 Plain and lookup runs are compared token for token, on one thread: there llama.cpp computes a
 decode of a few rows exactly as a one-token decode (the engine keeps lookup batches that small,
-`SMALL_BATCH_ROWS`), so drafts change how many steps run, not the logits. With more threads its flash
-attention splits a one-token decode's work differently once the context passes 256 tokens, and
-a nearly tied choice can flip (as it can when requests share a batch)."""
+`SMALL_BATCH_ROWS`), so drafts change how many steps run, not the logits. With more threads
+its flash attention splits a one-token decode's work differently once the context passes 256
+tokens, and a nearly tied choice can flip (as it can when requests share a batch)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_reused_prompts_answer_as_computed_ones(alias: str, tmp_path: Path) -> N
     tokens, by wide margins."""
     computing, reusing = _load(alias, tmp_path), _load(alias, tmp_path, cached_prompts=4)
     try:
-        cases = [(BASE_SYSTEM_PROMPT, None)]
+        cases: list[tuple[str, str | None]] = [(BASE_SYSTEM_PROMPT, None)]
         if "decomposer" in computing.adapters:
             cases.append((DECOMPOSER_SYSTEM_PROMPT, "decomposer"))
         identical = copied = 0

@@ -21,6 +21,7 @@ from compllm_graph.training.sft import (
     Encoded,
     Precision,
     TrainResult,
+    _EpochSeededSampler,
     attach_lora,
     choose_precision,
     last_checkpoint,
@@ -79,6 +80,38 @@ def test_trl_takes_the_loss_on_the_builders_labels_only(tmp_path: Path) -> None:
     prepared: Any = trainer.train_dataset
     assert prepared["input_ids"] == [e.input_ids for e in data]
     assert prepared["labels"] == [e.labels for e in data]
+
+
+def test_each_epoch_is_a_seeded_order_of_length_sorted_batches() -> None:
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10]
+    by_length = sorted(range(10), key=lengths.__getitem__)
+    sampler = _EpochSeededSampler(lengths, batch_size=4, seed=0)
+    first = list(sampler)
+    assert sorted(first) == list(range(10)) and list(sampler) == first
+    batches = [set(first[i : i + 4]) for i in range(0, 10, 4)]
+    # One window of length-sorted examples cut into batches; the short batch comes last.
+    assert {frozenset(b) for b in batches} == {
+        frozenset(by_length[0:4]),
+        frozenset(by_length[4:8]),
+        frozenset(by_length[8:10]),
+    }
+    assert batches[-1] == set(by_length[8:10])
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(second) == list(range(10)) and second != first
+    assert list(_EpochSeededSampler(lengths, batch_size=4, seed=1)) != first
+
+
+def test_the_trainer_batches_follow_the_sampler(tmp_path: Path) -> None:
+    data = toy_data(10)
+    trainer = make_trainer(
+        attach_lora(tiny_model(), LORA), data, SETTINGS, tmp_path, tokenizer=char_tokenizer()
+    )
+    order = list(_EpochSeededSampler([len(e.input_ids) for e in data], 4, SETTINGS.seed))
+    rows = [row for batch in trainer.get_train_dataloader() for row in batch["input_ids"].tolist()]
+    assert [row[: len(data[i].input_ids)] for row, i in zip(rows, order)] == [
+        data[i].input_ids for i in order
+    ]
 
 
 def test_a_step_loss_is_the_mean_over_the_answer_tokens(tmp_path: Path) -> None:

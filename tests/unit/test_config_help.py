@@ -16,6 +16,7 @@ pytest.importorskip(
 
 from compllm_graph._help import field_help
 from compllm_graph.cli import build_parser
+from compllm_graph.models.lookup import LookupConfig
 from compllm_graph.models.requests import GenerationSettings
 from compllm_graph.nodes.execute import ExpertPolicy
 from compllm_graph.sandbox import SandboxLimits
@@ -28,6 +29,7 @@ CONFIGS: list[type] = [
     DeviceLimits,
     ExpertPolicy,
     GenerationSettings,
+    LookupConfig,
     LoraSettings,
     SandboxLimits,
     TrainSettings,

@@ -1,4 +1,4 @@
-"""The prompt-lookup draft finder (`models.lookup`) and its settings, against a brute-force search."""
+"""The prompt-lookup draft finder (`models.lookup`) against a brute-force search; its settings."""
 
 from __future__ import annotations
 
