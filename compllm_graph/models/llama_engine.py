@@ -38,6 +38,7 @@ from compllm_graph.models.requests import Completion, Request, emit, first_stop,
 
 with requires("local"):
     import llama_cpp as ll
+    import numpy as np
 
 DEFAULT_CONTEXT = 4096
 """Tokens of KV cache per adapter context, shared by its sequences."""
@@ -313,6 +314,7 @@ class LlamaEngine:
         if not self.model:
             raise EngineError(f"llama.cpp could not load {path}")
         self.vocab = ll.llama_model_get_vocab(self.model)
+        self.n_vocab = int(ll.llama_vocab_n_tokens(self.vocab))
         self.n_ctx = min(n_ctx, ll.llama_model_n_ctx_train(self.model))
         self.n_seq_max = n_seq_max
         self.max_contexts = max_contexts
@@ -417,8 +419,6 @@ class LlamaEngine:
         For checks and benchmarks (e.g. an adapter's effect against peft's); generation goes
         through `submit`.
         """
-        import numpy as np
-
         context = _AdapterContext(self, adapter, n_ctx=max(16, len(tokens)), n_seq_max=1, cached=0)
         try:
             for index, token in enumerate(tokens):
@@ -618,7 +618,7 @@ class LlamaEngine:
         accepted = 0
         sequence.drafted += len(draft)
         for offset in range(len(draft) + 1):
-            token = ll.llama_sampler_sample(sequence.sampler, context.ctx, row + offset)
+            token = self._pick(context, sequence, row + offset)
             agreed = offset < len(draft) and token == draft[offset]
             accepted += agreed
             sequence.accepted += agreed
@@ -631,6 +631,23 @@ class LlamaEngine:
             sequence.position -= rejected
             if not ll.llama_memory_seq_rm(context.memory, sequence.seq_id, sequence.position, -1):
                 raise EngineError("llama.cpp could not drop rejected draft tokens from the cache")
+
+    def _pick(self, context: _AdapterContext, sequence: _Sequence, row: int) -> int:
+        """The next token from the logits of batch row `row`, through the request's sampler.
+
+        Greedy requests take the argmax when their grammar (if any) allows it, as llama.cpp's
+        own sampling does first: the token the whole chain would pick (the first of the highest
+        logits), without masking the whole vocabulary for every token.
+        """
+        if sequence.request.settings.do_sample:
+            return int(ll.llama_sampler_sample(sequence.sampler, context.ctx, row))
+        logits = ll.llama_get_logits_ith(context.ctx, row)
+        token = int(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
+        grammar = sequence.request.settings.grammar
+        if grammar is None or _allows(ll.llama_sampler_chain_get(sequence.sampler, 0), token):
+            ll.llama_sampler_accept(sequence.sampler, token)
+            return token
+        return int(ll.llama_sampler_sample(sequence.sampler, context.ctx, row))
 
     def _advance(self, context: _AdapterContext, sequence: _Sequence, token: int) -> bool:
         """Append one generated token; whether the sequence finished with it."""
@@ -725,6 +742,14 @@ def _sampler(engine: LlamaEngine, request: Request) -> Any:
     seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
     ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed))
     return chain
+
+
+def _allows(grammar: Any, token: int) -> bool:
+    """Whether a grammar sampler, in its current state, lets `token` come next."""
+    candidate = (ll.llama_token_data * 1)(ll.llama_token_data(token, 0.0, 0.0))
+    candidates = ll.llama_token_data_array(candidate, 1, -1, False)
+    ll.llama_sampler_apply(grammar, ctypes.byref(candidates))
+    return bool(np.isfinite(candidate[0].logit))
 
 
 def _emit(sequence: _Sequence, upto: int) -> None:

@@ -4,7 +4,6 @@ draw. Skips when the shared data is absent."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,8 +31,6 @@ from compllm_graph.datasets.items import (
 from compllm_graph.training.composed import composed_examples
 from compllm_graph.training.expert_data import ALL_DOMAINS, expert_examples
 from compllm_graph.training.routing_data import OUT_OF_DOMAIN_SUBJECTS
-
-BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks" / "answers" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -109,16 +106,21 @@ def test_disjoint_from_the_demo_centroids(questions: set[str]) -> None:
     assert not questions & centroid_texts()
 
 
-def test_disjoint_from_every_benchmark_file(questions: set[str]) -> None:
-    files = sorted(BENCHMARKS.glob("*.jsonl"))
-    assert files, f"no benchmark files in {BENCHMARKS}"
-    for path in files:
+def test_disjoint_from_every_benchmark_file(data_dir: Path, questions: set[str]) -> None:
+    """Both tiers' files as `compllm eval benchmarks` writes them by default."""
+    from compllm_graph.evaluation.benchmarks import build_benchmarks
+
+    built = {
+        **build_benchmarks(data_dir, 300, 200, 0),
+        **build_benchmarks(data_dir, 300, 200, 0, tier="easy"),
+    }
+    assert any(name.startswith("easy-") for name in built) and "p2" in built
+    for name, records in built.items():
         texts = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
+        for record in records:
             texts += [record["question"], *(p["question"] for p in record["parts"])]
-        assert not overlap(questions, texts), path.name
-        assert not any(q in text for text in texts for q in questions if len(q) > 40), path.name
+        assert not overlap(questions, texts), name
+        assert not any(q in text for text in texts for q in questions if len(q) > 40), name
 
 
 def test_disjoint_from_whatever_the_easy_tier_may_draw(data_dir: Path, questions: set[str]) -> None:
