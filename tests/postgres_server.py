@@ -103,6 +103,7 @@ class PostgresServer:
     def initdb(self) -> None:
         if self.user is not None:
             shutil.chown(self.root, self.user)
+            self.bindir = _reachable(self.bindir, self.root)
         (self.root / "socket").mkdir()
         if self.user is not None:
             shutil.chown(self.root / "socket", self.user)
@@ -180,6 +181,27 @@ class PostgresServer:
     def log_tail(self, lines: int = 20) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _reachable(bindir: Path, root: Path) -> Path:
+    """`bindir`, or a copy of its install under `root` when another user cannot reach it.
+
+    Run as root, the server runs as another user, who cannot enter a checkout made with mode 0700
+    (a `mktemp -d` clone): the wheel's install (about 40 MB) is then copied with the libraries
+    auditwheel put beside its package, keeping the relative paths its binaries load them by.
+    """
+    if all(os.stat(folder).st_mode & 0o001 for folder in [bindir, *bindir.parents]):
+        return bindir
+    install, package = bindir.parent, bindir.parent.parent
+    copy = root / "pg" / package.name / install.name
+    shutil.copytree(install, copy)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, root / "pg" / libs.name)
+    for folder in [root / "pg", *(root / "pg").rglob("*")]:
+        if folder.is_dir():
+            folder.chmod(0o755)
+    return copy / bindir.name
 
 
 def _data_parent() -> Path | None:
