@@ -11,23 +11,29 @@ Three stages, each on `--prompts` prompts built from the committed P-2 answers
 - expert: each first sub-question answered by the expert adapter it was routed to (the base
   model with `BASE_SYSTEM_PROMPT` where it went to none), as the graph asks it.
 
-Lookup: every prompt runs plain greedy and with lookup at each `--drafts` length, one request at
-a time, the order rotating from prompt to prompt so that drift in the machine's load falls on
-all alike. It prints per stage and draft length the ratio of summed wall time (plain / lookup:
-above 1 is faster), tokens per second, the acceptance rate (accepted / drafted tokens), the
-tokens per decode step, and how many outputs differ from plain greedy (there should be none).
-Then `--parallel` requests of a stage at once (the graph runs experts concurrently), plain
-against lookup at the best draft length.
+Lookup ("lookup"): every prompt runs plain greedy and with lookup at each `--drafts` length,
+one request at a time, the order rotating from prompt to prompt so that drift in the machine's
+load falls on all alike. It prints per stage and draft length the ratio of summed wall time
+(plain / lookup: above 1 is faster), tokens per second, the acceptance rate (accepted / drafted
+tokens), the tokens per decode step, and how many outputs differ from plain greedy.
+Then ("parallel") `--parallel` requests of a stage at once (the graph runs experts
+concurrently), plain against lookup at the middle draft length.
 
-Prompt reuse: the seconds to the first token (prefill) of the decomposer prompt (the shipped
-adapter's system prompt, and the few-shot `DECOMPOSER_PROMPT` for a model without one) and of
-the base system prompt, with reuse off (`cached_prompts=0`, the engine the lookup runs use) and
-on (a second engine with `cached_prompts=4`, the prompt's fixed part cached by an earlier
+Decode cost ("cost"): milliseconds of one `llama_decode` of 1, 2, 3, 5 and 8 rows, what a
+lookup step with a draft costs against a plain step. Grammar ("grammar"): the decomposer prompts
+decoded with llama.cpp's whole sampler chain (the grammar masks the vocabulary for every token)
+against the engine's argmax-first pick, whether the tokens match and the seconds.
+
+Prompt reuse ("reuse"): the seconds to the first token (prefill) of the decomposer prompt (the
+shipped adapter's system prompt, and the few-shot `DECOMPOSER_PROMPT` for a model without one)
+and of the base system prompt, with reuse off (`cached_prompts=0`, the engine the lookup runs
+use) and on (a second engine with `cached_prompts=4`, the prompt's fixed part cached by an earlier
 request), interleaved, and whether their first tokens match.
 
 The machine is shared: run it when the load is low, e.g. `nice -n -5`; it prints the load
 average before and after. Usage: `python -m benchmarks.lookup_decoding [--models ALIAS ...]
-[--drafts 2 4 8] [--prompts 10] [--parallel 4] [--threads N]`. Ends with one JSON line.
+[--drafts 2 4 8] [--prompts 10] [--parallel 4] [--threads N] [--stages decomposer reducer expert]
+[--sections cost grammar lookup parallel reuse]`. Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ from compllm_graph.nodes.aggregate import aggregate_prompt
 from compllm_graph.packs import pack_for
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+SECTIONS = ("cost", "grammar", "lookup", "parallel", "reuse")
+STAGES = ("decomposer", "reducer", "expert")
 ANSWERS = Path(__file__).parent / "answers"
 SCRATCH = Path(os.environ.get("TMPDIR", "/tmp")) / "compllm-lookup-bench"
 
@@ -239,41 +247,132 @@ def bench_model(alias: str, args: argparse.Namespace) -> dict[str, Any]:
     model = load(alias, args.threads, 0)
     prompts = stages(model, alias, args.prompts)
     timed(model, prompts["expert"][0], None)  # warm-up: contexts and caches
-    report: dict[str, Any] = {"lookup": {}, "parallel": {}, "reuse": {}}
+    report: dict[str, Any] = {}
+    if "cost" in args.sections:
+        report["decode ms by rows"] = decode_cost(model)
+        print(alias, "decode ms by rows", report["decode ms by rows"], flush=True)
+    if "grammar" in args.sections:
+        report["grammar"] = grammar_report(model, prompts["decomposer"])
+        print(alias, "grammar", report["grammar"], flush=True)
     for stage, items in prompts.items():
-        tallies = lookup_table(model, items, args.drafts)
-        plain = tallies["plain"]
-        rows = {}
-        for label, tally in tallies.items():
-            steps = tally.tokens - tally.accepted
-            rows[label] = {
-                "speed-up": round(plain.seconds / tally.seconds, 3),
-                "tok/s": round(tally.tokens / tally.seconds, 2),
-                "acceptance": round(tally.accepted / tally.drafted, 3) if tally.drafted else None,
-                "tokens/step": round(tally.tokens / steps, 3) if steps else None,
-                "differ": tally.differ,
-                "tokens": tally.tokens,
-            }
-        report["lookup"][stage] = rows
-        best = max(args.drafts, key=lambda k: tallies["plain"].seconds / tallies[f"k={k}"].seconds)
-        batch = items[: args.parallel]
-        plain_rate = lookup_rate = 0.0
-        for _ in range(2):  # interleaved, twice
-            plain_rate += concurrent(model, batch, None)
-            lookup_rate += concurrent(model, batch, LookupConfig(draft_tokens=best))
-        report["parallel"][stage] = {
-            "requests": len(batch),
-            "k": best,
-            "plain tok/s": round(plain_rate / 2, 2),
-            "lookup tok/s": round(lookup_rate / 2, 2),
-            "ratio": round(lookup_rate / plain_rate, 3),
-        }
-        print(
-            alias, stage, json.dumps(report["lookup"][stage]), report["parallel"][stage], flush=True
-        )
-    report["reuse"] = reuse_report(model, alias, prompts, args)
+        if stage not in args.stages:
+            continue
+        if "lookup" in args.sections:
+            report.setdefault("lookup", {})[stage] = lookup_rows(model, items, args)
+            print(alias, stage, json.dumps(report["lookup"][stage]), flush=True)
+        if "parallel" in args.sections:
+            report.setdefault("parallel", {})[stage] = parallel_row(model, items, args)
+            print(alias, stage, "parallel", report["parallel"][stage], flush=True)
+    if "reuse" in args.sections:
+        report["reuse"] = reuse_report(model, alias, prompts, args)
     model.close()
     return report
+
+
+def lookup_rows(
+    model: LlamaCppModel, items: Sequence[Prompt], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The lookup table of one stage, one row per variant."""
+    tallies = lookup_table(model, items, args.drafts)
+    plain = tallies["plain"]
+    rows = {}
+    for label, tally in tallies.items():
+        steps = tally.tokens - tally.accepted
+        rows[label] = {
+            "speed-up": round(plain.seconds / tally.seconds, 3),
+            "tok/s": round(tally.tokens / tally.seconds, 2),
+            "acceptance": round(tally.accepted / tally.drafted, 3) if tally.drafted else None,
+            "tokens/step": round(tally.tokens / steps, 3) if steps else None,
+            "differ": tally.differ,
+            "tokens": tally.tokens,
+        }
+    return rows
+
+
+def parallel_row(
+    model: LlamaCppModel, items: Sequence[Prompt], args: argparse.Namespace
+) -> dict[str, Any]:
+    """`--parallel` requests of a stage at once, plain against lookup at the middle draft
+    length, interleaved twice."""
+    k = sorted(args.drafts)[len(args.drafts) // 2]
+    batch = items[: args.parallel]
+    plain_rate = lookup_rate = 0.0
+    for _ in range(2):
+        plain_rate += concurrent(model, batch, None)
+        lookup_rate += concurrent(model, batch, LookupConfig(draft_tokens=k))
+    return {
+        "requests": len(batch),
+        "k": k,
+        "plain tok/s": round(plain_rate / 2, 2),
+        "lookup tok/s": round(lookup_rate / 2, 2),
+        "ratio": round(lookup_rate / plain_rate, 3),
+    }
+
+
+def decode_cost(model: LlamaCppModel, rows: Sequence[int] = (1, 2, 3, 5, 8)) -> dict[int, float]:
+    """Milliseconds of one `llama_decode` of n rows of one sequence after a 64-token prompt
+    (best of 5): what a lookup step costs against a plain one. Uses the engine's context class
+    directly, the only way to time a bare decode."""
+    import llama_cpp as ll
+
+    from compllm_graph.models.llama_engine import _AdapterContext
+
+    engine = model.engine
+    context = _AdapterContext(engine, None, n_ctx=256, n_seq_max=1, cached=0)
+    try:
+        prompt = model.encode_chat([HumanMessage("Explain why the sky is blue. " * 8)])[:64]
+        for index, token in enumerate(prompt):
+            context.put(index, token, index, 0, False)
+        context.batch.n_tokens = len(prompt)
+        ll.llama_decode(context.ctx, context.batch)
+        cost = {}
+        for count in rows:
+            best = float("inf")
+            for _ in range(5):
+                for row in range(count):
+                    context.put(row, prompt[row], len(prompt) + row, 0, True)
+                context.batch.n_tokens = count
+                started = time.perf_counter()
+                ll.llama_decode(context.ctx, context.batch)
+                best = min(best, time.perf_counter() - started)
+                ll.llama_memory_seq_rm(context.memory, 0, len(prompt), -1)
+            cost[count] = round(1000 * best, 1)
+        return cost
+    finally:
+        context.close()
+
+
+def grammar_report(model: LlamaCppModel, prompts: Sequence[Prompt]) -> dict[str, Any]:
+    """The grammar-constrained decomposer decoded with the whole sampler chain (llama.cpp masks
+    the vocabulary for every token) against the engine's argmax-first pick, interleaved."""
+    from compllm_graph.models import llama_engine
+
+    engine_class = llama_engine.LlamaEngine
+    fast = engine_class._pick
+
+    def whole_chain(self: Any, context: Any, sequence: Any, row: int) -> int:
+        return int(llama_engine.ll.llama_sampler_sample(sequence.sampler, context.ctx, row))
+
+    seconds = {"chain": 0.0, "argmax first": 0.0}
+    same = 0
+    try:
+        for index, prompt in enumerate(prompts):
+            order = [("chain", whole_chain), ("argmax first", fast)]
+            tokens = {}
+            for label, pick in order[index % 2 :] + order[: index % 2]:
+                engine_class._pick = pick  # type: ignore[method-assign]
+                completion, spent = timed(model, prompt, None)
+                seconds[label] += spent
+                tokens[label] = completion.token_ids
+            same += tokens["chain"] == tokens["argmax first"]
+    finally:
+        engine_class._pick = fast  # type: ignore[method-assign]
+    return {
+        "chain s": round(seconds["chain"], 2),
+        "argmax-first s": round(seconds["argmax first"], 2),
+        "speed-up": round(seconds["chain"] / seconds["argmax first"], 3),
+        "same tokens": f"{same}/{len(prompts)}",
+    }
 
 
 def reuse_report(
@@ -304,6 +403,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=10)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--stages", nargs="+", choices=STAGES, default=list(STAGES), help="for lookup, parallel"
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="what to measure (default: all)",
+    )
     args = parser.parse_args(argv)
     args.threads = args.threads or default_threads()
     before = os.getloadavg()

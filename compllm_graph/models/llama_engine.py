@@ -8,13 +8,15 @@ batch), then moves to the next busy group round-robin, so no adapter waits behin
 answer. Finished sequences free their slot (`llama_memory_seq_rm`) and new requests join between
 steps.
 
-Two things save decode work without changing the output. A greedy request with a `LookupConfig`
-feeds prompt-lookup draft tokens after its last token in the same batch, keeps the ones greedy
-decoding picks anyway and drops the rest from the cache (`llama_memory_seq_rm` from the first
-rejected position). And each adapter context keeps the cache of its last few prompts under
-spare sequence ids: a new prompt copies the cells of its longest common prefix with one of them
-(`llama_memory_seq_cp`; with the unified cache the cells are shared, not duplicated), so a
-system prompt or few-shot block is computed once per adapter and reused.
+Two options, both off by default, save decode or prompt work. A greedy request with a
+`LookupConfig` feeds prompt-lookup draft tokens after its last token in the same batch, keeps
+the ones greedy decoding picks anyway and drops the rest from the cache (`llama_memory_seq_rm`
+from the first rejected position). With `cached_prompts` above 0, each adapter context keeps the
+cache of its last few prompts under spare sequence ids, and a new prompt copies the cells of its
+longest common prefix with one of them (`llama_memory_seq_cp`; with the unified cache the cells
+are shared, not duplicated), so a system prompt or few-shot block is computed once per adapter.
+Both change how rows are batched, which can move llama.cpp's logits by rounding: see
+`SMALL_BATCH_ROWS` and the `cached_prompts` argument.
 """
 
 from __future__ import annotations
