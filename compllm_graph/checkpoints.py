@@ -84,9 +84,10 @@ def open_postgres(url: str) -> BaseCheckpointSaver:
     """
     with requires("postgres"):
         import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg.rows import dict_row
 
-        saver_class = _reporting_saver()
+    saver_class = _reporting_saver(PostgresSaver)
     name = display_url(url)
     try:
         given = psycopg.conninfo.conninfo_to_dict(url)
@@ -151,13 +152,13 @@ def _first_line(err: BaseException) -> str:
 
 
 @cache
-def _reporting_saver() -> type:
-    """`PostgresSaver` whose database errors (a lost connection, a server shutting down) are a
-    `CheckpointError` naming the database; built on first use, since psycopg is optional."""
+def _reporting_saver(postgres_saver: type) -> type:
+    """`postgres_saver` (LangGraph's `PostgresSaver`) whose database errors (a lost connection, a
+    server shutting down) are a `CheckpointError` naming the database; built on first use, since
+    psycopg is optional (the caller imports it, so a missing extra is reported on every call)."""
     import psycopg
-    from langgraph.checkpoint.postgres import PostgresSaver
 
-    class ReportingPostgresSaver(PostgresSaver):
+    class ReportingPostgresSaver(postgres_saver):
         def __init__(self, conn: Any, *, database: str) -> None:
             super().__init__(conn)
             self.database = database

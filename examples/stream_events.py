@@ -42,8 +42,11 @@ def show(event: dict, started: float) -> None:
             f"{clock} sub-query {event['sub_query']} answered in {event['seconds']:.1f} s: "
             f"{event['answer']!r}"
         )
-    elif kind == "answer":
-        print(f"{clock} final answer: {event['answer']}")
+    elif kind == "answer":  # a join of independent parts is one line per part
+        first, *more = event["answer"].splitlines() or [""]
+        print(f"{clock} final answer: {first}")
+        for line in more:
+            print(f"           {line}")
     else:
         print(f"{clock} {event}")
 

@@ -77,7 +77,8 @@ def test_stream_events() -> None:
     assert "decomposed into" in lines[1]
     assert any(" -> " in line and "(score " in line for line in lines)
     assert any("answered in" in line for line in lines)
-    assert "final answer: " in lines[-1]
+    final = next(i for i, line in enumerate(lines) if "final answer: " in line)
+    assert all(line.startswith("           ") for line in lines[final + 1 :]), out
 
 
 def test_supervisor_team() -> None:
