@@ -47,8 +47,10 @@ if TYPE_CHECKING:
     from compllm_graph.scheduling import DeviceLimits
 
 QWEN05, QWEN15 = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
-FILES = ("p2", "all2")
-LABELS = {"p2": "P-2", "all2": "All-2"}
+FILES = ("p2", "all2", "p3")
+"""Every file the benchmark can measure; P-3 holds the Comp-LLM-seq target (three parts)."""
+DEFAULT_FILES = ("p2", "all2")
+LABELS = {"p2": "P-2", "all2": "All-2", "p3": "P-3"}
 COMPLLM, SEQUENTIAL = "Comp-LLM", "Comp-LLM-seq"
 ANSWER = "answer"
 """The stage of a monolith's one call."""
@@ -195,7 +197,7 @@ def report(records: Sequence[Record], systems: Sequence[str]) -> str:
     lines: list[str] = []
     present = [f for f in FILES if any(r["file"] == f for r in records)]
     for file in [*present, None] if len(present) > 1 else present:
-        name = "P-2 and All-2" if file is None else LABELS[file]
+        name = " and ".join(LABELS[f] for f in present) if file is None else LABELS[file]
         count = len({_key(r) for r in records if file in (None, r["file"])})
         lines += [f"## {name}: {count} questions", "", "Mean per question:", ""]
         lines += stage_table(records, systems, file)
@@ -361,21 +363,23 @@ def write_out(path: Path, settings: Mapping[str, Any], records: Sequence[Record]
     os.replace(partial, path)
 
 
-def load_questions(data: Path) -> dict[str, list[dict[str, Any]]]:
-    """The questions of each file that share no passage with a train-split item (those the
+def load_questions(
+    data: Path, files: Sequence[str] = DEFAULT_FILES
+) -> dict[str, list[dict[str, Any]]]:
+    """The questions of each of `files` that share no passage with a train-split item (those the
     answer tables score), building the benchmark files first when missing."""
     from compllm_graph.data_dir import DEFAULT_DATA_DIR
     from compllm_graph.evaluation.answers import read_benchmark
     from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
 
-    if not all((data / f"{f}.jsonl").is_file() for f in FILES):
+    if not all((data / f"{f}.jsonl").is_file() for f in files):
         from compllm_graph.cli import main as compllm
 
         if compllm(["eval", "benchmarks", "--out", str(data)]) != 0:
             raise SystemExit(f"could not build the benchmark files in {data} (is the data there?)")
     runs = train_runs(DEFAULT_DATA_DIR)
     chosen = {}
-    for file in FILES:
+    for file in files:
         records = read_benchmark(data / f"{file}.jsonl")
         shared = set(shared_passage_ids(records, runs))
         chosen[file] = [r for r in records if r["id"] not in shared]
@@ -396,7 +400,7 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any], done: list[Record
     def score(answer: str, parts: Any) -> bool:
         return score_question(answer, parts).right
 
-    questions = load_questions(args.data)
+    questions = load_questions(args.data, args.files)
     todo = interleaved(questions, args.questions)
     for file, pool in questions.items():
         if len(pool) < args.questions:
@@ -406,7 +410,7 @@ def run(args: argparse.Namespace, settings: Mapping[str, Any], done: list[Record
     names = list(systems)
     missing = [(f, q) for f, q in todo if any((s, f, q["id"]) not in have for s in names)]
     if missing and args.warmup:
-        warm_up(systems, questions["p2"][-args.warmup :])
+        warm_up(systems, next(iter(questions.values()))[-args.warmup :])
     records = list(done)
     for index, (file, question) in enumerate(todo):
         for name in turn(names, index):
@@ -439,14 +443,24 @@ def no_usage_note(records: Sequence[Record]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--questions", type=int, default=50, help="questions per file (P-2, All-2)")
+    parser.add_argument("--questions", type=int, default=50, help="questions per file")
+    parser.add_argument(
+        "--files",
+        nargs="+",
+        choices=FILES,
+        default=list(DEFAULT_FILES),
+        help="benchmark files to measure, interleaved (default: %(default)s; p3 for the "
+        "Comp-LLM-seq target)",
+    )
     parser.add_argument("--model", default=QWEN05, help="Comp-LLM's base model (catalogue alias)")
     parser.add_argument(
         "--monoliths", nargs="+", default=[QWEN05, QWEN15], help="models answering whole questions"
     )
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads per model")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_ANSWER_TOKENS)
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured P-2 questions first")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="unmeasured questions of the first file first"
+    )
     parser.add_argument("--data", type=Path, default=None, help="benchmark files folder")
     parser.add_argument("--out", type=Path, default=None, help="per-question records (JSON)")
     parser.add_argument("--table-only", action="store_true", help="print the tables of --out")

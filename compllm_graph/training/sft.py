@@ -356,7 +356,7 @@ def make_trainer(
         callbacks=[_Progress(out_dir, total, settings.max_steps, base, on_checkpoint)],
     )
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_LossBar())
+    trainer.add_callback(_LossBar(min(total, settings.max_steps or total)))
     compact_fused_head(model.get_base_model())  # the model TRL patched
     return trainer
 
@@ -606,13 +606,17 @@ class _Progress(TrainerCallback, ExportableState):
 
 
 class _LossBar(ProgressCallback):
-    """The Trainer's progress bar, with the step's loss and learning rate beside it instead of
-    a printed dictionary per logging step."""
+    """The Trainer's progress bar up to the step the run stops at, with the step's loss and
+    learning rate beside it instead of a printed dictionary per logging step."""
+
+    def __init__(self, stop: int) -> None:
+        super().__init__()
+        self.stop = stop
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
             self.training_bar = tqdm(
-                total=state.max_steps,
+                total=self.stop,
                 initial=state.global_step,
                 desc="train",
                 unit="step",
