@@ -2,6 +2,8 @@
 
 GGUF files are dequantised by transformers to fp32, which is slow (about 14 s for SmolLM2 on two
 cores); the first load therefore saves a safetensors copy in the cache and later loads use it.
+The other way round, a Hugging Face folder asked for on llama.cpp is converted to an f32 GGUF
+once (`gguf_convert`) and cached by the content hash of its files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, get_args, overload
 from compllm_graph._extras import requires
 from compllm_graph._progress import quiet_library_bars, quiet_stderr, say
 from compllm_graph.errors import CompLLMError
-from compllm_graph.models import InferenceModel
+from compllm_graph.models import InferenceModel, gguf_convert
 from compllm_graph.models.catalogue import CATALOGUE
 from compllm_graph.models.download import fetch, gguf_path, home, is_cached, model_dir, sha256_file
 from compllm_graph.models.local import TransformersModel
@@ -36,6 +38,10 @@ Engine = Literal["llama.cpp", "transformers"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _STAMP = "compllm.json"
+_SOURCE_KEY = "source_sha256"  # stamp field of a Hugging Face folder converted to GGUF
+_GGUF_NAME = "model.gguf"
+# What a hub snapshot for the GGUF converter needs (no pickle weights, no other formats).
+_HUB_FILES = [*gguf_convert.SOURCE_NAMES, "*.safetensors"]
 
 
 class ModelLoadError(CompLLMError, RuntimeError):
@@ -103,11 +109,14 @@ def load_model(
 
     Args:
         name_or_path: a catalogue alias (fetched on first use), a `.gguf` file, a local Hugging
-            Face folder, or a Hugging Face model id (needs the hub; transformers only).
+            Face folder, or a Hugging Face model id (fetched through the hub's cache).
         engine: "llama.cpp" runs the GGUF file natively (fast, no training or beam search);
-            "transformers" dequantises it to fp32 (training, beam search, hidden-state
-            embedders). None: `default_engine()`, falling back to transformers for a source
-            that is not a GGUF file.
+            a Hugging Face folder or id is converted to an f32 GGUF first, once, and cached
+            under `$COMPLLM_HOME/converted-gguf/` by the content hash of its files (Llama and
+            Qwen2 models with a byte-level BPE tokenizer.json; others raise ModelLoadError).
+            "transformers" dequantises a GGUF to fp32 (training, beam search, hidden-state
+            embedders) and loads any Hugging Face causal LM. None: `default_engine()`, falling
+            back to transformers for a source that is not a GGUF file (no conversion unasked).
         n_threads: CPU threads for llama.cpp; None: `$COMPLLM_THREADS` or the physical cores.
         dtype: parameter dtype on transformers; fp32 by default (what GGUF dequantises to).
         max_batch_size: most requests coalesced into one transformers `generate` call.
@@ -117,8 +126,9 @@ def load_model(
         The loaded model; all chat models made from it share its weights.
 
     Raises:
-        ModelLoadError: the name is neither an alias, an existing path, nor a hub id, llama.cpp
-            was asked for a source that is not a GGUF file, or loading failed.
+        ModelLoadError: the name is neither an alias, an existing path, nor a hub id, the hub
+            could not be reached, a folder for llama.cpp could not be converted (the message
+            says what converts and what to do instead), or loading failed.
     """
     if engine is not None and engine not in get_args(Engine):
         raise ModelLoadError(f"engine must be one of {get_args(Engine)}, got {engine!r}")
@@ -126,14 +136,14 @@ def load_model(
     gguf = _gguf_source(text)
     chosen = engine or default_engine()
     if chosen == "llama.cpp":
-        if gguf is None:
-            if engine is not None:
-                raise ModelLoadError(
-                    f"the llama.cpp engine needs a GGUF file or a catalogue alias, not {text!r}; "
-                    "use engine='transformers'"
-                )
-        else:
+        if gguf is not None:
             return _load_llama(text, gguf, n_threads)
+        if engine is not None:  # asked for by name: convert the Hugging Face model
+            importlib.import_module("compllm_graph.models.llama_engine")  # no llama.cpp: fail now
+            local = _hf_folder(text)
+            folder = local or _hub_snapshot(text)
+            name = text if local is None else local.name
+            return _load_llama(text, _converted_gguf(text, folder, name), n_threads, name=name)
     return _load_transformers(text, dtype, max_batch_size, max_wait_ms)
 
 
@@ -147,7 +157,9 @@ def _gguf_source(text: str) -> Path | None:
     return None
 
 
-def _load_llama(text: str, gguf: Path, n_threads: int | None) -> LlamaCppModel:
+def _load_llama(
+    text: str, gguf: Path, n_threads: int | None, *, name: str | None = None
+) -> LlamaCppModel:
     from compllm_graph.models.llama_engine import EngineError, LlamaEngine
     from compllm_graph.models.llama_model import LlamaCppModel
 
@@ -155,31 +167,96 @@ def _load_llama(text: str, gguf: Path, n_threads: int | None) -> LlamaCppModel:
         engine = LlamaEngine(gguf, n_threads=n_threads)
     except EngineError as exc:
         raise ModelLoadError(f"could not load {text!r} on llama.cpp: {exc}") from exc
-    name = text if text in CATALOGUE else gguf.stem
+    name = name or (text if text in CATALOGUE else gguf.stem)
     return LlamaCppModel(engine, name=name, cache_dir=home() / "cache" / "lora")
+
+
+def _hf_folder(text: str) -> Path | None:
+    """The local Hugging Face folder `text` names, or None for a hub id.
+
+    Raises:
+        ModelLoadError: `text` is an existing path that is not a model folder, or neither a
+            path nor a hub id.
+    """
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a folder without config.json (not a model folder)")
+        return path
+    if path.exists():
+        raise ModelLoadError(f"{path} is neither a .gguf file nor a Hugging Face model folder")
+    if _HUB_ID.match(text):
+        return None
+    known = ", ".join(sorted(CATALOGUE))
+    raise ModelLoadError(
+        f"{text!r} is not a known alias ({known}), an existing path, or a hub id (org/name)"
+    )
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """The hub model's config, tokenizer and safetensors files, from the hub's cache or the hub."""
+    import httpx
+    from huggingface_hub import snapshot_download
+
+    quiet_library_bars()
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+    except (OSError, ValueError, httpx.HTTPError) as exc:  # offline, unknown id, no access
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"could not fetch {repo_id!r} from the Hugging Face hub ({reason}); check the id "
+            "and the network (HF_HUB_OFFLINE=1 reads only the local hub cache), or pass a local "
+            "model folder"
+        ) from exc
+
+
+def _converted_gguf(text: str, folder: Path, name: str) -> Path:
+    """The f32 GGUF of a Hugging Face folder for llama.cpp, converted once per content hash."""
+    try:
+        digest = gguf_convert.source_digest(folder)
+    except gguf_convert.GGUFConversionError as exc:
+        raise ModelLoadError(f"cannot convert {text!r} for llama.cpp: {exc}") from exc
+    target = home() / "converted-gguf" / digest[:16]
+    if _stamp_matches(target, digest, key=_SOURCE_KEY):
+        return target / _GGUF_NAME
+    say(f"converting {name} to an f32 GGUF for the llama.cpp engine (once)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        try:
+            gguf_convert.convert_folder(folder, tmp / _GGUF_NAME, name=name)
+        except gguf_convert.UnsupportedModelError as exc:
+            raise ModelLoadError(
+                f"cannot convert {text!r} for llama.cpp: {exc}; {gguf_convert.SUPPORTED}: use "
+                "engine='transformers', or convert it with llama.cpp's convert_hf_to_gguf.py "
+                "and pass the .gguf file"
+            ) from exc
+        except gguf_convert.GGUFConversionError as exc:
+            raise ModelLoadError(f"cannot convert {text!r} for llama.cpp: {exc}") from exc
+        stamp = {
+            "source": str(folder),
+            _SOURCE_KEY: digest,
+            "converter": gguf_convert.CONVERTER_VERSION,
+            "gguf": _GGUF_NAME,
+        }
+        _publish(tmp, target, stamp, _SOURCE_KEY)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target / _GGUF_NAME
 
 
 def _load_transformers(
     text: str, dtype: torch.dtype, max_batch_size: int, max_wait_ms: float
 ) -> TransformersModel:
     path = Path(text).expanduser()
+    folder: Path | None
     if text in CATALOGUE:
         folder, name = safetensors_folder(text), text
     elif path.is_file() and path.suffix.lower() == ".gguf":
         folder, name = _converted_folder(path), path.stem
-    elif path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is a folder without config.json (not a model folder)")
-        folder, name = path, path.name
-    elif path.exists():
-        raise ModelLoadError(f"{path} is neither a .gguf file nor a Hugging Face model folder")
-    elif _HUB_ID.match(text):
-        folder, name = None, text
     else:
-        known = ", ".join(sorted(CATALOGUE))
-        raise ModelLoadError(
-            f"{text!r} is not a known alias ({known}), an existing path, or a hub id (org/name)"
-        )
+        folder = _hf_folder(text)
+        name = text if folder is None else folder.name
     source = str(folder) if folder is not None else text
     quiet_library_bars()
     try:
@@ -221,13 +298,31 @@ def _converted_folder(gguf: Path) -> Path:
     return _convert(gguf, folder, digest)
 
 
-def _stamp_matches(folder: Path, digest: str) -> bool:
-    """True when `folder` holds a finished conversion of the GGUF with sha256 `digest`."""
+def _stamp_matches(folder: Path, digest: str, *, key: str = "gguf_sha256") -> bool:
+    """True when `folder` holds a finished conversion of the source whose hash is `digest`
+    (`key` names the stamp's field: the GGUF's sha256, or a Hugging Face folder's digest)."""
     try:
         stamp = json.loads((folder / _STAMP).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(stamp, dict) and stamp.get("gguf_sha256") == digest
+    return isinstance(stamp, dict) and stamp.get(key) == digest
+
+
+def _publish(tmp: Path, folder: Path, stamp: dict[str, str], key: str) -> None:
+    """Stamp the finished conversion in `tmp` and rename it to `folder`.
+
+    The stamp is written last and the folder renamed whole, so a crash never leaves a half-written
+    folder that a later load would trust.
+    """
+    (tmp / _STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+    if folder.exists() and not _stamp_matches(folder, stamp[key], key=key):
+        shutil.rmtree(folder)  # a copy without a matching stamp is never trusted
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        # Another process finished the same conversion first; its copy is as good as ours.
+        if not _stamp_matches(folder, stamp[key], key=key):
+            raise
 
 
 def _convert(gguf: Path, folder: Path, digest: str) -> Path:
@@ -257,15 +352,7 @@ def _convert(gguf: Path, folder: Path, digest: str) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         stamp = {"gguf": gguf.name, "gguf_sha256": digest, "transformers": transformers.__version__}
-        (tmp / _STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
-        if folder.exists() and not _stamp_matches(folder, digest):
-            shutil.rmtree(folder)  # a copy without a matching stamp is never trusted
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            # Another process finished the same conversion first; its copy is as good as ours.
-            if not _stamp_matches(folder, digest):
-                raise
+        _publish(tmp, folder, stamp, "gguf_sha256")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
