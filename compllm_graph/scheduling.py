@@ -5,7 +5,8 @@
   sibling before its children start.
 - "eager" (`eager_entrypoint`) runs the same sub-queries as functional-API tasks and starts each
   one the moment its own parents finish; every task still streams its events and is checkpointed
-  on its own.
+  on its own. The tasks are called in one fixed order, so a resumed run finds every answer the
+  checkpoint holds, whatever order the first run finished in.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from concurrent.futures import FIRST_COMPLETED
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.runnables import RunnableLambda
 from langgraph.func import entrypoint, task
 from langgraph.graph import START, StateGraph
@@ -155,6 +156,25 @@ def _waves_node(
 def eager_entrypoint(query_graph: QueryGraph, run_sub_query: RunSubQuery, *, sync: bool) -> Pregel:
     """The "eager" scheduler: each sub-query is a task that starts when its own parents finish.
 
+    Every sub-query's task is called up front, in one fixed topological order (`start_order`),
+    and a child's task waits inside for its parents' answers before it runs its sub-query.
+    LangGraph tells task calls apart by their task name and their position in the
+    entrypoint's sequence of calls, and a resumed run gets a checkpointed answer back only from
+    a call with the same name and position. The order depends on the graph alone, never on which
+    sub-query finished first, so a resumed run asks no model again for an answer the checkpoint
+    holds (`tests/unit/test_eager_resume.py`).
+
+    A waiting child holds a worker of the entrypoint (a thread of its pool under `invoke`, a
+    slot of LangGraph's `max_concurrency` under `ainvoke` where one is set) but no device slot:
+    `run_sub_query` takes those after the parents have answered. The entrypoint sets its own
+    `max_concurrency`, one worker per sub-query plus `SPARE_WORKERS`, over whatever the
+    caller's config carries (LangChain's default pool, `min(32, cpu_count + 4)` threads, can be
+    smaller too), so waiting children never keep a ready one from starting; `DeviceLimits`
+    bound how many run at once. A task's run opens when it is called, so in callbacks and traces
+    a child's task run spans its wait for its parents too; the custom event `READY_EVENT` marks
+    the moment they have answered. The events `run_sub_query` streams and the answer each task
+    checkpoints are unchanged.
+
     Args:
         query_graph: The sub-query DAG.
         run_sub_query: Answers one sub-query (see `nodes.execute`).
@@ -165,44 +185,94 @@ def eager_entrypoint(query_graph: QueryGraph, run_sub_query: RunSubQuery, *, syn
         A compiled functional-API entrypoint, ready to invoke; input `{"routes": [...]}`, output
         the list of all answers.
     """
-    tasks: dict[int, Any] = {}
-    for sq in query_graph:
-        as_task: Callable[[Any], Any] = task(name=_node_name(sq))
-        body = _eager_body(sq, run_sub_query)
-        tasks[sq.id] = as_task(_blocking(body) if sync else body)
-    # Start order only matters for who reaches a device semaphore first; deepest first.
-    start_order = sorted(query_graph.ids, key=lambda i: (-query_graph.remaining_depth[i], i))
+    order = start_order(query_graph)
 
     @entrypoint()
     async def execute_eager(inputs: dict) -> list[SubAnswer]:
         routes = dict(zip(query_graph.ids, inputs["routes"]))
-        running: dict[int, asyncio.Future[SubAnswer]] = {}
-
-        async def run(sq: SubQuery) -> SubAnswer:
-            parents = [await running[p] for p in sq.parents]
-            return await tasks[sq.id](routes[sq.id], parents)
-
-        for sub_query_id in start_order:
-            running[sub_query_id] = asyncio.ensure_future(run(query_graph[sub_query_id]))
-        return list(await asyncio.gather(*(running[i] for i in query_graph.ids)))
+        answers: dict[int, asyncio.Future[SubAnswer]] = {}
+        tasks = {i: _async_task(query_graph[i], run_sub_query, answers) for i in order}
+        for sub_query_id in order:  # parents before children: a child's parents are in answers
+            answers[sub_query_id] = tasks[sub_query_id](routes[sub_query_id])
+        return list(await asyncio.gather(*(answers[i] for i in query_graph.ids)))
 
     @entrypoint()
     def execute_eager_sync(inputs: dict) -> list[SubAnswer]:
         routes = dict(zip(query_graph.ids, inputs["routes"]))
-        done: dict[int, SubAnswer] = {}
-        running: dict[Any, int] = {}
-        waiting = list(start_order)
-        while waiting or running:
-            for sub_query_id in [i for i in waiting if set(query_graph[i].parents) <= set(done)]:
-                parents = [done[p] for p in query_graph[sub_query_id].parents]
-                running[tasks[sub_query_id](routes[sub_query_id], parents)] = sub_query_id
-                waiting.remove(sub_query_id)
-            finished, _ = concurrent.futures.wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                done[running.pop(future)] = future.result()
-        return [done[i] for i in query_graph.ids]
+        answers: dict[int, concurrent.futures.Future[SubAnswer]] = {}
+        tasks = {i: _sync_task(query_graph[i], run_sub_query, answers) for i in order}
+        for sub_query_id in order:
+            answers[sub_query_id] = tasks[sub_query_id](routes[sub_query_id])
+        for future in concurrent.futures.as_completed(answers.values()):
+            future.result()  # the first failure raises at once, as `gather` does above
+        return [answers[i].result() for i in query_graph.ids]
 
-    return execute_eager_sync if sync else execute_eager
+    chosen = execute_eager_sync if sync else execute_eager
+    return chosen.with_config(max_concurrency=len(query_graph) + SPARE_WORKERS)
+
+
+READY_EVENT = "compllm_sub_query_ready"
+"""The LangChain custom event (`on_custom_event` in callbacks, `astream_events`) a dependent
+sub-query's task sends once its parents have answered: its task run opened earlier, when it was
+called, so this marks where its own work begins (`evaluation.timing` starts its clock here)."""
+
+SPARE_WORKERS = 4
+"""Workers of the eager entrypoint beyond one per sub-query: the entrypoint itself, LangGraph's
+stream waiter (entrypoints stream eagerly) and the checkpoint writes."""
+
+
+def start_order(query_graph: QueryGraph) -> list[int]:
+    """The order the eager scheduler calls its tasks in: longest remaining path first, then id.
+
+    A parent's remaining path is longer than each child's, so parents come before children; the
+    order depends on the graph alone, never on timing, which is what lets a resumed run find
+    each task's checkpointed answer. Among sub-queries that are ready together, the deepest
+    reaches a device semaphore first (critical path).
+    """
+    return sorted(query_graph.ids, key=lambda i: (-query_graph.remaining_depth[i], i))
+
+
+def _async_task(
+    sq: SubQuery,
+    run_sub_query: RunSubQuery,
+    answers: Mapping[int, asyncio.Future[SubAnswer]],
+) -> Callable[[dict], asyncio.Future[SubAnswer]]:
+    """`sq`'s task for `ainvoke`: awaits its parents' futures in `answers`, then runs."""
+
+    async def body(route: dict) -> SubAnswer:
+        # shielded: were this task cancelled, its parent's answer still reaches the others
+        parents = [await asyncio.shield(answers[p]) for p in sq.parents]
+        if sq.parents:
+            await adispatch_custom_event(READY_EVENT, {"sub_query": sq.id})
+        return await run_sub_query(sq, Route.from_dict(route), parents)
+
+    return _as_task(sq, body)
+
+
+def _sync_task(
+    sq: SubQuery,
+    run_sub_query: RunSubQuery,
+    answers: Mapping[int, concurrent.futures.Future[SubAnswer]],
+) -> Callable[[dict], concurrent.futures.Future[SubAnswer]]:
+    """`sq`'s task for `invoke`: blocks its worker thread on its parents' futures, then runs."""
+
+    async def run(route: Route, parents: list[SubAnswer]) -> SubAnswer:
+        return await run_sub_query(sq, route, parents)
+
+    def body(route: dict) -> SubAnswer:
+        parents = [answers[p].result() for p in sq.parents]
+        if sq.parents:
+            dispatch_custom_event(READY_EVENT, {"sub_query": sq.id})
+        return _blocking(run)(Route.from_dict(route), parents)
+
+    return _as_task(sq, body)
+
+
+def _as_task(sq: SubQuery, body: Callable[[dict], Any]) -> Callable[[dict], Any]:
+    # The task's input is its route alone (plain data, for traces and the "tasks" stream): the
+    # parents' answers are not known when it is called.
+    as_task: Callable[[Any], Callable[[dict], Any]] = task(name=_node_name(sq))
+    return as_task(body)
 
 
 def _blocking(function: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
@@ -212,12 +282,3 @@ def _blocking(function: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
         return run_sync(function(*args, **kwargs))
 
     return blocking
-
-
-def _eager_body(
-    sq: SubQuery, run_sub_query: RunSubQuery
-) -> Callable[[dict, list[SubAnswer]], Coroutine[Any, Any, SubAnswer]]:
-    async def body(route: dict, parents: list[SubAnswer]) -> SubAnswer:
-        return await run_sub_query(sq, Route.from_dict(route), parents)
-
-    return body

@@ -11,7 +11,9 @@ question) is credited to the timer's `outside` stage.
 Per stage it keeps the wall time from the first run's start to the last run's end, the time
 spent in model calls, and the prompt and generated tokens the models reported
 (`AIMessage.usage_metadata`, which the local and OpenAI-compatible chat models fill). A
-sub-query's wall time includes waiting for a device slot; its model seconds do not. LangChain's
+sub-query's wall time includes waiting for a device slot; its model seconds do not. The eager
+scheduler calls a dependent sub-query's task before its parents answer, so that stage's clock
+starts at the task's `READY_EVENT` (its parents answered), not at the task's start. LangChain's
 own `UsageMetadataCallbackHandler` sums usage per model name only, not per node, hence this one.
 """
 
@@ -28,6 +30,8 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
+
+from compllm_graph.scheduling import READY_EVENT
 
 GRAPH_STAGES = ("decompose", "route", "execute", "aggregate")
 """The nodes of `create_compllm_graph`, in the order they run."""
@@ -108,6 +112,7 @@ class StageTimer(BaseCallbackHandler):
         self._open_chains: dict[UUID, str] = {}
         self._open_calls: dict[UUID, tuple[str, float]] = {}
         self._figures: dict[str, StageFigures] = {}
+        self._ready: dict[str, float] = {}
 
     def _stage_of(self, metadata: Mapping[str, Any] | None) -> str:
         node = (metadata or {}).get("langgraph_node")
@@ -132,6 +137,14 @@ class StageTimer(BaseCallbackHandler):
             with self._lock:
                 self._open_chains[run_id] = node
                 self._touch(node, self._clock())
+
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if name != READY_EVENT:
+            return
+        with self._lock:
+            stage = self._open_chains.get(run_id)
+            if stage is not None:
+                self._ready[stage] = self._clock()
 
     def _end_chain(self, run_id: UUID) -> None:
         with self._lock:
@@ -208,7 +221,8 @@ class StageTimer(BaseCallbackHandler):
                 stage: StageFigures(
                     **{
                         **asdict(self._figures[stage]),
-                        "seconds": self._spans[stage][1] - self._spans[stage][0],
+                        "seconds": self._spans[stage][1]
+                        - max(self._spans[stage][0], self._ready.get(stage, 0.0)),
                     }
                 )
                 for stage in order

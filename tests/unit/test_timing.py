@@ -98,6 +98,34 @@ def test_the_async_path_is_timed_too() -> None:
     assert stages["execute"].seconds >= stages["sub_query_2"].seconds
 
 
+@pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+def test_a_dependent_sub_query_is_timed_from_its_parents_answer(run: str) -> None:
+    """The eager scheduler calls a child's task before its parent answers; the child's stage
+    starts when the parent has answered, so its wall time does not hold the parent's."""
+    delay = 0.4
+    chain = create_compllm_graph(
+        decomposer=CountingChat(
+            label="decomposer", reply=lambda _: "<q>chem a</q><q>bio #1</q><dep>1->2</dep>"
+        ),
+        experts={
+            "chemistry": CountingChat(label="c", reply=lambda _: "one", delay=delay),
+            "biology": CountingChat(label="b", reply=lambda _: "two"),
+        },
+        router=keyword_router({"chem": "chemistry", "bio": "biology"}),
+        base=CountingChat(label="base", reply=lambda _: "six"),
+    ).compile()
+    timer = StageTimer()
+    config: Any = {"callbacks": [timer]}
+    if run == "invoke":
+        chain.invoke({"query": QUERY}, config)
+    else:
+        asyncio.run(chain.ainvoke({"query": QUERY}, config))
+    stages = timer.stages()
+    assert stages["sub_query_1"].seconds >= delay
+    assert stages["sub_query_2"].seconds < delay / 2, stages["sub_query_2"]
+    assert stages["execute"].seconds >= delay
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
