@@ -51,9 +51,13 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # Subcommands a group takes from a module of a higher layer, which its own module may not import
 # (docs/architecture.md): `compllm experts calibrate` answers the calibration split (`datasets`)
-# and scores the replies (`evaluation`). Each module's `extend(group, subcommands)` adds them.
+# and scores the replies (`evaluation`); `compllm experts retrieval` checks items against the
+# item splits (`datasets`). Each module's `extend(group, subcommands)` adds them.
 EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "experts": ("compllm_graph.evaluation.routing_commands",),
+    "experts": (
+        "compllm_graph.evaluation.routing_commands",
+        "compllm_graph.evaluation.retrieval",
+    ),
 }
 
 

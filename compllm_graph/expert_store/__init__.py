@@ -1,5 +1,6 @@
 """Expert store and router: experts' data centroids in FAISS, adapters, calibrated thresholds,
-and measured gains over the base model that routing weighs (`calibration`).
+measured gains over the base model that routing weighs (`calibration`), and each expert's
+retrieval set of its own training items (`retrieval`).
 
 Needs the [router] extra; every module below checks for it through this package.
 """
@@ -20,6 +21,8 @@ from compllm_graph.expert_store.store import (
     ExpertKind,
     ExpertKindError,
     ExpertStore,
+    RetrievalItem,
+    RetrievalSettings,
     StoreError,
 )
 
@@ -33,6 +36,8 @@ __all__ = [
     "ExpertRouter",
     "ExpertStore",
     "GainRule",
+    "RetrievalItem",
+    "RetrievalSettings",
     "StoreError",
     "ThresholdFit",
     "default_store_path",

@@ -253,7 +253,34 @@ def _expert_dict(store: ExpertStore, expert: Expert) -> dict[str, Any]:
         "threshold": store.threshold(expert.name),
         "centroids": len(expert.counts),
         "texts": sum(expert.counts),
+        "retrieval": retrieval_dict(expert),
     }
+
+
+def retrieval_dict(expert: Expert) -> dict[str, Any] | None:
+    """An expert's retrieval set as `experts list --json` shows it, or None without one."""
+    retrieval = expert.retrieval
+    if retrieval is None:
+        return None
+    return {
+        "on": retrieval.settings.on,
+        "k": retrieval.settings.k,
+        "floor": retrieval.settings.floor,
+        "items": retrieval.items,
+        "sources": dict(retrieval.sources),
+        "embedder": retrieval.embedder,
+    }
+
+
+def retrieval_text(retrieval: dict[str, Any]) -> str:
+    """One line on a retrieval set: its items and whether and how the prompt shows them."""
+    sources = ", ".join(f"{name} {n}" for name, n in retrieval["sources"].items())
+    shown = (
+        f"the {retrieval['k']} nearest at cosine >= {retrieval['floor']:.2f} before each sub-query"
+        if retrieval["on"]
+        else "off (k 0)"
+    )
+    return f"retrieval: {retrieval['items']} training items ({sources}); {shown}"
 
 
 def _create(args: argparse.Namespace) -> dict[str, Any]:
@@ -337,6 +364,8 @@ def _list(args: argparse.Namespace) -> dict[str, Any]:
         )
         if e["calibration"]:
             lines.append(f"  {'':<16} {_measured_text(e['calibration'])}")
+        if e["retrieval"]:
+            lines.append(f"  {'':<16} {retrieval_text(e['retrieval'])}")
     lines += _calibration_header(calibration)
     on_base = [e for e in experts if e["kind"] == "adapter"]
     if on_base and not any(e["adapter"] for e in on_base):
@@ -561,4 +590,4 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-__all__ = ["add_command", "register"]
+__all__ = ["add_command", "register", "retrieval_dict", "retrieval_text"]

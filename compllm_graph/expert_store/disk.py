@@ -7,7 +7,8 @@ or delete files outside the store.
 
 Crash leftovers (`leftovers`) are recognised by name and never by absence from `store.json`
 alone: index files, `.tmp-*` folders and expert folders (an `expert.json` inside, or empty) that
-`store.json` does not name. Anything else in the store's folders is left alone.
+`store.json` does not name, and an expert's retrieval files that its `expert.json` does not name.
+Anything else in the store's folders is left alone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from compllm_graph.expert_store.calibration import Calibration
 from compllm_graph.expert_store.index import read_index
 from compllm_graph.expert_store.locking import LOCK, npy_bytes, write_bytes, write_json
 from compllm_graph.expert_store.records import (
+    BOUND_KINDS,
     NAME_PATTERN,
     CorruptStoreError,
     Expert,
@@ -36,6 +38,7 @@ from compllm_graph.expert_store.records import (
     StoreError,
     check_kind,
 )
+from compllm_graph.expert_store.retrieval import read_stored, stale_files
 
 FORMAT = "compllm-expert-store"
 FORMAT_VERSION = 1
@@ -88,7 +91,9 @@ def leftovers(root: Path, manifest: dict[str, Any]) -> list[Path]:
     """What crashed or killed writers left: the store's own files that `manifest` does not name.
 
     Only names the store writes count, and never a symbolic link: index files, `.tmp-*` folders
-    and expert folders (with an `expert.json`, or empty). Anything else is someone else's.
+    and expert folders (with an `expert.json`, or empty), and a listed expert's retrieval files
+    that its `expert.json` does not name (`retrieval.stale_files`). Anything else is someone
+    else's.
     """
     info = manifest["index"] or {}
     keep = {info.get("file"), info.get("center_file")}
@@ -106,7 +111,22 @@ def leftovers(root: Path, manifest: dict[str, Any]) -> list[Path]:
         for item in _entries(root / "experts")
         if item.name not in listed and _written_by_store(item)
     ]
+    for name in sorted(listed):  # retrieval files no expert.json names (see `retrieval`)
+        folder = root / "experts" / name
+        record = _record_if_readable(folder)
+        if record is not None and not folder.is_symlink():
+            found += stale_files(folder, record.get("retrieval"))
     return found
+
+
+def _record_if_readable(folder: Path) -> dict[str, Any] | None:
+    """A folder's `expert.json`, or None when it cannot be read: then nothing of the folder
+    counts as a leftover (`load` reports the damage)."""
+    try:
+        record = json.loads((folder / "expert.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def remove_unlisted(root: Path, manifest: dict[str, Any]) -> None:
@@ -269,6 +289,14 @@ def read_expert(root: Path, name: str, dim: int | None) -> Expert:
         )
     except ExpertKindError as exc:
         raise CorruptStoreError(f"expert {name!r} in {root}: {exc}") from None
+    retrieval = read_stored(folder, record.get("retrieval"))
+    if retrieval is not None and (
+        kind in BOUND_KINDS or (dim is not None and retrieval.dim != dim)
+    ):
+        raise CorruptStoreError(
+            f"expert {name!r} in {root}: its retrieval set does not fit it (a {kind!r} expert, "
+            f"{retrieval.dim} dimensions against the store's {dim})"
+        )
     return Expert(
         name=name,
         description=str(record.get("description") or ""),
@@ -282,6 +310,7 @@ def read_expert(root: Path, name: str, dim: int | None) -> Expert:
         kind=kind,
         url=record.get("url"),
         model=record.get("model"),
+        retrieval=retrieval,
     )
 
 

@@ -1,4 +1,5 @@
-"""The FAISS side of the store: spherical k-means centroids and the inner-product index."""
+"""The FAISS side of the store: spherical k-means centroids and the inner-product indexes (of
+the routing centroids, and of each expert's retrieval set)."""
 
 from __future__ import annotations
 
@@ -73,18 +74,32 @@ def write_index(
         vectors = means - mean.astype(np.float32)
         info["center_file"] = f"index/{generation}.center.npy"
         write_bytes(root / info["center_file"], npy_bytes(mean[None, :]))
-    index = faiss.IndexFlatIP(means.shape[1])
-    index.add(normalise(vectors))
-    write_bytes(root / info["file"], faiss.serialize_index(index).tobytes())
+    write_bytes(root / info["file"], flat_index_bytes(vectors))
     return info
+
+
+def flat_index_bytes(vectors: np.ndarray) -> bytes:
+    """An `IndexFlatIP` over the L2-normalised rows of `vectors` (cosine search), serialised."""
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(normalise(vectors))
+    return bytes(faiss.serialize_index(index).tobytes())
+
+
+def load_index_file(path: Path) -> faiss.Index:
+    """A FAISS index written with `flat_index_bytes`.
+
+    Raises:
+        OSError: the file cannot be read.
+        RuntimeError: FAISS cannot read it (damaged or not an index).
+    """
+    return faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
 
 
 def read_index(
     root: Path, info: dict[str, Any], manifest: dict[str, Any]
 ) -> tuple[faiss.Index, np.ndarray | None]:
     try:
-        data = np.frombuffer((root / info["file"]).read_bytes(), dtype=np.uint8)
-        index = faiss.deserialize_index(data)
+        index = load_index_file(root / info["file"])
         center = None
         if info.get("center_file"):
             center = np.load(root / info["center_file"], allow_pickle=False)[0]
@@ -97,4 +112,12 @@ def read_index(
     return index, center
 
 
-__all__ = ["MAX_CENTROIDS", "cluster_means", "normalise", "read_index", "write_index"]
+__all__ = [
+    "MAX_CENTROIDS",
+    "cluster_means",
+    "flat_index_bytes",
+    "load_index_file",
+    "normalise",
+    "read_index",
+    "write_index",
+]

@@ -3,6 +3,7 @@ its errors."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from compllm_graph.types import BASE
 
 DEFAULT_THRESHOLD = 0.7
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_RETRIEVAL_K = 16
+"""The most training items an expert's prompt may show (each one lengthens every prompt)."""
 
 ExpertKind = Literal["adapter", "remote", "model", "program", "runnable"]
 """What answers for an expert.
@@ -54,6 +57,76 @@ class ExpertKindError(StoreError, ValueError):
 
 
 @dataclass(frozen=True)
+class RetrievalSettings:
+    """How many of an expert's own training items its prompt shows, and how close they must be.
+
+    The items shown are the `k` nearest to the sub-query (cosine of the store's embedder) whose
+    similarity is at least `floor`, so a sub-query unlike every item gets none. The defaults are
+    what the SmolLM2 demo experts' measurement chose (k from a dev slice; the floor keeps about
+    90 % of other domains' questions from an expert's items with MiniLM); there retrieval did
+    not help, so no demo expert has it on (docs/results/2026-12-06-retrieval.md).
+
+    Raises:
+        StoreError: `k` is not a whole number in 0..`MAX_RETRIEVAL_K`, or `floor` is not a
+            cosine in [-1, 1].
+    """
+
+    k: int = field(
+        default=2,
+        metadata={
+            "help": "training items shown as worked examples before each sub-query "
+            f"(0: retrieval off; at most {MAX_RETRIEVAL_K})"
+        },
+    )
+    floor: float = field(
+        default=0.5,
+        metadata={
+            "help": "least cosine similarity to the sub-query for an item to be shown, so "
+            "unrelated items are not"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int):
+            raise StoreError(f"retrieval k must be a whole number, got {self.k!r}")
+        if not 0 <= self.k <= MAX_RETRIEVAL_K:
+            raise StoreError(f"retrieval k must be in 0..{MAX_RETRIEVAL_K}, got {self.k}")
+        floor = self.floor
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or math.isnan(floor):
+            raise StoreError(f"retrieval floor must be a cosine in [-1, 1], got {floor!r}")
+        if not -1.0 <= float(floor) <= 1.0:
+            raise StoreError(f"retrieval floor must be a cosine in [-1, 1], got {floor!r}")
+
+    @property
+    def on(self) -> bool:
+        """Whether the prompt shows any item (`k` above 0)."""
+        return self.k > 0
+
+
+@dataclass(frozen=True)
+class StoredRetrieval:
+    """An expert's retrieval set as stored: its training items and their FAISS index.
+
+    Attributes:
+        settings: `k` and `floor`.
+        items: How many items the set holds.
+        items_file: The items, one JSON object a line (`retrieval.RetrievalItem`).
+        index_file: FAISS `IndexFlatIP` over the L2-normalised embeddings of their questions.
+        embedder: Spec of the embedder that embedded them (the store's).
+        dim: Their dimension.
+        sources: Items per source (the first part of each id).
+    """
+
+    settings: RetrievalSettings
+    items: int
+    items_file: Path
+    index_file: Path
+    embedder: str
+    dim: int
+    sources: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Expert:
     """One expert as stored.
 
@@ -72,6 +145,7 @@ class Expert:
         url: A `remote` expert's OpenAI-compatible base URL; None for other kinds.
         model: A `remote` expert's served model name, or a `model` expert's catalogue alias;
             None for other kinds.
+        retrieval: Its retrieval set (`ExpertStore.set_retrieval`), or None.
     """
 
     name: str
@@ -88,6 +162,22 @@ class Expert:
     kind: ExpertKind = "adapter"
     url: str | None = None
     model: str | None = None
+    retrieval: StoredRetrieval | None = None
+
+
+def check_retrievable(expert: Expert) -> None:
+    """Raise unless the store builds `expert`'s prompt (kinds `adapter`, `model`, `remote`),
+    which a retrieval set adds its examples to.
+
+    Raises:
+        ExpertKindError: a `program` or `runnable` expert, whose Runnable builds its own prompt.
+    """
+    if expert.kind in BOUND_KINDS:
+        raise ExpertKindError(
+            f"expert {expert.name!r} is a {expert.kind!r} expert, whose Runnable builds its own "
+            "prompt: a retrieval set fits the experts whose prompt the store builds (adapter, "
+            "model, remote)"
+        )
 
 
 def check_name(name: str) -> str:
@@ -194,14 +284,18 @@ def _check_remote(url: str | None, model: str | None) -> None:
 __all__ = [
     "BOUND_KINDS",
     "DEFAULT_THRESHOLD",
+    "MAX_RETRIEVAL_K",
     "NAME_PATTERN",
     "CorruptStoreError",
     "Expert",
     "ExpertKind",
     "ExpertKindError",
+    "RetrievalSettings",
     "StoreError",
+    "StoredRetrieval",
     "check_kind",
     "check_model_alias",
     "check_name",
+    "check_retrievable",
     "check_threshold",
 ]

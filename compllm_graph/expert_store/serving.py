@@ -9,7 +9,7 @@ that `create_compllm_graph` takes, and into the flags that make a vLLM server ho
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import SystemMessage, convert_to_messages
@@ -17,9 +17,11 @@ from langchain_core.runnables import Runnable, RunnableLambda
 
 from compllm_graph.adapter_folder import check_adapter_folder, same_base
 from compllm_graph.expert_store.records import BOUND_KINDS, Expert, ExpertKindError, StoreError
+from compllm_graph.expert_store.retrieval import Retriever, lazy_embedder, with_retrieval
 from compllm_graph.models.runnable_expert import as_expert, takes_messages
 
 if TYPE_CHECKING:
+    from compllm_graph.expert_store.embedders import Embedder
     from compllm_graph.models import InferenceModel
 
 REMOTE_SETTINGS = {
@@ -38,6 +40,7 @@ def expert_chat_models(
     local_model: InferenceModel,
     *,
     runnables: Mapping[str, Runnable] | None = None,
+    embedder: Callable[[], Embedder] | None = None,
     **generation: Any,
 ) -> dict[str, Runnable]:
     """The `experts` mapping for `create_compllm_graph`, one chat model per expert by its kind.
@@ -53,13 +56,17 @@ def expert_chat_models(
 
     A Runnable in `runnables` answers for its expert whatever the kind; one that is a LangGraph
     graph with a `messages` state is wrapped with `as_expert`. An expert's system prompt, if
-    set, is put before every request, whoever answers.
+    set, is put before every request, whoever answers; an expert with a retrieval set that is
+    on (`k` above 0) gets its nearest training items before the sub-query
+    (`retrieval.with_retrieval`).
 
     Args:
         experts: The stored experts (`store.experts()`).
         local_model: The loaded base model.
         runnables: Expert name -> Runnable; required for every `program` and `runnable`
             expert, optional for the others.
+        embedder: Returns the store's embedder, for retrieval (called on the first search);
+            None builds one from the spec the set records.
         **generation: Generation settings passed to every chat model the store builds.
 
     Raises:
@@ -71,6 +78,7 @@ def expert_chat_models(
     given = bind_runnables(experts, runnables)
     loaded: dict[str, InferenceModel] = {}
     models: dict[str, Runnable] = {}
+    embedders = _Embedders(embedder)
     for expert in experts:
         if expert.name in given:
             chat = given[expert.name]
@@ -80,8 +88,29 @@ def expert_chat_models(
             chat = _catalogue_model(str(expert.model), local_model, loaded).chat_model(**generation)
         else:
             chat = _adapter_chat(expert, local_model, generation)
-        models[expert.name] = with_system_prompt(chat, expert.system_prompt)
+        models[expert.name] = _prompted(chat, expert, embedders)
     return models
+
+
+class _Embedders:
+    """The embedder each retrieval set needs: the given one, else one per spec, built once."""
+
+    def __init__(self, given: Callable[[], Embedder] | None) -> None:
+        self.given = given
+        self.by_spec: dict[str, Callable[[], Embedder]] = {}
+
+    def __call__(self, spec: str) -> Callable[[], Embedder]:
+        if self.given is not None:
+            return self.given
+        return self.by_spec.setdefault(spec, lazy_embedder(spec))
+
+
+def _prompted(chat: Runnable, expert: Expert, embedders: _Embedders) -> Runnable:
+    """`chat` with the expert's retrieved examples, then its system prompt, before a request."""
+    retrieval = expert.retrieval
+    if retrieval is not None and retrieval.settings.on and expert.kind not in BOUND_KINDS:
+        chat = with_retrieval(chat, Retriever(retrieval, embedders(retrieval.embedder)))
+    return with_system_prompt(chat, expert.system_prompt)
 
 
 def _adapter_chat(
@@ -203,6 +232,7 @@ def remote_expert_chat_models(
     *,
     base_model: str,
     runnables: Mapping[str, Runnable] | None = None,
+    embedder: Callable[[], Embedder] | None = None,
     **remote: Any,
 ) -> dict[str, Runnable]:
     """The `experts` mapping for `create_compllm_graph`, served by multi-LoRA servers.
@@ -222,6 +252,7 @@ def remote_expert_chat_models(
         base_model: The name the servers serve the base model under (vLLM
             `--served-model-name`).
         runnables: Expert name -> Runnable, as for `expert_chat_models`.
+        embedder: Returns the store's embedder, for retrieval, as for `expert_chat_models`.
         **remote: Passed to every `remote_chat_model` (`max_concurrency`, `timeout`,
             `max_tokens`, ...).
 
@@ -236,10 +267,11 @@ def remote_expert_chat_models(
     experts = list(experts)
     given = bind_runnables(experts, runnables)
     models: dict[str, Runnable] = {}
+    embedders = _Embedders(embedder)
     for expert in experts:
         if expert.name in given or expert.kind in ("remote", "model"):
             chat = _own_chat(expert, given, remote)
-            models[expert.name] = with_system_prompt(chat, expert.system_prompt)
+            models[expert.name] = _prompted(chat, expert, embedders)
             continue
         url = endpoints if isinstance(endpoints, str) else endpoints.get(expert.name)
         if url is None:
@@ -249,7 +281,7 @@ def remote_expert_chat_models(
             )
         served = expert.name if expert.adapter is not None else base_model
         chat = remote_chat_model(url, served, **remote)
-        models[expert.name] = with_system_prompt(chat, expert.system_prompt)
+        models[expert.name] = _prompted(chat, expert, embedders)
     return models
 
 

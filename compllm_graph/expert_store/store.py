@@ -12,6 +12,9 @@ Layout::
                                     counts
     experts/<name>/centroids.npy    raw (uncentred) mean embedding of each k-means cluster
     experts/<name>/adapter/         peft LoRA adapter, safetensors only (optional)
+    experts/<name>/retrieval/       the expert's retrieval set, when it has one: its training
+                                    items (<n>.jsonl) and their FAISS index (<n>.faiss), named
+                                    with k and floor by expert.json (see `retrieval`)
     index/<generation>.faiss        IndexFlatIP over L2-normalised (optionally centred) centroids
     index/<generation>.center.npy   the centring vector (mean of all expert data), when centring
 
@@ -22,7 +25,8 @@ and folders, and among the files of an adapter it copies in: through a link it w
 overwrite or delete files outside its folder. An adapter's weights are validated when it is
 added, so a damaged file is refused then rather than when the expert is served. The seams live
 in their own modules: `records` (what is stored), `locking` (the lock and atomic writes), `disk`
-(the format), `index` (FAISS) and `serving` (experts as chat models).
+(the format), `index` (FAISS), `retrieval` (an expert's own training items in its prompt) and
+`serving` (experts as chat models).
 """
 
 from __future__ import annotations
@@ -67,11 +71,21 @@ from compllm_graph.expert_store.records import (
     Expert,
     ExpertKind,
     ExpertKindError,
+    RetrievalSettings,
     StoreError,
     check_kind,
     check_model_alias,
     check_name,
+    check_retrievable,
     check_threshold,
+)
+from compllm_graph.expert_store.retrieval import (
+    RetrievalItem,
+    Retriever,
+    check_items,
+    stale_files,
+    stored_entry,
+    write_retrieval,
 )
 from compllm_graph.expert_store.serving import expert_chat_models
 
@@ -453,6 +467,115 @@ class ExpertStore:
             write_json(self.path / MANIFEST, manifest)
             self._manifest, self._experts = load(self.path)
 
+    def set_retrieval(
+        self,
+        name: str,
+        items: Sequence[RetrievalItem],
+        settings: RetrievalSettings | None = None,
+        *,
+        embeddings: np.ndarray | None = None,
+    ) -> Expert:
+        """Give expert `name` a retrieval set: items of its training data that its prompt shows,
+        the nearest to each sub-query, as worked examples (see `retrieval`).
+
+        The questions are embedded with the store's embedder before the lock is taken; the set
+        replaces any the expert had. The items must come from the expert's training split, never
+        from an evaluation: the store cannot tell splits, so check them first
+        (`evaluation.retrieval.check_training_items`, which `compllm experts retrieval` runs).
+
+        Args:
+            name: The expert.
+            items: Its training items (`retrieval.read_retrieval_file` reads a file of them).
+            settings: `k` and `floor` (default: `RetrievalSettings()`).
+            embeddings: Precomputed embeddings of the items' questions by the store's embedder.
+
+        Raises:
+            StoreError: no such expert, no items, a repeated id, or embeddings that do not fit.
+            ExpertKindError: a `program` or `runnable` expert, which builds its own prompt.
+        """
+        check_retrievable(self.expert(name))
+        items = check_items(items)
+        settings = settings or RetrievalSettings()
+        vectors = (
+            self.embedder.embed([i.question for i in items]) if embeddings is None else embeddings
+        )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(items) or not np.isfinite(vectors).all():
+            raise StoreError(f"expert {name!r}: embeddings must be finite, one row per item")
+        dim = self._manifest["dim"]
+        if dim is not None and vectors.shape[1] != dim:
+            raise StoreError(f"embeddings have {vectors.shape[1]} dimensions; the store has {dim}")
+        with locked(self.path, exclusive=True):
+            folder, record = self._expert_record(name)
+            record["retrieval"] = write_retrieval(
+                folder, items, vectors, settings, self.embedder_spec
+            )
+            self._write_record(folder, record)
+        return self._experts[name]
+
+    def set_retrieval_settings(self, name: str, settings: RetrievalSettings) -> Expert:
+        """Change `k` and `floor` of expert `name`'s retrieval set (`k=0`: off, items kept).
+
+        Raises:
+            StoreError: no such expert, or it has no retrieval set.
+        """
+        if self.expert(name).retrieval is None:
+            raise StoreError(
+                f"expert {name!r} has no retrieval set; give it one first "
+                "(`compllm experts retrieval NAME FILE`, `store.set_retrieval`)"
+            )
+        with locked(self.path, exclusive=True):
+            folder, record = self._expert_record(name)
+            current = self._experts[name].retrieval
+            if current is None:  # removed by another process meanwhile
+                raise StoreError(f"expert {name!r} has no retrieval set any more")
+            record["retrieval"] = stored_entry(current, settings)
+            self._write_record(folder, record)
+        return self._experts[name]
+
+    def remove_retrieval(self, name: str) -> Expert:
+        """Remove expert `name`'s retrieval set and its files (nothing happens without one).
+
+        Raises:
+            StoreError: no such expert.
+        """
+        self.expert(name)
+        with locked(self.path, exclusive=True):
+            folder, record = self._expert_record(name)
+            record["retrieval"] = None
+            self._write_record(folder, record)
+        return self._experts[name]
+
+    def retriever(self, name: str, settings: RetrievalSettings | None = None) -> Retriever:
+        """The nearest items of expert `name`'s retrieval set to a text (`Retriever.nearest`),
+        with the store's embedder and the stored settings, or `settings`.
+
+        Raises:
+            StoreError: no such expert, or it has no retrieval set.
+        """
+        retrieval = self.expert(name).retrieval
+        if retrieval is None:
+            raise StoreError(f"expert {name!r} has no retrieval set")
+        return Retriever(retrieval, lambda: self.embedder, settings)
+
+    def _expert_record(self, name: str) -> tuple[Path, dict[str, Any]]:
+        """Reload the store and return expert `name`'s folder and `expert.json`; call with the
+        exclusive lock held."""
+        self._manifest, self._experts = load(self.path)
+        if name not in self._experts:
+            raise StoreError(f"no expert {name!r} in {self.path}; experts: {sorted(self._experts)}")
+        check_retrievable(self._experts[name])
+        folder = self.path / "experts" / name
+        return folder, json.loads((folder / "expert.json").read_text())
+
+    def _write_record(self, folder: Path, record: dict[str, Any]) -> None:
+        """Commit an expert's `expert.json`, delete the retrieval files it no longer names, and
+        reload; call with the exclusive lock held."""
+        write_json(folder / "expert.json", record)
+        for path in stale_files(folder, record.get("retrieval")):
+            path.unlink(missing_ok=True)
+        self._manifest, self._experts = load(self.path)
+
     def _commit(self, manifest: dict[str, Any], experts: dict[str, Expert]) -> None:
         """Write a new index for `experts`, then `store.json` naming it; clean up leftovers.
 
@@ -477,6 +600,9 @@ class ExpertStore:
     ) -> dict[str, Runnable]:
         """The `experts` mapping for `create_compllm_graph`; see `serving.expert_chat_models`.
 
+        An expert with a retrieval set whose `k` is above 0 shows its nearest items before each
+        sub-query, embedded with the store's embedder (`retrieval.with_retrieval`).
+
         Args:
             local_model: The loaded base model, for `adapter` experts.
             runnables: Expert name -> Runnable for the experts whose Runnable lives in your
@@ -489,7 +615,13 @@ class ExpertStore:
             ExpertKindError: a `program` or `runnable` expert has no Runnable in `runnables`,
                 or `runnables` names an expert the store does not have.
         """
-        return expert_chat_models(self.experts(), local_model, runnables=runnables, **generation)
+        return expert_chat_models(
+            self.experts(),
+            local_model,
+            runnables=runnables,
+            embedder=lambda: self.embedder,
+            **generation,
+        )
 
 
 def _remove_leftovers(root: Path) -> None:
@@ -533,6 +665,8 @@ __all__ = [
     "ExpertKind",
     "ExpertKindError",
     "ExpertStore",
+    "RetrievalItem",
+    "RetrievalSettings",
     "StoreError",
     "check_creatable",
     "check_name",

@@ -16,6 +16,7 @@ pytest.importorskip(
 
 from compllm_graph._help import field_help
 from compllm_graph.cli import build_parser
+from compllm_graph.expert_store.records import RetrievalSettings
 from compllm_graph.models.lookup import LookupConfig
 from compllm_graph.models.requests import GenerationSettings
 from compllm_graph.nodes.execute import ExpertPolicy
@@ -31,6 +32,7 @@ CONFIGS: list[type] = [
     GenerationSettings,
     LookupConfig,
     LoraSettings,
+    RetrievalSettings,
     SandboxLimits,
     TrainSettings,
 ]
@@ -45,6 +47,8 @@ FLAGS: dict[tuple[str, str], tuple[type, str]] = {
     ("ask", "--max-new-tokens"): (GenerationSettings, "max_new_tokens"),
     ("ask", "--decomposer-beams"): (GenerationSettings, "num_beams"),
     ("serve", "--max-new-tokens"): (GenerationSettings, "max_new_tokens"),
+    ("experts retrieval", "--k"): (RetrievalSettings, "k"),
+    ("experts retrieval", "--floor"): (RetrievalSettings, "floor"),
     # `compllm train`'s flags: tests/training/test_train_flags.py (the group loads torch).
 }
 
