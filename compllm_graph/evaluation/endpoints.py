@@ -38,6 +38,9 @@ ENDPOINT_KEY = "endpoint"
 SERVED_DECOMPOSER = "decomposer"
 """The name a server serves the decomposer adapter under, unless `--served-decomposer` says."""
 DEFAULT_CONCURRENCY = 4
+"""Requests in flight to a server without `--endpoint-concurrency`, unless an earlier run in the
+same process set the server's limit (it is shared by every chat model of the endpoint: see
+`models.remote.endpoint_limit`), which a run without the flag then keeps."""
 DEFAULT_RETRIES = 2
 DEFAULT_TIMEOUT = 300.0
 """Seconds per HTTP request: a 7B model writing a monolith's 640 tokens under load needs minutes."""
@@ -69,7 +72,8 @@ def add_endpoint_args(parser: argparse.ArgumentParser, *, grammar_help: str) -> 
         type=_positive_int,
         default=None,
         metavar="N",
-        help=f"requests in flight to the server at once (default {DEFAULT_CONCURRENCY})",
+        help=f"requests in flight to the server at once (default {DEFAULT_CONCURRENCY}, or the "
+        "limit an earlier run in this process set for the server)",
     )
     group.add_argument(
         "--retries",
@@ -137,7 +141,8 @@ def remote_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The `remote_chat_model` arguments of the endpoint options."""
     return {
         "api_key": os.environ[args.api_key_env] if args.api_key_env else None,
-        "max_concurrency": args.endpoint_concurrency or DEFAULT_CONCURRENCY,
+        # None keeps a limit this process already set for the endpoint (else its default, 4)
+        "max_concurrency": args.endpoint_concurrency,
         "timeout": args.endpoint_timeout or DEFAULT_TIMEOUT,
         "max_retries": DEFAULT_RETRIES if args.retries is None else args.retries,
     }

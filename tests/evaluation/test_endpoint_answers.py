@@ -200,6 +200,20 @@ def test_the_endpoint_limit_bounds_requests_in_flight(
     assert len(answered(outputs)) == 3
 
 
+def test_runs_in_one_process_share_the_endpoints_limit(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    """A second run without --endpoint-concurrency keeps the limit an earlier run set (it is
+    shared by every chat model of the endpoint); only a contradicting number is refused."""
+    flags = ["--endpoint", setup["url"], "--endpoint-concurrency", "3"]
+    assert answers(setup, "monolith", setup["tmp"] / "first.jsonl", *flags) == 0
+    assert decomposition(setup) == 0
+    assert endpoint_limit(setup["url"]).capacity == 3
+    again = ["--endpoint", setup["url"], "--endpoint-concurrency", "5"]
+    assert answers(setup, "monolith", setup["tmp"] / "third.jsonl", *again) == 2
+    assert "already has max_concurrency=3" in capsys.readouterr().err
+
+
 def decomposition(setup: dict[str, Any], *extra: str) -> int:
     argv = ["eval", "decomposition", str(setup["file"]), "--json"]
     return main([*argv, "--endpoint", setup["url"], *extra])
