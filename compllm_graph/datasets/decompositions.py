@@ -8,7 +8,11 @@ answer there) and also become edges. Splits are deterministic: a hash of the que
 
 Two kinds of composed question are gold decompositions too: `conjunctions` (two independent
 dataset questions joined, no edge between them) and `as_examples` (the composed multi-domain
-questions of `compositions`, whose parts are the gold sub-queries).
+questions of `compositions`, whose parts are the gold sub-queries). Three more reshape the
+datasets' own gold for shapes a decomposer trained on them gets wrong: `chained_conjunctions` (a
+two-hop chain joined with an independent single-hop question), `relative_chains` (chains whose
+bridge is a relative clause, "the place where the Chausie breed originated") and `single_counts`
+(Break's single-hop counts as one sub-query).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import random
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -315,11 +319,18 @@ def conjunctions(
         first, second = (_part(rng, wholes, singles) for _ in range(2))
         if first[0] == second[0]:
             continue
-        qid = f"{first[0]}+{second[0]}"
-        question = _join(first[1], second[1], rng)
-        steps = [*first[2], *(_shift(step, len(first[2])) for step in second[2])]
-        composed[qid] = DecompositionExample(qid, question, graph_from_steps(steps), CONJUNCTION)
+        example = _compose(first, second, rng, CONJUNCTION)
+        composed[example.qid] = example
     return list(composed.values())
+
+
+def _compose(first: Part, second: Part, rng: random.Random, dataset: str) -> DecompositionExample:
+    """One question joining two parts, the second part's `#k` renumbered after the first's."""
+    question = _join(first[1], second[1], rng)
+    steps = [*first[2], *(_shift(step, len(first[2])) for step in second[2])]
+    return DecompositionExample(
+        f"{first[0]}+{second[0]}", question, graph_from_steps(steps), dataset
+    )
 
 
 def _single_hops(examples: Iterable[DecompositionExample]) -> list[Part]:
@@ -354,6 +365,146 @@ def _join(first: str, second: str, rng: random.Random) -> str:
     if rng.random() < 0.7:
         return f"{head}, and {tail}"
     return f"{head}? Also, {tail}"
+
+
+CHAINED_CONJUNCTION = "chained_conjunction"
+"""The dataset name of a two-hop chain joined with a single-hop question (see
+`chained_conjunctions`)."""
+RELATIVE_CHAIN = "relative_chain"
+"""The dataset name of chains whose bridge is a relative clause (`relative_chains`)."""
+SINGLE_COUNT = "single_count"
+"""The dataset name of Break's single-hop counts kept as one sub-query (`single_counts`)."""
+
+_RELATIVE_CLAUSE = re.compile(
+    r"\b(?:the|a|an)\s+(?:[\w'-]+\s+){0,3}?[\w'-]+\s+(?:that|which|where|who|whom|whose)\b",
+    re.IGNORECASE,
+)
+"""A noun phrase with a relative clause: "the element that …", "the place where …"."""
+_FILTER_STEP = re.compile(r"^#\d+\s+(?:that|which|who|whom|whose|where)\b", re.IGNORECASE)
+"""A QDMR filter ("#1 that speaks Arabic"): it narrows #1 rather than asking about it."""
+_OPERATION_STEP = re.compile(
+    r"^(?:the\s+)?(?:number|sum|difference|total|average|highest|lowest|largest|smallest|"
+    r"maximum|minimum)\s+of\s+(?:#\d+|\d)",
+    re.IGNORECASE,
+)
+"""A QDMR operation on earlier results ("number of #1", "the difference of 100 and #1")."""
+_COUNT_STEP = re.compile(r"^(?:the\s+)?number\s+of\s+#1$", re.IGNORECASE)
+
+
+def is_bridge_chain(example: DecompositionExample, max_steps: int = 2) -> bool:
+    """Whether the gold steps form a chain of 2 to `max_steps` bridges: each later step asks
+    about the one before it ("the form of government of #1"), none only filters it ("#1 that
+    …") or operates on it ("number of #1")."""
+    nodes = example.graph.sub_queries
+    if not 2 <= len(nodes) <= max_steps:
+        return False
+    return all(
+        node.parents == (node.id - 1,)
+        and not _FILTER_STEP.match(node.text)
+        and not _OPERATION_STEP.match(node.text)
+        for node in nodes[1:]
+    )
+
+
+def chained_conjunctions(
+    chains: Iterable[DecompositionExample],
+    singles_from: Iterable[DecompositionExample],
+    count: int,
+    seed: int = 0,
+) -> list[DecompositionExample]:
+    """A two-hop chain joined with an independent single-hop question, in either order.
+
+    `conjunctions` joins whole questions and single hops at random, so a chain is rarely one
+    half of a question ("What is the chemical symbol of the element that makes up most of the
+    Sun, and how many bones are in an adult human body?"); a decomposer trained on it writes
+    such a half back whole. Here one part is always a two-step bridge chain (`is_bridge_chain`)
+    and the other a single-hop question; the target is the chain's two steps with their edge
+    and the single step, the later part's `#k` renumbered (`<q>A</q><q>B of #1</q><q>C?</q>`
+    with 1->2, or `<q>C?</q><q>A</q><q>B of #2</q>` with 2->3).
+
+    Args:
+        chains: Examples to take chain parts from (those that are two-step bridge chains).
+        singles_from: Examples whose single-hop steps (no `#k`, read as a question) are the
+            other parts. Pass train splits only, so no test question leaks.
+        count: How many examples to make (fewer if the pools are too small).
+        seed: Drawing is deterministic for a seed.
+
+    Returns:
+        Examples named `CHAINED_CONJUNCTION`, each with a qid `a+b` built from its parts' qids.
+    """
+    chain_parts = [
+        (e.qid, e.question, [n.text for n in e.graph.sub_queries])
+        for e in chains
+        if is_bridge_chain(e, 2)
+    ]
+    singles = _single_hops(singles_from)
+    if not chain_parts or not singles:
+        return []
+    rng = random.Random(seed)
+    composed: dict[str, DecompositionExample] = {}
+    for _ in range(count * 3):
+        if len(composed) == count:
+            break
+        chain, single = rng.choice(chain_parts), rng.choice(singles)
+        if single[0].split("/")[0] == chain[0]:
+            continue  # a step of the chain itself is not independent of it
+        first, second = (chain, single) if rng.random() < 0.5 else (single, chain)
+        example = _compose(first, second, rng, CHAINED_CONJUNCTION)
+        composed[example.qid] = example
+    return list(composed.values())
+
+
+def relative_chains(
+    examples: Iterable[DecompositionExample], max_steps: int = 3
+) -> list[DecompositionExample]:
+    """Questions whose hidden bridge is a relative clause, with their own gold chain.
+
+    "What form of government is used in the place where the Chausie breed originated?" asks
+    first for "the place where the Chausie breed originated", then "the form of government of
+    #1". MuSiQue and Break (its ComplexWebQuestions rows) hold such questions with gold steps
+    that are bridge chains (`is_bridge_chain`); this selects them, unchanged but renamed
+    `RELATIVE_CHAIN`, so that a mix can weigh the shape a decomposer left whole.
+
+    Args:
+        examples: The examples to select from (pass train splits only).
+        max_steps: Longest chain kept.
+    """
+    return [
+        replace(e, dataset=RELATIVE_CHAIN)
+        for e in examples
+        if _RELATIVE_CLAUSE.search(e.question) and is_bridge_chain(e, max_steps)
+    ]
+
+
+def is_single_count(example: DecompositionExample) -> bool:
+    """Whether the gold is Break's count of one retrieval: `X`, then `number of #1`."""
+    nodes = example.graph.sub_queries
+    return len(nodes) == 2 and bool(_COUNT_STEP.match(nodes[1].text))
+
+
+def single_counts(examples: Iterable[DecompositionExample]) -> list[DecompositionExample]:
+    """Break's single-hop counts as one sub-query: the question itself.
+
+    QDMR writes "How many years did the Polish-Soviet War last?" as "years the Polish-Soviet
+    War did last" then "number of #1" (11 % of Break's high-level rows), and a decomposer
+    trained on it splits "How many bones are in an adult human body?" the same way, handing an
+    expert a first part that is no question. Here the count is one sub-query, the question,
+    which an expert answers directly. A question holding `#k` text cannot be one sub-query and
+    is left out.
+
+    Returns:
+        Examples named `SINGLE_COUNT`, with the qids of the Break rows they rewrite.
+    """
+    rewritten = []
+    for e in examples:
+        if not is_single_count(e):
+            continue
+        try:
+            graph = graph_from_steps([e.question])
+        except DecompositionError:
+            continue
+        rewritten.append(DecompositionExample(e.qid, e.question, graph, SINGLE_COUNT))
+    return rewritten
 
 
 def as_examples(records: Sequence[Mapping]) -> list[DecompositionExample]:
@@ -399,23 +550,31 @@ def _shared_context_length(steps: Sequence[str]) -> int:
 
 
 __all__ = [
+    "CHAINED_CONJUNCTION",
     "COMPOSED",
     "CONJUNCTION",
     "DATASETS",
+    "RELATIVE_CHAIN",
+    "SINGLE_COUNT",
     "DatasetFormatError",
     "DecompositionExample",
     "as_examples",
     "break_step",
+    "chained_conjunctions",
     "conjunctions",
     "default_files",
     "graph_from_steps",
+    "is_bridge_chain",
+    "is_single_count",
     "load_break",
     "load_examples",
     "load_musique",
     "load_strategyqa",
     "mix",
     "musique_step",
+    "relative_chains",
     "select",
+    "single_counts",
     "socratic_graph",
     "tidy",
 ]

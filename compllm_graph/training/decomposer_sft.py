@@ -14,15 +14,22 @@ import torch
 
 from compllm_graph.adapter_folder import same_base
 from compllm_graph.datasets.decompositions import (
+    CHAINED_CONJUNCTION,
     COMPOSED,
     CONJUNCTION,
     DATASETS,
+    RELATIVE_CHAIN,
+    SINGLE_COUNT,
     DecompositionExample,
+    chained_conjunctions,
     conjunctions,
     default_files,
+    is_single_count,
     load_examples,
     mix,
+    relative_chains,
     select,
+    single_counts,
 )
 from compllm_graph.decomposer.generation import generate, prompt_ids, sft_messages
 from compllm_graph.decomposer.loading import (
@@ -57,7 +64,11 @@ class DecomposerPlan:
         data_dir: The shared data folder (MuSiQue, StrategyQA, Break inside).
         train_size: Training examples drawn from the train splits (the paper's ablation: 1,000).
         weights: Share of each dataset in the training mix; `conjunction` composes two
-            independent train questions into one (see `conjunctions`).
+            independent train questions into one (see `conjunctions`), `chained_conjunction`
+            a two-hop chain and a single-hop question, `relative_chain` weighs the questions
+            whose bridge is a relative clause, and `single_count` turns Break's single-hop
+            counts into one sub-query (and takes them out of `break`): see
+            `datasets.decompositions`.
         max_length: Longest prompt + target in tokens; longer examples are left out.
         validation_size: Validation examples per dataset scored after training (0: none).
         lora: LoRA hyper-parameters.
@@ -86,20 +97,45 @@ def load_pools(data_dir: Path, datasets: Sequence[str]) -> dict[str, list[Decomp
     return {name: load_examples(files[name]) for name in datasets}
 
 
+CHAIN_SOURCES = ("musique", "break")
+"""The datasets whose bridge chains make `chained_conjunction` and `relative_chain` examples
+(StrategyQA's chains end in a yes/no comparison, not a bridge)."""
+
+
 def training_examples(
     pools: dict[str, list[DecompositionExample]], plan: DecomposerPlan
 ) -> list[DecompositionExample]:
     """The training mix, drawn only from each dataset's train split."""
     train_pools = {name: select(pool, "train") for name, pool in pools.items()}
-    if plan.weights.get(CONJUNCTION, 0) > 0:
-        train_pools[CONJUNCTION] = conjunctions(
-            train_pools, plan.train_size, seed=plan.settings.seed
-        )
-    if plan.weights.get(COMPOSED, 0) > 0:
-        train_pools[COMPOSED] = composed_examples(
-            plan.data_dir, plan.train_size, seed=plan.settings.seed
-        )
-    return mix(train_pools, plan.train_size, plan.weights, seed=plan.settings.seed)
+    wanted = {name for name, weight in plan.weights.items() if weight > 0}
+    seed, size = plan.settings.seed, plan.train_size
+    if SINGLE_COUNT in wanted:
+        train_pools = _with_single_counts(train_pools)
+    sources = dict(train_pools)  # the datasets' examples that the composed kinds draw from
+    if CONJUNCTION in wanted:
+        train_pools[CONJUNCTION] = conjunctions(sources, size, seed=seed)
+    chains = [e for name in CHAIN_SOURCES for e in sources.get(name, [])]
+    if CHAINED_CONJUNCTION in wanted:
+        singles = [e for pool in sources.values() for e in pool]
+        train_pools[CHAINED_CONJUNCTION] = chained_conjunctions(chains, singles, size, seed=seed)
+    if RELATIVE_CHAIN in wanted:
+        train_pools[RELATIVE_CHAIN] = relative_chains(chains)
+    if COMPOSED in wanted:
+        train_pools[COMPOSED] = composed_examples(plan.data_dir, size, seed=seed)
+    return mix(train_pools, size, plan.weights, seed=seed)
+
+
+def _with_single_counts(
+    pools: dict[str, list[DecompositionExample]],
+) -> dict[str, list[DecompositionExample]]:
+    """Break's single-hop counts moved to a `single_count` pool of their own, each one
+    sub-query, so that no example in the mix still splits one."""
+    breaks = pools.get("break", [])
+    return {
+        **pools,
+        "break": [e for e in breaks if not is_single_count(e)],
+        SINGLE_COUNT: single_counts(breaks),
+    }
 
 
 def encode_example(
@@ -236,10 +272,14 @@ def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
     }
 
 
+_FROM_EVERY_DATASET = (CONJUNCTION, CHAINED_CONJUNCTION, RELATIVE_CHAIN, SINGLE_COUNT)
+
+
 def _source_datasets(weights: dict[str, float]) -> list[str]:
-    """The dataset files a mix reads: conjunctions are composed from all three, and the
-    multi-domain compositions from the expert domains' sources instead."""
-    if weights.get(CONJUNCTION, 0) > 0:
+    """The dataset files a mix reads: conjunctions (plain and chained), relative chains and
+    single counts are made from the three, and the multi-domain compositions from the expert
+    domains' sources instead."""
+    if any(weights.get(name, 0) > 0 for name in _FROM_EVERY_DATASET):
         return list(DATASETS)
     return [n for n, w in weights.items() if w > 0 and n in DATASETS]
 
