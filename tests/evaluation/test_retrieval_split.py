@@ -4,24 +4,30 @@ shared data is absent."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("faiss", reason="needs the [router] extra")
 
 from compllm_graph.datasets.items import SOURCES
+from compllm_graph.evaluation.benchmarks import build_benchmarks
 from compllm_graph.evaluation.retrieval import TrainingPool, refused_items, training_pool
 from compllm_graph.expert_store.retrieval import RetrievalItem
 from compllm_graph.training.expert_data import expert_examples
-
-DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "answers" / "data"
 
 
 @pytest.fixture(scope="module")
 def pool(data_dir: Path) -> TrainingPool:
     return training_pool(data_dir)
+
+
+@pytest.fixture(scope="module")
+def benchmarks(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """The benchmark files as `compllm eval benchmarks` writes them by default (300 composed
+    questions, 200 a domain): built here, since a clean clone holds none."""
+    return build_benchmarks(data_dir, 300, 200)
 
 
 @pytest.mark.parametrize("domain", sorted(SOURCES))
@@ -34,10 +40,12 @@ def test_every_training_item_of_an_expert_may_enter(
 
 
 @pytest.mark.parametrize("stem", ["p2", "p3", *(f"single-{d}" for d in sorted(SOURCES))])
-def test_no_benchmark_question_may_enter(pool: TrainingPool, stem: str) -> None:
+def test_no_benchmark_question_may_enter(
+    pool: TrainingPool, benchmarks: dict[str, list[dict[str, Any]]], stem: str
+) -> None:
     """Every part of the files whose parts are test items (the All-k files' parts are steps
     composed from them, no item's question) is refused, under an id of no shared source."""
-    records = [json.loads(line) for line in (DATA / f"{stem}.jsonl").open()]
+    records = benchmarks[stem]
     items = [
         RetrievalItem(f"mine/{number}/{part}", p["question"], str(p["answer"]))
         for number, record in enumerate(records)
