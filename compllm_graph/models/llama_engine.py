@@ -2,11 +2,14 @@
 
 One worker thread owns the model. Each busy adapter (the base model included) has a context of
 its own, all sharing the weights, so an adapter is set once per context instead of switched per
-step. Every step the worker decodes one token for each running sequence of one adapter group in a
-single `llama_decode` (several sequence ids in one batch; new requests' prompts join the same
-batch), then moves to the next busy group round-robin, so no adapter waits behind another's long
-answer. Finished sequences free their slot (`llama_memory_seq_rm`) and new requests join between
-steps.
+step: llama.cpp applies a LoRA adapter to a whole context, so one batch cannot mix adapters.
+Every step decodes one token for each running sequence of an adapter group in a single
+`llama_decode` (several sequence ids in one batch; new requests' prompts join the same batch).
+Up to `parallel_contexts` busy groups step at the same time, each on its own thread with the
+engine's thread count (two adapters decoding at once took 0.86x the wall time of taking turns on
+a 2-core CPU, with the same tokens: `benchmarks/adapter_overlap.py`); further groups take turns
+round-robin, so no adapter waits behind another's long answer. Finished sequences free their
+slot (`llama_memory_seq_rm`) and new requests join between steps.
 
 Two options, both off by default, save decode or prompt work. A greedy request with a
 `LookupConfig` feeds prompt-lookup draft tokens after its last token in the same batch, keeps
@@ -27,7 +30,7 @@ import threading
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,8 @@ DEFAULT_SEQUENCES = 8
 """Sequences one adapter context runs at once."""
 MAX_CONTEXTS = 8
 """Adapter contexts alive at once; an idle one is handed to another adapter when all are used."""
+DEFAULT_PARALLEL_CONTEXTS = 2
+"""Busy adapter contexts that decode at the same time (measured on 2 cores: 2 pays)."""
 MAX_CACHED_PROMPTS = 8
 """Most recent prompts whose cache an adapter context can keep for later prompts to share."""
 MIN_REUSED_TOKENS = 4
@@ -288,6 +293,9 @@ class LlamaEngine:
             so an answer can change where two tokens are nearly tied (see the "Local models and
             engines" page). Models whose cache cannot be copied in part (recurrent, hybrid,
             sliding-window attention) never reuse prompts and decode lookup requests plainly.
+        parallel_contexts: Busy adapter contexts that decode at the same time, each on its own
+            thread with `n_threads` threads (so a request's tokens do not depend on it); 1 makes
+            them take turns. Settable later as the attribute.
 
     Raises:
         EngineError: llama.cpp cannot load the file.
@@ -302,11 +310,16 @@ class LlamaEngine:
         n_seq_max: int = DEFAULT_SEQUENCES,
         max_contexts: int = MAX_CONTEXTS,
         cached_prompts: int = 0,
+        parallel_contexts: int = DEFAULT_PARALLEL_CONTEXTS,
     ) -> None:
         _init_backend()
         self.n_threads = n_threads or default_threads()
-        if self.n_threads < 1 or n_ctx < 16 or n_seq_max < 1 or max_contexts < 1:
-            raise ValueError("n_threads, n_seq_max and max_contexts must be >= 1, n_ctx >= 16")
+        if min(self.n_threads, n_seq_max, max_contexts, parallel_contexts) < 1 or n_ctx < 16:
+            raise ValueError(
+                "n_threads, n_seq_max, max_contexts and parallel_contexts must be >= 1, n_ctx >= 16"
+            )
+        self.parallel_contexts = parallel_contexts
+        self._steppers: ThreadPoolExecutor | None = None
         params = ll.llama_model_default_params()
         params.n_gpu_layers = 0
         # The extra buffer types repack weights for AMX, which crashes in llama_decode on VMs
@@ -487,6 +500,8 @@ class LlamaEngine:
             self._cond.notify()
         if self._worker is not None:
             self._worker.join()
+        if self._steppers is not None:
+            self._steppers.shutdown()
         for context in self._contexts:
             context.close()
         self._contexts.clear()
@@ -506,12 +521,26 @@ class LlamaEngine:
                     self._abandon_all()
                     return
                 self._admit()
-            context = self._next_context()
-            if context is not None:
-                try:
-                    self._step(context)
-                except Exception as exc:  # a failed decode must fail its requests, not the worker
-                    self._fail(context, exc)
+            chosen = self._next_contexts()
+            others = [self._stepper().submit(self._safe_step, c) for c in chosen[1:]]
+            if chosen:
+                self._safe_step(chosen[0])
+            for future in others:
+                future.result()
+
+    def _safe_step(self, context: _AdapterContext) -> None:
+        try:
+            self._step(context)
+        except Exception as exc:  # a failed decode must fail its requests, not the worker
+            self._fail(context, exc)
+
+    def _stepper(self) -> ThreadPoolExecutor:
+        """The threads that step other contexts beside the worker's own (made on first use)."""
+        if self._steppers is None:
+            self._steppers = ThreadPoolExecutor(
+                max(1, self.max_contexts - 1), thread_name_prefix="llama-step"
+            )
+        return self._steppers
 
     def _busy(self) -> bool:
         return any(c.running for c in self._contexts)
@@ -572,13 +601,15 @@ class LlamaEngine:
             idle.use(adapter)
         return idle
 
-    def _next_context(self) -> _AdapterContext | None:
-        """The next context with running sequences, round-robin."""
+    def _next_contexts(self) -> list[_AdapterContext]:
+        """The next `parallel_contexts` contexts with running sequences, round-robin."""
         busy = [c for c in self._contexts if c.running]
         if not busy:
-            return None
-        self._turn = (self._turn + 1) % len(busy)
-        return busy[self._turn]
+            return []
+        count = min(self.parallel_contexts, len(busy))
+        start = (self._turn + 1) % len(busy)
+        self._turn = (start + count - 1) % len(busy)
+        return [busy[(start + i) % len(busy)] for i in range(count)]
 
     def _step(self, context: _AdapterContext) -> None:
         """One `llama_decode` for every running sequence of `context`, then its new tokens: one
@@ -777,6 +808,7 @@ def _completion(request: Request, reason: str, sequence: _Sequence | None = None
 
 __all__ = [
     "DEFAULT_CONTEXT",
+    "DEFAULT_PARALLEL_CONTEXTS",
     "MAX_CACHED_PROMPTS",
     "EngineError",
     "LlamaEngine",

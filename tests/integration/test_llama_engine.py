@@ -223,6 +223,54 @@ def test_same_adapter_requests_share_one_decode(llama: LlamaCppModel) -> None:
     assert max(c.batch_size for c in completions) >= 2
 
 
+class _StepGauge:
+    """Wraps the engine's `_step` to count contexts stepping at the same moment."""
+
+    def __init__(self, step: Any, fail_adapter: str | None = None) -> None:
+        self.step, self.fail_adapter = step, fail_adapter  # None: no context fails
+        self.lock, self.now, self.peak = threading.Lock(), 0, 0
+
+    def __call__(self, context: Any) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            time.sleep(0.002)  # lets a step on another thread start meanwhile
+            if self.fail_adapter is not None and context.adapter == self.fail_adapter:
+                raise RuntimeError("decode failed")
+            self.step(context)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_adapters_decode_at_once_with_the_tokens_of_taking_turns(
+    llama: LlamaCppModel, monkeypatch: pytest.MonkeyPatch, parallel: int
+) -> None:
+    engine = llama.engine
+    alone = [_submit(llama, name, 24).future.result(timeout=120) for name in ("expert-a", None)]
+    gauge = _StepGauge(engine._step)
+    monkeypatch.setattr(engine, "_step", gauge)
+    monkeypatch.setattr(engine, "parallel_contexts", parallel)
+    together = [_submit(llama, name, 24) for name in ("expert-a", None)]
+    done = [r.future.result(timeout=120) for r in together]
+    assert [c.token_ids for c in done] == [c.token_ids for c in alone]
+    assert gauge.peak == parallel
+
+
+def test_a_failed_decode_beside_another_fails_only_its_requests(
+    llama: LlamaCppModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llama.engine, "_step", _StepGauge(llama.engine._step, "expert-b"))
+    good, bad = _submit(llama, "expert-a", 16), _submit(llama, "expert-b", 16)
+    with pytest.raises(RuntimeError, match="decode failed"):
+        bad.future.result(timeout=60)
+    assert good.future.result(timeout=120).token_ids
+    monkeypatch.undo()
+    assert _submit(llama, "expert-b", 4).future.result(timeout=60).token_ids
+
+
 def test_cancelled_request_stops_and_frees_its_slot(llama: LlamaCppModel) -> None:
     request = _submit(llama, None, 400)
     time.sleep(0.3)
