@@ -10,7 +10,10 @@ with `--threads` each). After the runs, the tables are written to
 interval, seconds per question, the paired difference where two systems answered the same
 questions, and the per-stage attribution of the wrong answers. A cell with no answers yet is
 written `–` (not run), never a number. Questions with a part that shares
-a passage with a train-split item (`evaluation.leakage`) are left out of every table.
+a passage with a train-split item (`evaluation.leakage`) are left out of every table. With the
+tables goes a figure of the same numbers, question accuracy against seconds per question
+(`answer_figure`), to `docs/results/figures/answers-TIER.svg`, which the tables file shows at its
+top; it needs matplotlib (the `[eval]` extra), and without it the tables are written alone.
 
 The benchmark files come from `compllm eval benchmarks --out benchmarks/answers/data` (built
 here when missing; they hold dataset text, so they are not committed).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -43,7 +47,15 @@ from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
 from compllm_graph.evaluation.scoring import score_question
 from compllm_graph.evaluation.stats import paired_difference
 
+from .answer_figure import Point, answers_figure, save_svg
+
 ROOT = Path(__file__).resolve().parent / "answers"
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "results" / "figures"
+"""Where the figure goes (`answers-TIER.svg`): inside the docs, so that the site shows it too."""
+FIGURE_NEEDS = "the figure needs `pip install 'compllm-graph[eval]'` (matplotlib)"
+SECTION = "tables"
+"""The snippet section around the tables in the tables file: `docs/results/tables.md` includes
+it alone and shows the figure with its own path (the file's image path is relative to itself)."""
 DATA, OUTPUTS, TABLES = ROOT / "data", ROOT / "outputs", ROOT / "tables.md"
 PREFIX = TIER_PREFIX["standard"]
 """The benchmark tier's file prefix, set once by `--tier`: with `easy`, cell `p2` answers
@@ -192,6 +204,13 @@ def _rights(cell: Cell) -> dict[str, bool]:
     return {r["id"]: score_question(str(a["answer"]), r["parts"]).right for r, a in zip(*scored)}
 
 
+def cell_summary(cell: Cell) -> dict[str, Any] | None:
+    """`evaluation.answers.summarise` of a cell's scored questions, or None before any answer:
+    the one source of every number the tables and the figure show for the cell."""
+    scored = _cell_scores(cell)
+    return None if scored is None else summarise(*scored)
+
+
 def cell_text(cell: Cell, measure: str = "accuracy") -> str:
     """`acc [low, high] (n)` for a table cell, or `–` when it has not run (no answer yet).
 
@@ -199,17 +218,16 @@ def cell_text(cell: Cell, measure: str = "accuracy") -> str:
         cell: The cell.
         measure: `accuracy` (questions) or `part_accuracy` (parts).
     """
-    scored = _cell_scores(cell)
-    if scored is None:
+    summary = cell_summary(cell)
+    if summary is None:
         return "–"
-    summary = summarise(*scored)
     low, high = summary[f"{measure}_ci95"]
     return f"{summary[measure]:.1%} [{low:.1%}, {high:.1%}] (n={summary['n']})"
 
 
 def seconds_text(cell: Cell) -> str:
-    scored = _cell_scores(cell)
-    return "–" if scored is None else f"{summarise(*scored)['seconds_per_question']:.1f}"
+    summary = cell_summary(cell)
+    return "–" if summary is None else f"{summary['seconds_per_question']:.1f}"
 
 
 def _find(model: str, system: str, file: str) -> Cell:
@@ -361,6 +379,89 @@ def single_domain_tables() -> list[str]:
     return lines
 
 
+def figure_systems() -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """The figure's systems: label, base model, system and files; Table 5's columns on every
+    file, then Table 7's routers not among them on Table 7's files."""
+    systems: list[tuple[str, str, str, tuple[str, ...]]] = [
+        (label, model, system, FILES) for label, model, system in COLUMNS
+    ]
+    shown = {(model, system) for _, model, system in COLUMNS}
+    systems += [
+        (f"{system} {SHORT[model]}", model, system, ("p2", "all2"))
+        for model in (SMOL, QWEN05)
+        for system in ROUTERS
+        if (model, system) not in shown
+    ]
+    return systems
+
+
+def figure_points() -> list[Point]:
+    """A point for each of the figure's cells that has answers, from the tables' summaries."""
+    points = []
+    for label, model, system, files in figure_systems():
+        for file in files:
+            summary = cell_summary(_find(model, system, file))
+            if summary is None:
+                continue
+            low, high = summary["accuracy_ci95"]
+            points.append(
+                Point(
+                    benchmark=LABELS[file],
+                    label=label,
+                    model=SHORT[model],
+                    system=system,
+                    accuracy=100 * summary["accuracy"],
+                    low=100 * low,
+                    high=100 * high,
+                    seconds=summary["seconds_per_question"],
+                    n=summary["n"],
+                )
+            )
+    return points
+
+
+def _tier() -> str:
+    return next(tier for tier, prefix in TIER_PREFIX.items() if prefix == PREFIX)
+
+
+def figure_file() -> Path:
+    """The chosen tier's figure, `FIGURES/answers-TIER.svg`."""
+    return FIGURES / f"answers-{_tier()}.svg"
+
+
+def write_figure(path: Path) -> str | None:
+    """Draw the figure from the outputs on disk to `path`.
+
+    Returns:
+        None once it is written; else why not (no cell has answers yet, or matplotlib is
+        missing), also printed on one line.
+    """
+    points = figure_points()
+    reason = None if points else "no cell has answers yet"
+    if points:
+        try:
+            save_svg(answers_figure(points, _tier()), path)
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("matplotlib"):
+                raise
+            reason = FIGURE_NEEDS
+    print(f"figure written to {path}" if reason is None else f"no figure: {reason}")
+    return reason
+
+
+def write_tables() -> None:
+    """Write the figure, then the tables file that shows it above the tables."""
+    figure = figure_file()
+    reason = write_figure(figure)
+    if reason is None:
+        path = Path(os.path.relpath(figure, TABLES.parent)).as_posix()
+        head = f"![Question accuracy against seconds per question, one point a cell]({path})"
+    else:
+        head = f"No figure: {reason}."
+    marks = [f"<!-- --8<-- [{end}:{SECTION}] -->" for end in ("start", "end")]
+    TABLES.write_text(f"{head}\n\n{marks[0]}\n{tables()}{marks[1]}\n")
+
+
 def _select_tier(tier: str) -> None:
     """Point the cells, outputs and tables at `tier`'s files (before any is read)."""
     global PREFIX, TABLES
@@ -396,12 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     _select_tier(args.tier)
+    _ensure_data(args.tier)
     if args.list:
         for cell in CELLS.values():
             done = len(_current(cell))
             print(f"{cell.name}: {done}/{cell.limit} answered")
         return 0
-    _ensure_data(args.tier)
     if not args.tables_only:
         unknown = sorted(set(args.cells or ()) - set(CELLS))
         if unknown:
@@ -411,8 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for result in pool.map(lambda c: run_cell(c, threads, args.concurrency), chosen):
                 print(json.dumps(result), flush=True)
-                TABLES.write_text(tables())
-    TABLES.write_text(tables())
+                write_tables()
+    write_tables()
     print(f"tables written to {TABLES}")
     return 0
 
