@@ -10,6 +10,9 @@ prompt `defaults.BASE_SYSTEM_PROMPT`):
   (the engine batches them).
 - Comp-LLM-seq: the same graph with one device of capacity 1 for every expert and the base
   (`DeviceLimits`), so its sub-queries run one after another.
+- Comp-LLM, ALIAS decomposer (with `--decomposer-model ALIAS`): the Comp-LLM graph with its
+  decomposer on another model (`build_default_graph(decomposer_model=...)`, that model's
+  shipped decomposer adapter); experts, base and aggregator stay on `--model`.
 - monolith MODEL (each of `--monoliths`): the base model answers the whole question in one call,
   with one answer's tokens per part plus the aggregator's, as in `compllm eval answers`.
 
@@ -26,7 +29,7 @@ the same FILE and settings answers only what is missing. The benchmark files com
 `compllm eval benchmarks --out benchmarks/answers/data` (built here when missing).
 
 Usage: `python -m benchmarks.latency [--questions 50] [--model ALIAS] [--monoliths A B]
-[--threads N] [--out FILE.json] [--table-only]`
+[--decomposer-model ALIAS] [--threads N] [--out FILE.json] [--table-only]`
 """
 
 from __future__ import annotations
@@ -65,6 +68,23 @@ Runner = Callable[[Mapping[str, Any], StageTimer], dict[str, Any]]
 def monolith(alias: str) -> str:
     """The system name of `alias` answering whole questions."""
     return f"monolith {alias}"
+
+
+def with_decomposer(alias: str) -> str:
+    """The system name of Comp-LLM with its decomposer on `alias`."""
+    return f"{COMPLLM}, {alias} decomposer"
+
+
+def is_with_decomposer(system: str) -> bool:
+    """Whether `system` is Comp-LLM with its decomposer on another model (`with_decomposer`)."""
+    return system.startswith(f"{COMPLLM}, ") and system.endswith(" decomposer")
+
+
+def system_names(settings: Mapping[str, Any]) -> list[str]:
+    """Every system a run of `settings` measures, in the order of the tables."""
+    other = settings.get("decomposer_model")
+    decomposers = [with_decomposer(other)] if other else []
+    return [COMPLLM, SEQUENTIAL, *decomposers, *(monolith(m) for m in settings["monoliths"])]
 
 
 # --- the tables (pure) ---------------------------------------------------------------------
@@ -158,10 +178,13 @@ def stage_table(records: Sequence[Record], systems: Sequence[str], file: str | N
 
 
 def ratio_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
-    """Comp-LLM over each monolith, Comp-LLM-seq over each monolith, Comp-LLM-seq over Comp-LLM."""
-    monoliths = [s for s in systems if s not in (COMPLLM, SEQUENTIAL)]
-    pairs = [(COMPLLM, m) for m in monoliths] + [(SEQUENTIAL, m) for m in monoliths]
-    return [*pairs, (SEQUENTIAL, COMPLLM)]
+    """Comp-LLM, Comp-LLM-seq and each Comp-LLM with another decomposer over each monolith,
+    then Comp-LLM-seq and each Comp-LLM with another decomposer over Comp-LLM."""
+    decomposers = [s for s in systems if is_with_decomposer(s)]
+    graphs = [COMPLLM, SEQUENTIAL, *decomposers]
+    monoliths = [s for s in systems if s not in graphs]
+    pairs = [(graph, m) for graph in graphs for m in monoliths]
+    return [*pairs, *((graph, COMPLLM) for graph in graphs[1:])]
 
 
 def ratio_table(
@@ -305,6 +328,9 @@ def build_systems(args: argparse.Namespace) -> tuple[dict[str, Runner], DeviceLi
         return graph_runner(built.compile())
 
     systems = {COMPLLM: graph(), SEQUENTIAL: graph(device_limits=one_at_a_time)}
+    if args.decomposer_model:
+        other = with_decomposer(args.decomposer_model)
+        systems[other] = graph(decomposer_model=loaded(args.decomposer_model))
     for alias in args.monoliths:
         systems[monolith(alias)] = monolith_runner(
             loaded(alias), args.max_new_tokens, BASE_SYSTEM_PROMPT
@@ -313,14 +339,18 @@ def build_systems(args: argparse.Namespace) -> tuple[dict[str, Runner], DeviceLi
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    """What must match for a rerun to add to an `--out` file."""
-    return {
+    """What must match for a rerun to add to an `--out` file; `decomposer_model` only when
+    given, so the files of runs without it still match theirs."""
+    settings = {
         "model": args.model,
         "monoliths": list(args.monoliths),
         "threads": args.threads,
         "max_new_tokens": args.max_new_tokens,
         "engine": "llama.cpp",
     }
+    if args.decomposer_model:
+        settings["decomposer_model"] = args.decomposer_model
+    return settings
 
 
 def read_out(path: Path | None) -> tuple[dict[str, Any] | None, list[Record]]:
@@ -456,6 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--monoliths", nargs="+", default=[QWEN05, QWEN15], help="models answering whole questions"
     )
+    parser.add_argument(
+        "--decomposer-model",
+        default=None,
+        metavar="ALIAS",
+        help="also measure Comp-LLM with its decomposer on this model (catalogue alias)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads per model")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_ANSWER_TOKENS)
     parser.add_argument(
@@ -480,8 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         check_settings(saved, settings)
         records = run(args, settings, records)
-    systems = [COMPLLM, SEQUENTIAL, *(monolith(m) for m in settings["monoliths"])]
-    print(report(records, systems))
+    print(report(records, system_names(settings)))
     if note := no_usage_note(records):
         print(note, file=sys.stderr)
     return 0

@@ -21,6 +21,8 @@ from compllm_graph.types import display_name
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
+    from compllm_graph.models.loading import Engine
+
 DEFAULT_QUESTION = (
     "Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?"
 )
@@ -125,6 +127,15 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         help="decomposer adapter folder from `compllm train decomposer` (default: the shipped one)",
     )
     ask.add_argument(
+        "--decomposer-model",
+        default=None,
+        metavar="ALIAS",
+        help="run the decomposer on this model (alias, path or HF id) instead of --model, with "
+        "that model's shipped decomposer adapter unless --decomposer names one; e.g. "
+        "smollm2-135m-instruct under a larger --model, for a faster decompose stage "
+        "(default: --model)",
+    )
+    ask.add_argument(
         "--decomposer-beams",
         type=int,
         default=1,
@@ -205,7 +216,6 @@ def run_ask(args: argparse.Namespace) -> int:
     from compllm_graph.defaults import DEFAULT_MAX_NEW_TOKENS, build_default_graph
     from compllm_graph.expert_store import ExpertStore, StoreError
     from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, load_model
-    from compllm_graph.models.loading import Engine
     from compllm_graph.nodes.decompose import QuestionError, clean_question
 
     if bool(args.checkpoints) != bool(args.thread):
@@ -214,15 +224,21 @@ def run_ask(args: argparse.Namespace) -> int:
     try:
         question = clean_question(args.question, "the question")
         checkpointer = open_checkpointer(args.checkpoints)  # before the model: fails fast
-        engine: Engine | None = args.engine
-        if engine is None and args.decomposer_beams > 1:
-            engine = "transformers"  # beam search runs there
-        local_model = load_model(args.model or DEFAULT_MODEL, engine=engine, n_threads=args.threads)
+        name = args.model or DEFAULT_MODEL
+        # The same alias twice is the one-model graph: load it once.
+        own = args.decomposer_model not in (None, name)
+        local_model = load_model(name, engine=_engine(args, not own), n_threads=args.threads)
+        decomposer_model = (
+            load_model(args.decomposer_model, engine=_engine(args, True), n_threads=args.threads)
+            if own
+            else None
+        )
         store = ExpertStore.open(args.store) if args.store else None
         graph = build_default_graph(
             local_model,
             store,
             max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+            decomposer_model=decomposer_model,
             decomposer_adapter=args.decomposer,
             decomposer_beams=args.decomposer_beams,
             scheduler=args.scheduler,
@@ -250,6 +266,14 @@ def run_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report_json(out, timings)))
     return 0
+
+
+def _engine(args: argparse.Namespace, decomposes: bool) -> Engine | None:
+    """`--engine`, else transformers for the model that decodes the decomposition by beam
+    search (`--decomposer-beams` above 1: beam search runs there), else the default."""
+    if args.engine is None and decomposes and args.decomposer_beams > 1:
+        return "transformers"
+    return args.engine
 
 
 def _ask_failed(args: argparse.Namespace, message: str) -> int:

@@ -139,7 +139,10 @@ def _load_adapter(local_model: InferenceModel, folder: Path) -> tuple[str, str]:
     if isinstance(base, str) and not same_base(base, local_model.name):
         raise ValueError(
             f"the decomposer adapter at {folder} was trained on {base!r}, not on "
-            f"{local_model.name!r}: load that model (`--model {base}`) or train one for this model"
+            f"{local_model.name!r}, the model the decomposer runs on: load that model "
+            f"(`--model {base}`), or run only the decomposer on it (`--decomposer-model {base}`, "
+            f"`build_default_graph(..., decomposer_model={base!r})`), or train an adapter for "
+            f"{local_model.name!r}"
         )
     prompt = record.get("system_prompt", DECOMPOSER_SYSTEM_PROMPT)
     if not isinstance(prompt, str) or not prompt.strip():

@@ -53,9 +53,12 @@ FORMER_SETTINGS: dict[str, Any] = {
     "aggregate": "always",
     "split_questions": False,
     "program_expert": False,
+    "decomposer_model": None,
 }
 """What a pipeline's outputs line without `SETTINGS` was answered with: such lines were written
-before these options existed (before 2026-12-06), every committed cell's included."""
+before these options existed (before 2026-12-06), every committed cell's included.
+`decomposer_model` None: the decomposer ran on `--model` (a line records the key only when
+`--decomposer-model` was given)."""
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
@@ -219,6 +222,15 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
         "a sandbox runs, falling back to the expert itself (compllm, all-experts, "
         "random-router, oracle-router)",
     )
+    p.add_argument(
+        "--decomposer-model",
+        default=None,
+        metavar="ALIAS",
+        help="pipeline systems: the decomposer runs on this model (loaded with --engine and "
+        "--threads; its pack's decomposer adapter unless --decomposer-adapter names one) "
+        "while experts, base and aggregator stay on --model; e.g. smollm2-135m-instruct "
+        "under qwen2.5-coder-0.5b-instruct, for a faster decompose stage (not with --endpoint)",
+    )
 
 
 def answer_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,12 +238,14 @@ def answer_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     Empty for the systems that answer the whole question in one call; `aggregate` and
     `split_questions` for every pipeline; `program_expert` too for those that ask the store's
-    experts (`PROGRAM_EXPERT_SYSTEMS`).
+    experts (`PROGRAM_EXPERT_SYSTEMS`); `decomposer_model` (the alias) for a pipeline only when
+    `--decomposer-model` is given, so lines answered without it keep the settings they had.
 
     Raises:
-        BenchmarkError: a flag that changes nothing for `args.system` (`--aggregate` or
-            `--no-split-questions` for `monolith` and `ft`, `--program-expert` for those and
-            `one-adapter`), so no run is mistaken for one with that setting.
+        BenchmarkError: a flag that changes nothing for `args.system` (`--aggregate`,
+            `--no-split-questions` or `--decomposer-model` for `monolith` and `ft`,
+            `--program-expert` for those and `one-adapter`), so no run is mistaken for one
+            with that setting.
     """
     unused = _unused_flags(args)
     if unused:
@@ -247,6 +261,8 @@ def answer_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.system in PROGRAM_EXPERT_SYSTEMS:
         settings["program_expert"] = args.program_expert
+    if args.decomposer_model is not None:
+        settings["decomposer_model"] = args.decomposer_model
     return settings
 
 
@@ -263,6 +279,7 @@ def _unused_flags(args: argparse.Namespace) -> list[str]:
     flags = {
         "--aggregate": whole and args.aggregate is not None,
         "--no-split-questions": whole and args.no_split_questions,
+        "--decomposer-model": whole and args.decomposer_model is not None,
         "--program-expert": args.program_expert and args.system not in PROGRAM_EXPERT_SYSTEMS,
     }
     return [flag for flag, unused in flags.items() if unused]
@@ -300,6 +317,8 @@ def _as_flags(settings: Any) -> str:
     flags = [f"--aggregate {settings['aggregate']}"] if "aggregate" in settings else []
     flags += ["--no-split-questions"] if settings.get("split_questions") is False else []
     flags += ["--program-expert"] if settings.get("program_expert") else []
+    model = settings.get("decomposer_model")
+    flags += [f"--decomposer-model {model}"] if model is not None else []
     return " ".join(flags) or "no pipeline flags"
 
 
@@ -335,9 +354,9 @@ def run_answers(args: argparse.Namespace) -> int:
     expert, no mathematics expert for --program-expert); the files are read whole before any
     model is loaded, so no run stops on a bad line hours in. 1: --outputs answers a rebuilt
     benchmark (see `answers.run`). With `--endpoint` (`endpoints`), also 2 for endpoint options
-    that contradict each other, a server that cannot be reached or lacks a model or adapter
-    asked for, or --outputs answered elsewhere (`_answered_where`), and 1 for a request that
-    failed after its retries (`endpoints.marked`).
+    that contradict each other (`--decomposer-model` among them), a server that cannot be
+    reached or lacks a model or adapter asked for, or --outputs answered elsewhere
+    (`_answered_where`), and 1 for a request that failed after its retries (`endpoints.marked`).
     """
     try:
         settings = answer_settings(args)
@@ -400,11 +419,18 @@ def _answered_where(
     checked to hold only answers made where this run answers; a finished file is only scored.
 
     Raises:
-        ValueError: endpoint options that contradict each other (`check_endpoint_args`).
+        ValueError: endpoint options that contradict each other (`check_endpoint_args`), or
+            `--decomposer-model` with `--endpoint`.
         BenchmarkError: `--outputs` was answered elsewhere (`check_outputs_origin`).
         EndpointError: the server cannot be reached or does not serve `--model`.
     """
     check_endpoint_args(args)
+    if args.endpoint is not None and args.decomposer_model is not None:
+        raise ValueError(
+            f"--decomposer-model {args.decomposer_model} loads a model in this process; with "
+            "--endpoint every model runs on the server, and the decomposer on its base model "
+            "(the adapter --served-decomposer names): leave --decomposer-model out"
+        )
     if not todo:
         return None
     if args.endpoint is not None:

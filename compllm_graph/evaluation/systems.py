@@ -58,18 +58,22 @@ def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None 
     Args:
         args: The parsed `compllm eval answers` arguments.
         settings: The pipeline's settings (`answer_commands.answer_settings`): `aggregate`,
-            `split_questions` and, for the systems that route to the store's experts,
-            `program_expert`; each one left out takes `build_default_graph`'s default.
+            `split_questions`, for the systems that route to the store's experts,
+            `program_expert`, and `decomposer_model` (an alias, loaded as the base model is,
+            with `--engine` and `--threads`); each one left out takes `build_default_graph`'s
+            default.
 
     Raises:
         ValueError: an unknown system, `ft` or `one-adapter` without an all-domains adapter,
-            `all-experts` with a store of no expert, or `program_expert` with a store of no
-            `mathematics` expert.
+            `all-experts` with a store of no expert, `program_expert` with a store of no
+            `mathematics` expert, `decomposer_model` with `--endpoint`, or a
+            `--decomposer-adapter` trained on another base than the decomposer's model.
     """
     system = check_system(args.system)
     settings = dict(settings or {})
     # `all-experts` builds the store's experts itself; the other pipelines leave it to the graph.
     program_expert = bool(system == "all-experts" and settings.pop("program_expert", False))
+    decomposer_alias = settings.pop("decomposer_model", None)
     model = load_for_eval(args)
     tokens = args.max_new_tokens
     # The monolith, FT and the pipeline's base model get the same prompt (or all none).
@@ -84,12 +88,14 @@ def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None 
         )
     store = store_for_eval(args, model)
     names = [e.name for e in store.experts()]
+    decomposing = _decomposer_model(args, decomposer_alias, model)
 
     def pipeline(**overrides: Any) -> Runnable:
         return build_default_graph(
             model,
             store,
             max_new_tokens=tokens,
+            decomposer_model=decomposing,
             decomposer_adapter=args.decomposer_adapter,
             base_system_prompt=base_prompt,
             **settings,
@@ -116,6 +122,28 @@ def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None 
             _store_experts(store, model, tokens, base_prompt, program_expert),
         )
     return _oracle(pipeline, names)
+
+
+def _decomposer_model(
+    args: argparse.Namespace, alias: str | None, model: InferenceModel
+) -> InferenceModel | None:
+    """The model the pipeline's decomposer runs on: `alias` loaded on `--engine` with
+    `--threads`, as the base model is; `model` itself when `alias` names `--model` (not loaded
+    twice); None (the base model) without `alias`.
+
+    Raises:
+        ValueError: `alias` with `--endpoint`, where every model runs on the server.
+    """
+    if alias is None:
+        return None
+    if getattr(args, "endpoint", None):
+        raise ValueError(
+            f"decomposer model {alias!r}: with --endpoint the decomposer runs on the server's "
+            "base model; leave --decomposer-model out"
+        )
+    if alias == (args.model or DEFAULT_MODEL):
+        return model
+    return load_model(alias, engine=args.engine, n_threads=args.threads)
 
 
 def _store_experts(

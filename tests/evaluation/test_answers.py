@@ -595,6 +595,7 @@ def test_the_program_expert_needs_a_mathematics_expert_in_the_store(
             "--no-split-questions, --program-expert",
         ),
         ("one-adapter", ("--program-expert",), "--program-expert"),
+        ("monolith", ("--decomposer-model", "small"), "--decomposer-model"),
     ],
 )
 def test_a_flag_the_system_does_not_use_is_refused(
@@ -622,6 +623,7 @@ def test_a_resumed_run_with_other_settings_is_refused_before_any_model_is_asked(
         (("--aggregate", "always"), "--aggregate always"),
         (("--no-split-questions",), "--aggregate auto --no-split-questions"),
         (("--program-expert",), "--aggregate auto --program-expert"),
+        (("--decomposer-model", "small"), "--aggregate auto --decomposer-model small"),
     ]:
         assert main([*argv, *flags]) == 2
         err = capsys.readouterr().err
@@ -650,6 +652,99 @@ def test_lines_without_settings_count_as_answered_before_the_flags_existed(
     recorded = [line.get("settings") for line in _lines(outputs)]
     former = {"aggregate": "always", "split_questions": False, "program_expert": False}
     assert recorded == [None, former, former]
+
+
+@pytest.fixture
+def small(fake: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """`fake`, with `--decomposer-model small` loading a model of its own; `loads` keeps what
+    each load was asked for."""
+    model = FakeModel()
+    model.name = "small"
+    loads: list[tuple[str, dict[str, Any]]] = []
+
+    def load_model(name: str, **options: Any) -> FakeModel:
+        loads.append((name, options))
+        return model if name == "small" else fake["model"]
+
+    monkeypatch.setattr("compllm_graph.evaluation.systems.load_model", load_model)
+    return {**fake, "small": model, "loads": loads}
+
+
+@pytest.mark.parametrize("system", ["oracle-router", "all-experts"])
+def test_the_decomposer_model_decomposes_and_each_line_records_it(
+    small: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, system: str
+) -> None:
+    outputs = tmp_path / "out.jsonl"
+    flags = ("--outputs", str(outputs), "--decomposer-model", "small", "--threads", "2")
+    eval_answers(small, system, *flags)
+    assert small["loads"][1:] == [("small", {"engine": None, "n_threads": 2})]  # as --model
+    # the small model decomposed each question, and did nothing else; the base model answered
+    assert [text for _, _, text in small["small"].asked] == [r["question"] for r in RECORDS]
+    assert small["model"].asked and all(
+        text not in {r["question"] for r in RECORDS} for _, _, text in small["model"].asked
+    )
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy"] == 1.0
+    recorded = {**SETTINGS_ALL_DEFAULT, "decomposer_model": "small"}
+    assert [line["settings"] for line in _lines(outputs)] == [recorded] * len(RECORDS)
+
+
+def test_answers_made_with_and_without_a_decomposer_model_are_not_mixed(
+    small: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with_it, without, old = tmp_path / "with.jsonl", tmp_path / "without.jsonl", tmp_path / "old"
+    first = ("--limit", "1", "--decomposer-model", "small")
+    eval_answers(small, "oracle-router", "--outputs", str(with_it), *first)
+    eval_answers(small, "oracle-router", "--outputs", str(without), "--limit", "1")
+    line = {"id": "q0", "answer": "Neon and 42", "sub_answers": [], "routes": ["chemistry"] * 2}
+    old.write_text(json.dumps(line) + "\n")  # a line from before the settings were recorded
+    loads, asked = len(small["loads"]), len(small["model"].asked) + len(small["small"].asked)
+    capsys.readouterr()
+    argv = ["eval", "answers", str(small["file"]), "--system", "oracle-router"]
+    argv += ["--store", str(small["store"]), "--outputs"]
+    made = "holds answers made with"
+    for outputs, flags, refused in [
+        (
+            with_it,
+            (),
+            f"{made} --aggregate auto --decomposer-model small, and this run would answer "
+            "with --aggregate auto: resume",
+        ),
+        (
+            without,
+            ("--decomposer-model", "small"),
+            f"{made} --aggregate auto, and this run would answer with --aggregate auto "
+            "--decomposer-model small: resume",
+        ),
+        (
+            with_it,
+            ("--decomposer-model", "big"),
+            f"{made} --aggregate auto --decomposer-model small, and this run would answer "
+            "with --aggregate auto --decomposer-model big: resume",
+        ),
+        (
+            old,
+            ("--decomposer-model", "small"),
+            f"{made} --aggregate always --no-split-questions (its lines record no settings",
+        ),
+    ]:
+        assert main([*argv, str(outputs), *flags]) == 2
+        assert refused in capsys.readouterr().err
+    # refused before any model was loaded or asked
+    assert len(small["loads"]) == loads
+    assert len(small["model"].asked) + len(small["small"].asked) == asked
+    assert main([*argv, str(with_it), "--decomposer-model", "small"]) == 0  # the same: resumed
+    assert len(_lines(with_it)) == len(RECORDS)
+
+
+def test_the_decomposer_model_is_refused_with_an_endpoint(
+    small: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["eval", "answers", str(small["file"]), "--decomposer-model", "small"]
+    # refused before the server is contacted (nothing listens on port 9)
+    assert main([*argv, "--endpoint", "http://127.0.0.1:9/v1"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --decomposer-model small loads a model in this process; with --endpoint" in err
+    assert small["loads"] == []
 
 
 def test_a_finished_outputs_file_is_scored_whatever_the_flags(

@@ -27,7 +27,9 @@ from benchmarks.latency import (
     report,
     stage_key,
     stage_means,
+    system_names,
     turn,
+    with_decomposer,
     write_out,
 )
 from compllm_graph import create_compllm_graph
@@ -35,6 +37,7 @@ from tests.fakes import keyword_router
 from tests.unit.test_timing import CountingChat
 
 MONO = monolith("small")
+SMALL_DECOMPOSER = with_decomposer("tiny")
 
 
 def figures(seconds: float, prompt: int = 0, generated: int = 0, model: float = 0.0) -> dict:
@@ -239,7 +242,10 @@ def test_a_run_refuses_a_file_of_other_settings(tmp_path: Path) -> None:
 
 
 def test_settings_name_what_a_rerun_must_match() -> None:
-    args = argparse.Namespace(model="m", monoliths=["a", "b"], threads=2, max_new_tokens=8)
+    args = argparse.Namespace(
+        model="m", monoliths=["a", "b"], threads=2, max_new_tokens=8, decomposer_model=None
+    )
+    # without --decomposer-model the settings are those of the files written before it
     assert latency.settings_of(args) == {
         "model": "m",
         "monoliths": ["a", "b"],
@@ -247,3 +253,81 @@ def test_settings_name_what_a_rerun_must_match() -> None:
         "max_new_tokens": 8,
         "engine": "llama.cpp",
     }
+    args.decomposer_model = "tiny"
+    assert latency.settings_of(args)["decomposer_model"] == "tiny"
+
+
+def test_the_other_decomposer_is_one_more_system_with_its_ratios() -> None:
+    assert SMALL_DECOMPOSER == "Comp-LLM, tiny decomposer"
+    assert system_names(SETTINGS) == [COMPLLM, SEQUENTIAL, MONO]
+    systems = system_names({**SETTINGS, "decomposer_model": "tiny"})
+    assert systems == [COMPLLM, SEQUENTIAL, SMALL_DECOMPOSER, MONO]
+    assert ratio_pairs(systems) == [
+        (COMPLLM, MONO),
+        (SEQUENTIAL, MONO),
+        (SMALL_DECOMPOSER, MONO),
+        (SEQUENTIAL, COMPLLM),
+        (SMALL_DECOMPOSER, COMPLLM),
+    ]
+    faster = [
+        record(SMALL_DECOMPOSER, "a", 5.0, {"decompose": figures(1.0, 100, 20, 1.0)}),
+        record(SMALL_DECOMPOSER, "b", 3.0, {"decompose": figures(1.0, 100, 10, 1.0)}),
+    ]
+    text = report([*RECORDS, *faster], systems)
+    assert f"| {SMALL_DECOMPOSER} | decompose | 2 | 1.00 | 1.00 | 100 | 15 |" in text
+    assert f"| {SMALL_DECOMPOSER} / {COMPLLM} | 2 | 0.50x |" in text
+    assert f"| {SMALL_DECOMPOSER} / {MONO} | 2 | 1.00x |" in text
+
+
+def test_a_file_of_the_other_decomposer_is_neither_mixed_nor_misread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "latency.json"
+    saved = {**SETTINGS, "decomposer_model": "tiny"}
+    write_out(path, saved, RECORDS)
+    assert latency.main(["--out", str(path), "--table-only"]) == 0
+    assert f"| {SMALL_DECOMPOSER} / {COMPLLM} |" in capsys.readouterr().out  # the file's
+    with pytest.raises(SystemExit, match="another --out"):
+        check_settings(saved, SETTINGS)
+    with pytest.raises(SystemExit, match="another --out"):
+        check_settings(SETTINGS, saved)
+
+
+def test_the_other_decomposers_graph_is_comp_llms_with_that_model_decomposing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("torch", reason="compllm_graph.defaults loads the [local] engines")
+    pytest.importorskip("faiss", reason="the expert store needs the [router] extra")
+    loads: list[tuple[str, dict[str, Any]]] = []
+    graphs: list[dict[str, Any]] = []
+
+    class Loaded:
+        def __init__(self, alias: str) -> None:
+            self.name = alias
+
+    def load_model(alias: str, **options: Any) -> Loaded:
+        loads.append((alias, options))
+        return Loaded(alias)
+
+    def build_default_graph(model: Loaded, store: Any, **options: Any) -> Any:
+        graphs.append({"model": model.name, **options})
+        return create_compllm_graph(
+            decomposer=CountingChat(reply=lambda _: "<q>x</q>"),
+            experts={},
+            router=keyword_router({}),
+            base=CountingChat(reply=lambda _: "y"),
+        )
+
+    monkeypatch.setattr("compllm_graph.models.load_model", load_model)
+    monkeypatch.setattr("compllm_graph.expert_store.demo_store", lambda name: None)
+    monkeypatch.setattr("compllm_graph.defaults.build_default_graph", build_default_graph)
+    args = argparse.Namespace(
+        model="m", monoliths=["big"], threads=3, max_new_tokens=8, decomposer_model="tiny"
+    )
+    systems, _ = latency.build_systems(args)
+    assert list(systems) == [COMPLLM, SEQUENTIAL, SMALL_DECOMPOSER, monolith("big")]
+    on_llama = {"engine": "llama.cpp", "n_threads": 3}
+    assert loads == [("m", on_llama), ("tiny", on_llama), ("big", on_llama)]
+    plain, _, other = graphs
+    assert other.pop("decomposer_model").name == "tiny"
+    assert other == plain and plain["model"] == "m"  # otherwise Comp-LLM's graph
