@@ -21,7 +21,7 @@ import csv
 import json
 import random
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -311,16 +311,30 @@ def conjunctions(
     singles = _single_hops(examples)
     if len(wholes) < 2 or len(singles) < 2:
         return []
-    rng = random.Random(seed)
+
+    def pair(rng: random.Random) -> tuple[Part, Part] | None:
+        first, second = (_part(rng, wholes, singles) for _ in range(2))
+        return None if first[0] == second[0] else (first, second)
+
+    return _draw(pair, count, random.Random(seed), CONJUNCTION)
+
+
+def _draw(
+    pair: Callable[[random.Random], tuple[Part, Part] | None],
+    count: int,
+    rng: random.Random,
+    dataset: str,
+) -> list[DecompositionExample]:
+    """Up to `count` examples, each joining the two parts one call of `pair` draws (None: a
+    draw to skip), in at most `3 * count` draws; a qid drawn again replaces the earlier one."""
     composed: dict[str, DecompositionExample] = {}
     for _ in range(count * 3):
         if len(composed) == count:
             break
-        first, second = (_part(rng, wholes, singles) for _ in range(2))
-        if first[0] == second[0]:
-            continue
-        example = _compose(first, second, rng, CONJUNCTION)
-        composed[example.qid] = example
+        parts = pair(rng)
+        if parts is not None:
+            example = _compose(*parts, rng, dataset)
+            composed[example.qid] = example
     return list(composed.values())
 
 
@@ -440,18 +454,14 @@ def chained_conjunctions(
     singles = _single_hops(singles_from)
     if not chain_parts or not singles:
         return []
-    rng = random.Random(seed)
-    composed: dict[str, DecompositionExample] = {}
-    for _ in range(count * 3):
-        if len(composed) == count:
-            break
+
+    def pair(rng: random.Random) -> tuple[Part, Part] | None:
         chain, single = rng.choice(chain_parts), rng.choice(singles)
         if single[0].split("/")[0] == chain[0]:
-            continue  # a step of the chain itself is not independent of it
-        first, second = (chain, single) if rng.random() < 0.5 else (single, chain)
-        example = _compose(first, second, rng, CHAINED_CONJUNCTION)
-        composed[example.qid] = example
-    return list(composed.values())
+            return None  # a step of the chain itself is not independent of it
+        return (chain, single) if rng.random() < 0.5 else (single, chain)
+
+    return _draw(pair, count, random.Random(seed), CHAINED_CONJUNCTION)
 
 
 def relative_chains(
