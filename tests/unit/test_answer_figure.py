@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+# answer_tables reads the expert store (its attribution and single-domain tables).
+pytest.importorskip("faiss", reason="benchmarks/answer_tables.py needs the [router] extra")
+
 import benchmarks.answer_tables as answer_tables
 from benchmarks.answer_figure import Point, kind_of, panels
 
