@@ -71,9 +71,10 @@ def test_a_reply_that_cannot_parse_stops_generating_early() -> None:
     out = node_app(model).invoke({"query": QUESTION})
     completion = futures[0].result(timeout=60)
     assert completion.finish_reason == "abandoned"
-    # One character a token: stopped on the first character past the bound, plus at most the
-    # token the engine was already writing.
-    assert MAX_SUB_QUERY_CHARS < len(completion.token_ids) <= MAX_SUB_QUERY_CHARS + 3
+    # One character a token: stopped on the first character past the bound, plus the tokens the
+    # engine wrote while the streaming reader caught up (4 were seen on a loaded machine), far
+    # below the LIMIT a whole reply takes.
+    assert MAX_SUB_QUERY_CHARS < len(completion.token_ids) <= MAX_SUB_QUERY_CHARS + 16
     assert out["fallback_reason"].startswith(
         f"the decomposer was stopped early: no sub-query began within {MAX_SUB_QUERY_CHARS}"
     )
