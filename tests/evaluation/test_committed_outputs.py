@@ -17,6 +17,7 @@ WRITTEN = {
     "edges",
     "seconds",
     "fallback_reason",
+    "settings",  # the pipeline's settings (aggregate, split rule, ...): no dataset text
 }
 SUB_ANSWER = {"question", "answer", "expert", "fallback_reason", "seconds", "attempts"}
 SUB_ANSWER |= {"combined", "expert_answers", "expert_errors"}  # all-experts: each expert's reply
