@@ -66,8 +66,8 @@ def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None 
     Raises:
         ValueError: an unknown system, `ft` or `one-adapter` without an all-domains adapter,
             `all-experts` with a store of no expert, `program_expert` with a store of no
-            `mathematics` expert, `decomposer_model` with `--endpoint`, or a
-            `--decomposer-adapter` trained on another base than the decomposer's model.
+            `mathematics` expert, or a `--decomposer-adapter` trained on another base than the
+            decomposer's model.
     """
     system = check_system(args.system)
     settings = dict(settings or {})
@@ -129,18 +129,11 @@ def _decomposer_model(
 ) -> InferenceModel | None:
     """The model the pipeline's decomposer runs on: `alias` loaded on `--engine` with
     `--threads`, as the base model is; `model` itself when `alias` names `--model` (not loaded
-    twice); None (the base model) without `alias`.
-
-    Raises:
-        ValueError: `alias` with `--endpoint`, where every model runs on the server.
+    twice); None (the base model) without `alias`. (`run_answers` refuses `alias` with
+    `--endpoint` before any model loads.)
     """
     if alias is None:
         return None
-    if getattr(args, "endpoint", None):
-        raise ValueError(
-            f"decomposer model {alias!r}: with --endpoint the decomposer runs on the server's "
-            "base model; leave --decomposer-model out"
-        )
     if alias == (args.model or DEFAULT_MODEL):
         return model
     return load_model(alias, engine=args.engine, n_threads=args.threads)
