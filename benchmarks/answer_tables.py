@@ -204,9 +204,12 @@ def _rights(cell: Cell) -> dict[str, bool]:
     return {r["id"]: score_question(str(a["answer"]), r["parts"]).right for r, a in zip(*scored)}
 
 
+@cache
 def cell_summary(cell: Cell) -> dict[str, Any] | None:
     """`evaluation.answers.summarise` of a cell's scored questions, or None before any answer:
-    the one source of every number the tables and the figure show for the cell."""
+    the one source of every number the tables and the figure show for the cell. Kept for one
+    write (`write_tables` clears it: the outputs grow between writes), so the tables' several
+    columns and the figure read and score a cell once."""
     scored = _cell_scores(cell)
     return None if scored is None else summarise(*scored)
 
@@ -451,6 +454,7 @@ def write_figure(path: Path) -> str | None:
 
 def write_tables() -> None:
     """Write the figure, then the tables file that shows it above the tables."""
+    cell_summary.cache_clear()
     figure = figure_file()
     reason = write_figure(figure)
     if reason is None:
