@@ -640,7 +640,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="llama.cpp CPU threads (default: $COMPLLM_THREADS or the physical cores)",
     )
     parser.add_argument(
-        "--max-batch-size", type=int, default=8, help="transformers: most requests per generate"
+        "--max-batch-size",
+        type=int,
+        default=8,
+        help="most requests decoded together per generate call or llama.cpp adapter context "
+        "(1: every answer is the one its request gets alone)",
     )
     parser.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests"

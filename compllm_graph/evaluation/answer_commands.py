@@ -127,6 +127,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("llama.cpp", "transformers"), default=None)
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument(
+        "--max-batch-size",
+        type=_positive,
+        default=None,
+        help="most requests the engine decodes together (default 8); 1 gives every request "
+        "the answer it gets alone, whatever runs beside it",
+    )
+    p.add_argument(
         "--max-new-tokens",
         type=int,
         default=DEFAULT_ANSWER_TOKENS,

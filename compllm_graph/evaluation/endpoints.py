@@ -45,7 +45,7 @@ DEFAULT_RETRIES = 2
 DEFAULT_TIMEOUT = 300.0
 """Seconds per HTTP request: a 7B model writing a monolith's 640 tokens under load needs minutes."""
 _ENDPOINT_ONLY = ("endpoint_concurrency", "retries", "endpoint_timeout", "api_key_env")
-_LOCAL_ONLY = {"engine": "--engine", "threads": "--threads"}
+_LOCAL_ONLY = {"engine": "--engine", "threads": "--threads", "max_batch_size": "--max-batch-size"}
 
 
 def add_endpoint_args(parser: argparse.ArgumentParser, *, grammar_help: str) -> None:
@@ -129,9 +129,10 @@ def check_endpoint_args(args: argparse.Namespace) -> None:
         return
     local = [flag for key, flag in _LOCAL_ONLY.items() if getattr(args, key, None) is not None]
     if local:
+        verb = "set" if len(local) > 1 else "sets"
         raise ValueError(
-            f"{', '.join(local)} set the in-process engine; with --endpoint the server runs "
-            "the model (choose its engine and threads where you start it)"
+            f"{', '.join(local)} {verb} the in-process engine; with --endpoint the server runs "
+            "the model (choose its engine, threads and batch size where you start it)"
         )
     if args.api_key_env is not None and not os.environ.get(args.api_key_env):
         raise ValueError(f"--api-key-env {args.api_key_env}: that variable is not set")

@@ -31,11 +31,18 @@ from compllm_graph.models import DEFAULT_MODEL, InferenceModel, load_model
 
 
 def load_for_eval(args: argparse.Namespace) -> InferenceModel:
-    """The base model of `--model`, `--engine` and `--threads`; with `--endpoint`, the server's
-    (`endpoints.remote_model`)."""
+    """The base model of `--model`, `--engine`, `--threads` and `--max-batch-size`; with
+    `--endpoint`, the server's (`endpoints.remote_model`)."""
     if getattr(args, "endpoint", None):
         return _served(args)
-    return load_model(args.model or DEFAULT_MODEL, engine=args.engine, n_threads=args.threads)
+    return _load(args, args.model or DEFAULT_MODEL)
+
+
+def _load(args: argparse.Namespace, alias: str) -> InferenceModel:
+    """`alias` on the in-process engine the command's options choose."""
+    batch = getattr(args, "max_batch_size", None)
+    options = {} if batch is None else {"max_batch_size": batch}
+    return load_model(alias, engine=args.engine, n_threads=args.threads, **options)
 
 
 def _served(args: argparse.Namespace) -> InferenceModel:
@@ -127,8 +134,8 @@ def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None 
 def _decomposer_model(
     args: argparse.Namespace, alias: str | None, model: InferenceModel
 ) -> InferenceModel | None:
-    """The model the pipeline's decomposer runs on: `alias` loaded on `--engine` with
-    `--threads`, as the base model is; `model` itself when `alias` names `--model` (not loaded
+    """The model the pipeline's decomposer runs on: `alias` loaded on the engine the base
+    model's options choose; `model` itself when `alias` names `--model` (not loaded
     twice); None (the base model) without `alias`. (`run_answers` refuses `alias` with
     `--endpoint` before any model loads.)
     """
@@ -136,7 +143,7 @@ def _decomposer_model(
         return None
     if alias == (args.model or DEFAULT_MODEL):
         return model
-    return load_model(alias, engine=args.engine, n_threads=args.threads)
+    return _load(args, alias)
 
 
 def _store_experts(

@@ -119,31 +119,38 @@ def load_model(
             back to transformers for a source that is not a GGUF file (no conversion unasked).
         n_threads: CPU threads for llama.cpp; None: `$COMPLLM_THREADS` or the physical cores.
         dtype: parameter dtype on transformers; fp32 by default (what GGUF dequantises to).
-        max_batch_size: most requests coalesced into one transformers `generate` call.
+        max_batch_size: most requests decoded together: in one transformers `generate` call,
+            or at once in one llama.cpp adapter context (its sequences). Batched rows take other
+            kernels than a lone request's, so a nearly tied greedy choice can flip with what
+            else runs; 1 makes every answer the one the request gets alone.
         max_wait_ms: how long the transformers batcher waits for more requests.
 
     Returns:
         The loaded model; all chat models made from it share its weights.
 
     Raises:
+        ValueError: `max_batch_size` is below 1.
         ModelLoadError: the name is neither an alias, an existing path, nor a hub id, the hub
             could not be reached, a folder for llama.cpp could not be converted (the message
             says what converts and what to do instead), or loading failed.
     """
     if engine is not None and engine not in get_args(Engine):
         raise ModelLoadError(f"engine must be one of {get_args(Engine)}, got {engine!r}")
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     text = os.fspath(name_or_path)
     gguf = _gguf_source(text)
     chosen = engine or default_engine()
     if chosen == "llama.cpp":
         if gguf is not None:
-            return _load_llama(text, gguf, n_threads)
+            return _load_llama(text, gguf, n_threads, max_batch_size)
         if engine is not None:  # asked for by name: convert the Hugging Face model
             importlib.import_module("compllm_graph.models.llama_engine")  # no llama.cpp: fail now
             local = _hf_folder(text)
             folder = local or _hub_snapshot(text)
             name = text if local is None else local.name
-            return _load_llama(text, _converted_gguf(text, folder, name), n_threads, name=name)
+            converted = _converted_gguf(text, folder, name)
+            return _load_llama(text, converted, n_threads, max_batch_size, name=name)
     return _load_transformers(text, dtype, max_batch_size, max_wait_ms)
 
 
@@ -158,13 +165,13 @@ def _gguf_source(text: str) -> Path | None:
 
 
 def _load_llama(
-    text: str, gguf: Path, n_threads: int | None, *, name: str | None = None
+    text: str, gguf: Path, n_threads: int | None, sequences: int, *, name: str | None = None
 ) -> LlamaCppModel:
     from compllm_graph.models.llama_engine import EngineError, LlamaEngine
     from compllm_graph.models.llama_model import LlamaCppModel
 
     try:
-        engine = LlamaEngine(gguf, n_threads=n_threads)
+        engine = LlamaEngine(gguf, n_threads=n_threads, n_seq_max=sequences)
     except EngineError as exc:
         raise ModelLoadError(f"could not load {text!r} on llama.cpp: {exc}") from exc
     name = name or (text if text in CATALOGUE else gguf.stem)

@@ -223,6 +223,22 @@ def test_same_adapter_requests_share_one_decode(llama: LlamaCppModel) -> None:
     assert max(c.batch_size for c in completions) >= 2
 
 
+def test_a_batch_of_one_gives_each_request_its_answer_alone() -> None:
+    # Batched rows take other kernels than a lone one, so a nearly tied greedy token can flip
+    # with what runs beside a request; with max_batch_size=1 nothing runs beside it.
+    llama = load_model(SMALL_MODEL, engine="llama.cpp", n_threads=1, max_batch_size=1)
+    try:
+        alone = _submit(llama, None, 40).future.result(timeout=120)
+        running = _submit(llama, None, 40)
+        time.sleep(0.2)  # it is decoding when the next one arrives
+        beside = _submit(llama, None, 8)
+        first, second = running.future.result(timeout=120), beside.future.result(timeout=120)
+    finally:
+        llama.close()
+    assert first.token_ids == alone.token_ids and second.token_ids
+    assert first.batch_size == second.batch_size == 1
+
+
 class _StepGauge:
     """Wraps the engine's `_step` to count contexts stepping at the same moment."""
 

@@ -47,6 +47,10 @@ def bench_file(tmp_path: Path) -> Path:
             "--engine, --threads set the in-process engine; with --endpoint the server runs",
         ),
         (
+            ["--endpoint", "http://127.0.0.1:9/v1", "--max-batch-size", "1"],
+            "--max-batch-size sets the in-process engine; with --endpoint the server runs",
+        ),
+        (
             ["--endpoint", "http://127.0.0.1:9/v1", "--api-key-env", "COMPLLM_TEST_UNSET_KEY"],
             "--api-key-env COMPLLM_TEST_UNSET_KEY: that variable is not set",
         ),
@@ -73,6 +77,7 @@ def test_contradicting_options_exit_2_before_anything_runs(
         ("--retries", "-1", "must be at least 0"),
         ("--endpoint-timeout", "0", "must be positive"),
         ("--endpoint-grammar", "llama", "invalid choice"),
+        ("--max-batch-size", "0", "must be at least 1"),
     ],
 )
 def test_out_of_range_endpoint_numbers_are_refused_by_the_parser(
