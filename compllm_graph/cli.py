@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from compllm_graph._extras import MissingExtraError
 from compllm_graph._help import field_help
 from compllm_graph._progress import VERBOSE_VARIABLE
+from compllm_graph.models.catalogue import DEFAULT_MODEL
 from compllm_graph.models.requests import GenerationSettings
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.types import display_name
@@ -119,7 +120,9 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask.add_argument(
         "question", nargs="?", default=DEFAULT_QUESTION, help="the question (default: the demo one)"
     )
-    ask.add_argument("--model", default=None, help="model alias, path or HF id (default: SmolLM2)")
+    ask.add_argument(
+        "--model", default=None, help=f"model alias, path or HF id (default: {DEFAULT_MODEL})"
+    )
     ask.add_argument("--store", default=None, help="expert store folder (default: the demo store)")
     ask.add_argument(
         "--decomposer",
@@ -215,7 +218,7 @@ def run_ask(args: argparse.Namespace) -> int:
     from compllm_graph.checkpoints import CheckpointError, open_checkpointer
     from compllm_graph.defaults import DEFAULT_MAX_NEW_TOKENS, build_default_graph
     from compllm_graph.expert_store import ExpertStore, StoreError
-    from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, load_model
+    from compllm_graph.models import ModelLoadError, load_model
     from compllm_graph.nodes.decompose import QuestionError, clean_question
 
     if bool(args.checkpoints) != bool(args.thread):

@@ -45,6 +45,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from compllm_graph._extras import requires
 from compllm_graph._help import field_help
 from compllm_graph.errors import CompLLMError
+from compllm_graph.models.catalogue import DEFAULT_MODEL
 from compllm_graph.models.requests import GenerationSettings
 
 with requires("serve"):
@@ -598,7 +599,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `compllm serve`'s options to `parser`."""
     parser.add_argument(
         "--model",
-        default="smollm2-135m-instruct",
+        default=DEFAULT_MODEL,
         help="model alias, HF folder or GGUF file (default: %(default)s)",
     )
     parser.add_argument(

@@ -2,12 +2,13 @@
 
 Importing this module loads the model and the demo expert store. Environment variables
 (settable in `langgraph.json`'s `env`) pick them: `COMPLLM_MODEL` (an alias or path, default
-`smollm2-135m-instruct`), `COMPLLM_DECOMPOSER` (a decomposer adapter folder for that model,
-default: the shipped one), `COMPLLM_DECOMPOSER_BEAMS` (beam-search width of the decomposition,
-default 1: greedy, which runs on llama.cpp; wider beams load the model on transformers),
-`COMPLLM_MAX_NEW_TOKENS` (answer length), `COMPLLM_ENGINE` (`llama.cpp` or `transformers`)
-and `COMPLLM_THREADS` (llama.cpp's CPU threads). The graph is compiled
-without a checkpointer: the LangGraph server supplies its own persistence.
+`qwen2.5-coder-0.5b-instruct`, the embedded default), `COMPLLM_DECOMPOSER` (a decomposer
+adapter folder for that model, default: the shipped one), `COMPLLM_DECOMPOSER_BEAMS`
+(beam-search width of the decomposition, default 1: greedy, which runs on llama.cpp; wider
+beams load the model on transformers), `COMPLLM_MAX_NEW_TOKENS` (answer length),
+`COMPLLM_ENGINE` (`llama.cpp` or `transformers`) and `COMPLLM_THREADS` (llama.cpp's CPU
+threads). The graph is compiled without a checkpointer: the LangGraph server supplies its own
+persistence.
 """
 
 from __future__ import annotations

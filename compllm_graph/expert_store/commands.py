@@ -551,8 +551,8 @@ def _packs(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if not packs:
         lines.append(
-            "no expert pack is installed: `pip install -e packs/compllm-pack-smollm2-135m` from "
-            "a checkout of compllm-graph (docs/packs.md)"
+            "no expert pack is installed: `pip install -e packs/compllm-pack-qwen2.5-coder-0.5b` "
+            "from a checkout of compllm-graph (docs/packs.md)"
         )
     return {"packs": packs, "text": "\n".join(lines)}
 

@@ -12,6 +12,7 @@ from compllm_graph.datasets.compositions import compose_parallel
 from compllm_graph.datasets.items import domain_items
 from compllm_graph.datasets.jsonl import write_jsonl
 from compllm_graph.expert_store.demo import build_demo_store
+from compllm_graph.models import SMALL_MODEL
 from tests.conftest import require_smollm2
 
 pytestmark = pytest.mark.integration
@@ -25,10 +26,11 @@ def test_three_composed_questions_through_the_pipeline_and_the_shipped_experts(
     pools = {d: domain_items(data_dir, d) for d in ("chemistry", "mathematics")}
     benchmark = tmp_path / "p2.jsonl"
     write_jsonl(compose_parallel(pools, parts=2, count=3, seed=7), benchmark)
-    store = build_demo_store(tmp_path / "store", embedder="hashing:256")
+    store = build_demo_store(tmp_path / "store", base=SMALL_MODEL, embedder="hashing:256")
     assert all(e.adapter is not None for e in store.experts())  # the trained experts
     outputs = tmp_path / "answers.jsonl"
     argv = ["eval", "answers", str(benchmark), "--store", str(store.path), "--json"]
+    argv += ["--model", SMALL_MODEL]
     argv += ["--outputs", str(outputs), "--max-new-tokens", "48", "--threads", "2"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

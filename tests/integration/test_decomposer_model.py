@@ -28,7 +28,7 @@ def test_a_second_model_decomposes_while_the_first_answers(tmp_path: Path) -> No
 
     model = load_model(SMALL_MODEL, engine="llama.cpp", n_threads=2)
     decomposing = load_model(SMALL_MODEL, engine="llama.cpp", n_threads=2)
-    store = build_demo_store(tmp_path / "store", embedder="hashing:256")
+    store = build_demo_store(tmp_path / "store", base=SMALL_MODEL, embedder="hashing:256")
     graph = build_default_graph(
         model, store, decomposer_model=decomposing, max_new_tokens=24
     ).compile()

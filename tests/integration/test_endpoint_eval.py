@@ -77,12 +77,12 @@ def files(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     pools = {d: domain_items(data_dir, d) for d in ("chemistry", "mathematics")}
     benchmark = tmp / "p2.jsonl"
     write_jsonl(compose_parallel(pools, parts=2, count=3, seed=7), benchmark)
-    store = build_demo_store(tmp / "store", embedder="hashing:256")
+    store = build_demo_store(tmp / "store", base=SMALL_MODEL, embedder="hashing:256")
     return {"benchmark": benchmark, "store": store.path, "tmp": tmp}
 
 
 def eval_answers(files: dict[str, Path], system: str, outputs: Path, *extra: str) -> None:
-    argv = ["eval", "answers", str(files["benchmark"]), "--system", system]
+    argv = ["eval", "answers", str(files["benchmark"]), "--system", system, "--model", SMALL_MODEL]
     argv += ["--store", str(files["store"]), "--max-new-tokens", TOKENS]
     assert main([*argv, "--outputs", str(outputs), *extra]) == 0
 

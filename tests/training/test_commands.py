@@ -28,10 +28,11 @@ def test_parse_mix() -> None:
 
 
 def test_adapter_choice() -> None:
-    def choose(adapter: str | None, few_shot: bool, model: str = BASE_MODEL) -> Path | None:
+    def choose(adapter: str | None, few_shot: bool, model: str = SMALL_MODEL) -> Path | None:
         return _adapter_dir(argparse.Namespace(adapter=adapter, few_shot=few_shot, model=model))
 
-    assert choose(None, False) == adapter_for(BASE_MODEL) == smollm2_decomposer()
+    assert choose(None, False) == adapter_for(SMALL_MODEL) == smollm2_decomposer()
+    assert choose(None, False, BASE_MODEL) == adapter_for(BASE_MODEL) != smollm2_decomposer()
     assert choose("shipped", True) == smollm2_decomposer()
     assert choose(None, True) is None
     assert choose("none", False) is None

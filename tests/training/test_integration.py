@@ -13,7 +13,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from compllm_graph.datasets.decompositions import DecompositionExample, graph_from_steps
 from compllm_graph.decomposer import DECOMPOSER_SYSTEM_PROMPT
-from compllm_graph.models import LocalChatModel, LocalModel
+from compllm_graph.models import SMALL_MODEL, LocalChatModel, LocalModel
 from compllm_graph.query_graph import parse_decomposition
 from compllm_graph.training.decomposer_sft import encode_example
 from compllm_graph.training.settings import LoraSettings, TrainSettings
@@ -151,6 +151,8 @@ def test_train_expert_command_registers_the_expert(smollm2: LocalModel, tmp_path
             "2",
             "--description",
             "basic chemistry",
+            "--base",
+            SMALL_MODEL,
             "--json",
         ]
     )
@@ -178,6 +180,7 @@ def test_question_answer_records_train_on_the_answer_with_the_system_prompt(
     argv = ["train", "expert", "chemistry", "--data", str(data), "--store", str(tmp_path / "store")]
     argv += ["--out", str(tmp_path / "adapter"), "--max-steps", "1", "--batch-size", "2"]
     argv += ["--lora-top-layers", "2", "--system-prompt", "You are a chemistry expert."]
+    argv += ["--base", SMALL_MODEL]
     assert main(argv) == 0
     record = json.loads((tmp_path / "adapter" / "training.json").read_text())
     assert record["objective"] == "answer" and record["data"]["sequences"] == 2
@@ -190,7 +193,6 @@ def test_train_expert_takes_the_safetensors_folder_as_its_base(tmp_path: Path) -
     """`--base FOLDER` with the folder `compllm models safetensors ALIAS` writes."""
     from compllm_graph.cli import main
     from compllm_graph.expert_store import ExpertStore
-    from compllm_graph.models import SMALL_MODEL
     from compllm_graph.models.loading import safetensors_folder
     from tests.conftest import require_smollm2
 

@@ -25,9 +25,11 @@ DECOMPOSERS = [
 ]
 
 
-def test_the_default_model_has_a_decomposer_in_its_pack() -> None:
+def test_the_default_and_test_models_have_a_decomposer_in_their_packs() -> None:
     folder = smollm2_decomposer()  # a skip when the pack is not installed
-    assert adapter_for(BASE_MODEL) == folder and folder in shipped().values()
+    assert adapter_for(SMALL_MODEL) == folder and folder in shipped().values()
+    default = adapter_for(BASE_MODEL)
+    assert default is not None and default in shipped().values() and default != folder
     assert adapter_for("no-such-model") is None
 
 

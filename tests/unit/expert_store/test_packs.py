@@ -117,7 +117,7 @@ def test_the_default_pack_is_installed_and_verified() -> None:
     if pack is None:
         pytest.skip(f"{packs.missing_pack_message(DEFAULT_MODEL)} (`make test` installs it)")
     assert pack.name == SHIPPED_PACKS[DEFAULT_MODEL] and pack.version
-    assert pack_for("HuggingFaceTB/SmolLM2-135M-Instruct") == pack  # the public id names it too
+    assert pack_for("Qwen/Qwen2.5-Coder-0.5B-Instruct") == pack  # the public id names it too
     assert shipped_experts(DEFAULT_MODEL) == pack.experts()
     assert adapter_for(DEFAULT_MODEL) == pack.decomposer()
 
@@ -182,13 +182,13 @@ def test_the_demo_store_says_which_pack_to_install(
     monkeypatch.setenv("COMPLLM_HOME", str(tmp_path))
     monkeypatch.setattr(packs, "installed_packs", lambda: [])
     message = (
-        "no expert pack for smollm2-135m-instruct is installed: "
-        "pip install -e packs/compllm-pack-smollm2-135m"
+        "no expert pack for qwen2.5-coder-0.5b-instruct is installed: "
+        "pip install -e packs/compllm-pack-qwen2.5-coder-0.5b"
     )
     with pytest.raises(PackNotInstalledError, match=re.escape(message)):
         demo_store()
-    with pytest.raises(PackNotInstalledError, match=r"pip install -e packs/compllm-pack-qwen2\.5"):
-        build_demo_store(tmp_path / "q", base="qwen2.5-coder-0.5b-instruct", embedder="hashing:8")
+    with pytest.raises(PackNotInstalledError, match=r"pip install -e packs/compllm-pack-smollm2"):
+        build_demo_store(tmp_path / "s", base="smollm2-135m-instruct", embedder="hashing:8")
     assert adapter_for(DEFAULT_MODEL) is None and shipped_experts(DEFAULT_MODEL) == {}
     # A model this repository has no pack for gets prompt-only experts, as before packs.
     other = build_demo_store(tmp_path / "o", base="no-such-model", embedder="hashing:8")
@@ -211,7 +211,7 @@ def test_the_decomposer_falls_back_to_the_prompt_naming_the_pack(
         warnings.simplefilter("always")
         chat, prompt = default_decomposer(Model())  # type: ignore[arg-type]
     assert chat == "chat through None" and prompt is not None and "<q>" in prompt
-    assert "pip install -e packs/compllm-pack-smollm2-135m" in str(caught[0].message)
+    assert "pip install -e packs/compllm-pack-qwen2.5-coder-0.5b" in str(caught[0].message)
 
 
 def test_compllm_experts_packs_and_pack_manifest(
