@@ -16,7 +16,7 @@ from compllm_graph.expert_store.demo import (
     default_store_path,
     shipped_experts,
 )
-from compllm_graph.models import CATALOGUE, DEFAULT_MODEL
+from compllm_graph.models import CATALOGUE, DEFAULT_MODEL, SMALL_MODEL
 from compllm_graph.packs import missing_pack_message, pack_for, read_pack
 
 REPO = Path(__file__).resolve().parents[3]
@@ -133,3 +133,22 @@ def test_a_demo_store_built_before_an_adapter_was_retrained_is_rebuilt(
     record.write_text(record.read_text().replace('"steps"', '"steps_retrained"', 1))
     demo.demo_store()
     assert (first.path / "store.json").stat().st_ino != built  # rebuilt with the new adapter
+
+
+@pytest.mark.usefixtures("default_pack")
+def test_a_default_store_built_for_the_former_default_model_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The default model changed (SmolLM2-135M to Qwen2.5-Coder-0.5B): a user's default store
+    # still holds the former model's adapters, which the new default cannot load.
+    import compllm_graph.expert_store.demo as demo
+
+    if pack_for(SMALL_MODEL) is None:
+        pytest.skip(f"{missing_pack_message(SMALL_MODEL)} (`make test` installs it)")
+    monkeypatch.setenv("COMPLLM_HOME", str(tmp_path))
+    monkeypatch.setattr(demo, "DEMO_EMBEDDER", "hashing:64")
+    build_demo_store(default_store_path(), base=SMALL_MODEL, embedder="hashing:64")
+    store = demo.demo_store()
+    assert store.path == default_store_path()
+    assert all(e.base_model == DEFAULT_MODEL for e in store.experts() if e.adapter is not None)
+    assert {e.name for e in store.experts() if e.adapter is not None} == set(DEMO_EXPERTS)
