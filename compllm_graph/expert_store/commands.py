@@ -40,7 +40,8 @@ from compllm_graph.expert_store.store import (
     StoreError,
     check_name,
 )
-from compllm_graph.packs import PackError, installed_packs, write_manifest
+from compllm_graph.models.catalogue import DEFAULT_MODEL
+from compllm_graph.packs import PackError, install_hint, installed_packs, write_manifest
 from compllm_graph.types import BASE, display_name
 
 _ERRORS = (StoreError, EmbedderError, DataFileError, PackError, ValueError, OSError)
@@ -551,7 +552,7 @@ def _packs(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if not packs:
         lines.append(
-            "no expert pack is installed: `pip install -e packs/compllm-pack-qwen2.5-coder-0.5b` "
+            f"no expert pack is installed: `{install_hint(DEFAULT_MODEL)}` "
             "from a checkout of compllm-graph (docs/packs.md)"
         )
     return {"packs": packs, "text": "\n".join(lines)}
