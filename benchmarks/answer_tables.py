@@ -76,11 +76,15 @@ COLUMNS = [
     ("one-adapter 0.5B (pipeline)", QWEN05, "one-adapter"),
     (f"Comp-LLM {SHORT[SMOL]}", SMOL, "compllm"),
     (f"Comp-LLM {SHORT[QWEN05]}", QWEN05, "compllm"),
+    ("Comp-LLM 0.5B, program expert", QWEN05, "compllm-program"),
 ]
 """Table 5's columns: label, base model, system. `ft` is the paper's FT row; `one-adapter` is
-not one of the paper's systems (it was called `all-experts` before the paper's was built)."""
+not one of the paper's systems (it was called `all-experts` before the paper's was built);
+`compllm-program` is Comp-LLM with the program expert answering mathematics parts."""
 ROUTERS = ("compllm", "all-experts", "one-adapter", "random-router", "oracle-router")
 """Table 7's columns: the router against the paper's all-experts, one adapter, random, oracle."""
+PROGRAM = "compllm-program"
+"""Comp-LLM whose `mathematics` expert writes a program the sandbox runs (`--program-expert`)."""
 UNPROMPTED = "monolith-unprompted"
 """The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
@@ -107,6 +111,8 @@ class Cell:
     def system_args(self) -> list[str]:
         if self.system == UNPROMPTED:
             return ["--system", "monolith", "--no-base-prompt"]
+        if self.system == PROGRAM:
+            return ["--system", "compllm", "--program-expert"]
         return ["--system", self.system]
 
 
@@ -119,6 +125,7 @@ TABLE5 = [
     *(Cell(model, UNPROMPTED, f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
     *(Cell(QWEN05, system, f, _limit(f)) for system in ("ft", "one-adapter") for f in FILES),
     *(Cell(model, "compllm", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
+    *(Cell(QWEN05, PROGRAM, f, _limit(f)) for f in FILES),
 ]
 TABLE7 = [
     Cell(model, system, f, 100)
@@ -313,7 +320,13 @@ def tables() -> str:
     ]
     pairs += [(_find(QWEN05, "ft", f), _find(QWEN05, "monolith", f)) for f in FILES]
     pairs += [
-        (_find(QWEN05, "compllm", f), _find(QWEN15, system, f))
+        (_find(QWEN05, PROGRAM, f), _find(QWEN05, other, f))
+        for f in FILES
+        for other in ("compllm", "monolith", UNPROMPTED)
+    ]
+    pairs += [
+        (_find(QWEN05, mine, f), _find(QWEN15, system, f))
+        for mine in ("compllm", PROGRAM)
         for f in FILES
         for system in ("monolith", UNPROMPTED)
     ]

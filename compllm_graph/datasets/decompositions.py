@@ -37,6 +37,10 @@ from compllm_graph.query_graph import (
 )
 
 DATASETS = ("musique", "strategyqa", "break")
+BREAK_SOURCES = ("cwq", "drop")
+"""The question sets inside the shared Break file, by question-id prefix: ComplexWebQuestions
+(knowledge-base chains, conjunctions, comparisons and superlatives, the kind HotpotQA asks) and
+DROP (counts and arithmetic over a passage)."""
 
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,?.!;:])")
 _SPACES = re.compile(r"\s+")
@@ -68,6 +72,22 @@ class DecompositionExample:
     @property
     def split(self) -> DecompositionSplit:
         return decomposition_split(self.qid)
+
+    @property
+    def source(self) -> str:
+        """The question set it comes from: Break's (`BREAK_SOURCES`, from the id's prefix,
+        `CWQ_dev_1` is `cwq`), else its dataset."""
+        if self.dataset == "break":
+            return self.qid.split("_", 1)[0].lower()
+        return self.dataset
+
+
+def without_sources(
+    examples: Iterable[DecompositionExample], sources: Iterable[str]
+) -> list[DecompositionExample]:
+    """`examples` but those whose `source` is one of `sources`."""
+    left_out = set(sources)
+    return [e for e in examples if e.source not in left_out]
 
 
 class DatasetFormatError(CompLLMError, ValueError):

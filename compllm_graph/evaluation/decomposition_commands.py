@@ -79,6 +79,12 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
         help="which deterministic split of the file to score (default: test)",
     )
     ev.add_argument(
+        "--source",
+        default=None,
+        help="score only this question set of the file (Break's cwq or drop; a dataset's own "
+        "name otherwise): what `compllm train decomposer --hold-out` left out",
+    )
+    ev.add_argument(
         "--conjunctions",
         action="store_true",
         help="score questions that join two of the split's questions, unlinked (X, and Y?)",
@@ -150,6 +156,16 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     except (FileNotFoundError, DatasetFormatError, KeyError) as err:
         print(f"error: cannot read {args.file}: {err}", file=sys.stderr)
         return 2
+    if args.source is not None:
+        sources = sorted({e.source for e in examples})
+        examples = [e for e in examples if e.source == args.source]
+        if not examples:
+            print(
+                f"error: no {args.source!r} questions in the {args.split} split of {args.file}; "
+                f"its question sets: {', '.join(sources) or 'none'}",
+                file=sys.stderr,
+            )
+            return 2
     if args.conjunctions:
         examples = conjunctions({"file": examples}, args.limit or len(examples))
     examples = examples[: args.limit] if args.limit else examples

@@ -14,6 +14,7 @@ import torch
 
 from compllm_graph.adapter_folder import same_base
 from compllm_graph.datasets.decompositions import (
+    BREAK_SOURCES,
     CHAINED_CONJUNCTION,
     COMPOSED,
     CONJUNCTION,
@@ -30,6 +31,7 @@ from compllm_graph.datasets.decompositions import (
     relative_chains,
     select,
     single_counts,
+    without_sources,
 )
 from compllm_graph.decomposer.generation import generate, prompt_ids, sft_messages
 from compllm_graph.decomposer.loading import (
@@ -54,6 +56,8 @@ from compllm_graph.training.sft import (
 )
 
 DEFAULT_WEIGHTS = {"musique": 0.55, "break": 0.2, "strategyqa": 0.1, CONJUNCTION: 0.15}
+HOLD_OUT_SOURCES = ("musique", "strategyqa", *BREAK_SOURCES)
+"""What `DecomposerPlan.hold_out` may name: a dataset, or one of the question sets in Break."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,10 @@ class DecomposerPlan:
         settings: Optimisation hyper-parameters.
         init_adapter: Start from this trained decomposer's weights instead of fresh ones (a
             second stage, e.g. on a MuSiQue-heavier mix); it must share the base and LoRA shape.
+        hold_out: Question sets (`HOLD_OUT_SOURCES`) no example comes from, the joined kinds
+            included, so that a decomposer can be scored on a kind of question it never saw
+            (`cwq`: Break's ComplexWebQuestions, `compllm eval decomposition BREAK.csv --source
+            cwq`). An `init_adapter` must have held them out too.
     """
 
     data_dir: Path
@@ -85,6 +93,14 @@ class DecomposerPlan:
     lora: LoraSettings = field(default_factory=LoraSettings)
     settings: TrainSettings = field(default_factory=TrainSettings)
     init_adapter: Path | None = None
+    hold_out: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.hold_out) - set(HOLD_OUT_SOURCES))
+        if unknown:
+            raise ValueError(
+                f"cannot hold out {unknown}: the question sets are {', '.join(HOLD_OUT_SOURCES)}"
+            )
 
 
 def load_pools(data_dir: Path, datasets: Sequence[str]) -> dict[str, list[DecompositionExample]]:
@@ -174,7 +190,10 @@ def train_decomposer(
     Returns:
         The training record also written to `out_dir/training.json`.
     """
-    pools = load_pools(plan.data_dir, _source_datasets(plan.weights))
+    pools = {
+        name: without_sources(pool, plan.hold_out)
+        for name, pool in load_pools(plan.data_dir, _source_datasets(plan.weights)).items()
+    }
     examples = training_examples(pools, plan)
     encoded = [encode_example(tokenizer, e, plan.max_length) for e in examples]
     kept = [x for x in encoded if x is not None]
@@ -190,6 +209,7 @@ def train_decomposer(
             "files": {n: str(p) for n, p in default_files(plan.data_dir).items() if n in pools},
             "split": "train split: 80 % of question ids by sha256 (validation 10 %, test 10 %)",
             "weights": plan.weights,
+            "held_out": list(plan.hold_out),
             "examples": len(examples),
             "by_dataset": dict(Counter(e.dataset for e in examples)),
             "left_out_too_long": len(examples) - len(kept),
@@ -264,6 +284,13 @@ def earlier_stage(plan: DecomposerPlan, base: str) -> dict[str, Any] | None:
             f"--lora-r {shape[0]} --lora-alpha {shape[1]} to continue from it"
         )
     data = earlier.get("data")
+    held = set(data.get("held_out") or ()) if isinstance(data, dict) else set()
+    if not set(plan.hold_out) <= held:
+        raise ValueError(
+            f"{folder} was trained with {sorted(held) or 'nothing'} held out, so a decomposer "
+            f"started from it has seen {sorted(set(plan.hold_out) - held)}: start from fresh "
+            "weights (no --init-adapter) or from an adapter trained with the same --hold-out"
+        )
     return {
         "adapter": str(folder),
         "command": earlier.get("command"),

@@ -36,6 +36,7 @@ from compllm_graph.expert_store.store import check_creatable, check_name
 from compllm_graph.models import DEFAULT_MODEL, ModelLoadError, TransformersModel, home, load_model
 from compllm_graph.training.decomposer_sft import (
     DEFAULT_WEIGHTS,
+    HOLD_OUT_SOURCES,
     DecomposerPlan,
     adapter_shape,
     earlier_stage,
@@ -87,6 +88,15 @@ def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
         default=None,
         help="start from a trained decomposer (a folder, or 'shipped' for --base's) instead of "
         "fresh LoRA weights",
+    )
+    p.add_argument(
+        "--hold-out",
+        action="append",
+        default=[],
+        choices=HOLD_OUT_SOURCES,
+        help="leave this question set out of every example (repeatable; cwq and drop are "
+        "Break's two), to score the decomposer on it as unseen: `compllm eval decomposition "
+        "FILE --source NAME`",
     )
     _add_optimisation_args(p, lora, opt)
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
@@ -208,6 +218,7 @@ def run_train_decomposer(args: argparse.Namespace) -> int:
             lora=lora,
             settings=opt,
             init_adapter=init_adapter,
+            hold_out=tuple(args.hold_out),
         )
         earlier_stage(plan, args.base)  # fail before the minutes spent loading the model
     except ValueError as err:

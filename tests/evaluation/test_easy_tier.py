@@ -213,3 +213,14 @@ def test_the_answer_tables_read_the_chosen_tier(monkeypatch: pytest.MonkeyPatch)
     assert tables.TABLES.name == "tables-easy.md"
     tables._select_tier("standard")
     assert tables.TABLES.name == "tables.md"
+
+
+def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
+    import benchmarks.answer_tables as tables
+    from compllm_graph.cli import build_parser
+
+    parser = build_parser("eval")
+    for cell in tables.CELLS.values():
+        args = parser.parse_args(["eval", "answers", "f.jsonl", *cell.system_args])
+        assert args.program_expert == (cell.system == tables.PROGRAM), cell.name
+        assert args.no_base_prompt == (cell.system == tables.UNPROMPTED), cell.name

@@ -163,3 +163,21 @@ def test_expert_data_can_leave_out_the_open_form_pairs(data_dir: Path, tmp_path:
     worked = written("--limit", "40", "--no-open-form")
     assert len(worked) == 40 and len(every) > 40
     assert worked == [r for r in every if not r["id"].endswith(OPEN_FORM)]
+
+
+def test_eval_decomposition_scores_one_question_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compllm_graph.datasets.decompositions import load_examples
+
+    rows = tmp_path / "break.csv"
+    rows.write_text(
+        "question_id,question_text,decomposition,operators,split\n"
+        'CWQ_dev_1,Who founded X?,return X ;return founder of #1,"[]",dev\n'
+        'DROP_dev_2,How many goals?,return goals ;return number of #1,"[]",dev\n'
+    )
+    assert [e.source for e in load_examples(rows)] == ["cwq", "drop"]
+    argv = ["eval", "decomposition", str(rows), "--split", "all", "--source", "hotpot"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no 'hotpot' questions in the all split" in err and "its question sets: cwq, drop" in err

@@ -16,9 +16,14 @@ from tests.conftest import smollm2_decomposer
 ADAPTER_DIR = smollm2_decomposer()
 
 
-def plan(init_adapter: Path | None, r: int = 16, alpha: int = 32) -> DecomposerPlan:
+def plan(
+    init_adapter: Path | None, r: int = 16, alpha: int = 32, hold_out: tuple[str, ...] = ()
+) -> DecomposerPlan:
     return DecomposerPlan(
-        data_dir=Path("unused"), lora=LoraSettings(r=r, alpha=alpha), init_adapter=init_adapter
+        data_dir=Path("unused"),
+        lora=LoraSettings(r=r, alpha=alpha),
+        init_adapter=init_adapter,
+        hold_out=hold_out,
     )
 
 
@@ -94,3 +99,44 @@ def test_a_decomposer_trains_and_validates_on_a_tiny_llama(data_dir: Path, tmp_p
     written = json.loads((tmp_path / "training.json").read_text())
     assert written["steps"] == 3 and len(written["loss"]["per_step"]) == 3
     assert (tmp_path / "adapter_model.safetensors").is_file()
+
+
+def test_earlier_stage_refuses_an_adapter_that_saw_a_held_out_set(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"has seen \['cwq'\]: start from fresh weights"):
+        earlier_stage(plan(ADAPTER_DIR, hold_out=("cwq",)), SMALL_MODEL)
+    record = json.loads((ADAPTER_DIR / "training.json").read_text())
+    record["data"]["held_out"] = ["cwq", "drop"]
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
+    assert earlier_stage(plan(tmp_path, hold_out=("cwq",)), SMALL_MODEL) is not None
+
+
+def test_a_plan_names_only_question_sets_it_can_hold_out() -> None:
+    with pytest.raises(ValueError, match=r"cannot hold out \['hotpotqa'\]: the question sets"):
+        DecomposerPlan(Path("unused"), hold_out=("hotpotqa",))
+
+
+def test_a_held_out_set_reaches_no_example_of_the_mix(data_dir: Path) -> None:
+    from compllm_graph.datasets.decompositions import (
+        CHAINED_CONJUNCTION,
+        CONJUNCTION,
+        RELATIVE_CHAIN,
+        without_sources,
+    )
+    from compllm_graph.training.decomposer_sft import load_pools, training_examples
+
+    weights = {"break": 0.4, CONJUNCTION: 0.2, CHAINED_CONJUNCTION: 0.2, RELATIVE_CHAIN: 0.2}
+    loaded = load_pools(data_dir, ["musique", "strategyqa", "break"])
+    cwq = {e.question for e in loaded["break"] if e.source == "cwq"}
+    assert len(cwq) > 400 and {e.source for e in loaded["break"]} == {"cwq", "drop"}
+
+    def mixed(hold_out: tuple[str, ...]) -> list[str]:
+        pools = {name: without_sources(pool, hold_out) for name, pool in loaded.items()}
+        plan = DecomposerPlan(data_dir, train_size=400, weights=weights, hold_out=hold_out)
+        return [e.question for e in training_examples(pools, plan)]
+
+    def from_cwq(question: str) -> bool:
+        return any(q in question for q in cwq)
+
+    assert any(from_cwq(q) for q in mixed(()))  # the check below can fail
+    assert not any(from_cwq(q) for q in mixed(("cwq",)))
