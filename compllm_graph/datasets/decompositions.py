@@ -295,6 +295,9 @@ CONJUNCTION = "conjunction"
 """The dataset name of composed questions (see `conjunctions`)."""
 COMPOSED = "composed"
 """The dataset name of composed multi-domain questions (see `as_examples`)."""
+COMPOSED_EASY = "composed_easy"
+"""The dataset name of composed questions from the easy tier's sources, whose parts can be a
+whole abstract and its question (`training.composed.composed_easy_examples`)."""
 
 _QUESTION_STARTS = {
     "what", "which", "who", "whom", "whose", "when", "where", "why", "how",
@@ -580,8 +583,10 @@ def _shared_context_length(steps: Sequence[str]) -> int:
 
 
 __all__ = [
+    "BREAK_SOURCES",
     "CHAINED_CONJUNCTION",
     "COMPOSED",
+    "COMPOSED_EASY",
     "CONJUNCTION",
     "DATASETS",
     "RELATIVE_CHAIN",
@@ -607,4 +612,5 @@ __all__ = [
     "single_counts",
     "socratic_graph",
     "tidy",
+    "without_sources",
 ]

@@ -18,11 +18,19 @@ problem they belong to.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from compllm_graph.datasets.compositions import compose_dependent, compose_parallel
-from compllm_graph.datasets.decompositions import DecompositionExample, as_examples
-from compllm_graph.datasets.items import SOURCES, domain_items, gsm8k_items, socratic_chains
+from compllm_graph.datasets.decompositions import COMPOSED_EASY, DecompositionExample, as_examples
+from compllm_graph.datasets.easy_tier import EASY_MIX, source_items
+from compllm_graph.datasets.items import (
+    SOURCES,
+    Item,
+    domain_items,
+    gsm8k_items,
+    socratic_chains,
+)
 
 TRAINING_TEMPLATES: Mapping[int, tuple[str, ...]] = {
     2: (
@@ -86,3 +94,28 @@ __all__ = [
     "TRAINING_TEMPLATES",
     "composed_examples",
 ]
+
+
+def composed_easy_examples(data_dir: Path, count: int, seed: int = 0) -> list[DecompositionExample]:
+    """`count` training compositions from the easy tier's sources (`EASY_MIX`: ARC-Easy,
+    PubMedQA with its abstract, ASDiv), 3/4 of 2 parallel parts, the rest of 3.
+
+    A decomposer that never saw a part made of a passage and its question cuts the passage into
+    sentences, each a sub-query of its own; here such a part is one gold sub-query. Only
+    train-split items (PubMedQA's non-test ids), joined by the training templates: the easy
+    tier's benchmark files hold none of them.
+
+    Raises:
+        ValueError: the train split holds too few items.
+    """
+    pools: dict[str, list[Item]] = {}
+    for source, share in EASY_MIX.items():
+        if share.share > 0:
+            for item in source_items(data_dir, source, share):
+                pools.setdefault(item.domain, []).append(item)
+    two = count * 3 // 4
+    records = [
+        *compose_parallel(pools, 2, two, seed, split="train", templates=TRAINING_TEMPLATES),
+        *compose_parallel(pools, 3, count - two, seed, split="train", templates=TRAINING_TEMPLATES),
+    ]
+    return [replace(example, dataset=COMPOSED_EASY) for example in as_examples(records)]

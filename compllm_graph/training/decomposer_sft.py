@@ -17,6 +17,7 @@ from compllm_graph.datasets.decompositions import (
     BREAK_SOURCES,
     CHAINED_CONJUNCTION,
     COMPOSED,
+    COMPOSED_EASY,
     CONJUNCTION,
     DATASETS,
     RELATIVE_CHAIN,
@@ -41,7 +42,7 @@ from compllm_graph.decomposer.loading import (
 )
 from compllm_graph.decomposer.metrics import aggregate, score_text
 from compllm_graph.decomposer.prompts import DECOMPOSER_SYSTEM_PROMPT
-from compllm_graph.training.composed import composed_examples
+from compllm_graph.training.composed import composed_easy_examples, composed_examples
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import (
     ADAPTER_CONFIG,
@@ -72,7 +73,8 @@ class DecomposerPlan:
             a two-hop chain and a single-hop question, `relative_chain` weighs the questions
             whose bridge is a relative clause, and `single_count` turns Break's single-hop
             counts into one sub-query (and takes them out of `break`): see
-            `datasets.decompositions`.
+            `datasets.decompositions`; `composed` and `composed_easy` join multi-domain
+            train items (`training.composed`).
         max_length: Longest prompt + target in tokens; longer examples are left out.
         validation_size: Validation examples per dataset scored after training (0: none).
         lora: LoRA hyper-parameters.
@@ -138,6 +140,8 @@ def training_examples(
         train_pools[RELATIVE_CHAIN] = relative_chains(chains)
     if COMPOSED in wanted:
         train_pools[COMPOSED] = composed_examples(plan.data_dir, size, seed=seed)
+    if COMPOSED_EASY in wanted:
+        train_pools[COMPOSED_EASY] = composed_easy_examples(plan.data_dir, size, seed=seed)
     return mix(train_pools, size, plan.weights, seed=seed)
 
 

@@ -15,6 +15,7 @@ from compllm_graph.data_dir import DEFAULT_DATA_DIR, missing_data_dir
 from compllm_graph.datasets.decompositions import (
     CHAINED_CONJUNCTION,
     COMPOSED,
+    COMPOSED_EASY,
     CONJUNCTION,
     DATASETS,
     RELATIVE_CHAIN,
@@ -48,7 +49,15 @@ from compllm_graph.training.routing_data import write_routing_data
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import choose_precision, is_main_process
 
-MIX_NAMES = (*DATASETS, CONJUNCTION, COMPOSED, CHAINED_CONJUNCTION, RELATIVE_CHAIN, SINGLE_COUNT)
+MIX_NAMES = (
+    *DATASETS,
+    CONJUNCTION,
+    COMPOSED,
+    COMPOSED_EASY,
+    CHAINED_CONJUNCTION,
+    RELATIVE_CHAIN,
+    SINGLE_COUNT,
+)
 BASE_HELP = (
     "base model: a catalogue alias, a local Hugging Face folder (config.json, weights and "
     "tokenizer, e.g. what `compllm models safetensors ALIAS` writes) or a hub id"
@@ -77,7 +86,9 @@ def _add_train_decomposer(kinds: argparse._SubParsersAction) -> None:
         default=",".join(f"{k}={v}" for k, v in DEFAULT_WEIGHTS.items()),
         help="dataset shares, e.g. musique=0.5,break=0.3,strategyqa=0.2 "
         f"({', '.join(MIX_NAMES)}; composed: multi-domain questions whose parts keep their "
-        "options; chained_conjunction: a two-hop chain and a single-hop question joined; "
+        "options; composed_easy: the same from the easy tier's sources, a part can be a whole "
+        "abstract and its question (raise --max-length); chained_conjunction: a two-hop "
+        "chain and a single-hop question joined; "
         "relative_chain: chains whose bridge is a relative clause; single_count: Break's "
         "single-hop counts as one sub-query, taken out of break)",
     )

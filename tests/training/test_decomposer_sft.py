@@ -140,3 +140,29 @@ def test_a_held_out_set_reaches_no_example_of_the_mix(data_dir: Path) -> None:
 
     assert any(from_cwq(q) for q in mixed(()))  # the check below can fail
     assert not any(from_cwq(q) for q in mixed(("cwq",)))
+
+
+def test_easy_compositions_keep_an_abstract_and_its_question_one_part(data_dir: Path) -> None:
+    from compllm_graph.datasets.decompositions import COMPOSED_EASY
+    from compllm_graph.datasets.easy_tier import EASY_MIX, source_items
+    from compllm_graph.datasets.items import as_text
+    from compllm_graph.training.composed import composed_easy_examples
+    from compllm_graph.training.train_commands import parse_mix
+
+    examples = composed_easy_examples(data_dir, 120)
+    assert len(examples) == 120 and {e.dataset for e in examples} == {COMPOSED_EASY}
+    parts = [[node.text for node in e.graph.sub_queries] for e in examples]
+    passages = [text for texts in parts for text in texts if text.startswith("Abstract: ")]
+    assert len(passages) > 30
+    assert all("Question: " in text and text.endswith("?") for text in passages)
+    assert all(text in e.question for e, texts in zip(examples, parts) for text in texts)
+    # Train-split items only: no part is a question the easy tier may ask.
+    tested = {
+        as_text(item)
+        for source, share in EASY_MIX.items()
+        if share.share > 0
+        for item in source_items(data_dir, source, share)
+        if item.in_split == "test"
+    }
+    assert tested and not tested & {text for texts in parts for text in texts}
+    assert parse_mix("musique=0.8,composed_easy=0.2") == {"musique": 0.8, COMPOSED_EASY: 0.2}
