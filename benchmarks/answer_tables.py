@@ -371,6 +371,7 @@ def single_domain_tables() -> list[str]:
     """Each expert alone against the base (`compllm eval experts --outputs`), one table per
     outputs folder `MODEL/experts*`, on the questions both answered that share no passage."""
     lines = ["", "## Single-domain table: each expert against the base model", ""]
+    heading = len(lines)
     for folder in sorted(OUTPUTS.glob("*/experts*")):
         rows = []
         for base_file in sorted(folder.glob(f"{PREFIX}single-*.base.jsonl")):
@@ -385,6 +386,8 @@ def single_domain_tables() -> list[str]:
             }
             domain = stem.removeprefix("single-")
             rows.append(expert_row(domain, right["base"], right["expert"]))
+        if not rows:  # the folder answers another tier's files
+            continue
         name = folder.relative_to(OUTPUTS)
         lines += [
             f"`{name}` (left out: questions that share a passage):",
@@ -392,6 +395,8 @@ def single_domain_tables() -> list[str]:
             expert_table(rows),
             "",
         ]
+    if len(lines) == heading:
+        lines += ["(no run on this tier yet: `compllm eval experts --outputs`)", ""]
     return lines
 
 

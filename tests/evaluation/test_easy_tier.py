@@ -224,3 +224,20 @@ def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
         args = parser.parse_args(["eval", "answers", "f.jsonl", *cell.system_args])
         assert args.program_expert == (cell.system == tables.PROGRAM), cell.name
         assert args.no_base_prompt == (cell.system == tables.UNPROMPTED), cell.name
+
+
+def test_the_single_domain_table_is_left_out_for_a_tier_with_no_expert_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import benchmarks.answer_tables as tables
+
+    for name in ("PREFIX", "TABLES"):
+        monkeypatch.setattr(tables, name, getattr(tables, name))
+    monkeypatch.setattr(tables, "OUTPUTS", tmp_path)
+    experts = tmp_path / "model" / "experts"
+    experts.mkdir(parents=True)
+    (experts / "single-biology.base.jsonl").write_text("")  # the standard tier's files only
+    tables._select_tier("easy")
+    lines = tables.single_domain_tables()
+    assert "(no run on this tier yet: `compllm eval experts --outputs`)" in lines
+    assert not any(line.startswith(("| domain", "`model/experts`")) for line in lines)
