@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -141,7 +142,9 @@ def training_examples(
     if COMPOSED in wanted:
         train_pools[COMPOSED] = composed_examples(plan.data_dir, size, seed=seed)
     if COMPOSED_EASY in wanted:
-        train_pools[COMPOSED_EASY] = composed_easy_examples(plan.data_dir, size, seed=seed)
+        # Its pools are small: build its share of the mix only, not `size` like the others.
+        share = math.ceil(size * plan.weights[COMPOSED_EASY] / sum(plan.weights.values()))
+        train_pools[COMPOSED_EASY] = composed_easy_examples(plan.data_dir, share, seed=seed)
     return mix(train_pools, size, plan.weights, seed=seed)
 
 

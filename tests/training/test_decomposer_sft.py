@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,7 @@ def test_easy_compositions_keep_an_abstract_and_its_question_one_part(data_dir: 
     from compllm_graph.datasets.easy_tier import EASY_MIX, source_items
     from compllm_graph.datasets.items import as_text
     from compllm_graph.training.composed import composed_easy_examples
+    from compllm_graph.training.decomposer_sft import load_pools, training_examples
     from compllm_graph.training.train_commands import parse_mix
 
     examples = composed_easy_examples(data_dir, 120)
@@ -165,4 +167,9 @@ def test_easy_compositions_keep_an_abstract_and_its_question_one_part(data_dir: 
         if item.in_split == "test"
     }
     assert tested and not tested & {text for texts in parts for text in texts}
-    assert parse_mix("musique=0.8,composed_easy=0.2") == {"musique": 0.8, COMPOSED_EASY: 0.2}
+    weights = parse_mix("musique=0.85,composed_easy=0.15")
+    assert weights == {"musique": 0.85, COMPOSED_EASY: 0.15}
+    # Its pools hold about 850 two-part questions: a big mix builds only its own share.
+    plan = DecomposerPlan(data_dir, train_size=1200, weights=weights)
+    mixed = training_examples(load_pools(data_dir, ["musique"]), plan)
+    assert Counter(e.dataset for e in mixed) == {"musique": 1020, COMPOSED_EASY: 180}
