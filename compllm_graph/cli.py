@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from compllm_graph._extras import MissingExtraError
 from compllm_graph._help import field_help
 from compllm_graph._progress import VERBOSE_VARIABLE
-from compllm_graph.models.catalogue import DEFAULT_MODEL
+from compllm_graph.models.catalogue import DEFAULT_MODEL, PROGRAM_EXPERT_MODELS
 from compllm_graph.models.requests import GenerationSettings
 from compllm_graph.query_graph import QueryGraph
 from compllm_graph.types import display_name
@@ -198,9 +198,12 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     )
     ask.add_argument(
         "--program-expert",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="the mathematics expert answers by a program the model writes and a sandbox "
-        "runs, falling back to the expert itself",
+        "runs, falling back to the expert itself (default: on with the demo store of a model "
+        "where it is measured better than the mathematics adapter: "
+        f"{', '.join(sorted(PROGRAM_EXPERT_MODELS))}; off otherwise)",
     )
     ask.add_argument("--stream", action="store_true", help="print events as they happen")
     ask.add_argument("--json", action="store_true", help="end with one JSON object")

@@ -15,6 +15,7 @@ from compllm_graph.expert_store.records import BOUND_KINDS
 from compllm_graph.expert_store.serving import with_system_prompt
 from compllm_graph.graph import create_compllm_graph
 from compllm_graph.models import DEFAULT_MODEL, InferenceModel, load_model
+from compllm_graph.models.catalogue import PROGRAM_EXPERT_MODELS
 from compllm_graph.nodes.aggregate import AggregateMode
 from compllm_graph.program_expert import ProgramExpertError, create_program_expert
 from compllm_graph.types import Router
@@ -29,6 +30,9 @@ BASE_SYSTEM_PROMPT = (
 
 MATHEMATICS = "mathematics"
 """The expert that `program_expert=True` answers by program (the demo store's name for it)."""
+PROGRAM_MAX_NEW_TOKENS = 160
+"""The fewest tokens a program gets, whatever the answers' length: both measurements gave it at
+least this, and the graph's 48-token default cuts most programs off before they print."""
 
 
 def build_default_graph(
@@ -46,7 +50,7 @@ def build_default_graph(
     check_aggregate: bool | None = None,
     aggregate: AggregateMode | None = None,
     split_questions: bool = True,
-    program_expert: bool = False,
+    program_expert: bool | None = None,
     **options: Any,
 ) -> StateGraph:
     """The Comp-LLM graph on one local model (the decomposer optionally on a second) and the
@@ -88,7 +92,9 @@ def build_default_graph(
         split_questions: See `create_compllm_graph`: the and-split rule, on by default.
         program_expert: Answer the store's `mathematics` expert by a program the local model
             writes and the sandbox runs (`program_mathematics`), falling back to the expert
-            itself; for the store's experts only, not with `experts`.
+            itself; for the store's experts only, not with `experts`. None turns it on for
+            the demo store (no `store`, no `experts`) of a model in `PROGRAM_EXPERT_MODELS`,
+            where it is measured better than the adapter, and leaves it off elsewhere.
         **options: Passed on to `create_compllm_graph` (e.g. `scheduler`, `device_limits`).
 
     Returns:
@@ -125,7 +131,10 @@ def build_default_graph(
     else:
         local_model = _loaded(model, 1)  # it decodes no decomposition: any engine will do
         decomposing = _loaded(decomposer_model, decomposer_beams)
+    demo = store is None
     store = store if store is not None else demo_store(local_model.name)
+    if program_expert is None:
+        program_expert = demo and experts is None and _program_by_default(local_model, store)
     decomposer, prompt = default_decomposer(decomposing, decomposer_adapter, decomposer_beams)
     base = with_system_prompt(
         local_model.chat_model(max_new_tokens=max_new_tokens), base_system_prompt
@@ -154,6 +163,14 @@ def build_default_graph(
     )
 
 
+def _program_by_default(model: InferenceModel, demo: ExpertStore) -> bool:
+    """`program_expert=None` with the demo store: on for a model in `PROGRAM_EXPERT_MODELS`
+    whose demo store has a mathematics expert. (A store or experts of the caller's own keep
+    their mathematics expert as it is.)"""
+    names = {expert.name for expert in demo.experts()}
+    return model.name in PROGRAM_EXPERT_MODELS and MATHEMATICS in names
+
+
 def _loaded(model: str | InferenceModel, beams: int) -> InferenceModel:
     """`model`, loaded by `load_model` when it is a name: on the transformers engine when it
     decodes the decomposition with `beams` above 1 (beam search runs there), else on the
@@ -178,7 +195,8 @@ def program_mathematics(
             sub-queries to.
         local_model: The loaded base model: it writes the programs, and serves the adapters.
         base: The fallback for a `mathematics` expert of kind `program` or `runnable`.
-        max_new_tokens: Answer length for every expert, the program's included.
+        max_new_tokens: Answer length for every expert; a program gets at least
+            `PROGRAM_MAX_NEW_TOKENS`.
 
     Raises:
         ProgramExpertError: the store has no `mathematics` expert (a `ValueError`).
@@ -191,7 +209,7 @@ def program_mathematics(
             f"would never send it a sub-query; add one (`compllm experts add {MATHEMATICS} "
             "--data FILE`, any kind)"
         )
-    writer = local_model.chat_model(max_new_tokens=max_new_tokens)
+    writer = local_model.chat_model(max_new_tokens=max(max_new_tokens, PROGRAM_MAX_NEW_TOKENS))
     if kinds[MATHEMATICS] in BOUND_KINDS:
         runnables = {MATHEMATICS: create_program_expert(writer, base)}
         return store.chat_models(local_model, runnables=runnables, max_new_tokens=max_new_tokens)
@@ -204,6 +222,7 @@ __all__ = [
     "BASE_SYSTEM_PROMPT",
     "DEFAULT_MAX_NEW_TOKENS",
     "MATHEMATICS",
+    "PROGRAM_EXPERT_MODELS",
     "build_default_graph",
     "default_decomposer",
     "program_mathematics",

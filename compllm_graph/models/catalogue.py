@@ -108,6 +108,13 @@ P-2 and P-3, and takes 13.5 s a question (docs/results/2026-12-06-default-model.
 SMALL_MODEL = "smollm2-135m-instruct"
 """The smallest and fastest model: the one the tests and the machinery's benchmarks run on."""
 
+PROGRAM_EXPERT_MODELS = frozenset({"qwen2.5-coder-0.5b-instruct"})
+"""Models whose demo store answers mathematics by program unless told otherwise: there the
+program expert is measured better than the mathematics adapter, in the pipeline (59 of the easy
+tier's 102 P-2 arithmetic parts right against 44, +14.7 points [+4.9, +24.5]) and alone (ASDiv,
+57 % against the worked answer's 37 %): docs/results/2026-12-06-easy-tier.md,
+2026-12-06-program-expert.md. SmolLM2-135M's is not measured."""
+
 
 def get_spec(alias: str) -> ModelSpec:
     """Return the catalogue entry for `alias`.

@@ -144,7 +144,8 @@ def test_ask_help_explains_every_argument(capsys):
 
 def test_ask_aggregate_choices_are_the_graphs_modes():
     args = build_parser("ask").parse_args(["ask"])
-    assert (args.aggregate, args.no_split_questions, args.program_expert) == (None, False, False)
+    # None: build_default_graph decides (on for a model measured for it, with the demo store)
+    assert (args.aggregate, args.no_split_questions, args.program_expert) == (None, False, None)
     for mode in get_args(AggregateMode):
         assert build_parser("ask").parse_args(["ask", "--aggregate", mode]).aggregate == mode
 
@@ -174,7 +175,8 @@ def built(monkeypatch) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("flags", "options", "aggregation"),
     [
-        ((), {"aggregate": None, "split_questions": True, "program_expert": False}, "joined"),
+        ((), {"aggregate": None, "split_questions": True, "program_expert": None}, "joined"),
+        (("--no-program-expert",), {"program_expert": False}, "joined"),
         (
             ("--aggregate", "always", "--no-split-questions", "--program-expert"),
             {"aggregate": "always", "split_questions": False, "program_expert": True},

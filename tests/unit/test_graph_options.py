@@ -58,13 +58,15 @@ def test_create_compllm_graph_splits_by_default_and_passes_split_questions_to_th
 class LocalModel:
     """A stand-in for a loaded local model: its chat models reply by their system prompt."""
 
-    name = "fake-local"
-
-    def __init__(self, program: str = "I would rather not write a program.") -> None:
-        self.program = program
+    def __init__(
+        self, program: str = "I would rather not write a program.", name: str = "fake-local"
+    ) -> None:
+        self.program, self.name = program, name
         self.asked: list[tuple[str, str]] = []  # (system prompt, question) per call
+        self.budgets: list[int | None] = []  # max_new_tokens of each chat model made
 
     def chat_model(self, adapter: str | None = None, **generation: Any) -> FakeChat:
+        self.budgets.append(generation.get("max_new_tokens"))
         return FakeChat(label=adapter or "local", reply=self.reply)
 
     def reply(self, messages: list[BaseMessage]) -> str:
@@ -89,6 +91,7 @@ def default_graph(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         decomposition: str,
         kind: ExpertKind = "adapter",
         names: tuple[str, ...] = ("mathematics",),
+        demo: bool = False,
         **kw: Any,
     ) -> Any:
         monkeypatch.setattr(
@@ -102,7 +105,10 @@ def default_graph(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
             prompt = f"You are a {name} expert."
             store.add_expert(name, [f"{name} questions"], system_prompt=prompt, kind=kind)
         router = keyword_router({"times": "mathematics"})
-        return build_default_graph(kw.pop("model", LocalModel()), store, router=router, **kw)
+        if demo:  # the store stands in for the model's demo store
+            monkeypatch.setattr("compllm_graph.defaults.demo_store", lambda name: store)
+        model = kw.pop("model", LocalModel())
+        return build_default_graph(model, None if demo else store, router=router, **kw)
 
     return build
 
@@ -168,3 +174,32 @@ def test_the_program_expert_needs_a_mathematics_expert_and_the_stores_experts(
         default_graph(WHOLE, names=("chemistry",), program_expert=True)
     with pytest.raises(ProgramExpertError, match="experts= of your own"):
         default_graph(WHOLE, experts={"mathematics": FakeChat()}, program_expert=True)
+
+
+def _asked_for_a_program(model: LocalModel) -> bool:
+    return any(system.startswith(PROGRAM_PROMPT) for system, _ in model.asked)
+
+
+def test_the_demo_store_of_a_model_measured_for_it_answers_mathematics_by_program(
+    default_graph: Any,
+) -> None:
+    from compllm_graph.defaults import PROGRAM_EXPERT_MODELS, PROGRAM_MAX_NEW_TOKENS
+
+    (measured,) = PROGRAM_EXPERT_MODELS
+    question = "What is 6 times 7?"
+
+    def asked(demo: bool, name: str, **kw: Any) -> LocalModel:
+        model = LocalModel(name=name)
+        graph = default_graph(f"<q>{question}</q>", demo=demo, model=model, **kw).compile()
+        graph.invoke({"query": question})
+        return model
+
+    on = asked(True, measured, max_new_tokens=48)
+    assert _asked_for_a_program(on)
+    # a program gets its own budget: 48 tokens cut most programs off before they print
+    assert max(b for b in on.budgets if b is not None) == PROGRAM_MAX_NEW_TOKENS
+    assert not _asked_for_a_program(asked(True, "smollm2-135m-instruct"))  # not measured
+    assert not _asked_for_a_program(asked(False, measured))  # a store of your own
+    assert not _asked_for_a_program(asked(True, measured, program_expert=False))
+    # a demo store with no mathematics expert builds as it is (True would be refused)
+    assert default_graph(WHOLE, names=("chemistry",), demo=True, model=LocalModel(name=measured))
