@@ -10,6 +10,7 @@ from any event loop - share one mixed-adapter `generate`.
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -107,6 +108,10 @@ class LocalChatModel(BaseChatModel):
     lookup: LookupConfig | None = Field(default=None, repr=False)
     """Prompt-lookup decoding for greedy calls on the llama.cpp engine: see
     `GenerationSettings.lookup`."""
+    tokens_per_prompt_token: float = 0.0
+    """Let a reply run to this many tokens per prompt token where that is more than
+    `max_new_tokens` (0: never), within the model's context: a decomposer copies the question
+    into its sub-queries, so its budget has to grow with the question."""
 
     @model_validator(mode="before")
     @classmethod
@@ -152,15 +157,29 @@ class LocalChatModel(BaseChatModel):
         unknown = set(overrides) - set(_SETTINGS)
         if unknown:
             raise TypeError(f"unsupported generation arguments: {sorted(unknown)}")
-        settings = GenerationSettings(**{k: overrides.get(k, getattr(self, k)) for k in _SETTINGS})
+        values = {k: overrides.get(k, getattr(self, k)) for k in _SETTINGS}
+        prompt_ids = self.local.encode_chat(messages)
+        values["max_new_tokens"] = self._budget(values["max_new_tokens"], len(prompt_ids))
+        settings = GenerationSettings(**values)
         stops = tuple(s for s in (*(self.stop or ()), *(stop or ())) if s)
         return Request(
-            prompt_ids=self.local.encode_chat(messages),
+            prompt_ids=prompt_ids,
             adapter=self.adapter,
             settings=settings,
             stop=stops,
             on_text=on_text,
         )
+
+    def _budget(self, max_new_tokens: int, prompt_tokens: int) -> int:
+        """`max_new_tokens`, or more for a long prompt (`tokens_per_prompt_token`), never past
+        the model's context where the model says how long that is."""
+        scaled = math.ceil(self.tokens_per_prompt_token * prompt_tokens)
+        if scaled <= max_new_tokens:
+            return max_new_tokens
+        context = getattr(self.local, "context_length", None)
+        if isinstance(context, int):
+            scaled = min(scaled, context - prompt_tokens)
+        return max(max_new_tokens, scaled)
 
     def _metadata(self, completion: Completion) -> dict[str, Any]:
         return {

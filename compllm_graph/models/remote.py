@@ -285,8 +285,10 @@ GRAMMAR_FIELDS: tuple[str, ...] = get_args(GrammarField)
 OPENAI_SETTINGS = {"max_new_tokens": "max_tokens", "top_p": "top_p", "seed": "seed", "stop": "stop"}
 """Local generation settings sent under their OpenAI names (`temperature` follows `do_sample`)."""
 _SAMPLING = ("do_sample", "temperature")
-_ENGINE_ONLY = ("lookup",)
-"""Settings that change how a local engine decodes, not what it writes: a server has its own."""
+_ENGINE_ONLY = ("lookup", "tokens_per_prompt_token")
+"""Settings of the local engines a server does without: `lookup` changes how they decode, not
+what they write; `tokens_per_prompt_token` needs the prompt's tokens, which only the server
+counts, so a remote reply keeps `max_new_tokens`."""
 
 
 def served_models(
