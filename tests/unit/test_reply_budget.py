@@ -86,6 +86,7 @@ def test_the_default_decomposer_grows_its_budget_with_the_question() -> None:
 
 
 def test_a_remote_model_leaves_the_budget_to_its_server() -> None:
+    pytest.importorskip("langchain_openai", reason="needs the [remote] extra")
     from compllm_graph.models.remote import RemoteModel
 
     remote = RemoteModel("http://127.0.0.1:9", "base", served=["base"])
