@@ -88,14 +88,6 @@ def composed_examples(data_dir: Path, count: int, seed: int = 0) -> list[Decompo
     return as_examples(records)
 
 
-__all__ = [
-    "TRAINING_BRIDGE_TEMPLATES",
-    "TRAINING_STEP_TEMPLATES",
-    "TRAINING_TEMPLATES",
-    "composed_examples",
-]
-
-
 def composed_easy_examples(data_dir: Path, count: int, seed: int = 0) -> list[DecompositionExample]:
     """`count` training compositions from the easy tier's sources (`EASY_MIX`: ARC-Easy,
     PubMedQA with its abstract, ASDiv), 3/4 of 2 parallel parts, the rest of 3.
@@ -119,3 +111,12 @@ def composed_easy_examples(data_dir: Path, count: int, seed: int = 0) -> list[De
         *compose_parallel(pools, 3, count - two, seed, split="train", templates=TRAINING_TEMPLATES),
     ]
     return [replace(example, dataset=COMPOSED_EASY) for example in as_examples(records)]
+
+
+__all__ = [
+    "TRAINING_BRIDGE_TEMPLATES",
+    "TRAINING_STEP_TEMPLATES",
+    "TRAINING_TEMPLATES",
+    "composed_easy_examples",
+    "composed_examples",
+]
