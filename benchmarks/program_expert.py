@@ -12,8 +12,13 @@ Two scores: `strict` reads the last number of the reply's stated answer (what a 
 or a reader takes); `lenient` is the answer benchmark's own rule (`part_right`: any number in
 the reply that equals the gold one), which favours long replies with many numbers.
 
+With `--adapter FOLDER` a third system answers beside them: the program expert whose programs are
+written through a LoRA adapter trained on programs (`compllm train expert-data mathematics
+--programs`, then `compllm train expert` with the program expert's prompt as system prompt), and
+the paired differences against the zero-shot program expert and the worked answer are printed.
+
 Usage: `python -m benchmarks.program_expert [--source gsm8k|asdiv] [--problems 50]
-[--model ALIAS] [--threads N] [--out FILE.jsonl]`.
+[--model ALIAS] [--adapter FOLDER] [--threads N] [--out FILE.jsonl]`.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from compllm_graph.types import message_text
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 SYSTEMS = ("chain-of-thought", "program")
+TRAINED = "program-adapter"
 SOURCES = {"gsm8k": gsm8k_items, "asdiv": asdiv_items}
 
 
@@ -83,7 +89,8 @@ def answer(system: Runnable, item: Item) -> dict[str, Any]:
 
 def summary(records: Sequence[dict[str, Any]]) -> None:
     """Print accuracy, interval, seconds and fallbacks per system, then the paired differences."""
-    by_system = {name: [r[name] for r in records] for name in SYSTEMS}
+    names = [name for name in (*SYSTEMS, TRAINED) if name in records[0]]
+    by_system = {name: [r[name] for r in records] for name in names}
     print(f"{len(records)} held-out problems")
     for name, rows in by_system.items():
         for score in ("strict", "lenient"):
@@ -97,18 +104,21 @@ def summary(records: Sequence[dict[str, Any]]) -> None:
         characters = sum(row["characters"] for row in rows) / len(rows)
         fell_back = sum(row["fell_back"] for row in rows)
         print(f"  {name:16s} {seconds:.1f} s and {characters:.0f} characters a problem", end="")
-        print(f", {fell_back} fell back" if name == "program" else "")
+        print(f", {fell_back} fell back" if name != "chain-of-thought" else "")
+    pairs = [("program", "chain-of-thought")]
+    if TRAINED in by_system:
+        pairs += [(TRAINED, "program"), (TRAINED, "chain-of-thought")]
     for score in ("strict", "lenient"):
-        diff = paired_difference(
-            [row[score] for row in by_system["program"]],
-            [row[score] for row in by_system["chain-of-thought"]],
-        )
-        low, high = diff["ci95"]
-        call = "called" if diff["significant"] else "no call"
-        print(
-            f"  program - chain-of-thought ({score}): {100 * diff['difference']:+.1f} points "
-            f"[{100 * low:+.1f}, {100 * high:+.1f}] ({call})"
-        )
+        for a, b in pairs:
+            diff = paired_difference(
+                [row[score] for row in by_system[a]], [row[score] for row in by_system[b]]
+            )
+            low, high = diff["ci95"]
+            call = "called" if diff["significant"] else "no call"
+            print(
+                f"  {a} - {b} ({score}): {100 * diff['difference']:+.1f} points "
+                f"[{100 * low:+.1f}, {100 * high:+.1f}] ({call})"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cot-tokens", type=int, default=480)
     parser.add_argument("--program-tokens", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--adapter", type=Path, help="also run the program expert through this LoRA adapter"
+    )
     parser.add_argument("--out", type=Path, help="write each problem's replies as JSON lines")
     args = parser.parse_args(argv)
     problems = held_out_problems(default_data_dir(), args.source, args.problems, args.seed)
@@ -127,18 +140,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     cot = with_system_prompt(model.chat_model(max_new_tokens=args.cot_tokens), BASE_SYSTEM_PROMPT)
     program = create_program_expert(model.chat_model(max_new_tokens=args.program_tokens), cot)
     systems = {"chain-of-thought": cot, "program": program}
+    if args.adapter:
+        model.add_adapter("programs", args.adapter)
+        writer = model.chat_model(adapter="programs", max_new_tokens=args.program_tokens)
+        systems[TRAINED] = create_program_expert(writer, cot)
+    names = list(systems)
     records = []
     for number, item in enumerate(problems, 1):
-        # Alternate which system goes first, so neither always meets a warmer cache.
-        order = SYSTEMS if number % 2 else SYSTEMS[::-1]
+        # Rotate which system goes first, so none always meets a warmer cache.
+        shift = number % len(names)
+        order = names[shift:] + names[:shift]
         record: dict[str, Any] = {"id": item.id}
         record.update({name: answer(systems[name], item) for name in order})
         records.append(record)
-        print(
-            f"[{number}/{len(problems)}] cot {record['chain-of-thought']['strict']} "
-            f"program {record['program']['strict']}",
-            flush=True,
-        )
+        marks = " ".join(f"{name} {record[name]['strict']}" for name in names)
+        print(f"[{number}/{len(problems)}] {marks}", flush=True)
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     summary(records)

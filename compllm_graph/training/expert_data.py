@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from compllm_graph.datasets.items import SOURCES, Item, as_text, domain_items, round_robin
+from compllm_graph.datasets.programs import gsm8k_programs
 
 ALL_DOMAINS = "all-domains"
 """The pseudo-domain of the fine-tuned (FT) baseline: every domain's data, balanced."""
@@ -113,6 +114,41 @@ def expert_examples(
     return pairs + [p for p in map(open_form, chosen) if p]
 
 
+def program_examples(data_dir: Path, limit: int, seed: int = 0) -> list[dict[str, str]]:
+    """Up to `limit` GSM8K train problems answered by a program that prints the gold answer.
+
+    The target is the program alone, in a ```python block, as the program expert's prompt asks
+    (`PROGRAM_PROMPT`) and as it reads a reply; train the adapter with that prompt as its
+    system prompt. The programs are `datasets.programs.gsm8k_programs`: derived from the
+    solutions' calculator annotations, kept only where they print the gold answer.
+
+    Args:
+        data_dir: The shared data folder (with `gsm8k/train.jsonl`).
+        limit: At most this many problems, a seeded draw.
+        seed: Seeds the draw and the order.
+
+    Returns:
+        Records with `id` (`gsm8k/train/N`), `question`, `answer` (the fenced program) and
+        `domain` ("mathematics").
+
+    Raises:
+        ValueError: a limit below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    kept, _ = gsm8k_programs(data_dir, "train")
+    chosen = random.Random(f"program-data-{seed}").sample(kept, min(limit, len(kept)))
+    return [
+        {
+            "id": e.id,
+            "question": e.question,
+            "answer": f"```python\n{e.program.strip()}\n```",
+            "domain": "mathematics",
+        }
+        for e in chosen
+    ]
+
+
 def _trainable(items: Iterable[Item]) -> list[Item]:
     return [i for i in items if i.in_split == "train"]
 
@@ -126,4 +162,12 @@ def source_pools(items: Sequence[Item], rng: random.Random) -> list[list[Item]]:
     return [rng.sample(pool, len(pool)) for _, pool in sorted(by_source.items())]
 
 
-__all__ = ["ALL_DOMAINS", "OPEN_FORM", "expert_examples", "open_form", "source_pools", "target_of"]
+__all__ = [
+    "ALL_DOMAINS",
+    "OPEN_FORM",
+    "expert_examples",
+    "open_form",
+    "program_examples",
+    "source_pools",
+    "target_of",
+]

@@ -44,7 +44,7 @@ from compllm_graph.training.decomposer_sft import (
     train_decomposer,
 )
 from compllm_graph.training.expert import Objective, train_expert
-from compllm_graph.training.expert_data import ALL_DOMAINS, expert_examples
+from compllm_graph.training.expert_data import ALL_DOMAINS, expert_examples, program_examples
 from compllm_graph.training.routing_data import write_routing_data
 from compllm_graph.training.settings import LoraSettings, TrainSettings
 from compllm_graph.training.sft import choose_precision, is_main_process
@@ -312,16 +312,29 @@ def _add_expert_data(kinds: argparse._SubParsersAction) -> None:
         help="leave out the open-form pairs (bare answers to option-less questions); "
         "use it where open questions need working, as in mathematics",
     )
+    p.add_argument(
+        "--programs",
+        action="store_true",
+        help="mathematics only: GSM8K train problems answered by a Python program that prints "
+        "the gold answer (for a program expert's adapter; train it with `--system-prompt` set "
+        "to the program expert's prompt, `compllm_graph.program_expert.PROGRAM_PROMPT`)",
+    )
     p.set_defaults(func=run_expert_data)
 
 
 def run_expert_data(args: argparse.Namespace) -> int:
     if missing_data_dir(args.data_dir):
         return 2
+    if args.programs and args.domain != "mathematics":
+        print(f"error: --programs writes mathematics records, not {args.domain}", file=sys.stderr)
+        return 2
     try:
-        records = expert_examples(
-            args.data_dir, args.domain, args.limit, args.seed, args.open_forms
-        )
+        if args.programs:
+            records = program_examples(args.data_dir, args.limit, args.seed)
+        else:
+            records = expert_examples(
+                args.data_dir, args.domain, args.limit, args.seed, args.open_forms
+            )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

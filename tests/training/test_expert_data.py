@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from compllm_graph.datasets.items import Item, domain_items
+from compllm_graph.cli import main
+from compllm_graph.datasets.items import Item, domain_items, gsm8k_items
+from compllm_graph.datasets.programs import prints_gold
 from compllm_graph.datasets.splits import item_split
+from compllm_graph.program_expert import extract_program
 from compllm_graph.training.expert import encode_pairs
 from compllm_graph.training.expert_data import (
     ALL_DOMAINS,
     OPEN_FORM,
     expert_examples,
     open_form,
+    program_examples,
     target_of,
 )
 from compllm_graph.training.sft import IGNORE_INDEX
@@ -107,3 +112,44 @@ def test_the_all_domains_data_is_the_union_of_the_experts(data_dir: Path) -> Non
     assert sorted(r["id"] for r in union) == sorted(r["id"] for r in each)
     with pytest.raises(ValueError, match="unknown domain"):
         expert_examples(data_dir, "law", 10)
+
+
+def test_program_data_is_train_split_programs_that_print_the_gold_answer(data_dir: Path) -> None:
+    records = program_examples(data_dir, 40, seed=3)
+    assert len(records) == 40 and len({r["id"] for r in records}) == 40
+    train = {i.id: i for i in gsm8k_items(data_dir, "train")}
+    assert all(train[r["id"]].in_split == "train" for r in records)  # GSM8K's own split
+    assert {r["domain"] for r in records} == {"mathematics"}
+    gold = {i: item.answer for i, item in train.items()}
+    for record in records:
+        # the target is what the program expert asks for and reads: one fenced program
+        assert record["answer"].startswith("```python\n") and record["answer"].endswith("\n```")
+        assert prints_gold(extract_program(record["answer"]), gold[record["id"]])
+    assert records == program_examples(data_dir, 40, seed=3)  # seeded
+    assert records != program_examples(data_dir, 40, seed=4)
+    with pytest.raises(ValueError, match="at least 1"):
+        program_examples(data_dir, 0)
+
+
+def test_no_program_question_is_a_benchmark_question(data_dir: Path) -> None:
+    asked: set[str] = set()
+    for file in (Path(__file__).parents[2] / "benchmarks" / "answers" / "data").glob("*.jsonl"):
+        for line in file.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            asked |= {part["question"] for part in record.get("parts", [])}
+    assert asked  # the benchmark files are in the repository
+    questions = {r["question"] for r in program_examples(data_dir, 10_000)}
+    assert len(questions) > 6_000 and not questions & asked
+
+
+def test_the_program_data_command_writes_mathematics_only(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "programs.jsonl"
+    args = ["train", "expert-data", "mathematics", "--programs", "--limit", "5"]
+    assert main([*args, "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 5
+    assert "wrote 5 mathematics records" in capsys.readouterr().out
+    refused = ["train", "expert-data", "biology", "--programs", "--out", str(out)]
+    assert main([*refused, "--data-dir", str(data_dir)]) == 2
+    assert "--programs writes mathematics records" in capsys.readouterr().err
