@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,7 +29,10 @@ from compllm_graph.datasets.decompositions import (
 )
 from compllm_graph.datasets.splits import DECOMPOSITION_SPLITS, DecompositionSplit
 from compllm_graph.decomposer import adapter_for, shipped
-from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
+from compllm_graph.decomposer.loading import (
+    DECOMPOSER_MAX_NEW_TOKENS,
+    DECOMPOSER_TOKENS_PER_PROMPT_TOKEN,
+)
 from compllm_graph.errors import CompLLMError
 from compllm_graph.evaluation.answers import BenchmarkError, read_benchmark
 from compllm_graph.evaluation.endpoints import (
@@ -95,8 +99,9 @@ def register(eval_subparsers: argparse._SubParsersAction) -> None:
         "--max-new-tokens",
         type=int,
         default=None,
-        help="reply budget (default: 128; an answer benchmark's parts keep their options, so "
-        f"{DECOMPOSER_MAX_NEW_TOKENS}, the pipeline's)",
+        help="reply budget (default: 128; on an answer benchmark, whose parts keep their options "
+        f"and passages, the pipeline's: {DECOMPOSER_MAX_NEW_TOKENS}, or "
+        f"{DECOMPOSER_TOKENS_PER_PROMPT_TOKEN} tokens a token of the longest prompt if more)",
     )
     ev.add_argument(
         "--beams",
@@ -146,8 +151,29 @@ def _is_composed(examples: Sequence[DecompositionExample]) -> bool:
     return any(e.dataset == COMPOSED for e in examples)
 
 
-def _budget(examples: Sequence[DecompositionExample]) -> int:
-    return DECOMPOSER_MAX_NEW_TOKENS if _is_composed(examples) else 128
+def _budget(
+    examples: Sequence[DecompositionExample],
+    prompt_tokens: Callable[[str], int] | None = None,
+    context: int | None = None,
+) -> int:
+    """The reply budget when `--max-new-tokens` is left out.
+
+    128 for a dataset's questions. For an answer benchmark's (whose parts keep their options and
+    passages, and a decomposition copies them), the pipeline's: `DECOMPOSER_MAX_NEW_TOKENS`,
+    grown for the longest question's prompt as the pipeline's decomposer grows it
+    (`DECOMPOSER_TOKENS_PER_PROMPT_TOKEN`, within the model's `context`) where `prompt_tokens`
+    counts a question's prompt. One budget serves the whole run, so a shorter question may get
+    more than the pipeline would give it; a reply that ends stops there all the same.
+    """
+    if not _is_composed(examples):
+        return 128
+    if prompt_tokens is None:
+        return DECOMPOSER_MAX_NEW_TOKENS
+    longest = max(prompt_tokens(e.question) for e in examples)
+    scaled = math.ceil(DECOMPOSER_TOKENS_PER_PROMPT_TOKEN * longest)
+    if context is not None:
+        scaled = min(scaled, context - longest)
+    return max(DECOMPOSER_MAX_NEW_TOKENS, scaled)
 
 
 def run_eval_decomposition(args: argparse.Namespace) -> int:
@@ -190,6 +216,7 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
+    from compllm_graph.decomposer.generation import few_shot_messages, prompt_ids, sft_messages
     from compllm_graph.decomposer.grammar import tag_grammar_factory
     from compllm_graph.evaluation.decomposition import evaluate
     from compllm_graph.models import load_model
@@ -207,6 +234,12 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
     processor = None
     if args.constrained:
         processor = tag_grammar_factory(local.tokenizer)
+    messages = few_shot_messages if args.few_shot else sft_messages
+    budget = args.max_new_tokens or _budget(
+        examples,
+        lambda question: len(prompt_ids(local.tokenizer, messages(question))),
+        getattr(local.model.config, "max_position_embeddings", None),
+    )
     with tqdm(total=len(examples), desc="decompose", unit="q") as bar:
         report, outputs = evaluate(
             model,
@@ -214,7 +247,7 @@ def run_eval_decomposition(args: argparse.Namespace) -> int:
             examples,
             few_shot=args.few_shot,
             batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens or _budget(examples),
+            max_new_tokens=budget,
             num_beams=args.beams,
             logits_processor=processor,
             progress=bar.update,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ import pytest
 from compllm_graph.cli import main
 from compllm_graph.datasets.splits import decomposition_split
 from compllm_graph.decomposer import BASE_MODEL, adapter_for
-from compllm_graph.decomposer.loading import DECOMPOSER_MAX_NEW_TOKENS
+from compllm_graph.decomposer.loading import (
+    DECOMPOSER_MAX_NEW_TOKENS,
+    DECOMPOSER_TOKENS_PER_PROMPT_TOKEN,
+)
 from compllm_graph.evaluation.decomposition_commands import _adapter_dir, _budget, _read_examples
 from compllm_graph.models import CATALOGUE, SMALL_MODEL
 from compllm_graph.training.expert_data import OPEN_FORM
@@ -69,6 +73,14 @@ def test_eval_reads_an_answer_benchmark_with_its_parts_as_gold(tmp_path: Path) -
     assert [q.text for q in example.graph] == [p["question"] for p in parts]
     assert example.graph.edges == ((1, 2),)
     assert _budget([example]) == DECOMPOSER_MAX_NEW_TOKENS  # parts keep their options
+    # with a token count, the pipeline's budget for the longest prompt, within the context
+    assert _budget([example], lambda q: 100) == DECOMPOSER_MAX_NEW_TOKENS
+    long = DECOMPOSER_MAX_NEW_TOKENS  # a prompt as long as the base budget asks for more
+    grown = math.ceil(DECOMPOSER_TOKENS_PER_PROMPT_TOKEN * long)
+    assert grown > DECOMPOSER_MAX_NEW_TOKENS
+    assert _budget([example], lambda q: long) == grown
+    assert _budget([example], lambda q: long, context=long + 600) == 600
+    assert _budget([example], lambda q: long, context=long + 10) == DECOMPOSER_MAX_NEW_TOKENS
 
 
 def test_eval_reports_an_empty_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
