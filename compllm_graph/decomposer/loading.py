@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,9 @@ def default_decomposer(
     return chat, prompt
 
 
+_ADAPTER_LOADING = threading.Lock()
+
+
 def _load_adapter(local_model: InferenceModel, folder: Path) -> tuple[str, str]:
     """Load a decomposer adapter once per folder; returns its adapter name and system prompt."""
     record = read_training_record(folder)
@@ -159,8 +163,11 @@ def _load_adapter(local_model: InferenceModel, folder: Path) -> tuple[str, str]:
     # One name per folder, so two decomposers can share a model without overwriting each other.
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
     name = "decomposer" if is_shipped else f"decomposer_{digest}"
-    if name not in local_model.adapters:
-        local_model.add_adapter(name, folder)
+    # Graphs built at once on one model (an evaluation building one per question in flight)
+    # would each see the adapter missing and the second load would be refused.
+    with _ADAPTER_LOADING:
+        if name not in local_model.adapters:
+            local_model.add_adapter(name, folder)
     return name, prompt
 
 
