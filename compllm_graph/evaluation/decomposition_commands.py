@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -169,11 +168,12 @@ def _budget(
         return 128
     if prompt_tokens is None:
         return DECOMPOSER_MAX_NEW_TOKENS
+    from compllm_graph.models.chat import grown_budget
+
     longest = max(prompt_tokens(e.question) for e in examples)
-    scaled = math.ceil(DECOMPOSER_TOKENS_PER_PROMPT_TOKEN * longest)
-    if context is not None:
-        scaled = min(scaled, context - longest)
-    return max(DECOMPOSER_MAX_NEW_TOKENS, scaled)
+    return grown_budget(
+        DECOMPOSER_MAX_NEW_TOKENS, longest, DECOMPOSER_TOKENS_PER_PROMPT_TOKEN, context
+    )
 
 
 def run_eval_decomposition(args: argparse.Namespace) -> int:

@@ -78,6 +78,19 @@ class ChatBackend(Protocol):
         ...
 
 
+def grown_budget(
+    max_new_tokens: int, prompt_tokens: int, tokens_per_prompt_token: float, context: int | None
+) -> int:
+    """`max_new_tokens`, or more for a long prompt (`tokens_per_prompt_token` tokens a prompt
+    token), never past `context` (the model's length, where known)."""
+    scaled = math.ceil(tokens_per_prompt_token * prompt_tokens)
+    if scaled <= max_new_tokens:
+        return max_new_tokens
+    if context is not None:
+        scaled = min(scaled, context - prompt_tokens)
+    return max(max_new_tokens, scaled)
+
+
 class LocalChatModel(BaseChatModel):
     """Chat model over a shared in-process model (either engine), greedy unless `do_sample=True`.
 
@@ -171,15 +184,13 @@ class LocalChatModel(BaseChatModel):
         )
 
     def _budget(self, max_new_tokens: int, prompt_tokens: int) -> int:
-        """`max_new_tokens`, or more for a long prompt (`tokens_per_prompt_token`), never past
-        the model's context where the model says how long that is."""
-        scaled = math.ceil(self.tokens_per_prompt_token * prompt_tokens)
-        if scaled <= max_new_tokens:
-            return max_new_tokens
         context = getattr(self.local, "context_length", None)
-        if isinstance(context, int):
-            scaled = min(scaled, context - prompt_tokens)
-        return max(max_new_tokens, scaled)
+        return grown_budget(
+            max_new_tokens,
+            prompt_tokens,
+            self.tokens_per_prompt_token,
+            context if isinstance(context, int) else None,
+        )
 
     def _metadata(self, completion: Completion) -> dict[str, Any]:
         return {
@@ -325,4 +336,4 @@ def chat_model_for(
     return LocalChatModel(local=backend, adapter=adapter, **generation)
 
 
-__all__ = ["ChatBackend", "LocalChatModel", "chat_model_for", "chat_turns", "transcript"]
+__all__ = ["ChatBackend", "LocalChatModel", "chat_model_for", "chat_turns", "grown_budget", "transcript"]
