@@ -336,4 +336,11 @@ def chat_model_for(
     return LocalChatModel(local=backend, adapter=adapter, **generation)
 
 
-__all__ = ["ChatBackend", "LocalChatModel", "chat_model_for", "chat_turns", "grown_budget", "transcript"]
+__all__ = [
+    "ChatBackend",
+    "LocalChatModel",
+    "chat_model_for",
+    "chat_turns",
+    "grown_budget",
+    "transcript",
+]
