@@ -134,7 +134,7 @@ def build_default_graph(
     demo = store is None
     store = store if store is not None else demo_store(local_model.name)
     if program_expert is None:
-        program_expert = demo and experts is None and _program_by_default(local_model, store)
+        program_expert = demo and experts is None and program_by_default(local_model, store)
     decomposer, prompt = default_decomposer(decomposing, decomposer_adapter, decomposer_beams)
     base = with_system_prompt(
         local_model.chat_model(max_new_tokens=max_new_tokens), base_system_prompt
@@ -163,7 +163,7 @@ def build_default_graph(
     )
 
 
-def _program_by_default(model: InferenceModel, demo: ExpertStore) -> bool:
+def program_by_default(model: InferenceModel, demo: ExpertStore) -> bool:
     """`program_expert=None` with the demo store: on for a model in `PROGRAM_EXPERT_MODELS`
     whose demo store has a mathematics expert. (A store or experts of the caller's own keep
     their mathematics expert as it is.)"""
@@ -225,5 +225,6 @@ __all__ = [
     "PROGRAM_EXPERT_MODELS",
     "build_default_graph",
     "default_decomposer",
+    "program_by_default",
     "program_mathematics",
 ]

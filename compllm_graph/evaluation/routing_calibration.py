@@ -81,12 +81,16 @@ def calibrate_store(
     rule: GainRule | None = None,
     items: str = "",
     runnables: Mapping[str, Runnable] | None = None,
+    chat_models: Mapping[str, Runnable] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Calibration:
     """Measure every expert the store can build and the base model on `questions`.
 
     `program` and `runnable` experts are measured only when their Runnable is in `runnables`;
-    the others are left uncalibrated (they keep routing by similarity).
+    the others are left uncalibrated (they keep routing by similarity). `chat_models` measures
+    experts exactly as a graph is given them instead (the default graph's mathematics expert
+    answering by program, `defaults.program_mathematics`), so that a gain is what the graph's
+    routing changes.
 
     Args:
         store: The store whose experts are measured (nothing is written to it here).
@@ -99,16 +103,28 @@ def calibrate_store(
         rule: The gain rule to store with the measurements.
         items: Where the questions came from, in words.
         runnables: Runnables of bound experts, as for `ExpertStore.chat_models`.
+        chat_models: Expert -> the Runnable that answers for it, ready as a graph takes it
+            (its system prompt in place: nothing is added); the store's other experts are
+            built as without it.
         progress: Called with a line as each candidate finishes a domain.
 
     Raises:
-        StoreError: no expert to measure, or an owner left out of the measurement.
+        StoreError: no expert to measure, `chat_models` names an expert the store does not
+            have, or an owner left out of the measurement.
     """
-    given = runnables or {}
-    experts = [e for e in store.experts() if e.kind not in BOUND_KINDS or e.name in given]
-    if not experts:
+    given, ready = runnables or {}, dict(chat_models or {})
+    unknown = sorted(set(ready) - {e.name for e in store.experts()})
+    if unknown:
+        raise StoreError(f"chat_models names experts {unknown} that {store.path} does not have")
+    experts = [
+        e
+        for e in store.experts()
+        if e.name not in ready and (e.kind not in BOUND_KINDS or e.name in given)
+    ]
+    if not experts and not ready:
         raise StoreError(f"no expert in {store.path} can be calibrated here")
-    chats = expert_chat_models(experts, model, runnables=given, max_new_tokens=max_new_tokens)
+    built = expert_chat_models(experts, model, runnables=given, max_new_tokens=max_new_tokens)
+    chats = {**built, **ready}
     answerers: dict[str, Runnable] = {
         BASE: with_system_prompt(model.chat_model(max_new_tokens=max_new_tokens), base_prompt),
         **chats,

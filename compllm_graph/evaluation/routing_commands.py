@@ -14,9 +14,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR, compllm_home, missing_data_dir
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
+    from compllm_graph.expert_store import ExpertStore
+    from compllm_graph.models import InferenceModel
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
@@ -256,12 +262,20 @@ def extend(group: str, subcommands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the shared datasets' folder"
     )
+    p.add_argument(
+        "--program-expert",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure the mathematics expert answering by program, as the graph built with "
+        "program_expert=True answers it (default: as `compllm ask` does, on for the demo store "
+        "of a model the program expert is on for)",
+    )
     p.add_argument("--dry-run", action="store_true", help="measure and report, store nothing")
 
 
 def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from compllm_graph.data_dir import missing_data_message
-    from compllm_graph.defaults import BASE_SYSTEM_PROMPT
+    from compllm_graph.defaults import BASE_SYSTEM_PROMPT, program_by_default
     from compllm_graph.evaluation.routing_calibration import (
         calibrate_store,
         calibration_questions,
@@ -281,15 +295,22 @@ def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
     questions = calibration_questions(args.data_dir, args.items, args.seed)
     model = load_model(args.model or DEFAULT_MODEL, engine=args.engine, n_threads=args.threads)
     store = ExpertStore.open(args.store) if args.store else demo_store(model.name)
+    base_prompt = None if args.no_base_prompt else BASE_SYSTEM_PROMPT
+    program = args.program_expert
+    if program is None:
+        program = args.store is None and program_by_default(model, store)
+    items = describe_items(args.items, args.seed) + (", mathematics by program" if program else "")
+    ready = _by_program(store, model, base_prompt, args.max_new_tokens) if program else None
     calibration = calibrate_store(
         store,
         model,
         questions,
         max_new_tokens=args.max_new_tokens,
-        base_prompt=None if args.no_base_prompt else BASE_SYSTEM_PROMPT,
+        base_prompt=base_prompt,
         owners=owners_of(store, questions, owners),
         rule=rule,
-        items=describe_items(args.items, args.seed),
+        items=items,
+        chat_models=ready,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     if not args.dry_run:
@@ -302,6 +323,18 @@ def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
         "calibration": calibration.to_dict(),
         "text": "\n".join(lines),
     }
+
+
+def _by_program(
+    store: ExpertStore, model: InferenceModel, base_prompt: str | None, max_new_tokens: int
+) -> dict[str, Runnable]:
+    """The store's experts as the default graph builds them with its mathematics expert
+    answering by program (every one built here, so that none is loaded twice)."""
+    from compllm_graph.defaults import program_mathematics
+    from compllm_graph.expert_store.serving import with_system_prompt
+
+    base = with_system_prompt(model.chat_model(max_new_tokens=max_new_tokens), base_prompt)
+    return program_mathematics(store, model, base, max_new_tokens)
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -107,6 +107,13 @@ def register(experts: argparse.ArgumentParser) -> argparse._SubParsersAction:
     add.add_argument(
         "--model", help="a remote expert's served model name, or a model expert's alias"
     )
+    add.add_argument(
+        "--gain-only",
+        action="store_true",
+        help="never route to it by similarity: it answers only the domains where a calibration "
+        "measures it right and the domain's own expert not (a costlier model, say); its --data "
+        "is kept but routes nothing. Run `compllm experts calibrate` after adding it",
+    )
 
     _command(commands, "list", "list the experts", _list)
 
@@ -255,6 +262,7 @@ def _expert_dict(store: ExpertStore, expert: Expert) -> dict[str, Any]:
         "centroids": len(expert.counts),
         "texts": sum(expert.counts),
         "retrieval": retrieval_dict(expert),
+        "gain_only": expert.gain_only,
     }
 
 
@@ -323,10 +331,15 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
         kind=args.kind,
         url=args.url,
         model=args.model,
+        gain_only=args.gain_only,
     )
     info = _expert_dict(store, expert)
     text = f"added {expert.name}: {info['texts']} texts, {info['centroids']} centroids"
-    warning = _threshold_warning(store, expert.name, np.asarray(vectors))
+    if expert.gain_only:
+        text += "; gain-only: it answers where `compllm experts calibrate` measures it right"
+    warning = (
+        None if expert.gain_only else _threshold_warning(store, expert.name, np.asarray(vectors))
+    )
     if warning:
         text += f"\nwarning: {warning}"
     return {"store": str(store.path), "expert": info, "warning": warning, "text": text}
@@ -359,8 +372,9 @@ def _list(args: argparse.Namespace) -> dict[str, Any]:
         f"{store.default_threshold})"
     ]
     for e in experts:
+        routed = "gain only" if e["gain_only"] else f"thr {e['threshold']:.3f}"
         lines.append(
-            f"  {e['name']:<16} {_answered_by(e):<28} thr {e['threshold']:.3f}  "
+            f"  {e['name']:<16} {_answered_by(e):<28} {routed:<9}  "
             f"{e['centroids']} centroid(s), {e['texts']} texts  {e['description']}".rstrip()
         )
         if e["calibration"]:

@@ -210,10 +210,11 @@ def load(root: Path) -> tuple[dict[str, Any], dict[str, Expert]]:
     manifest = read_manifest(root)
     experts = {name: read_expert(root, name, manifest["dim"]) for name in manifest["experts"]}
     info = manifest["index"]
-    if (info is None) != (not experts):
+    indexed = sorted(name for name, expert in experts.items() if not expert.gain_only)
+    if (info is None) != (not indexed):
         raise CorruptStoreError(f"{root / MANIFEST}: the index does not match the expert list")
     if info is not None:
-        expected = [n for n in sorted(experts) for _ in experts[n].counts]
+        expected = [n for n in indexed for _ in experts[n].counts]
         if info.get("rows") != expected:
             raise CorruptStoreError(f"{root / MANIFEST}: the index rows do not match the experts")
         read_index(root, info, manifest)
@@ -311,6 +312,7 @@ def read_expert(root: Path, name: str, dim: int | None) -> Expert:
         url=record.get("url"),
         model=record.get("model"),
         retrieval=retrieval,
+        gain_only=record.get("gain_only") is True,
     )
 
 

@@ -56,10 +56,13 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 def write_index(
     root: Path, generation: int, experts: dict[str, Expert], center: bool
 ) -> dict[str, Any] | None:
-    """Build and write the FAISS index of all centroids; return its manifest entry."""
-    if not experts:
+    """Build and write the FAISS index of all centroids; return its manifest entry.
+
+    A gain-only expert is left out, of the rows and of the centring mean alike: similarity never
+    chooses it, and its data does not move the other experts' centroids."""
+    names = sorted(name for name, expert in experts.items() if not expert.gain_only)
+    if not names:
         return None
-    names = sorted(experts)
     means = np.concatenate([experts[n].centroids for n in names])
     counts = np.concatenate([np.asarray(experts[n].counts, dtype=np.float64) for n in names])
     rows = [n for n in names for _ in experts[n].counts]

@@ -146,6 +146,9 @@ class Expert:
         model: A `remote` expert's served model name, or a `model` expert's catalogue alias;
             None for other kinds.
         retrieval: Its retrieval set (`ExpertStore.set_retrieval`), or None.
+        gain_only: Left out of the similarity index: it answers only the parts that a stored
+            calibration moves to it (a costlier candidate, such as a bigger model, that should
+            take a domain only where it alone is measured to beat the base model).
     """
 
     name: str
@@ -163,6 +166,7 @@ class Expert:
     url: str | None = None
     model: str | None = None
     retrieval: StoredRetrieval | None = None
+    gain_only: bool = False
 
 
 def check_retrievable(expert: Expert) -> None:

@@ -317,6 +317,7 @@ class ExpertStore:
         kind: ExpertKind = "adapter",
         url: str | None = None,
         model: str | None = None,
+        gain_only: bool = False,
     ) -> Expert:
         """Add an expert: embed its texts, cluster them into centroids, and index them.
 
@@ -341,6 +342,10 @@ class ExpertStore:
                 `program` or `runnable` (bound at graph-building time).
             url: A `remote` expert's OpenAI-compatible base URL (`http://host:8000/v1`).
             model: A `remote` expert's served model name, or a `model` expert's alias.
+            gain_only: Keep the expert out of the similarity index: it answers only the parts
+                a stored calibration moves to it, where its measured gain passes and the
+                domain's own expert's does not (`Calibration.choose`; calibrate after adding
+                it). Its texts are kept, but route nothing.
 
         Raises:
             ExpertKindError: an unknown kind, or arguments that do not fit it (a `StoreError`
@@ -390,6 +395,7 @@ class ExpertStore:
             "centroids": len(counts),
             "counts": list(counts),
             "stats": stats,
+            "gain_only": gain_only,
         }
         with locked(self.path, exclusive=True):
             manifest, experts = load(self.path)

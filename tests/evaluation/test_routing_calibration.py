@@ -23,6 +23,7 @@ from compllm_graph.evaluation.routing_calibration import (
 )
 from compllm_graph.expert_store import ExpertRouter, ExpertStore, StoreError
 from compllm_graph.expert_store.calibration import GainRule
+from compllm_graph.program_expert import PROGRAM_PROMPT
 from compllm_graph.types import BASE
 from tests.fakes import FakeChat
 
@@ -159,3 +160,70 @@ def test_the_command_measures_and_stores(
     assert all(d.n == 2 for d in calibrated.domains.values())
     assert main(["experts", "calibrate", "--store", str(store.path), "--domain-of", "x"]) == 1
     assert "EXPERT=DOMAIN" in capsys.readouterr().err
+
+
+def test_chat_models_are_measured_as_given(store: ExpertStore) -> None:
+    questions = {"mathematics": [question_of(SUM)] * 3}
+    model = FakeLocalModel()
+    result = calibrate_store(
+        store,
+        model,  # type: ignore[arg-type]
+        questions,
+        max_new_tokens=16,
+        base_prompt=None,
+        chat_models={"mathematics": knowing({"What is 2": "4"})},
+        rule=GainRule(min_items=3),
+    )
+    found = result.domains["mathematics"]
+    assert found.experts["mathematics"].right == 3  # the given Runnable, not the store's model
+    assert found.experts["chemistry"].right == 0 and found.base_right == 0
+    with pytest.raises(StoreError, match="physics"):
+        calibrate_store(
+            store,
+            model,  # type: ignore[arg-type]
+            questions,
+            max_new_tokens=16,
+            base_prompt=None,
+            chat_models={"physics": knowing({})},
+        )
+
+
+class ProgramWritingModel(FakeLocalModel):
+    """Writes a program when asked for one (the program expert's prompt); records the asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.programs_asked = 0
+
+    def chat_model(self, adapter: str | None = None, **generation: Any) -> FakeChat:
+        def reply(messages: list[BaseMessage]) -> str:
+            if str(messages[0].content).startswith(PROGRAM_PROMPT[:40]):
+                self.programs_asked += 1
+                return "```python\nprint(7)\n```"
+            return "I do not know."
+
+        return FakeChat(reply=reply)
+
+
+def test_the_command_measures_the_program_expert_when_asked(
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import compllm_graph.models
+
+    store = ExpertStore.create(tmp_path / "s", "hashing:64")
+    for domain in ("biology", "chemistry", "mathematics", "medicine"):
+        store.add_expert(domain, [f"{domain} question"])
+    model = ProgramWritingModel()
+    monkeypatch.setattr(compllm_graph.models, "load_model", lambda *a, **k: model)
+    argv = ["experts", "calibrate", "--store", str(store.path), "--items", "1", "--json"]
+    argv += ["--data-dir", str(data_dir), "--min-items", "1", "--dry-run"]
+    assert main(argv) == 0  # a store of your own: the mathematics expert as stored
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert model.programs_asked == 0 and "by program" not in out["calibration"]["items"]
+    assert main([*argv, "--program-expert"]) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert model.programs_asked == 4  # the mathematics expert, once on each domain's question
+    assert out["calibration"]["items"].endswith("mathematics by program")
