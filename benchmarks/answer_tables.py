@@ -77,14 +77,20 @@ COLUMNS = [
     (f"Comp-LLM {SHORT[SMOL]}", SMOL, "compllm"),
     (f"Comp-LLM {SHORT[QWEN05]}", QWEN05, "compllm"),
     ("Comp-LLM 0.5B, program expert", QWEN05, "compllm-program"),
+    ("Comp-LLM 0.5B, gain-routed", QWEN05, "compllm-gain"),
 ]
 """Table 5's columns: label, base model, system. `ft` is the paper's FT row; `one-adapter` is
 not one of the paper's systems (it was called `all-experts` before the paper's was built);
-`compllm-program` is Comp-LLM with the program expert answering mathematics parts."""
+`compllm-program` is Comp-LLM with the program expert answering mathematics parts;
+`compllm-gain` is that, routed by measured gain with the 1.5B model as a gain-only candidate."""
 ROUTERS = ("compllm", "all-experts", "one-adapter", "random-router", "oracle-router")
 """Table 7's columns: the router against the paper's all-experts, one adapter, random, oracle."""
 PROGRAM = "compllm-program"
 """Comp-LLM whose `mathematics` expert writes a program the sandbox runs (`--program-expert`)."""
+GAIN = "compllm-gain"
+"""Comp-LLM with the program expert on the calibrated store of `benchmarks.gain_store` (a part
+goes to an expert only where its measured gain passes; the 1.5B model takes the domains where
+only it is measured right)."""
 UNPROMPTED = "monolith-unprompted"
 """The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
@@ -113,6 +119,10 @@ class Cell:
             return ["--system", "monolith", "--no-base-prompt"]
         if self.system == PROGRAM:
             return ["--system", "compllm", "--program-expert"]
+        if self.system == GAIN:
+            from . import gain_store  # the expert store's extras, only where this cell runs
+
+            return ["--system", "compllm", "--program-expert", "--store", str(gain_store.STORE)]
         return ["--system", self.system]
 
 
@@ -125,7 +135,7 @@ TABLE5 = [
     *(Cell(model, UNPROMPTED, f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
     *(Cell(QWEN05, system, f, _limit(f)) for system in ("ft", "one-adapter") for f in FILES),
     *(Cell(model, "compllm", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
-    *(Cell(QWEN05, PROGRAM, f, _limit(f)) for f in FILES),
+    *(Cell(QWEN05, system, f, _limit(f)) for system in (PROGRAM, GAIN) for f in FILES),
 ]
 TABLE7 = [
     Cell(model, system, f, 100)
@@ -140,6 +150,10 @@ CELLS = {c.name: c for c in [*TABLE7, *TABLE5]}
 def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
     """Run (or resume) one cell in a fresh process; returns its summary."""
     cell.outputs.parent.mkdir(parents=True, exist_ok=True)
+    if cell.system == GAIN:
+        from . import gain_store
+
+        gain_store.ensure()
     command = [
         str(Path(sys.executable).with_name("compllm")), "eval", "answers",
         str(benchmark_file(cell.file)),
@@ -324,9 +338,10 @@ def tables() -> str:
         for f in FILES
         for other in ("compllm", "monolith", UNPROMPTED)
     ]
+    pairs += [(_find(QWEN05, GAIN, f), _find(QWEN05, PROGRAM, f)) for f in FILES]
     pairs += [
         (_find(QWEN05, mine, f), _find(QWEN15, system, f))
-        for mine in ("compllm", PROGRAM)
+        for mine in ("compllm", PROGRAM, GAIN)
         for f in FILES
         for system in ("monolith", UNPROMPTED)
     ]
