@@ -12,7 +12,9 @@ of the store at once and returns one reply, by this rule (`combine`):
    reply is the reply, whole, of the first of those experts (in the store's order). A reply
    that normalises to nothing ("I do not know") has no vote.
 3. Otherwise (a tie, or no reply that normalises), the combined reply is every expert's reply
-   labelled with its name ("chemistry: ..."), one paragraph each, for the aggregator to read.
+   labelled with its name ("chemistry: ..."), one paragraph each, for the aggregator to read
+   (with independent parts and aggregation `auto` none is called: the final answer carries
+   every reply, docs/evaluation.md).
 
 An expert that raises or replies with no text has no vote and is recorded as failed; when every
 expert fails, the combined expert raises `AllExpertsFailed`, and the execute node retries it and
