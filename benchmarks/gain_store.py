@@ -6,7 +6,7 @@ store's adapters) from the committed measurement, so that the cells rerun withou
 again (about 40 minutes on the 2-core CPU). Measured with:
 
     compllm experts add big --store STORE --kind model --model qwen2.5-coder-1.5b-instruct \\
-        --gain-only --data general.txt
+        --gain-only --data general.txt --system-prompt "$BASE_SYSTEM_PROMPT"
     compllm experts calibrate --store STORE --model qwen2.5-coder-0.5b-instruct \\
         --program-expert --threads 2 --items 30 --json
 """
@@ -17,6 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
+from compllm_graph.defaults import BASE_SYSTEM_PROMPT
 from compllm_graph.expert_store import ExpertStore, demo_store
 from compllm_graph.expert_store.calibration import Calibration
 
@@ -59,6 +60,7 @@ def ensure(
         kind="model",
         model=CANDIDATE_MODEL,
         gain_only=True,
+        system_prompt=BASE_SYSTEM_PROMPT,  # asked as the graph asks the base model
         description="Qwen2.5-Coder-1.5B: three times the base model's size",
     )
     built.set_calibration(Calibration.from_dict(measured))
