@@ -371,10 +371,11 @@ def _list(args: argparse.Namespace) -> dict[str, Any]:
         f"{f', vote of {store.vote} nearest' if store.vote else ''}, default threshold "
         f"{store.default_threshold})"
     ]
+    width = max([28, *(len(_answered_by(e)) for e in experts)])  # a long model alias
     for e in experts:
         routed = "gain only" if e["gain_only"] else f"thr {e['threshold']:.3f}"
         lines.append(
-            f"  {e['name']:<16} {_answered_by(e):<28} {routed:<9}  "
+            f"  {e['name']:<16} {_answered_by(e):<{width}} {routed:<9}  "
             f"{e['centroids']} centroid(s), {e['texts']} texts  {e['description']}".rstrip()
         )
         if e["calibration"]:
