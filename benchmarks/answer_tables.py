@@ -338,7 +338,11 @@ def tables() -> str:
         for f in FILES
         for other in ("compllm", "monolith", UNPROMPTED)
     ]
-    pairs += [(_find(QWEN05, GAIN, f), _find(QWEN05, PROGRAM, f)) for f in FILES]
+    pairs += [
+        (_find(QWEN05, GAIN, f), _find(QWEN05, other, f))
+        for f in FILES
+        for other in (PROGRAM, "compllm", "monolith", UNPROMPTED, *ROUTERS[1:])
+    ]
     pairs += [
         (_find(QWEN05, mine, f), _find(QWEN15, system, f))
         for mine in ("compllm", PROGRAM, GAIN)
