@@ -4,6 +4,7 @@ and the base model measured, the result stored by `compllm experts calibrate`.""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,20 +130,43 @@ def test_the_calibration_questions_come_from_the_split(data_dir: Path) -> None:
     )
 
 
+@pytest.fixture
+def domain_store(tmp_path: Path) -> ExpertStore:
+    """A store with an expert named after each calibration domain."""
+    made = ExpertStore.create(tmp_path / "s", "hashing:64")
+    for domain in ("biology", "chemistry", "mathematics", "medicine"):
+        made.add_expert(domain, [f"{domain} question"])
+    return made
+
+
+@pytest.fixture
+def calibrate_argv(data_dir: Path, domain_store: ExpertStore) -> Callable[[int], list[str]]:
+    """`compllm experts calibrate` on `domain_store`, `items` a domain, measured and not stored."""
+
+    def argv(items: int) -> list[str]:
+        store = str(domain_store.path)
+        head = ["experts", "calibrate", "--store", store, "--items", str(items), "--json"]
+        return [*head, "--data-dir", str(data_dir), "--min-items", str(items), "--dry-run"]
+
+    return argv
+
+
+def loading(monkeypatch: pytest.MonkeyPatch, model: FakeLocalModel) -> None:
+    """`load_model` gives `model`, whatever it is asked for."""
+    import compllm_graph.models
+
+    monkeypatch.setattr(compllm_graph.models, "load_model", lambda *a, **k: model)
+
+
 def test_the_command_measures_and_stores(
-    data_dir: Path,
-    tmp_path: Path,
+    domain_store: ExpertStore,
+    calibrate_argv: Callable[[int], list[str]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import compllm_graph.models
-
-    store = ExpertStore.create(tmp_path / "s", "hashing:64")
-    for domain in ("biology", "chemistry", "mathematics", "medicine"):
-        store.add_expert(domain, [f"{domain} question"])
-    monkeypatch.setattr(compllm_graph.models, "load_model", lambda *a, **k: FakeLocalModel())
-    argv = ["experts", "calibrate", "--store", str(store.path), "--items", "2", "--json"]
-    argv += ["--data-dir", str(data_dir), "--min-items", "2", "--dry-run"]
+    store = domain_store
+    loading(monkeypatch, FakeLocalModel())
+    argv = calibrate_argv(2)
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert out["stored"] is False and ExpertStore.open(store.path).calibration is None
@@ -206,20 +230,13 @@ class ProgramWritingModel(FakeLocalModel):
 
 
 def test_the_command_measures_the_program_expert_when_asked(
-    data_dir: Path,
-    tmp_path: Path,
+    calibrate_argv: Callable[[int], list[str]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import compllm_graph.models
-
-    store = ExpertStore.create(tmp_path / "s", "hashing:64")
-    for domain in ("biology", "chemistry", "mathematics", "medicine"):
-        store.add_expert(domain, [f"{domain} question"])
     model = ProgramWritingModel()
-    monkeypatch.setattr(compllm_graph.models, "load_model", lambda *a, **k: model)
-    argv = ["experts", "calibrate", "--store", str(store.path), "--items", "1", "--json"]
-    argv += ["--data-dir", str(data_dir), "--min-items", "1", "--dry-run"]
+    loading(monkeypatch, model)
+    argv = calibrate_argv(1)
     assert main(argv) == 0  # a store of your own: the mathematics expert as stored
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert model.programs_asked == 0 and "by program" not in out["calibration"]["items"]
