@@ -217,13 +217,16 @@ def test_the_answer_tables_read_the_chosen_tier(monkeypatch: pytest.MonkeyPatch)
 
 def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
     import benchmarks.answer_tables as tables
+    from benchmarks import gain_store
     from compllm_graph.cli import build_parser
 
     parser = build_parser("eval")
     for cell in tables.CELLS.values():
         args = parser.parse_args(["eval", "answers", "f.jsonl", *cell.system_args])
-        assert args.program_expert == (cell.system == tables.PROGRAM), cell.name
+        assert args.program_expert == (cell.system in (tables.PROGRAM, tables.GAIN)), cell.name
         assert args.no_base_prompt == (cell.system == tables.UNPROMPTED), cell.name
+        gain_routed = args.store is not None and args.store.name == gain_store.STORE.name
+        assert gain_routed == (cell.system == tables.GAIN), cell.name
 
 
 def test_the_single_domain_table_is_left_out_for_a_tier_with_no_expert_run(
