@@ -11,17 +11,21 @@ of the store at once and returns one reply, by this rule (`combine`):
 2. Majority: when one normalised answer is given by more experts than any other, the combined
    reply is the reply, whole, of the first of those experts (in the store's order). A reply
    that normalises to nothing ("I do not know") has no vote.
-3. Otherwise (a tie, or no reply that normalises), the combined reply is every expert's reply
-   labelled with its name ("chemistry: ..."), one paragraph each, for the aggregator to read
-   (with independent parts and aggregation `auto` none is called: the final answer carries
-   every reply, docs/evaluation.md).
+3. Otherwise (a tie, or no reply that normalises), a judge decides: the base model reads the
+   sub-query and every expert's reply labelled with its name ("chemistry: ...") and is asked
+   for the one answer it judges right; its reply is the combined reply (`judged`). This makes
+   the row commit to one answer per sub-query, as the paper's aggregation does; without it the
+   labelled replies reached the final answer whole when no aggregator call is made (independent
+   parts under aggregation `auto`), and the lenient numeric scorer counted any number among
+   them. Without a judge, or when the judge raises or replies nothing (recorded as
+   `judge_error`), the combined reply is the labelled replies themselves (`labelled`).
 
 An expert that raises or replies with no text has no vote and is recorded as failed; when every
 expert fails, the combined expert raises `AllExpertsFailed`, and the execute node retries it and
 then falls back to the base model, as for any expert. Every call is logged (`AllExperts.asked`),
 so `all_experts_answerer` records each expert's own reply in its sub-answer's outputs line
-(`expert_answers`, `expert_errors` when one failed, and `combined`: the rule that gave the
-reply), where attribution reads them.
+(`expert_answers`, `expert_errors` when one failed, `combined`: the rule that gave the reply,
+and `judge_error` when the judge failed), where attribution reads them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from langchain_core.language_models import LanguageModelInput
@@ -45,8 +49,18 @@ from compllm_graph.evaluation.scoring import answer_key
 from compllm_graph.nodes.execute import CONTEXT_TEMPLATE, stated_answer
 from compllm_graph.types import empty_reply, message_text
 
-Rule = Literal["majority", "labelled"]
-"""How a combined reply was made: one normalised answer led, or every reply is labelled."""
+Rule = Literal["majority", "judged", "labelled"]
+"""How a combined reply was made: one normalised answer led, the judge chose, or every reply is
+labelled."""
+
+JUDGE_PROMPT = (
+    "Several experts were asked this and disagree, or none committed to an answer:\n\n"
+    "{prompt}\n\nTheir replies:\n\n{replies}\n\n"
+    'Which answer is right? Reason briefly, then end with "The answer is X", X being the one '
+    "answer you judge right."
+)
+"""What the judge is asked on a tie: the sub-query as the experts got it (with its parents'
+answers, if any) and every expert's labelled reply."""
 
 _QUESTION_HEAD = CONTEXT_TEMPLATE.split("{context}")[1].split("{question}")[0]
 """What comes before a sub-query's own question when its parents' answers precede it."""
@@ -69,10 +83,11 @@ class Combination:
 
     Attributes:
         text: The reply the pipeline gets.
-        rule: `majority` or `labelled` (see the module docstring).
+        rule: `majority`, `judged` or `labelled` (see the module docstring).
         answers: Each expert's own reply, in the store's order; failed experts are left out.
         keys: Each reply's normalised answer (`scoring.answer_key`); None where none was read.
         errors: Why each failed expert gave no reply.
+        judge_error: Why the judge gave no reply, on a tie it was asked to break.
     """
 
     text: str
@@ -80,13 +95,29 @@ class Combination:
     answers: dict[str, str]
     keys: dict[str, str | None]
     errors: dict[str, str] = field(default_factory=dict)
+    judge_error: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The fields this adds to its sub-answer's outputs line."""
         fields: dict[str, Any] = {"combined": self.rule, "expert_answers": dict(self.answers)}
         if self.errors:
             fields["expert_errors"] = dict(self.errors)
+        if self.judge_error:
+            fields["judge_error"] = self.judge_error
         return fields
+
+    @property
+    def tied(self) -> bool:
+        """Whether no answer led: the replies are labelled, for a judge to break the tie."""
+        return self.rule == "labelled"
+
+    def judged(self, reply: str) -> Combination:
+        """This tie, broken by the judge's `reply`."""
+        return replace(self, text=reply, rule="judged")
+
+    def unjudged(self, why: str) -> Combination:
+        """This tie, left labelled because the judge failed (`why`)."""
+        return replace(self, judge_error=why)
 
 
 def combine(
@@ -152,15 +183,17 @@ class AllExperts(Runnable[LanguageModelInput, BaseMessage]):
 
     Args:
         experts: The experts' chat models by name (`ExpertStore.chat_models`).
+        judge: The chat model that breaks a tie (`JUDGE_PROMPT`); None leaves ties labelled.
 
     Raises:
         ValueError: no expert.
     """
 
-    def __init__(self, experts: Mapping[str, Runnable]) -> None:
+    def __init__(self, experts: Mapping[str, Runnable], judge: Runnable | None = None) -> None:
         if not experts:
             raise ValueError(f"{ALL_EXPERTS} needs at least one expert; the store has none")
         self.experts = dict(experts)
+        self.judge = judge
         self.asked: list[Asked] = []
         self.name = ALL_EXPERTS
 
@@ -199,8 +232,23 @@ class AllExperts(Runnable[LanguageModelInput, BaseMessage]):
             raise AllExpertsFailed(errors)
         prompt = message_text(messages[-1]) if messages else ""
         combination = combine(answers, own_question(prompt), errors)
+        if combination.tied and self.judge is not None:
+            combination = await self._judge(prompt, combination, config, **kwargs)
         self.asked.append(Asked(prompt, combination))
         return AIMessage(combination.text)
+
+    async def _judge(
+        self, prompt: str, tie: Combination, config: RunnableConfig | None, **kwargs: Any
+    ) -> Combination:
+        """`tie` broken by the judge; left labelled, with the reason, if the judge fails."""
+        assert self.judge is not None
+        asking = JUDGE_PROMPT.format(prompt=prompt, replies=tie.text)
+        try:
+            reply = await self.judge.ainvoke([HumanMessage(asking)], config, **kwargs)
+        except Exception as err:  # the labelled replies still answer; the log says why
+            return tie.unjudged(f"{type(err).__name__}: {err}")
+        text = message_text(reply)
+        return tie.judged(text) if text else tie.unjudged(empty_reply(reply))
 
 
 def _as_messages(request: LanguageModelInput) -> list[BaseMessage]:
@@ -212,7 +260,9 @@ def _as_messages(request: LanguageModelInput) -> list[BaseMessage]:
 
 
 def all_experts_answerer(
-    graph_for: Callable[[AllExperts], Runnable], experts: Mapping[str, Runnable]
+    graph_for: Callable[[AllExperts], Runnable],
+    experts: Mapping[str, Runnable],
+    judge: Runnable | None = None,
 ) -> Answerer:
     """`all-experts`: the pipeline with `AllExperts` as its one expert.
 
@@ -220,6 +270,7 @@ def all_experts_answerer(
         graph_for: The compiled pipeline that routes every sub-query to the given combined
             expert (named `ALL_EXPERTS`).
         experts: The store's experts' chat models.
+        judge: The chat model that breaks ties (`AllExperts`); None leaves them labelled.
 
     Each record gets a combined expert of its own, whose log then holds that record's calls
     only (several records may be in flight), and each of its sub-answers that the combined
@@ -232,7 +283,7 @@ def all_experts_answerer(
         raise ValueError(f"{ALL_EXPERTS} needs at least one expert; the store has none")
 
     def answer(record: Mapping[str, Any]) -> Answer:
-        combined = AllExperts(experts)
+        combined = AllExperts(experts, judge)
         reply = graph_reply(graph_for(combined), record)
         reply["sub_answers"] = [_with_experts(s, combined.asked) for s in reply["sub_answers"]]
         return reply
@@ -248,6 +299,7 @@ def _with_experts(sub: dict[str, Any], asked: Sequence[Asked]) -> dict[str, Any]
 
 
 __all__ = [
+    "JUDGE_PROMPT",
     "AllExperts",
     "AllExpertsFailed",
     "Asked",

@@ -11,8 +11,8 @@ Systems (the paper's Tables 5 and 7):
   every expert's data) answering the whole question in one call, asked exactly as the monolith
   is (same system prompt, same budget), so only the adapter differs.
 - `all-experts`: Table 7's all-experts row: the pipeline with every sub-query asked of every
-  expert in the store, their replies combined into one sub-answer (`all_experts.combine`: the
-  majority answer, else every reply labelled with its expert), then the usual aggregation.
+  expert in the store, their replies combined into one sub-answer (`all_experts`: the majority
+  answer, else the answer the base model judges right among them), then the usual aggregation.
 - `one-adapter`: the pipeline with every sub-query sent to the all-domains adapter, as its one
   expert. Not one of the paper's systems; it was called `all-experts` before the paper's
   all-experts was built (see `FORMER_NAMES`).

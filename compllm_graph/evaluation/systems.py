@@ -127,6 +127,7 @@ def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None 
                 experts={ALL_EXPERTS: combined}, router=one_expert_router(ALL_EXPERTS)
             ),
             _store_experts(store, model, tokens, base_prompt, program_expert),
+            judge=with_system_prompt(model.chat_model(max_new_tokens=tokens), base_prompt),
         )
     return _oracle(pipeline, names)
 

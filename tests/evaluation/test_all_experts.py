@@ -11,6 +11,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 
 from compllm_graph.datasets.items import lettered
 from compllm_graph.evaluation.all_experts import (
+    JUDGE_PROMPT,
     AllExperts,
     AllExpertsFailed,
     all_experts_answerer,
@@ -182,3 +183,60 @@ def test_a_sub_query_the_base_model_answered_has_no_expert_replies() -> None:
     )
     with pytest.raises(ValueError, match="at least one expert"):
         all_experts_answerer(pipeline({}, ""), {})
+
+
+TIED = {
+    "chemistry": expert("chemistry", {"gas": "The answer is (A) Neon."}),
+    "biology": expert("biology", {"gas": "The answer is (B) Oxygen."}),
+}
+
+
+def test_a_judge_breaks_a_tie_with_one_answer_having_read_every_reply() -> None:
+    judge = FakeChat(label="judge", reply=lambda _: "Neon is inert. The answer is (A) Neon.")
+    combined = AllExperts(TIED, judge)
+    assert combined.invoke(GAS).content == "Neon is inert. The answer is (A) Neon."
+    (asked,) = judge.calls
+    assert GAS in asked and JUDGE_PROMPT.split("{")[0] in asked
+    assert "chemistry: The answer is (A) Neon." in asked
+    assert "biology: The answer is (B) Oxygen." in asked
+    metadata = combined.asked[0].combination.metadata()
+    assert metadata["combined"] == "judged" and "judge_error" not in metadata
+    assert metadata["expert_answers"] == {
+        "chemistry": "The answer is (A) Neon.",
+        "biology": "The answer is (B) Oxygen.",
+    }
+    # a majority needs no judge
+    agreeing = {**TIED, "medicine": expert("medicine", {"gas": "Neon."})}
+    assert AllExperts(agreeing, judge).invoke(GAS).content == "The answer is (A) Neon."
+    assert len(judge.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("judge", "why"),
+    [
+        (FakeChat(label="judge", fail_times=9), "RuntimeError: judge is down"),
+        (FakeChat(label="judge", reply=lambda _: ""), "replied with no text"),
+    ],
+)
+def test_a_failed_judge_leaves_the_tie_labelled_and_says_why(judge: FakeChat, why: str) -> None:
+    combined = AllExperts(TIED, judge)
+    text = combined.invoke(GAS).content
+    assert text == "chemistry: The answer is (A) Neon.\n\nbiology: The answer is (B) Oxygen."
+    metadata = combined.asked[0].combination.metadata()
+    assert metadata["combined"] == "labelled" and metadata["judge_error"] == why
+
+
+def test_the_judge_sees_a_dependent_sub_query_with_its_parents_answers() -> None:
+    experts = {
+        "a": expert("a", {"times": "The answer is 42."}),
+        "b": expert("b", {"times": "The answer is 41."}),
+    }
+    judge = FakeChat(label="judge", reply=lambda _: "The answer is 42.")
+    output = f"<q>{GAS}</q><q>What is 6 times 7, after #1?</q><dep>1->2</dep>"
+    answer = all_experts_answerer(pipeline(experts, output), experts, judge)
+    reply = answer({"id": "q", "question": f"{GAS} Then, what is 6 times 7?"})
+    first, second = reply["sub_answers"]
+    assert second["combined"] == "judged" and second["answer"] == "The answer is 42."
+    assert first["combined"] == "judged"  # neither expert knew the gas: the judge answered
+    assert "Answers to earlier questions" in judge.calls[-1]
+    assert "a: The answer is 42." in judge.calls[-1]
