@@ -20,7 +20,7 @@ WRITTEN = {
     "settings",  # the pipeline's settings (aggregate, split rule, ...): no dataset text
 }
 SUB_ANSWER = {"question", "answer", "expert", "fallback_reason", "seconds", "attempts"}
-SUB_ANSWER |= {"combined", "expert_answers", "expert_errors"}  # all-experts: each expert's reply
+SUB_ANSWER |= {"combined", "expert_answers", "expert_errors", "judge_error"}  # all-experts
 
 
 def _lines() -> list[tuple[Path, int, dict]]:
