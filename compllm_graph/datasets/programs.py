@@ -5,7 +5,9 @@ into one assignment each (`step1 = 48 / 2`); a number in a later calculation tha
 of exactly one earlier step, and not also a number of the question, becomes that step's
 variable (`step2 = 48 + step1`); the program ends by printing the last step. Nothing is
 guessed: a calculation that is not plain arithmetic (numbers, `+ - * / // % **`, brackets)
-drops the problem.
+drops the problem. With `names="words"` a step is named after the words the solution writes
+right after its result ("<<48/2=24>>24 clips in May" gives `clips_may = 48 / 2`), where there
+are any, since a small model's reasoning in a program lives in what its variables name.
 
 `gsm8k_programs` keeps only the programs that print the gold answer (the number after `####`),
 judged as the program expert judges a run (`sandbox.printed_number`: the last number printed,
@@ -17,7 +19,9 @@ prints what Python would; the tests check that the sandbox prints the same.
 from __future__ import annotations
 
 import ast
+import builtins
 import json
+import keyword
 import operator
 import re
 from collections import Counter
@@ -25,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from compllm_graph.datasets.items import gsm8k_items
 from compllm_graph.errors import CompLLMError
@@ -35,6 +39,64 @@ _ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _QUESTION_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?|\.\d+")
 _LEADING_ZEROS = re.compile(r"(?<![\d.])0+(?=\d)")  # "05" is not a Python number; "0.5" stays
 _MAX_EXPONENT = 64  # GSM8K squares and cubes; a larger power is not a grade-school step
+# The words after a result, up to the next character that is no letter or space: "24 clips in May."
+_AFTER_RESULT = re.compile(r"\s*\$?\s*(?:\d[\d,]*)?(?:\.\d+)?\s*%?([A-Za-z][A-Za-z ]*)")
+_NAME_WORDS = 2
+_FILLER = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "each",
+        "for",
+        "from",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "she",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "which",
+        "who",
+        "will",
+        "with",
+    }
+)
+
+_WORDS = re.compile(r"[A-Za-z][A-Za-z ]*")
+
+
+def _content(text: str) -> list[str]:
+    """The words of `text` that can name a quantity: lower-cased, no filler, no `x` (times)."""
+    return [w for w in text.lower().split() if w not in _FILLER and len(w) > 1]
+
+
+VariableNames = Literal["steps", "words"]
+"""How a derived program names its steps: `step1`, `step2`, ... or after the solution's words."""
 
 _BINARY: Mapping[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -94,32 +156,65 @@ class ProgramYield:
         return self.kept / self.total if self.total else 0.0
 
 
-def derive_program(solution: str, question: str = "") -> str:
+def derive_program(solution: str, question: str = "", names: VariableNames = "steps") -> str:
     """The program of a GSM8K solution's `<<expression=result>>` annotations.
 
     Args:
         solution: The worked solution with its annotations (the JSONL's `answer`).
         question: The problem: a number it states is never replaced by a variable, since a
             later calculation's use of it may be the question's number, not the step's.
+        names: `steps` names the Nth step `stepN`; `words` after the (at most two) words
+            other than filler that follow its result in the solution, `stepN` where there
+            are none or they make no free Python name; a repeated name gets `_2`, `_3`, ...
 
     Returns:
-        `step1 = ...` per annotation, then `print(stepN)`.
+        One assignment per annotation, then a `print` of the last.
 
     Raises:
         ProgramDerivationError: no annotations, or one that is not plain arithmetic.
+        ValueError: an unknown `names`.
     """
-    calculations = [_calculation(text) for text in _ANNOTATION.findall(solution)]
-    if not calculations:
+    if names not in get_args(VariableNames):
+        raise ValueError(f"names must be one of {get_args(VariableNames)}, got {names!r}")
+    found = list(_ANNOTATION.finditer(solution))
+    if not found:
         raise ProgramDerivationError("the solution has no <<...>> calculations")
+    calculations = [_calculation(match.group(1)) for match in found]
+    variables = _variables(solution, found) if names == "words" else _steps(len(found))
     stated = {_value(n) for n in _QUESTION_NUMBER.findall(question)}
     lines: list[str] = []
     results: list[Fraction | None] = []
-    for number, (expression, result) in enumerate(calculations, start=1):
-        named = _Substitute(results, stated).visit(expression)
-        lines.append(f"step{number} = {ast.unparse(named)}")
+    for variable, (expression, result) in zip(variables, calculations, strict=True):
+        named = _Substitute(results, stated, variables).visit(expression)
+        lines.append(f"{variable} = {ast.unparse(named)}")
         results.append(result)
-    lines.append(f"print(step{len(calculations)})")
+    lines.append(f"print({variables[-1]})")
     return "\n".join(lines) + "\n"
+
+
+def _steps(count: int) -> list[str]:
+    return [f"step{number}" for number in range(1, count + 1)]
+
+
+def _variables(solution: str, found: list[re.Match[str]]) -> list[str]:
+    """Each annotation's variable (see `derive_program`); never repeated."""
+    chosen: list[str] = []
+    for number, match in enumerate(found, start=1):
+        after = _AFTER_RESULT.match(solution, match.end())
+        words = _content(after.group(1))[:_NAME_WORDS] if after else []
+        if not words:  # "she earned 0.2 x 50 = $<<...>>10.": the words before the calculation
+            line = solution[solution.rfind("\n", 0, match.start()) + 1 : match.start()]
+            runs = [_content(run) for run in _WORDS.findall(line)]
+            words = next((run[-_NAME_WORDS:] for run in reversed(runs) if run), [])
+        name = "_".join(words)
+        if not name.isidentifier() or keyword.iskeyword(name) or hasattr(builtins, name):
+            name = f"step{number}"
+        base, copy = name, 1
+        while name in chosen:
+            copy += 1
+            name = f"{base}_{copy}"
+        chosen.append(name)
+    return chosen
 
 
 def _calculation(text: str) -> tuple[ast.expr, Fraction | None]:
@@ -163,15 +258,18 @@ class _Substitute(ast.NodeTransformer):
     """Numbers that are one earlier step's result, and no number of the question, become that
     step's variable."""
 
-    def __init__(self, results: list[Fraction | None], stated: set[Fraction]) -> None:
+    def __init__(
+        self, results: list[Fraction | None], stated: set[Fraction], variables: list[str]
+    ) -> None:
         self.results = results
         self.stated = stated
+        self.variables = variables
 
     def visit_Constant(self, node: ast.Constant) -> ast.expr:
         value = Fraction(str(node.value))  # 0.2 as written, not as its binary float
-        steps = [i for i, result in enumerate(self.results, start=1) if result == value]
+        steps = [i for i, result in enumerate(self.results) if result == value]
         if len(steps) == 1 and value not in self.stated:
-            return ast.Name(f"step{steps[0]}", ast.Load())
+            return ast.Name(self.variables[steps[0]], ast.Load())
         return node
 
 
@@ -223,13 +321,14 @@ def prints_gold(program: str, gold: str) -> bool:
 
 
 def gsm8k_programs(
-    data_dir: Path, file: str = "train"
+    data_dir: Path, file: str = "train", names: VariableNames = "steps"
 ) -> tuple[list[ProgramExample], ProgramYield]:
     """The programs of GSM8K's `file` that print the gold answer, and the yield.
 
     Args:
         data_dir: The shared data folder (with `gsm8k/FILE.jsonl`).
         file: `train` (for training) or `test`.
+        names: How the programs name their steps (`derive_program`).
 
     Returns:
         The kept examples in file order, and how many of how many were kept.
@@ -237,7 +336,7 @@ def gsm8k_programs(
     kept: list[ProgramExample] = []
     dropped: Counter[str] = Counter()
     for item, solution in zip(gsm8k_items(data_dir, file), _solutions(data_dir, file), strict=True):
-        reason, program = _program_of(solution, item.question, item.answer)
+        reason, program = _program_of(solution, item.question, item.answer, names)
         if reason:
             dropped[reason] += 1
         else:
@@ -253,12 +352,14 @@ def _solutions(data_dir: Path, file: str) -> Iterator[str]:
             yield json.loads(line)["answer"].rpartition("####")[0]
 
 
-def _program_of(solution: str, question: str, gold: str) -> tuple[str | None, str]:
+def _program_of(
+    solution: str, question: str, gold: str, names: VariableNames
+) -> tuple[str | None, str]:
     """(None, program) for a kept problem, else (why it was dropped, "")."""
     if not _ANNOTATION.search(solution):
         return "no calculations", ""
     try:
-        program = derive_program(solution, question)
+        program = derive_program(solution, question, names)
     except ProgramDerivationError:
         return "not arithmetic", ""
     try:
@@ -272,6 +373,7 @@ __all__ = [
     "ProgramDerivationError",
     "ProgramExample",
     "ProgramYield",
+    "VariableNames",
     "derive_program",
     "evaluate_program",
     "gsm8k_programs",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from compllm_graph.datasets.items import SOURCES, Item, as_text, domain_items, round_robin
-from compllm_graph.datasets.programs import gsm8k_programs
+from compllm_graph.datasets.programs import VariableNames, gsm8k_programs
 
 ALL_DOMAINS = "all-domains"
 """The pseudo-domain of the fine-tuned (FT) baseline: every domain's data, balanced."""
@@ -114,7 +114,9 @@ def expert_examples(
     return pairs + [p for p in map(open_form, chosen) if p]
 
 
-def program_examples(data_dir: Path, limit: int, seed: int = 0) -> list[dict[str, str]]:
+def program_examples(
+    data_dir: Path, limit: int, seed: int = 0, names: VariableNames = "steps"
+) -> list[dict[str, str]]:
     """Up to `limit` GSM8K train problems answered by a program that prints the gold answer.
 
     The target is the program alone, in a ```python block, as the program expert's prompt asks
@@ -126,6 +128,8 @@ def program_examples(data_dir: Path, limit: int, seed: int = 0) -> list[dict[str
         data_dir: The shared data folder (with `gsm8k/train.jsonl`).
         limit: At most this many problems, a seeded draw.
         seed: Seeds the draw and the order.
+        names: How the programs name their steps (`datasets.programs.derive_program`); the
+            draw does not depend on it.
 
     Returns:
         Records with `id` (`gsm8k/train/N`), `question`, `answer` (the fenced program) and
@@ -136,7 +140,7 @@ def program_examples(data_dir: Path, limit: int, seed: int = 0) -> list[dict[str
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    kept, _ = gsm8k_programs(data_dir, "train")
+    kept, _ = gsm8k_programs(data_dir, "train", names)
     chosen = random.Random(f"program-data-{seed}").sample(kept, min(limit, len(kept)))
     return [
         {

@@ -23,6 +23,7 @@ from compllm_graph.datasets.decompositions import (
 )
 from compllm_graph.datasets.items import SOURCES
 from compllm_graph.datasets.jsonl import write_jsonl
+from compllm_graph.datasets.programs import VariableNames
 from compllm_graph.decomposer import adapter_for
 from compllm_graph.expert_store import ExpertStore, StoreError, default_store_path
 from compllm_graph.expert_store.data import (
@@ -319,6 +320,13 @@ def _add_expert_data(kinds: argparse._SubParsersAction) -> None:
         "the gold answer (for a program expert's adapter; train it with `--system-prompt` set "
         "to the program expert's prompt, `compllm_graph.program_expert.PROGRAM_PROMPT`)",
     )
+    p.add_argument(
+        "--program-names",
+        choices=get_args(VariableNames),
+        default="steps",
+        help="with --programs: name each step step1, step2, ... (default) or after the words "
+        "the solution writes beside its result (clips_may = 48 / 2)",
+    )
     p.set_defaults(func=run_expert_data)
 
 
@@ -330,7 +338,7 @@ def run_expert_data(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.programs:
-            records = program_examples(args.data_dir, args.limit, args.seed)
+            records = program_examples(args.data_dir, args.limit, args.seed, args.program_names)
         else:
             records = expert_examples(
                 args.data_dir, args.domain, args.limit, args.seed, args.open_forms

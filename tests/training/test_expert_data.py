@@ -127,6 +127,10 @@ def test_program_data_is_train_split_programs_that_print_the_gold_answer(data_di
         assert prints_gold(extract_program(record["answer"]), gold[record["id"]])
     assert records == program_examples(data_dir, 40, seed=3)  # seeded
     assert records != program_examples(data_dir, 40, seed=4)
+    named = program_examples(data_dir, 40, seed=3, names="words")
+    assert [r["id"] for r in named] == [r["id"] for r in records]  # the same draw, renamed
+    assert all(prints_gold(extract_program(r["answer"]), gold[r["id"]]) for r in named)
+    assert sum("step" in r["answer"] for r in named) < sum("step" in r["answer"] for r in records)
     with pytest.raises(ValueError, match="at least 1"):
         program_examples(data_dir, 0)
 
@@ -151,6 +155,10 @@ def test_the_program_data_command_writes_mathematics_only(
     assert main([*args, "--out", str(out), "--data-dir", str(data_dir)]) == 0
     assert len(out.read_text(encoding="utf-8").splitlines()) == 5
     assert "wrote 5 mathematics records" in capsys.readouterr().out
+    named = tmp_path / "named.jsonl"
+    words = ["--program-names", "words", "--out", str(named), "--data-dir", str(data_dir)]
+    assert main([*args, *words]) == 0
+    assert named.read_text(encoding="utf-8") != out.read_text(encoding="utf-8")
     refused = ["train", "expert-data", "biology", "--programs", "--out", str(out)]
     assert main([*refused, "--data-dir", str(data_dir)]) == 2
     assert "--programs writes mathematics records" in capsys.readouterr().err

@@ -52,6 +52,33 @@ def test_a_decimal_result_is_named_as_written() -> None:
     assert prints_gold(program, "10")
 
 
+def test_steps_may_be_named_after_the_words_beside_their_results() -> None:
+    program = derive_program(NATALIA["answer"], NATALIA["question"], names="words")
+    assert program == (
+        "clips_may = 48 / 2\nclips_altogether = 48 + clips_may\nprint(clips_altogether)\n"
+    )
+    # no words after "$10.": the words before the calculation, without filler or the `x`
+    program = derive_program(WENG["answer"], WENG["question"], names="words")
+    assert program == "per_minute = 12 / 60\nearned = per_minute * 50\nprint(earned)\n"
+    assert prints_gold(program, "10")
+
+
+@pytest.mark.parametrize(
+    ("solution", "program"),
+    [  # a repeated name gets a number; no usable words, a keyword or a builtin is `stepN`
+        ("<<2*3=6>>6 apples, <<6+1=7>>7 apples", "apples = 2 * 3\napples_2 = apples + 1\n"),
+        ("<<2*3=6>>; then <<6+1=7>>.", "step1 = 2 * 3\nstep2 = step1 + 1\n"),
+        ("<<2*3=6>>6 sum and <<6+1=7>>7 lambda", "step1 = 2 * 3\nstep2 = step1 + 1\n"),
+    ],
+)
+def test_a_name_that_cannot_be_used_falls_back(solution: str, program: str) -> None:
+    derived = derive_program(solution, names="words")
+    assert derived.startswith(program)
+    assert derived.splitlines()[-1] == f"print({program.splitlines()[-1].split(' = ')[0]})"
+    with pytest.raises(ValueError, match="names must be one of"):
+        derive_program(solution, names="letters")  # type: ignore[arg-type]
+
+
 def test_a_number_two_steps_gave_stays_a_number() -> None:
     solution = "<<2*3=6>> and <<1+5=6>>, so <<6*2=12>>"
     assert derive_program(solution) == (
@@ -129,6 +156,8 @@ def test_only_programs_that_print_the_gold_answer_are_kept(tmp_path: Path) -> No
     )
     assert found == ProgramYield(2, 4, {"no calculations": 1, "wrong answer": 1})
     assert found.rate == 0.5
+    named, same = gsm8k_programs(tmp_path, names="words")
+    assert same == found and named[0].program.startswith("clips_may = 48 / 2\n")
 
 
 def test_the_real_train_file_yields_programs_for_most_problems() -> None:
