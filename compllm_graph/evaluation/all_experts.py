@@ -12,13 +12,14 @@ of the store at once and returns one reply, by this rule (`combine`):
    reply is the reply, whole, of the first of those experts (in the store's order). A reply
    that normalises to nothing ("I do not know") has no vote.
 3. Otherwise (a tie, or no reply that normalises), a judge decides: the base model reads the
-   sub-query and every expert's reply labelled with its name ("chemistry: ...") and is asked
-   for the one answer it judges right; its reply is the combined reply (`judged`). This makes
+   sub-query and every expert's reply and is asked for the one answer it judges right
+   (`JUDGE_PROMPT`); its reply is the combined reply (`judged`). This makes
    the row commit to one answer per sub-query, as the paper's aggregation does; without it the
    labelled replies reached the final answer whole when no aggregator call is made (independent
    parts under aggregation `auto`), and the lenient numeric scorer counted any number among
    them. Without a judge, or when the judge raises or replies nothing (recorded as
-   `judge_error`), the combined reply is the labelled replies themselves (`labelled`).
+   `judge_error`), the combined reply is every reply labelled with its expert's name
+   ("chemistry: ..."), one paragraph each (`labelled`).
 
 An expert that raises or replies with no text has no vote and is recorded as failed; when every
 expert fails, the combined expert raises `AllExpertsFailed`, and the execute node retries it and
@@ -54,13 +55,14 @@ Rule = Literal["majority", "judged", "labelled"]
 labelled."""
 
 JUDGE_PROMPT = (
-    "Several experts were asked this and disagree, or none committed to an answer:\n\n"
-    "{prompt}\n\nTheir replies:\n\n{replies}\n\n"
-    'Which answer is right? Reason briefly, then end with "The answer is X", X being the one '
-    "answer you judge right."
+    "Several experts were asked the question below; their replies disagree, or none commits "
+    "to an answer.\n\n{prompt}\n\nTheir replies:\n\n{replies}\n\n"
+    'Which answer is right? Reason briefly, then end with "The answer is X", where X is that '
+    "answer itself (an option's letter, a number, yes or no), not who gave it."
 )
 """What the judge is asked on a tie: the sub-query as the experts got it (with its parents'
-answers, if any) and every expert's labelled reply."""
+answers, if any) and every reply, one bullet each. The replies are not named: a small judge
+asked about named replies answered with a name ("The answer is biology")."""
 
 _QUESTION_HEAD = CONTEXT_TEMPLATE.split("{context}")[1].split("{question}")[0]
 """What comes before a sub-query's own question when its parents' answers precede it."""
@@ -242,7 +244,8 @@ class AllExperts(Runnable[LanguageModelInput, BaseMessage]):
     ) -> Combination:
         """`tie` broken by the judge; left labelled, with the reason, if the judge fails."""
         assert self.judge is not None
-        asking = JUDGE_PROMPT.format(prompt=prompt, replies=tie.text)
+        replies = "\n\n".join(f"- {reply}" for reply in tie.answers.values())
+        asking = JUDGE_PROMPT.format(prompt=prompt, replies=replies)
         try:
             reply = await self.judge.ainvoke([HumanMessage(asking)], config, **kwargs)
         except Exception as err:  # the labelled replies still answer; the log says why

@@ -197,8 +197,9 @@ def test_a_judge_breaks_a_tie_with_one_answer_having_read_every_reply() -> None:
     assert combined.invoke(GAS).content == "Neon is inert. The answer is (A) Neon."
     (asked,) = judge.calls
     assert GAS in asked and JUDGE_PROMPT.split("{")[0] in asked
-    assert "chemistry: The answer is (A) Neon." in asked
-    assert "biology: The answer is (B) Oxygen." in asked
+    # every reply, unnamed: a small judge answers "biology" when they carry names
+    assert "- The answer is (A) Neon.\n\n- The answer is (B) Oxygen." in asked
+    assert "chemistry" not in asked and "biology" not in asked
     metadata = combined.asked[0].combination.metadata()
     assert metadata["combined"] == "judged" and "judge_error" not in metadata
     assert metadata["expert_answers"] == {
@@ -239,4 +240,4 @@ def test_the_judge_sees_a_dependent_sub_query_with_its_parents_answers() -> None
     assert second["combined"] == "judged" and second["answer"] == "The answer is 42."
     assert first["combined"] == "judged"  # neither expert knew the gas: the judge answered
     assert "Answers to earlier questions" in judge.calls[-1]
-    assert "a: The answer is 42." in judge.calls[-1]
+    assert "- The answer is 42." in judge.calls[-1]
