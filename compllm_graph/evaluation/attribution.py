@@ -7,7 +7,11 @@ Stages, in pipeline order:
   `edges` was recorded are not checked for it).
 - `routing`: a sub-query went to another expert than its part's gold domain (sub-queries and
   parts are matched in order). The all-domains adapter (`one-adapter`) and the combined expert
-  (`all-experts`, which asks every expert) are right for every domain.
+  (`all-experts`, which asks every expert) are right for every domain. So is, in `attribution`,
+  a route to an expert named after no domain of the benchmark: a gain-only candidate (the 1.5B
+  model of a calibrated store) takes the parts of the domains it is measured ahead on, and the
+  outputs record where a part went, not the domain the router placed it in, so its route
+  cannot be judged; its wrong answers count at `expert`.
 - `expert`: a sub-answer, read alone, does not answer its part, and no expert's own reply to
   it did (`all-experts` records each expert's reply in `expert_answers`).
 - `combination`: (`all-experts` only) every wrong sub-answer had an expert whose own reply
@@ -33,7 +37,10 @@ ANY_DOMAIN = frozenset({ALL_DOMAINS_EXPERT, ALL_EXPERTS})
 
 
 def first_wrong_stage(
-    record: Mapping[str, Any], answer: Mapping[str, Any], experts: frozenset[str] | None = None
+    record: Mapping[str, Any],
+    answer: Mapping[str, Any],
+    experts: frozenset[str] | None = None,
+    domains: frozenset[str] | None = None,
 ) -> str | None:
     """The first stage that went wrong for one question; None when it is right.
 
@@ -42,6 +49,8 @@ def first_wrong_stage(
         answer: Its line of the outputs file.
         experts: The experts the router could choose; a gold domain outside them counts as
             routed right when it went to the base model. None: every domain has an expert.
+        domains: Every domain of the benchmark: a route to an expert outside them (and not the
+            base model) is not judged (see the module docstring). None: every route is.
     """
     if score_question(str(answer["answer"]), record["parts"]).right:
         return None
@@ -54,7 +63,8 @@ def first_wrong_stage(
     routes = answer.get("routes") or [s.get("expert") for s in subs]
     for part, route in zip(parts, routes):
         gold = part["domain"] if experts is None or part["domain"] in experts else "base"
-        if route != gold and route not in ANY_DOMAIN:
+        unjudged = domains is not None and route not in domains | {"base"}
+        if route != gold and route not in ANY_DOMAIN and not unjudged:
             return "routing"
     wrong = [i for i in range(len(parts)) if not sub_answer_right(answer, record, i)]
     if any(not _an_expert_was_right(subs[i], parts[i]) for i in wrong):
@@ -84,8 +94,10 @@ def attribution(
     experts: frozenset[str] | None = None,
 ) -> dict[str, int]:
     """How many questions were right, and how many went wrong first at each stage."""
+    domains = frozenset(p["domain"] for r in records for p in r["parts"]) | (experts or set())
     counts = Counter(
-        first_wrong_stage(r, a, experts) or "right" for r, a in zip(records, answers, strict=True)
+        first_wrong_stage(r, a, experts, domains) or "right"
+        for r, a in zip(records, answers, strict=True)
     )
     return {stage: counts.get(stage, 0) for stage in ("right", *STAGES) if stage in counts}
 

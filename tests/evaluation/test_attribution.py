@@ -52,6 +52,22 @@ def test_a_domain_without_an_expert_is_rightly_routed_to_base() -> None:
     assert first_wrong_stage(RECORD, reply, frozenset({"chemistry"})) == "expert"
 
 
+def test_a_route_to_a_candidate_named_after_no_domain_is_not_judged() -> None:
+    reply = answer("Neon", [("a", "Neon"), ("b", "41")], ["chemistry", "big"])
+    domains = frozenset({"chemistry", "mathematics", "biology"})
+    assert first_wrong_stage(RECORD, reply, domains=domains) == "expert"
+    assert first_wrong_stage(RECORD, reply) == "routing"  # without the domains: judged
+    # a route to another domain's expert still is
+    misrouted = answer("Neon", [("a", "Neon"), ("b", "41")], ["chemistry", "biology"])
+    assert first_wrong_stage(RECORD, misrouted, domains=domains) == "routing"
+    # `attribution` takes the domains from the benchmark's parts
+    other = {**RECORD, "id": "r", "parts": [{**PARTS[0], "domain": "biology"}, PARTS[1]]}
+    assert attribution([RECORD, other], [reply, {**misrouted, "id": "r"}]) == {
+        "expert": 1,
+        "routing": 1,
+    }
+
+
 @pytest.mark.parametrize("route", ["all-domains", "all-experts"])
 def test_one_adapter_and_all_experts_are_rightly_routed_for_every_domain(route: str) -> None:
     reply = answer("Neon", [("a", "Neon"), ("b", "41")], [route, route])
