@@ -61,8 +61,8 @@ def test_a_route_to_a_candidate_named_after_no_domain_is_not_judged() -> None:
     misrouted = answer("Neon", [("a", "Neon"), ("b", "41")], ["chemistry", "biology"])
     assert first_wrong_stage(RECORD, misrouted, domains=domains) == "routing"
     # `attribution` takes the domains from the benchmark's parts
-    biology = dict(PARTS[0], domain="biology")
-    other = {**RECORD, "id": "r", "parts": [biology, PARTS[1]]}
+    biology = {"question": "Cell? (A) Yes (B) No", "answer": "Yes", "choices": ["Yes", "No"]}
+    other = {**RECORD, "id": "r", "parts": [{**biology, "domain": "biology"}, PARTS[1]]}
     assert attribution([RECORD, other], [reply, {**misrouted, "id": "r"}]) == {
         "expert": 1,
         "routing": 1,
