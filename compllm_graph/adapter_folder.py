@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,28 @@ def check_adapter_name(name: str, loaded: Mapping[str, Path]) -> None:
         raise AdapterError(f"adapter {name!r} is already loaded (from {loaded[name]})")
 
 
+_LOADING = threading.Lock()
+
+
+def add_adapter_once(model: Any, name: str, folder: str | os.PathLike[str]) -> None:
+    """Load `folder` on `model` as `name` unless an adapter of that name is loaded already.
+
+    The check and the load happen under one lock: graphs built at once on one model (an
+    evaluation building one per question in flight, as the oracle and all-experts systems do)
+    would each find the adapter missing, and the engine refuses the second load.
+
+    Args:
+        model: A loaded model with `adapters` (names; a property or a method) and
+            `add_adapter(name, folder)`.
+        name: The adapter's name on `model`.
+        folder: The adapter folder.
+    """
+    with _LOADING:
+        loaded = getattr(model, "adapters", None)
+        if name not in set((loaded() if callable(loaded) else loaded) or ()):
+            model.add_adapter(name, folder)
+
+
 def same_base(recorded: str, name: str) -> bool:
     """Whether a recorded base model (alias, path or hub id) names the loaded model.
 
@@ -219,6 +242,7 @@ __all__ = [
     "COPIED_SUFFIXES",
     "AdapterError",
     "adapter_files",
+    "add_adapter_once",
     "check_adapter_folder",
     "check_adapter_name",
     "check_adapter_weights",

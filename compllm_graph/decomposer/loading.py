@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compllm_graph.adapter_folder import same_base
+from compllm_graph.adapter_folder import add_adapter_once, same_base
 from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT, DECOMPOSER_SYSTEM_PROMPT
 from compllm_graph.models.catalogue import DEFAULT_MODEL
 from compllm_graph.packs import installed_packs, missing_pack_message, pack_for
@@ -141,9 +140,6 @@ def default_decomposer(
     return chat, prompt
 
 
-_ADAPTER_LOADING = threading.Lock()
-
-
 def _load_adapter(local_model: InferenceModel, folder: Path) -> tuple[str, str]:
     """Load a decomposer adapter once per folder; returns its adapter name and system prompt."""
     record = read_training_record(folder)
@@ -163,11 +159,7 @@ def _load_adapter(local_model: InferenceModel, folder: Path) -> tuple[str, str]:
     # One name per folder, so two decomposers can share a model without overwriting each other.
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
     name = "decomposer" if is_shipped else f"decomposer_{digest}"
-    # Graphs built at once on one model (an evaluation building one per question in flight)
-    # would each see the adapter missing and the second load would be refused.
-    with _ADAPTER_LOADING:
-        if name not in local_model.adapters:
-            local_model.add_adapter(name, folder)
+    add_adapter_once(local_model, name, folder)
     return name, prompt
 
 

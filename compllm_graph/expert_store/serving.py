@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import SystemMessage, convert_to_messages
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from compllm_graph.adapter_folder import check_adapter_folder, same_base
+from compllm_graph.adapter_folder import add_adapter_once, check_adapter_folder, same_base
 from compllm_graph.expert_store.records import BOUND_KINDS, Expert, ExpertKindError, StoreError
 from compllm_graph.expert_store.retrieval import Retriever, lazy_embedder, with_retrieval
 from compllm_graph.models.runnable_expert import as_expert, takes_messages
@@ -124,8 +124,7 @@ def _adapter_chat(
             f"expert {expert.name!r} has an adapter for {expert.base_model!r}, but "
             f"the loaded model is {local_model.name!r}"
         )
-    if expert.name not in loaded_adapters(local_model):
-        local_model.add_adapter(expert.name, expert.adapter)
+    add_adapter_once(local_model, expert.name, expert.adapter)
     return local_model.chat_model(adapter=expert.name, **generation)
 
 
@@ -201,13 +200,6 @@ def bind_runnables(
         name: as_expert(runnable, name=f"expert:{name}") if takes_messages(runnable) else runnable
         for name, runnable in runnables.items()
     }
-
-
-def loaded_adapters(local_model: Any) -> set[str]:
-    adapters = getattr(local_model, "adapters", None)
-    if callable(adapters):
-        adapters = adapters()
-    return set(adapters or ())
 
 
 def with_system_prompt(chat: Runnable, system_prompt: str | None) -> Runnable:
@@ -331,7 +323,6 @@ __all__ = [
     "bind_runnables",
     "expert_chat_models",
     "load_catalogue_model",
-    "loaded_adapters",
     "remote_expert_chat_models",
     "remote_settings",
     "vllm_lora_args",
