@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -12,6 +14,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
+from compllm_graph.adapter_folder import AdapterError
 from compllm_graph.types import Route
 
 
@@ -74,3 +77,28 @@ def keyword_router(table: dict[str, str], score: float = 0.9) -> Callable[[list[
         return routes
 
     return route
+
+
+class RefusingModel:
+    """A loaded model that refuses a second load of a name, as the llama.cpp engine does, and
+    loads slowly: graphs built at once on it must load each adapter once."""
+
+    name = "tiny"
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Path] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        return tuple(self.loaded)
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        with self.lock:  # the engine's own lock: one load at a time, checked inside it
+            if name in self.loaded:
+                raise AdapterError(f"adapter {name!r} is already loaded")
+            time.sleep(0.1)  # wide enough for every thread to find the adapter missing
+            self.loaded[name] = Path(path)
+
+    def chat_model(self, adapter: str | None = None, **generation: object) -> str | None:
+        return adapter

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from compllm_graph.decomposer.prompts import DECOMPOSER_PROMPT
 from compllm_graph.defaults import default_decomposer
 from compllm_graph.expert_store import ExpertStore
 from compllm_graph.models import AdapterError, LocalChatModel, TransformersModel
+from tests.fakes import RefusingModel
 from tests.random_lora import save_random_lora
 
 
@@ -53,30 +52,6 @@ def test_an_adapter_folder_is_loaded_once_with_its_recorded_prompt(
     # Without a training record the adapter gets the prompt the trainer always writes.
     assert default_prompt is not None and "<dep>" in default_prompt
     assert default_prompt != DECOMPOSER_PROMPT
-
-
-class RefusingModel:
-    """Refuses a second load of a name, as the llama.cpp engine does, and loads slowly."""
-
-    name = "tiny"
-
-    def __init__(self) -> None:
-        self.loaded: dict[str, Path] = {}
-        self.lock = threading.Lock()
-
-    @property
-    def adapters(self) -> tuple[str, ...]:
-        return tuple(self.loaded)
-
-    def add_adapter(self, name: str, path: str | Path) -> None:
-        with self.lock:  # the engine's own lock: one load at a time, checked inside it
-            if name in self.loaded:
-                raise AdapterError(f"adapter {name!r} is already loaded")
-            time.sleep(0.2)  # wide enough for every thread to find the adapter missing
-            self.loaded[name] = Path(path)
-
-    def chat_model(self, adapter: str | None = None, **generation: object) -> str | None:
-        return adapter
 
 
 def test_graphs_built_at_once_load_the_adapter_once(tmp_path: Path) -> None:
