@@ -235,23 +235,23 @@ class AllExperts(Runnable[LanguageModelInput, BaseMessage]):
         prompt = message_text(messages[-1]) if messages else ""
         combination = combine(answers, own_question(prompt), errors)
         if combination.tied and self.judge is not None:
-            combination = await self._judge(prompt, combination, config, **kwargs)
+            combination = await _judged(self.judge, prompt, combination, config, **kwargs)
         self.asked.append(Asked(prompt, combination))
         return AIMessage(combination.text)
 
-    async def _judge(
-        self, prompt: str, tie: Combination, config: RunnableConfig | None, **kwargs: Any
-    ) -> Combination:
-        """`tie` broken by the judge; left labelled, with the reason, if the judge fails."""
-        assert self.judge is not None
-        replies = "\n\n".join(f"- {reply}" for reply in tie.answers.values())
-        asking = JUDGE_PROMPT.format(prompt=prompt, replies=replies)
-        try:
-            reply = await self.judge.ainvoke([HumanMessage(asking)], config, **kwargs)
-        except Exception as err:  # the labelled replies still answer; the log says why
-            return tie.unjudged(f"{type(err).__name__}: {err}")
-        text = message_text(reply)
-        return tie.judged(text) if text else tie.unjudged(empty_reply(reply))
+
+async def _judged(
+    judge: Runnable, prompt: str, tie: Combination, config: RunnableConfig | None, **kwargs: Any
+) -> Combination:
+    """`tie` broken by `judge`; left labelled, with the reason, if the judge fails."""
+    replies = "\n\n".join(f"- {reply}" for reply in tie.answers.values())
+    asking = JUDGE_PROMPT.format(prompt=prompt, replies=replies)
+    try:
+        reply = await judge.ainvoke([HumanMessage(asking)], config, **kwargs)
+    except Exception as err:  # the labelled replies still answer; the log says why
+        return tie.unjudged(f"{type(err).__name__}: {err}")
+    text = message_text(reply)
+    return tie.judged(text) if text else tie.unjudged(empty_reply(reply))
 
 
 def _as_messages(request: LanguageModelInput) -> list[BaseMessage]:
