@@ -55,15 +55,13 @@ def test_each_stage_gets_its_own_calls_and_tokens() -> None:
     timer = StageTimer()
     graph().invoke({"query": QUERY}, {"callbacks": [timer]})
     stages = timer.stages()
-    assert list(stages) == [
-        "decompose",
-        "route",
-        "execute",
-        "sub_query_1",
-        "sub_query_2",
-        "aggregate",
-    ]
-    measured = list(stages)[:-1]  # whether the aggregator is asked is the node's own rule
+    order = list(stages)
+    assert order[:3] == ["decompose", "route", "execute"]
+    # the two sub-queries run at once: either may start first
+    assert sorted(order[3:5]) == ["sub_query_1", "sub_query_2"]
+    assert order[5:] == ["aggregate"]
+    measured = ["decompose", "route", "execute", "sub_query_1", "sub_query_2"]
+    # whether the aggregator is asked is the node's own rule
     assert [stages[s].generated_tokens for s in measured] == [3, 0, 0, 3, 2]
     assert [stages[s].calls for s in measured] == [1, 0, 0, 1, 1]
     assert stages["aggregate"].generated_tokens == stages["aggregate"].calls  # "six"
