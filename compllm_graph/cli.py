@@ -197,6 +197,12 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         "independent questions joined by 'and' gets a sub-query per question)",
     )
     ask.add_argument(
+        "--no-split-chains",
+        action="store_true",
+        help="turn off the chain rule (a sub-query asking for an attribute of a thing it only "
+        "describes, 'the symbol of the element that ...', becomes the thing, then its attribute)",
+    )
+    ask.add_argument(
         "--program-expert",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -250,6 +256,7 @@ def run_ask(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             aggregate=args.aggregate,
             split_questions=not args.no_split_questions,
+            split_chains=not args.no_split_chains,
             program_expert=args.program_expert,
         ).compile(checkpointer=checkpointer)
     # QuestionError is a ValueError
@@ -385,9 +392,10 @@ JOINED_NOTE = "joined without a reducer call"
 
 def answer_notes(out: dict) -> list[str]:
     """What the decompose and aggregate nodes did that the sub-queries and the answer do not
-    show: the and-split rule's note (state `split_rule`), and that the parts' answers were
-    joined without a reducer call (state `aggregation` "joined", for more than one part)."""
-    notes = [f"and-split rule: {out['split_rule']}"] if out.get("split_rule") else []
+    show: the split rules' note (state `split_rule`: the and-split and chain rules), and that
+    the parts' answers were joined without a reducer call (state `aggregation` "joined", for
+    more than one part)."""
+    notes = [f"split rules: {out['split_rule']}"] if out.get("split_rule") else []
     if out.get("aggregation") == "joined" and len(out["query_graph"]["sub_queries"]) > 1:
         notes.append(JOINED_NOTE)
     return notes

@@ -40,6 +40,7 @@ def create_compllm_graph(
     check_aggregate: bool = False,
     aggregate: AggregateMode | None = None,
     split_questions: bool = True,
+    split_chains: bool = True,
 ) -> StateGraph:
     """Create the Comp-LLM graph: decompose → route → execute → aggregate.
 
@@ -76,6 +77,10 @@ def create_compllm_graph(
             one sub-query (written whole, or fallen back) that is independent questions joined
             by "and" gets one sub-query per question. A run's `configurable` key
             `split_questions` overrides it.
+        split_chains: Apply the chain rule (`decomposer.chain_rule`): a sub-query that stands
+            alone and asks for an attribute of a thing it only describes ("the chemical symbol
+            of the element that makes up most of the Sun") becomes the description, then the
+            attribute of its answer. A run's `configurable` key `split_chains` overrides it.
 
     Returns:
         An uncompiled `StateGraph`: compile it with the checkpointer of your choice. Its input is
@@ -133,7 +138,9 @@ def create_compllm_graph(
     builder = StateGraph(CompLLMState, input_schema=InputState, output_schema=OutputState)
     builder.add_node(
         "decompose",
-        make_decompose_node(decomposer, decomposer_prompt, max_sub_queries, split_questions),
+        make_decompose_node(
+            decomposer, decomposer_prompt, max_sub_queries, split_questions, split_chains
+        ),
     )
     builder.add_node("route", make_route_node(router, set(experts)))
     builder.add_node(

@@ -15,7 +15,8 @@ is in `generation`), `grammar` (the tag grammar as a logits processor; needs the
 [local] extra), `loading` (the packs' adapters, training records, `default_decomposer`),
 `stopping` (whether a reply written so far can still become a decomposition: the decompose node
 stops the decomposer when it cannot), `split_rule` (independent questions joined by "and", which
-the decompose node splits when the decomposer leaves them whole).
+the decompose node splits when the decomposer leaves them whole), `chain_rule` (a sub-query that
+asks for an attribute of a thing it only describes, which the decompose node makes two steps).
 """
 
 from compllm_graph.decomposer.loading import (

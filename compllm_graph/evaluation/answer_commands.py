@@ -54,11 +54,15 @@ FORMER_SETTINGS: dict[str, Any] = {
     "split_questions": False,
     "program_expert": False,
     "decomposer_model": None,
+    "split_chains": True,  # the rule came later, and splits none of their sub-queries
 }
 """What a pipeline's outputs line without `SETTINGS` was answered with: such lines were written
 before these options existed (before 2026-12-06), every committed cell's included.
 `decomposer_model` None: the decomposer ran on `--model` (a line records the key only when
-`--decomposer-model` was given)."""
+`--decomposer-model` was given). A line records `split_chains` only when the chain rule was off
+(`--no-split-chains`): a line without it was answered with the rule on, or before it existed
+(2026-12-07), and the rule splits none of the sub-queries those committed lines record
+(`tests/evaluation/test_committed_outputs.py`), so their answers are the rule's."""
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
@@ -223,6 +227,12 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
         "whole that is independent questions joined by 'and' gets a sub-query per question)",
     )
     p.add_argument(
+        "--no-split-chains",
+        action="store_true",
+        help="pipeline systems: turn off the chain rule (a sub-query asking for an attribute "
+        "of a thing it only describes becomes the thing, then its attribute)",
+    )
+    p.add_argument(
         "--program-expert",
         action="store_true",
         help="the store's mathematics expert answers by a program the base model writes and "
@@ -246,11 +256,13 @@ def answer_settings(args: argparse.Namespace) -> dict[str, Any]:
     Empty for the systems that answer the whole question in one call; `aggregate` and
     `split_questions` for every pipeline; `program_expert` too for those that ask the store's
     experts (`PROGRAM_EXPERT_SYSTEMS`); `decomposer_model` (the alias) for a pipeline only when
-    `--decomposer-model` is given, so lines answered without it keep the settings they had.
+    `--decomposer-model` is given and `split_chains` (False) only with `--no-split-chains`, so
+    lines answered without them keep the settings they had.
 
     Raises:
         BenchmarkError: a flag that changes nothing for `args.system` (`--aggregate`,
-            `--no-split-questions` or `--decomposer-model` for `monolith` and `ft`,
+            `--no-split-questions`, `--no-split-chains` or `--decomposer-model` for
+            `monolith` and `ft`,
             `--program-expert` for those and `one-adapter`), so no run is mistaken for one
             with that setting.
     """
@@ -270,6 +282,8 @@ def answer_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["program_expert"] = args.program_expert
     if args.decomposer_model is not None:
         settings["decomposer_model"] = args.decomposer_model
+    if args.no_split_chains:
+        settings["split_chains"] = False
     return settings
 
 
@@ -286,6 +300,7 @@ def _unused_flags(args: argparse.Namespace) -> list[str]:
     flags = {
         "--aggregate": whole and args.aggregate is not None,
         "--no-split-questions": whole and args.no_split_questions,
+        "--no-split-chains": whole and args.no_split_chains,
         "--decomposer-model": whole and args.decomposer_model is not None,
         "--program-expert": args.program_expert and args.system not in PROGRAM_EXPERT_SYSTEMS,
     }
@@ -323,6 +338,7 @@ def _as_flags(settings: Any) -> str:
         return f"unreadable settings {settings!r}"
     flags = [f"--aggregate {settings['aggregate']}"] if "aggregate" in settings else []
     flags += ["--no-split-questions"] if settings.get("split_questions") is False else []
+    flags += ["--no-split-chains"] if settings.get("split_chains") is False else []
     flags += ["--program-expert"] if settings.get("program_expert") else []
     model = settings.get("decomposer_model")
     flags += [f"--decomposer-model {model}"] if model is not None else []

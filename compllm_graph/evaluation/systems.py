@@ -65,7 +65,7 @@ def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None 
     Args:
         args: The parsed `compllm eval answers` arguments.
         settings: The pipeline's settings (`answer_commands.answer_settings`): `aggregate`,
-            `split_questions`, for the systems that route to the store's experts,
+            `split_questions`, `split_chains`, for the systems that route to the store's experts,
             `program_expert`, and `decomposer_model` (an alias, loaded as the base model is,
             with `--engine` and `--threads`); each one left out takes `build_default_graph`'s
             default.

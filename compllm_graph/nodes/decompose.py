@@ -11,6 +11,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.config import get_stream_writer
 
+from compllm_graph.decomposer.chain_rule import split_chains as split_chain_questions
 from compllm_graph.decomposer.split_rule import split_questions as split_and_questions
 from compllm_graph.decomposer.stopping import OPEN, PrefixCheck, check_prefix
 from compllm_graph.errors import CompLLMError
@@ -82,6 +83,8 @@ def question_of(state: CompLLMState) -> str:
 SPLIT_QUESTIONS = "split_questions"
 """The `configurable` key that turns the and-split rule on or off for one run, e.g.
 `graph.invoke(inputs, {"configurable": {"split_questions": False}})`."""
+SPLIT_CHAINS = "split_chains"
+"""The `configurable` key that turns the chain rule on or off for one run."""
 
 
 def make_decompose_node(
@@ -89,6 +92,7 @@ def make_decompose_node(
     system_prompt: str | None,
     max_sub_queries: int,
     split_questions: bool = True,
+    split_chains: bool = True,
 ) -> Runnable:
     """Build the node that decomposes the query into a `QueryGraph`.
 
@@ -99,9 +103,12 @@ def make_decompose_node(
     sub-query and the state's `fallback_reason` says why (quoting at most `QUOTE_CHARS` of the
     output), so every query is still answered. Then, when the graph holds one sub-query and the
     query is independent questions joined by "and" (`decomposer.split_rule`), each question
-    becomes a sub-query of its own and the state's `split_rule` says so (None otherwise).
-    Input without a usable question raises `QuestionError` (see `question_of`) before any model
-    runs.
+    becomes a sub-query of its own. Then each sub-query that stands alone and asks for an
+    attribute of a thing it only describes ("the chemical symbol of the element that makes up
+    most of the Sun") becomes the description and the attribute of its answer
+    (`decomposer.chain_rule`). The state's `split_rule` says what either rule did (None when
+    neither did anything). Input without a usable question raises `QuestionError` (see
+    `question_of`) before any model runs.
 
     Args:
         decomposer: The decomposer chat model (any Runnable; one that cannot stream is read
@@ -110,6 +117,8 @@ def make_decompose_node(
         max_sub_queries: Decompositions with more sub-queries fall back to the whole query.
         split_questions: Apply the and-split rule; a run's `configurable` key
             `SPLIT_QUESTIONS` overrides it.
+        split_chains: Apply the chain rule; a run's `configurable` key `SPLIT_CHAINS`
+            overrides it.
     """
 
     def prompt(query: str) -> list[BaseMessage]:
@@ -123,9 +132,14 @@ def make_decompose_node(
 
     def finish(query: str, reply: _Reply, config: RunnableConfig | None) -> dict:
         query_graph, reason = _read_reply(query, reply, max_sub_queries)
-        split = None
-        if len(query_graph) == 1 and _split_on(config, split_questions):
-            query_graph, split = _split(query, query_graph, reason, max_sub_queries)
+        notes = []
+        if len(query_graph) == 1 and _rule_on(config, SPLIT_QUESTIONS, split_questions):
+            query_graph, note = _split(query, query_graph, reason, max_sub_queries)
+            notes += [note] if note else []
+        if _rule_on(config, SPLIT_CHAINS, split_chains):
+            query_graph, note = _chain(query_graph, max_sub_queries)
+            notes += [note] if note else []
+        split = "; ".join(notes) or None
         get_stream_writer()(
             {
                 "event": "decomposition",
@@ -236,9 +250,9 @@ def _read_reply(query: str, reply: _Reply, max_sub_queries: int) -> tuple[QueryG
         return QueryGraph.single(query), f"{exc}; decomposer wrote {quote(reply.text)}"
 
 
-def _split_on(config: RunnableConfig | None, default: bool) -> bool:
+def _rule_on(config: RunnableConfig | None, key: str, default: bool) -> bool:
     configurable = (config or {}).get("configurable") or {}
-    return bool(configurable.get(SPLIT_QUESTIONS, default))
+    return bool(configurable.get(key, default))
 
 
 def _split(
@@ -251,3 +265,15 @@ def _split(
     why = "the decomposer failed" if reason else "the decomposer wrote one sub-query"
     graph = QueryGraph(tuple(SubQuery(i, text) for i, text in enumerate(parts, start=1)))
     return graph, f"split into {len(parts)} independent questions at 'and' ({why})"
+
+
+def _chain(query_graph: QueryGraph, max_sub_queries: int) -> tuple[QueryGraph, str | None]:
+    """The chain rule's graph and what it did, or the graph unchanged and None."""
+    chained, split = split_chain_questions(query_graph, max_sub_queries)
+    if not split:
+        return query_graph, None
+    which = ", ".join(str(i) for i in split)
+    return chained, (
+        f"split sub-quer{'ies' if len(split) > 1 else 'y'} {which} into a chain: the thing "
+        "it describes, then the attribute of its answer"
+    )

@@ -533,6 +533,11 @@ def _lines(path: Path) -> list[dict[str, Any]]:
             ("--aggregate", "always"),
             {"aggregate": "always", "split_questions": True},
         ),
+        (  # the chain rule is recorded only when off
+            "compllm",
+            ("--no-split-chains",),
+            {**SETTINGS_ALL_DEFAULT, "split_chains": False},
+        ),
         ("monolith", (), None),
     ],
 )
@@ -596,6 +601,7 @@ def test_the_program_expert_needs_a_mathematics_expert_in_the_store(
         ),
         ("one-adapter", ("--program-expert",), "--program-expert"),
         ("monolith", ("--decomposer-model", "small"), "--decomposer-model"),
+        ("ft", ("--no-split-chains",), "--no-split-chains"),
     ],
 )
 def test_a_flag_the_system_does_not_use_is_refused(
@@ -624,6 +630,7 @@ def test_a_resumed_run_with_other_settings_is_refused_before_any_model_is_asked(
         (("--no-split-questions",), "--aggregate auto --no-split-questions"),
         (("--program-expert",), "--aggregate auto --program-expert"),
         (("--decomposer-model", "small"), "--aggregate auto --decomposer-model small"),
+        (("--no-split-chains",), "--aggregate auto --no-split-chains"),
     ]:
         assert main([*argv, *flags]) == 2
         err = capsys.readouterr().err

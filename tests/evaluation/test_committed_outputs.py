@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from compllm_graph.decomposer.chain_rule import split_chain
+
 OUTPUTS = Path(__file__).resolve().parents[2] / "benchmarks" / "answers" / "outputs"
 WRITTEN = {
     "id",
@@ -42,3 +44,23 @@ def test_committed_lines_hold_ids_hashes_and_model_text_only():
         or any(set(part) - SUB_ANSWER for part in row["sub_answers"])
     ]
     assert not bad, f"lines with dataset text or unknown keys: {bad[:10]}"
+
+
+def test_the_chain_rule_splits_no_sub_query_the_committed_lines_record():
+    """`answer_commands.FORMER_SETTINGS`: lines answered before the chain rule existed count as
+    answered with it on, which holds because it splits none of their sub-queries that stand
+    alone (no edge, no `#k`); read as the expert was asked them, which the rule reads no less
+    often than the decomposer's own text."""
+    checked, split = 0, []
+    for path, number, row in _lines():
+        if (row.get("settings") or {}).get("split_chains") is False:
+            continue
+        linked = {node for edge in row.get("edges") or [] for node in edge}
+        for sub_query, answer in enumerate(row.get("sub_answers") or [], start=1):
+            question = answer.get("question") or ""
+            if sub_query in linked or "#" in question:
+                continue
+            checked += 1
+            if split_chain(question) is not None:
+                split.append(f"{path.relative_to(OUTPUTS)}:{number} {question[:80]}")
+    assert checked > 5000 and not split, split[:5]

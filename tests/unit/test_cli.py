@@ -76,7 +76,7 @@ def test_ask_says_when_the_and_split_rule_split_the_question_and_the_parts_were_
     timings["total"] = 1.0
     split = "split into 2 independent questions at 'and' (the decomposer wrote one sub-query)"
     assert _notes(format_report(out, timings)) == [
-        f"  (and-split rule: {split})",
+        f"  (split rules: {split})",
         f"  ({JOINED_NOTE})",
     ]
     data = report_json(out, timings)
@@ -175,8 +175,21 @@ def built(monkeypatch) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("flags", "options", "aggregation"),
     [
-        ((), {"aggregate": None, "split_questions": True, "program_expert": None}, "joined"),
-        (("--no-program-expert",), {"program_expert": False}, "joined"),
+        (
+            (),
+            {
+                "aggregate": None,
+                "split_questions": True,
+                "split_chains": True,
+                "program_expert": None,
+            },
+            "joined",
+        ),
+        (
+            ("--no-program-expert", "--no-split-chains"),
+            {"program_expert": False, "split_chains": False},
+            "joined",
+        ),
         (
             ("--aggregate", "always", "--no-split-questions", "--program-expert"),
             {"aggregate": "always", "split_questions": False, "program_expert": True},

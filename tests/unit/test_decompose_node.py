@@ -80,6 +80,9 @@ class ScriptedStream(BaseChatModel):
 
 
 def graph(model: BaseChatModel, **kwargs: Any) -> Any:
+    """The graph under test; the chain rule is off unless asked for, so that the and-split
+    rule's tests see the two questions it splits the Sun question into (its own tests below)."""
+    kwargs.setdefault("split_chains", False)
     return create_compllm_graph(
         decomposer=model,
         experts={"chemistry": FakeChat(label="chemistry")},
@@ -199,7 +202,9 @@ def test_a_decomposer_that_raises_falls_back_with_its_reason_and_is_split() -> N
 
 
 def test_the_node_factory_option_turns_the_rule_off_and_a_run_can_turn_it_on() -> None:
-    node = make_decompose_node(decomposer("<q>x</q><dep></dep>"), None, 12, split_questions=False)
+    node = make_decompose_node(
+        decomposer("<q>x</q><dep></dep>"), None, 12, split_questions=False, split_chains=False
+    )
     builder = StateGraph(CompLLMState)
     builder.add_node("decompose", node)
     builder.add_edge(START, "decompose")
@@ -209,3 +214,59 @@ def test_the_node_factory_option_turns_the_rule_off_and_a_run_can_turn_it_on() -
     assert off["split_rule"] is None
     on = app.invoke({"query": SUN}, {"configurable": {"split_questions": True}})
     assert len(on["query_graph"]["sub_queries"]) == 2 and on["split_rule"] is not None
+
+
+CHAIN_ONLY = "What is the chemical symbol of the element that makes up most of the Sun?"
+CHAIN = [
+    "What is the element that makes up most of the Sun?",
+    "What is the chemical symbol of #1?",
+    "How many bones are in an adult human body?",
+]
+
+
+def test_the_sun_question_splits_at_and_then_its_first_part_into_a_chain() -> None:
+    out = graph(decomposer(f"<q>{SUN}</q><dep></dep>"), split_chains=True).invoke({"query": SUN})
+    assert texts(out) == CHAIN
+    assert [sq["parents"] for sq in out["query_graph"]["sub_queries"]] == [[], [1], []]
+    assert out["split_rule"] == (
+        "split into 2 independent questions at 'and' (the decomposer wrote one sub-query); "
+        "split sub-query 1 into a chain: the thing it describes, then the attribute of its answer"
+    )
+    # the second step is asked about the first step's answer, not about "#1"
+    asked = {a["sub_query"]: a["question"] for a in out["sub_answers"]}
+    first = next(a["answer"] for a in out["sub_answers"] if a["sub_query"] == 1)
+    assert "#1" not in asked[2] and asked[2].startswith("What is the chemical symbol of ")
+    assert first and asked[2] != CHAIN[1]
+
+
+def test_the_chain_rule_is_on_by_default_and_can_be_turned_off() -> None:
+    model = decomposer(f"<q>{CHAIN_ONLY}</q><dep></dep>")
+    app = create_compllm_graph(
+        decomposer=model,
+        experts={"chemistry": FakeChat(label="chemistry")},
+        router=keyword_router({"chemical": "chemistry"}),
+        base=FakeChat(label="base"),
+    ).compile()
+    assert texts(app.invoke({"query": CHAIN_ONLY})) == CHAIN[:2]
+    off = app.invoke({"query": CHAIN_ONLY}, {"configurable": {"split_chains": False}})
+    assert texts(off) == [CHAIN_ONLY] and off["split_rule"] is None
+    node_off = graph(model)  # the option at build time
+    assert texts(node_off.invoke({"query": CHAIN_ONLY})) == [CHAIN_ONLY]
+    on = node_off.invoke({"query": CHAIN_ONLY}, {"configurable": {"split_chains": True}})
+    assert texts(on) == CHAIN[:2]
+
+
+def test_the_chain_rule_leaves_sub_queries_of_a_chain_alone() -> None:
+    chained = f"<q>Which star is nearest to us?</q><q>{CHAIN_ONLY} Ask about #1.</q>"
+    out = graph(decomposer(chained + "<dep>1->2</dep>"), split_chains=True).invoke(
+        {"query": CHAIN_ONLY}
+    )
+    assert len(texts(out)) == 2 and out["split_rule"] is None
+
+
+def test_the_chain_rule_never_grows_the_graph_past_its_limit() -> None:
+    two = f"<q>{CHAIN_ONLY}</q><q>{CHAIN_ONLY.replace('Sun', 'Moon')}</q><dep></dep>"
+    app = graph(decomposer(two), split_chains=True, max_sub_queries=3)
+    out = app.invoke({"query": "two chains?"})
+    assert len(texts(out)) == 3 and texts(out)[:2] == CHAIN[:2]
+    assert out["split_rule"].startswith("split sub-query 1 into a chain")
