@@ -91,6 +91,10 @@ GAIN = "compllm-gain"
 """Comp-LLM with the program expert on the calibrated store of `benchmarks.gain_store` (a part
 goes to an expert only where its measured gain passes; the 1.5B model takes the domains where
 only it is measured right)."""
+GAIN_TEAM = "all-experts-gain"
+"""The paper's all-experts over the gain-routed cell's team (the calibrated store's adapters,
+the program expert and the 1.5B model): Table 7's router against all-experts, like with like."""
+GAIN_STORE_SYSTEMS = (GAIN, GAIN_TEAM)
 UNPROMPTED = "monolith-unprompted"
 """The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
@@ -119,10 +123,11 @@ class Cell:
             return ["--system", "monolith", "--no-base-prompt"]
         if self.system == PROGRAM:
             return ["--system", "compllm", "--program-expert"]
-        if self.system == GAIN:
+        if self.system in GAIN_STORE_SYSTEMS:
             from . import gain_store  # the expert store's extras, only where this cell runs
 
-            return ["--system", "compllm", "--program-expert", "--store", str(gain_store.STORE)]
+            system = "compllm" if self.system == GAIN else "all-experts"
+            return ["--system", system, "--program-expert", "--store", str(gain_store.STORE)]
         return ["--system", self.system]
 
 
@@ -142,7 +147,7 @@ TABLE7 = [
     for model in (SMOL, QWEN05)
     for system in ROUTERS[1:]
     for f in ("p2", "all2")
-]
+] + [Cell(QWEN05, GAIN_TEAM, f, 100) for f in ("p2", "all2")]
 CELLS = {c.name: c for c in [*TABLE7, *TABLE5]}
 """Every cell; a cell in both tables keeps Table 5's (larger) size."""
 
@@ -150,7 +155,7 @@ CELLS = {c.name: c for c in [*TABLE7, *TABLE5]}
 def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
     """Run (or resume) one cell in a fresh process; returns its summary."""
     cell.outputs.parent.mkdir(parents=True, exist_ok=True)
-    if cell.system == GAIN:
+    if cell.system in GAIN_STORE_SYSTEMS:
         from . import gain_store
 
         gain_store.ensure()
@@ -319,6 +324,19 @@ def tables() -> str:
                 cells = [cell_text(_find(model, s, file), measure) for s in ROUTERS]
                 label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
                 lines.append(f"| {SHORT[model]} | {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"The gain store's team ({SHORT[QWEN05]}'s adapters, the program expert and "
+        f"{SHORT[QWEN15]}): routed by measured gain against all-experts over the same team.",
+        "",
+        "| benchmark | gain-routed | all experts (combined) |",
+        "|---|---|---|",
+    ]
+    for file in ("p2", "all2"):
+        for measure in ("accuracy", "part_accuracy"):
+            cells = [cell_text(_find(QWEN05, s, file), measure) for s in GAIN_STORE_SYSTEMS]
+            label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired differences (same questions)", ""]
     pairs = [
         (_find(m, "compllm", f), _find(m, other, f))
@@ -341,7 +359,12 @@ def tables() -> str:
     pairs += [
         (_find(QWEN05, GAIN, f), _find(QWEN05, other, f))
         for f in FILES
-        for other in (PROGRAM, "compllm", "monolith", UNPROMPTED, *ROUTERS[1:])
+        for other in (PROGRAM, "compllm", "monolith", UNPROMPTED, *ROUTERS[1:], GAIN_TEAM)
+    ]
+    pairs += [
+        (_find(QWEN05, GAIN_TEAM, f), _find(QWEN05, other, f))
+        for f in FILES
+        for other in ("all-experts", "random-router", "monolith")
     ]
     pairs += [
         (_find(QWEN05, mine, f), _find(QWEN15, system, f))
@@ -421,7 +444,8 @@ def single_domain_tables() -> list[str]:
 
 def figure_systems() -> list[tuple[str, str, str, tuple[str, ...]]]:
     """The figure's systems: label, base model, system and files; Table 5's columns on every
-    file, then Table 7's routers not among them on Table 7's files."""
+    file, then Table 7's routers not among them and all-experts over the gain team on Table
+    7's files."""
     systems: list[tuple[str, str, str, tuple[str, ...]]] = [
         (label, model, system, FILES) for label, model, system in COLUMNS
     ]
@@ -432,6 +456,7 @@ def figure_systems() -> list[tuple[str, str, str, tuple[str, ...]]]:
         for system in ROUTERS
         if (model, system) not in shown
     ]
+    systems.append((f"all-experts, gain team {SHORT[QWEN05]}", QWEN05, GAIN_TEAM, ("p2", "all2")))
     return systems
 
 

@@ -223,10 +223,13 @@ def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
     parser = build_parser("eval")
     for cell in tables.CELLS.values():
         args = parser.parse_args(["eval", "answers", "f.jsonl", *cell.system_args])
-        assert args.program_expert == (cell.system in (tables.PROGRAM, tables.GAIN)), cell.name
+        program = (tables.PROGRAM, *tables.GAIN_STORE_SYSTEMS)
+        assert args.program_expert == (cell.system in program), cell.name
         assert args.no_base_prompt == (cell.system == tables.UNPROMPTED), cell.name
-        gain_routed = args.store is not None and args.store.name == gain_store.STORE.name
-        assert gain_routed == (cell.system == tables.GAIN), cell.name
+        gain_store_cell = args.store is not None and args.store.name == gain_store.STORE.name
+        assert gain_store_cell == (cell.system in tables.GAIN_STORE_SYSTEMS), cell.name
+        if cell.system == tables.GAIN_TEAM:
+            assert args.system == "all-experts", cell.name
 
 
 def test_the_single_domain_table_is_left_out_for_a_tier_with_no_expert_run(
