@@ -56,6 +56,7 @@ _WH_WORD = re.compile(r"(who|whom|whose|what|which|when|where|why|how)\b", re.IG
 # MuSiQue's hops are short clauses; a composed part is sentences, often ending in its options.
 _PHRASE_WORDS = 12
 _CLAUSE_BREAK = re.compile(r"[.?!:;]\s")
+_ARTICLE = re.compile(r"(the|a|an)\s", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,10 @@ def as_question(text: str) -> str:
         return text
     if len(text.split()) > _PHRASE_WORDS or _CLAUSE_BREAK.search(text):
         return text
-    return f"What is the {text.rstrip('.')}?"
+    phrase = text.rstrip(".")
+    if _ARTICLE.match(phrase):  # Break's steps carry their own article: keep it, once
+        return f"What is {phrase[0].lower()}{phrase[1:]}?"
+    return f"What is the {phrase}?"
 
 
 def _closing_statement(answer: str) -> str | None:

@@ -95,6 +95,10 @@ async def test_context_passing_and_aggregation_prompt():
     ("text", "question"),
     [
         ("place of birth of #1", "What is the place of birth of #1?"),
+        ("the chemical symbol of #1", "What is the chemical symbol of #1?"),
+        ("The capital of France", "What is the capital of France?"),
+        ("a currency of #2", "What is a currency of #2?"),
+        ("theatre of #1", "What is the theatre of #1?"),
         (" capital of France. ", "What is the capital of France?"),
         ("#1 educated at what?", "#1 educated at what?"),
         ("Who is the spouse of #1", "Who is the spouse of #1"),
