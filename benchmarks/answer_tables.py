@@ -72,6 +72,7 @@ COLUMNS = [
     (f"monolith {SHORT[SMOL]}", SMOL, "monolith"),
     (f"monolith {SHORT[QWEN05]}", QWEN05, "monolith"),
     (f"monolith {SHORT[QWEN15]}", QWEN15, "monolith"),
+    ("FT 135M (all-domains adapter)", SMOL, "ft"),
     ("FT 0.5B (all-domains adapter)", QWEN05, "ft"),
     ("one-adapter 0.5B (pipeline)", QWEN05, "one-adapter"),
     (f"Comp-LLM {SHORT[SMOL]}", SMOL, "compllm"),
@@ -138,7 +139,8 @@ def _limit(file: str) -> int:
 TABLE5 = [
     *(Cell(model, "monolith", f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
     *(Cell(model, UNPROMPTED, f, _limit(f)) for model in (SMOL, QWEN05, QWEN15) for f in FILES),
-    *(Cell(QWEN05, system, f, _limit(f)) for system in ("ft", "one-adapter") for f in FILES),
+    *(Cell(model, "ft", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
+    *(Cell(QWEN05, "one-adapter", f, _limit(f)) for f in FILES),
     *(Cell(model, "compllm", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
     *(Cell(QWEN05, system, f, _limit(f)) for system in (PROGRAM, GAIN) for f in FILES),
 ]
@@ -350,7 +352,7 @@ def tables() -> str:
         for f in FILES
         for system in ("all-experts", "one-adapter")
     ]
-    pairs += [(_find(QWEN05, "ft", f), _find(QWEN05, "monolith", f)) for f in FILES]
+    pairs += [(_find(m, "ft", f), _find(m, "monolith", f)) for m in (SMOL, QWEN05) for f in FILES]
     pairs += [
         (_find(QWEN05, PROGRAM, f), _find(QWEN05, other, f))
         for f in FILES
