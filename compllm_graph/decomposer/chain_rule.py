@@ -14,10 +14,10 @@ It applies only to one question of that form: "(what|who|which) (is|was|are|were
 of the THING (that|which|who|whom|whose|where) CLAUSE?", where
 
 - THING is "the" and one to three words, none of them a preposition or pronoun (the "of" just
-  before THING is the last "of" before the relative word: "the name of the capital of the
-  country that …" asks for "the name of the capital" of "the country that …");
-- ATTRIBUTE is "the" and one to five words, its head not a count or a quantity ("the number of
-  the cells that …", "the sum of the values that …" are one step);
+  before THING is the last "of" before the relative word: "the population of the capital of
+  the country that …" asks for "the population of the capital" of "the country that …");
+- ATTRIBUTE is "the" and one to five words, its head not a count, a quantity, a name or a kind
+  ("the number of the cells that …", "the name of the man who …" are one step);
 - CLAUSE has at least two words, and the question has no digit, bracket, colon, quote,
   newline or second sentence, and at most `MAX_WORDS` words (arithmetic, options and passages
   are left alone).
