@@ -48,7 +48,7 @@ _NOT_IN_THING = frozenset(
         "those", "one",
     }
 )  # fmt: skip
-_QUANTITIES = frozenset(
+_ONE_STEP_HEADS = frozenset(
     {
         "number", "numbers", "count", "value", "values", "sum", "product", "total", "amount",
         "average", "mean", "median", "difference", "ratio", "percentage", "percent", "fraction",
@@ -169,7 +169,7 @@ def _is_attribute(attribute: str) -> bool:
         return False
     # the head is the last word before any "of" ("the name of the capital": "name")
     head = attribute.split(" of ")[0].split()[-1].lower()
-    return head not in _QUANTITIES
+    return head not in _ONE_STEP_HEADS
 
 
 __all__ = ["MAX_WORDS", "split_chain", "split_chains"]
