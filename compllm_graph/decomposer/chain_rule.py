@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import re
 
-from compllm_graph.query_graph import DEFAULT_MAX_SUB_QUERIES, QueryGraph, SubQuery
+from compllm_graph.query_graph import DEFAULT_MAX_SUB_QUERIES, REFERENCE, QueryGraph, SubQuery
 
 MAX_WORDS = 30
 """Longest question (in words) the rule reads."""
 
 _HEAD = re.compile(r"^(what|who|which)\s+(is|was|are|were)\s+the\s+(.+)$", re.IGNORECASE)
 _RELATIVE = re.compile(r"\s(that|which|who|whom|whose|where)\s", re.IGNORECASE)
-_REFERENCE = re.compile(r"#(\d+)")
 _LEFT_ALONE = re.compile(r"[\d()\[\]{}:;\"\n]|[?!.]\s")
 _THING_WORDS = (1, 3)
 _ATTRIBUTE_WORDS = (1, 5)
@@ -151,7 +150,7 @@ def split_chains(
                 SubQuery(last, second.replace("#1", f"#{last - 1}"), (last - 1,)),
             ]
         else:
-            text = _REFERENCE.sub(lambda m: f"#{new_id.get(int(m.group(1)), m.group(1))}", sq.text)
+            text = REFERENCE.sub(lambda m: f"#{new_id.get(int(m.group(1)), m.group(1))}", sq.text)
             built.append(SubQuery(new_id[sq.id], text, tuple(new_id[p] for p in sq.parents)))
     return QueryGraph(tuple(built)), tuple(steps)
 
