@@ -31,10 +31,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -321,11 +321,9 @@ def tables() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for model in (SMOL, QWEN05):
-        for file in ("p2", "all2"):
-            for measure in ("accuracy", "part_accuracy"):
-                cells = [cell_text(_find(model, s, file), measure) for s in ROUTERS]
-                label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
-                lines.append(f"| {SHORT[model]} | {label} | " + " | ".join(cells) + " |")
+        lines += _measure_rows(
+            ("p2", "all2"), partial(_router_cells, model), prefix=f"{SHORT[model]} | "
+        )
     lines += [
         "",
         f"The gain store's team ({SHORT[QWEN05]}'s adapters, the program expert and "
@@ -334,11 +332,12 @@ def tables() -> str:
         "| benchmark | gain-routed | all experts (combined) |",
         "|---|---|---|",
     ]
-    for file in ("p2", "all2"):
-        for measure in ("accuracy", "part_accuracy"):
-            cells = [cell_text(_find(QWEN05, s, file), measure) for s in GAIN_STORE_SYSTEMS]
-            label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += _measure_rows(
+        ("p2", "all2"),
+        lambda file, measure: [
+            cell_text(_find(QWEN05, s, file), measure) for s in GAIN_STORE_SYSTEMS
+        ],
+    )
     lines += ["", "## Paired differences (same questions)", ""]
     pairs = [
         (_find(m, "compllm", f), _find(m, other, f))
@@ -403,12 +402,29 @@ def unprompted_table() -> list[str]:
     ]
     lines += ["", "| benchmark | " + " | ".join(SHORT[m] for m in models) + " |"]
     lines.append("|---" * (len(models) + 1) + "|")
-    for file in FILES:
-        for measure in ("accuracy", "part_accuracy"):
-            cells = [cell_text(_find(m, UNPROMPTED, file), measure) for m in models]
-            label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += _measure_rows(
+        FILES,
+        lambda file, measure: [cell_text(_find(m, UNPROMPTED, file), measure) for m in models],
+    )
     return lines
+
+
+def _router_cells(model: str, file: str, measure: str) -> list[str]:
+    """Table 7's cells of one model's row: the router, then each system it is set against."""
+    return [cell_text(_find(model, system, file), measure) for system in ROUTERS]
+
+
+def _measure_rows(
+    files: Sequence[str], cells_of: Callable[[str, str], list[str]], prefix: str = ""
+) -> list[str]:
+    """A table row per file and measure, question accuracy first ("P-2"), then parts ("P-2,
+    parts"); `cells_of(file, measure)` gives the row's cells after its label."""
+    rows = []
+    for file in files:
+        for measure in ("accuracy", "part_accuracy"):
+            label = f"{LABELS[file]}{'' if measure == 'accuracy' else ', parts'}"
+            rows.append(f"| {prefix}{label} | " + " | ".join(cells_of(file, measure)) + " |")
+    return rows
 
 
 def single_domain_tables() -> list[str]:
