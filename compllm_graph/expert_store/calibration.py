@@ -11,7 +11,10 @@ right answers and the ones only it or only the base got right (what a paired int
 `ExpertStore.set_calibration` stores it in `store.json`. `Calibration.choose` is the router's
 rule (`ExpertRouter`): a part of domain D goes to the expert the similarity chose when its
 measured gain on D passes the `GainRule`; otherwise to the cheapest other expert whose gain on
-D passes (a costlier model where only it is measured right); otherwise to the base model.
+D passes (a costlier model where only it is measured right); otherwise to the base model. A
+domain with too few questions to decide is judged by every domain's questions pooled: a thin
+domain's own handful would let noise pick, and similarity alone would keep an expert the
+measurements say loses.
 
 Gains are kept per domain, not per region of the embedding space: a region (a k-means cell of
 an expert's data) would need its own calibration questions, and the calibration split holds 15
@@ -46,7 +49,8 @@ class GainRule:
     """When a measured gain counts as positive.
 
     Attributes:
-        min_items: A domain with fewer calibration questions decides nothing: its parts are
+        min_items: A domain with fewer calibration questions is judged by all domains'
+            questions pooled (`Calibration.pooled`); when even those are fewer, its parts are
             routed by similarity alone, as without calibration.
         interval: Require the 95 % interval of the paired gain to lie above 0 (a gain the
             data can call), not only the gain itself. Stricter: at 30 questions a gain must be
@@ -56,8 +60,8 @@ class GainRule:
     min_items: int = field(
         default=MIN_ITEMS,
         metadata={
-            "help": "calibration questions a domain needs before its gains decide a route; a "
-            "domain with fewer keeps routing by similarity"
+            "help": "calibration questions a domain needs before its own gains decide a route; "
+            "a domain with fewer is judged by all domains' questions pooled"
         },
     )
     interval: bool = field(
@@ -84,7 +88,10 @@ class GainRule:
     def describe(self) -> str:
         """The rule in words."""
         test = "the 95 % interval of its gain lies above 0" if self.interval else "its gain > 0"
-        return f"an expert takes a domain's parts when {test}, on at least {self.min_items} items"
+        return (
+            f"an expert takes a domain's parts when {test}, on at least {self.min_items} items "
+            "(a domain with fewer: on all domains' items)"
+        )
 
 
 @dataclass(frozen=True)
@@ -188,30 +195,46 @@ class Calibration:
         domain = self.domain_of(ranked)
         if domain is None:
             return Choice(routed, "no calibrated domain among the candidates: routed by similarity")
-        found = self.domains[domain]
+        found, scope = self.domains[domain], domain
         if found.n < rule.min_items:
-            return Choice(
-                routed,
-                f"{domain} has {found.n} calibration items (< {rule.min_items}): routed by "
-                "similarity",
-            )
+            thin = f"{domain} has {found.n} calibration items (< {rule.min_items})"
+            found = self.pooled()
+            if found.n < rule.min_items:
+                return Choice(routed, f"{thin}, all domains {found.n}: routed by similarity")
+            scope = f"all domains ({thin})"
         own = found.experts.get(routed)
         if own is None:
-            return Choice(routed, f"{routed} was not calibrated on {domain}: routed by similarity")
+            return Choice(routed, f"{routed} was not calibrated on {scope}: routed by similarity")
         if rule.passes(own, found.n):
-            return Choice(routed, f"{routed} {self._versus_base(own, found)} on {domain}")
+            return Choice(routed, f"{routed} {self._versus_base(own, found)} on {scope}")
         winners = [name for name, r in found.experts.items() if rule.passes(r, found.n)]
         if winners:
             other = min(winners, key=lambda n: (self.cost(n), -found.experts[n].gain(found.n), n))
             return Choice(
                 other,
-                f"{routed} {self._versus_base(own, found)} on {domain}; {other} "
+                f"{routed} {self._versus_base(own, found)} on {scope}; {other} "
                 f"{self._versus_base(found.experts[other], found)}{self._cost_note(other)}",
             )
         return Choice(
             None,
-            f"no expert beats the base model on {domain} ({routed} "
+            f"no expert beats the base model on {scope} ({routed} "
             f"{self._versus_base(own, found)}): the base model answers",
+        )
+
+    def pooled(self) -> DomainResult:
+        """Every domain's questions as one: what a domain with too few questions of its own is
+        judged by. Only experts measured on every domain are kept (their counts add up)."""
+        domains = list(self.domains.values())
+        everywhere = set.intersection(*(set(d.experts) for d in domains)) if domains else set()
+        return DomainResult(
+            sum(d.n for d in domains),
+            sum(d.base_right for d in domains),
+            {
+                name: ExpertResult(
+                    *(sum(counts) for counts in zip(*(_counts(d.experts[name]) for d in domains)))
+                )
+                for name in sorted(everywhere)
+            },
         )
 
     def cost(self, name: str) -> float:

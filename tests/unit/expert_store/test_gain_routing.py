@@ -184,13 +184,69 @@ def test_the_domain_is_the_most_similar_owner_s(store: ExpertStore) -> None:
     assert route.expert == "coder" and "on mathematics" in str(route.reason)
 
 
-def test_a_domain_with_too_few_items_routes_by_similarity(store: ExpertStore) -> None:
+def thin_chemistry(coder: ExpertResult) -> Calibration:
+    """Chemistry with 15 questions, where the coder loses 1 to 3; mathematics with 30."""
+    return Calibration(
+        "m",
+        {
+            "chemistry": DomainResult(
+                15,
+                8,
+                {"chemistry": result(3, 2, 7), "mathematics": result(6, 1, 3), "coder": coder},
+            ),
+            "mathematics": DomainResult(
+                30,
+                12,
+                {
+                    "chemistry": result(11, 2, 3),
+                    "mathematics": result(13, 4, 3),
+                    "coder": result(18, 8, 2),
+                },
+            ),
+        },
+        {"chemistry": "chemistry", "mathematics": "mathematics"},
+        seconds_per_call={"chemistry": 0.4, "mathematics": 0.5, "coder": 2.5},
+    )
+
+
+def test_a_domain_with_too_few_items_is_judged_on_all_domains_pooled(store: ExpertStore) -> None:
+    store.set_calibration(thin_chemistry(coder=result(6, 1, 3)))
+    pooled = thin_chemistry(coder=result(6, 1, 3)).pooled()
+    assert (pooled.n, pooled.base_right) == (45, 20)
+    assert pooled.experts["coder"] == result(24, 9, 5)  # +4 of 45 pooled, -2 of 15 on its own
+    assert pooled.experts["chemistry"] == result(14, 4, 10)
+    (chem,) = routes(store, ["near-chem"])
+    assert chem.expert == "coder", chem.reason
+    reason = str(chem.reason)
+    assert "on all domains (chemistry has 15 calibration items (< 20))" in reason
+    assert "(14/45 vs 20/45)" in reason and "(24/45 vs 20/45)" in reason
+    # the cheaper mathematics adapter loses pooled (+5 -6 of 45): not a winner
+    store.set_calibration(thin_chemistry(coder=result(2, 0, 6)))  # level pooled
+    (alone,) = routes(store, ["near-chem"])
+    assert alone.expert is None and "no expert beats the base model on all domains" in str(
+        alone.reason
+    )
+    # enough items of its own: chemistry is judged on its 15 alone, where the coder loses
+    store.set_calibration(thin_chemistry(coder=result(6, 1, 3)))
+    (lenient,) = routes(store, ["near-chem"], gain_rule=GainRule(min_items=10))
+    assert lenient.expert is None and "beats the base model on chemistry" in str(lenient.reason)
+
+
+def test_pooled_keeps_only_experts_measured_on_every_domain() -> None:
+    calibration_ = thin_chemistry(coder=result(6, 1, 3))
+    del calibration_.domains["chemistry"].experts["coder"]
+    assert set(calibration_.pooled().experts) == {"chemistry", "mathematics"}
+    assert Calibration("m", {}, {}).pooled() == DomainResult(0, 0, {})
+
+
+def test_too_few_items_even_pooled_routes_by_similarity(store: ExpertStore) -> None:
     small = {"chemistry": result(6, 1, 2), "coder": result(10, 4, 1)}
     store.set_calibration(
         Calibration("m", {"chemistry": DomainResult(15, 7, small)}, {"chemistry": "chemistry"})
     )
     (chem,) = routes(store, ["near-chem"])
-    assert chem.expert == "chemistry" and "15 calibration items (< 20)" in str(chem.reason)
+    assert chem.expert == "chemistry"
+    assert "15 calibration items (< 20), all domains 15: routed by similarity" in str(chem.reason)
     (lenient,) = routes(store, ["near-chem"], gain_rule=GainRule(min_items=10))
     assert lenient.expert == "coder"
 
