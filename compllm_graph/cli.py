@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -76,10 +77,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "func"):
             parser.print_help()
             return 2
-        return int(args.func(args))
+        if args.verbose:
+            return int(args.func(args))
+        former, warnings.formatwarning = warnings.formatwarning, _short_warning
+        try:
+            return int(args.func(args))
+        finally:
+            warnings.formatwarning = former
     except MissingExtraError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _short_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A warning as the command line shows it: one `warning: ...` line, not the source line
+    that raised it (`--verbose` shows that)."""
+    return f"warning: {message}\n"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -370,6 +389,8 @@ def format_report(out: dict, timings: dict[str, float]) -> str:
         how = "   routed on its ancestors too" if route.get("on_ancestors") else ""
         who = display_name(route["expert"])
         lines.append(f"  [{sq.id}] {who:<12} {route['score']:.2f}   ({others}){how}")
+        if route.get("reason"):  # a calibrated store's: why this expert (or the base) answers
+            lines.append(f"      by measured gain: {route['reason']}")
     lines += ["", "Sub-answers:"]
     for answer in out["sub_answers"]:
         who = display_name(answer["expert"])

@@ -9,6 +9,8 @@ names a Python package (or a folder) laid out as:
     decomposer/          a decomposer adapter (optional): adapter_config.json,
                          adapter_model.safetensors, training.json
     experts/NAME/        one adapter per expert, the same three files
+    calibration.json     the experts' measured gains over the base model, and the gain-only
+                         candidates they were measured with (optional; `expert_store.demo`)
 
 Before any folder of a pack is handed out, every file the manifest lists is checked against its
 sha256, as the base models are (`models.download`), and a data file the manifest does not list
@@ -44,6 +46,7 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 EXPERTS = "experts"
 DECOMPOSER = "decomposer"
+CALIBRATION = "calibration.json"
 SHIPPED_PACKS: dict[str, str] = {
     "smollm2-135m-instruct": "compllm-pack-smollm2-135m",
     "qwen2.5-coder-0.5b-instruct": "compllm-pack-qwen2.5-coder-0.5b",
@@ -112,6 +115,11 @@ class Pack:
             for folder in sorted(root.iterdir())
             if (folder / ADAPTER_WEIGHTS).is_file()
         }
+
+    def calibration(self) -> Path | None:
+        """The pack's calibration file, or None (not verified: see `verify`)."""
+        path = self.folder / CALIBRATION
+        return path if path.is_file() else None
 
     def decomposer(self) -> Path | None:
         """The pack's decomposer adapter folder, or None (not verified: see `verify`)."""

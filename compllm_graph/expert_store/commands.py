@@ -10,7 +10,7 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, get_args
 
@@ -23,6 +23,7 @@ from compllm_graph.expert_store.demo import (
     build_demo_store,
     default_store_path,
     demo_store,
+    read_calibration,
 )
 from compllm_graph.expert_store.embedders import EmbedderError
 from compllm_graph.expert_store.records import (
@@ -532,6 +533,12 @@ def _vllm_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"args": flags, "text": shlex.join(flags)}
 
 
+def _calibration_text(pack: Mapping[str, Any]) -> str:
+    if not pack["calibration"]:
+        return "no"
+    return f"yes (candidates: {', '.join(pack['candidates']) or 'none'})"
+
+
 def _packs(args: argparse.Namespace) -> dict[str, Any]:
     packs: list[dict[str, Any]] = []
     for pack in installed_packs():
@@ -541,6 +548,12 @@ def _packs(args: argparse.Namespace) -> dict[str, Any]:
         except PackError as exc:
             problem = str(exc)
         decomposer = pack.decomposer()
+        calibration, candidates = pack.calibration(), []
+        if calibration is not None and problem is None:
+            try:
+                candidates = sorted(read_calibration(calibration, pack.model).candidates)
+            except PackError as exc:
+                problem = str(exc)
         packs.append(
             {
                 "name": pack.name,
@@ -550,6 +563,8 @@ def _packs(args: argparse.Namespace) -> dict[str, Any]:
                 "folder": str(pack.folder),
                 "experts": list(pack.experts()),
                 "decomposer": decomposer is not None,
+                "calibration": calibration is not None,
+                "candidates": candidates,
                 "files": len(pack.files),
                 "bytes": sum(f.size for f in pack.files.values()),
                 "verified": problem is None,
@@ -561,7 +576,8 @@ def _packs(args: argparse.Namespace) -> dict[str, Any]:
         f"{p['files']} files, {p['bytes'] / 1e6:.1f} MB, "
         f"{'verified' if p['verified'] else 'NOT verified'}\n"
         f"  experts: {', '.join(p['experts']) or 'none'}; decomposer: "
-        f"{'yes' if p['decomposer'] else 'no'}  ({p['folder']})"
+        f"{'yes' if p['decomposer'] else 'no'}; calibration: "
+        f"{_calibration_text(p)}  ({p['folder']})"
         + (f"\n  problem: {p['problem']}" if p["problem"] else "")
         for p in packs
     ]

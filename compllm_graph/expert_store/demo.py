@@ -11,6 +11,13 @@ are fitted on `demo_data/calibration.jsonl` (further questions of each expert pl
 ones), since a fixed 0.7 suits no embedder in particular. Embeddings are centred on the mean of
 all expert data (`DEMO_CENTER`): on questions no centroid has seen it misroutes less than raw
 cosine (docs/results/2026-12-06-routing.md).
+
+A pack may also ship a calibration (`calibration.json`): each expert's accuracy against the base
+model's, measured on questions no trainer or benchmark reads, and the gain-only candidates (a
+bigger model) it was measured with. The demo store then carries both, so a part goes to an
+expert only where its measured gain passes (`Calibration.choose`); a candidate whose model is
+not fetched is left out, with a warning that says how to add it, and the store is rebuilt once
+it is fetched. Qwen2.5-Coder-0.5B's pack ships one (docs/results/2026-12-07-gain-routing.md).
 """
 
 from __future__ import annotations
@@ -23,22 +30,26 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from compllm_graph.adapter_folder import ADAPTER_WEIGHTS, same_base
+from compllm_graph.expert_store.calibration import Calibration
 from compllm_graph.expert_store.data import read_labelled, read_texts
 from compllm_graph.expert_store.router import ExpertRouter
-from compllm_graph.expert_store.store import ExpertStore
-from compllm_graph.packs import pack_for, require_pack
+from compllm_graph.expert_store.store import CorruptStoreError, ExpertStore
+from compllm_graph.packs import PackError, pack_for, require_pack
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 """The routing data: questions of each demo expert, and calibration questions (not specific to
 a base model, so they stay in the core package, for prompt-only demo stores too)."""
 DEMO_MARKER = "demo.json"
-DEMO_VERSION = 4
+DEMO_VERSION = 5
 """Bumped when the demo experts change, so a store built by an older version is rebuilt (4:
-centred embeddings)."""
+centred embeddings; 5: the pack's calibration and gain-only candidates)."""
 DEMO_EMBEDDER = "minilm"
 DEMO_CENTER = True
 """Centre the demo store's embeddings: one centroid per expert, centred, misrouted 9.3 % of
@@ -84,6 +95,87 @@ def shipped_experts(base: str) -> dict[str, Path]:
     return pack.experts() if pack is not None else {}
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A gain-only expert of a pack's calibration: a model (often bigger than the base) that
+    answers only the parts its measured gain moves to it (`ExpertStore.add_expert`'s
+    `gain_only`).
+
+    Attributes:
+        model: Its catalogue alias (a `model` expert).
+        description: What it is, for `compllm experts list`.
+        system_prompt: The system message it was measured with, or None.
+        texts: Its data, kept by the store but not indexed.
+    """
+
+    model: str
+    description: str
+    system_prompt: str | None
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShippedCalibration:
+    """A pack's `calibration.json`: the measured gains, and the candidates measured with them."""
+
+    calibration: Calibration
+    candidates: Mapping[str, Candidate]
+
+    def fetched(self) -> list[str]:
+        """The candidates whose model is fetched (only these join a demo store), by name."""
+        from compllm_graph.models import is_cached
+
+        return sorted(name for name, c in self.candidates.items() if is_cached(c.model))
+
+    def for_candidates(self, names: list[str]) -> Calibration:
+        """The calibration with every candidate not in `names` left out."""
+        calibration = self.calibration
+        for name in sorted(set(self.candidates) - set(names)):
+            calibration = calibration.without(name)
+        return calibration
+
+
+def shipped_calibration(base: str) -> ShippedCalibration | None:
+    """The calibration of the installed pack for `base`, or None (no pack, or a pack without).
+
+    Raises:
+        PackError: the pack's files fail their sha256 check, or its calibration is malformed.
+    """
+    pack = pack_for(base)
+    path = pack.calibration() if pack is not None else None
+    return None if path is None else read_calibration(path, base)
+
+
+def read_calibration(path: Path, base: str) -> ShippedCalibration:
+    """A pack's `calibration.json` at `path`, measured on `base`.
+
+    Raises:
+        PackError: the file is malformed, or was measured on another model.
+    """
+    try:
+        data = json.loads(path.read_text())
+        candidates = {str(name): _candidate(c) for name, c in data["candidates"].items()}
+        calibration = Calibration.from_dict(data["calibration"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, CorruptStoreError) as exc:
+        raise PackError(f"{path} is not a calibration this version reads: {exc!r}") from None
+    if not same_base(base, calibration.model) and not same_base(calibration.model, base):
+        raise PackError(f"{path} was measured on {calibration.model}, not {base}")
+    return ShippedCalibration(calibration, candidates)
+
+
+def _candidate(data: Mapping[str, Any]) -> Candidate:
+    prompt = data.get("system_prompt")
+    texts = tuple(str(t) for t in data["texts"])
+    if not texts:
+        raise ValueError("a candidate needs at least one text")
+    return Candidate(
+        str(data["model"]),
+        str(data.get("description", "")),
+        None if prompt is None else str(prompt),
+        texts,
+    )
+
+
 def build_demo_store(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -92,6 +184,7 @@ def build_demo_store(
     center: bool = DEMO_CENTER,
     centroids: int = 1,
     calibrate: bool = True,
+    calibrated: bool = True,
     force: bool = False,
 ) -> ExpertStore:
     """Build the demo store from the shipped samples.
@@ -106,6 +199,9 @@ def build_demo_store(
         center: Centre embeddings on the mean of all expert data (the default).
         centroids: Centroids per expert.
         calibrate: Fit per-expert thresholds on the shipped calibration questions.
+        calibrated: Carry the pack's calibration and those of its gain-only candidates whose
+            model is fetched (`shipped_calibration`), when it has one; False builds a store
+            that routes by similarity alone.
         force: Replace an existing store at `path` (one built by an older version of the demo
             experts, with no experts of the user's own, is replaced anyway).
 
@@ -115,7 +211,7 @@ def build_demo_store(
     Raises:
         PackNotInstalledError: `base` has an expert pack in this repository that is not
             installed; the message says how to install it.
-        PackError: the pack's files fail their sha256 check.
+        PackError: the pack's files fail their sha256 check, or its calibration is malformed.
     """
     from compllm_graph.models import DEFAULT_MODEL
 
@@ -125,8 +221,14 @@ def build_demo_store(
     adapters = shipped_experts(base)
     if not adapters:
         require_pack(base)
+    shipped = shipped_calibration(base) if calibrated else None
+    marker = _marker(base, shipped)
     with _build_lock(root):
-        if (root / "store.json").is_file() and not force and not _outdated_demo(root, base):
+        if (
+            (root / "store.json").is_file()
+            and not force
+            and not _outdated_demo(root, marker, shipped)
+        ):
             return ExpertStore.open(root)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-build-"))
         tmp.chmod(0o755)
@@ -146,7 +248,8 @@ def build_demo_store(
                 router = ExpertRouter(store)
                 fit = router.fit_thresholds(read_labelled(DEMO_DATA / "calibration.jsonl"))
                 store.set_thresholds(fit.thresholds)
-            marker = {"version": DEMO_VERSION, "base": base, "adapters": _fingerprints(base)}
+            if shipped is not None:
+                _add_candidates(store, shipped, marker["candidates"])
             (tmp / DEMO_MARKER).write_text(json.dumps(marker) + "\n")
             if root.exists():
                 shutil.rmtree(root)
@@ -156,42 +259,88 @@ def build_demo_store(
     return ExpertStore.open(root, embedder=store.embedder)
 
 
+def _add_candidates(store: ExpertStore, shipped: ShippedCalibration, names: list[str]) -> None:
+    """Add the fetched candidates `names` as gain-only `model` experts, then the calibration
+    (without the candidates left out)."""
+    for name in names:
+        candidate = shipped.candidates[name]
+        store.add_expert(
+            name,
+            list(candidate.texts),
+            kind="model",
+            model=candidate.model,
+            gain_only=True,
+            system_prompt=candidate.system_prompt,
+            description=candidate.description,
+        )
+    store.set_calibration(shipped.for_candidates(names))
+
+
 def demo_store(base: str | None = None) -> ExpertStore:
     """The default store of `base` (None: the default model), built on first use.
 
     A demo store built by an older version of the demo experts is rebuilt, unless experts of
     the user's own were added to it. Its adapters come from the installed expert pack for
-    `base` (`compllm experts packs` lists them).
+    `base` (`compllm experts packs` lists them), and so does its calibration, when the pack
+    ships one; a gain-only candidate of it whose model is not fetched is left out with a
+    warning that says how to fetch it (the store is rebuilt with it once it is).
 
     Raises:
         PackNotInstalledError: the store must be built and `base` has an expert pack in this
             repository that is not installed; the message says how to install it.
-        PackError: the pack's files fail their sha256 check.
+        PackError: the pack's files fail their sha256 check, or its calibration is malformed.
     """
     from compllm_graph.models import DEFAULT_MODEL
 
+    base = base or DEFAULT_MODEL
     root = default_store_path(base)
-    if (root / "store.json").is_file() and not _outdated_demo(root, base or DEFAULT_MODEL):
+    shipped = shipped_calibration(base)
+    marker = _marker(base, shipped)
+    if shipped is not None:
+        _warn_unfetched(shipped, marker["candidates"])
+    if (root / "store.json").is_file() and not _outdated_demo(root, marker, shipped):
         return ExpertStore.open(root)
     return build_demo_store(root, base=base, embedder=DEMO_EMBEDDER)
 
 
-def _outdated_demo(root: Path, base: str) -> bool:
-    """Whether a store at `root` is a demo store built by another version of the demo experts,
-    or before the adapters of the pack now installed for `base` were installed or retrained
-    (experts of the user's own: never)."""
+def _warn_unfetched(shipped: ShippedCalibration, fetched: list[str]) -> None:
+    for name in sorted(set(shipped.candidates) - set(fetched)):
+        model = shipped.candidates[name].model
+        warnings.warn(
+            f"the demo store's gain-only expert {name!r} ({model}) is left out: its model is not "
+            f"fetched, so the parts it was measured best at go to the base model or an adapter; "
+            f"`compllm models fetch {model}` adds it (the store is rebuilt on next use)",
+            stacklevel=3,
+        )
+
+
+def _marker(base: str, shipped: ShippedCalibration | None) -> dict[str, Any]:
+    """What a demo store of `base` built now records: the demo experts' version, the pack's
+    adapters, and whether it is calibrated, with which candidates."""
+    return {
+        "version": DEMO_VERSION,
+        "base": base,
+        "adapters": _fingerprints(base),
+        "calibrated": shipped is not None,
+        "candidates": shipped.fetched() if shipped is not None else [],
+    }
+
+
+def _outdated_demo(
+    root: Path, marker: Mapping[str, Any], shipped: ShippedCalibration | None
+) -> bool:
+    """Whether a store at `root` is a demo store built otherwise than `marker` says a store
+    is built now: by another version of the demo experts, before the adapters of the installed
+    pack were installed or retrained, with or without its calibration, or with other candidates
+    fetched (experts of the user's own: never rebuilt)."""
     try:
-        marker = json.loads((root / DEMO_MARKER).read_text())
+        built = json.loads((root / DEMO_MARKER).read_text())
     except (OSError, ValueError):
-        marker = {}
-    shipped_now = _fingerprints(base)
-    if (
-        isinstance(marker, dict)
-        and marker.get("version") == DEMO_VERSION
-        and marker.get("adapters") == shipped_now
-    ):
+        built = {}
+    if isinstance(built, dict) and all(built.get(k) == v for k, v in marker.items() if k != "base"):
         return False
-    return {e.name for e in ExpertStore.open(root).experts()} <= set(DEMO_EXPERTS)
+    ours = set(DEMO_EXPERTS) | set(shipped.candidates if shipped is not None else ())
+    return {e.name for e in ExpertStore.open(root).experts()} <= ours
 
 
 def _fingerprints(base: str) -> dict[str, str]:
@@ -221,8 +370,12 @@ __all__ = [
     "DEMO_CENTER",
     "DEMO_DATA",
     "DEMO_EXPERTS",
+    "Candidate",
+    "ShippedCalibration",
     "build_demo_store",
     "default_store_path",
     "demo_store",
+    "read_calibration",
+    "shipped_calibration",
     "shipped_experts",
 ]

@@ -1,4 +1,5 @@
-"""The gain-routed cells' store: built once from a store and the committed measurement."""
+"""The stores Qwen2.5-Coder-0.5B's cells are pinned to: the demo store with and without the
+pack's calibration, built once."""
 
 from __future__ import annotations
 
@@ -10,36 +11,40 @@ import pytest
 pytest.importorskip("faiss", reason="needs the [router] extra")
 
 from benchmarks import gain_store
-from compllm_graph.expert_store import ExpertRouter, ExpertStore
-from compllm_graph.expert_store.calibration import Calibration, DomainResult, ExpertResult
-from compllm_graph.types import BASE
+from compllm_graph.expert_store.calibration import Calibration
+from compllm_graph.expert_store.demo import DEMO_EXPERTS, ShippedCalibration
+from compllm_graph.packs import missing_pack_message, pack_for
 
 
-def test_the_store_is_built_from_the_measurement_once(tmp_path: Path) -> None:
-    source = ExpertStore.create(tmp_path / "demo", "hashing:64", threshold=-1.0)
-    source.add_expert("biology", ["cells and genes", "evolution of species"])
-    source.add_expert("mathematics", ["sum of numbers", "product of two"])
-    measured = Calibration(
-        model=gain_store.MODEL,
-        domains={
-            "biology": DomainResult(
-                30, 9, {"biology": ExpertResult(8, 1, 2), "big": ExpertResult(15, 7, 1)}
-            )
-        },
-        owners={"biology": "biology"},
-        seconds_per_call={BASE: 1.0, "biology": 1.0, "big": 3.0},
-    )
-    report = tmp_path / "calibration.json"
-    report.write_text(json.dumps({"calibration": measured.to_dict()}))
-    target = tmp_path / "stores" / "gain"
-    built = gain_store.ensure(target, report, source)
+@pytest.fixture(autouse=True)
+def default_pack() -> None:
+    if pack_for(gain_store.MODEL) is None:
+        pytest.skip(f"{missing_pack_message(gain_store.MODEL)} (`make test` installs it)")
+
+
+def test_the_gain_store_carries_the_measurement_and_the_candidate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: [gain_store.CANDIDATE])
+    built = gain_store.ensure(tmp_path / "gain", embedder="hashing:64")
     big = next(e for e in built.experts() if e.name == gain_store.CANDIDATE)
     assert big.gain_only and big.kind == "model" and big.model == gain_store.CANDIDATE_MODEL
-    assert built.calibration == measured
-    (route,) = ExpertRouter(ExpertStore.open(target)).route(["cells and genes"])
-    assert route.expert == "big"  # biology's expert loses; only the candidate is measured right
-    report.unlink()  # built: the measurement is not read again
-    assert gain_store.ensure(target, report, source).calibration == measured
-    ExpertStore.open(target).set_calibration(None)  # a build cut short is built again
-    with pytest.raises(FileNotFoundError):
-        gain_store.ensure(target, report, source)
+    measured = json.loads(gain_store.CALIBRATION.read_text())["calibration"]
+    assert built.calibration == Calibration.from_dict(measured)
+    inode = (built.path / "store.json").stat().st_ino
+    again = gain_store.ensure(tmp_path / "gain", embedder="hashing:64")
+    assert (again.path / "store.json").stat().st_ino == inode  # built once
+
+
+def test_the_gain_store_needs_the_candidate_fetched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: [])
+    with pytest.raises(RuntimeError, match=f"compllm models fetch {gain_store.CANDIDATE_MODEL}"):
+        gain_store.ensure(tmp_path / "gain", embedder="hashing:64")
+
+
+def test_the_similarity_store_is_the_demo_store_without_calibration(tmp_path: Path) -> None:
+    built = gain_store.ensure(tmp_path / "plain", calibrated=False, embedder="hashing:64")
+    assert built.calibration is None
+    assert {e.name for e in built.experts()} == set(DEMO_EXPERTS)

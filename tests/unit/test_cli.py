@@ -269,3 +269,49 @@ def test_library_stderr_is_hidden_unless_verbose(monkeypatch, capsys):
         print("shown when verbose", file=sys.stderr)
     err = capsys.readouterr().err
     assert "a library's bar" not in err and "shown when verbose" in err
+
+
+def test_a_warning_is_one_line_on_the_command_line_and_the_source_line_with_verbose() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    # A fresh interpreter: pytest records warnings instead of showing them.
+    script = textwrap.dedent(
+        """
+        import sys, warnings
+        import compllm_graph.cli as cli
+
+        def warns(args):
+            warnings.warn("left out; `compllm models fetch X` adds it", stacklevel=1)
+            return 0
+
+        cli.run_ask = warns
+        formatter = warnings.formatwarning
+        code = cli.main(sys.argv[1:])
+        assert warnings.formatwarning is formatter, "put back after the command"
+        sys.exit(code)
+        """
+    )
+    for flags, expected in (
+        ([], "warning: left out; `compllm models fetch X` adds it\n"),
+        (["--verbose"], "UserWarning: left out;"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-W", "always", "-c", script, *flags, "ask", "q"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert (done.stderr == expected) if not flags else (expected in done.stderr)
+
+
+def test_ask_report_says_why_a_calibrated_store_moved_a_part() -> None:
+    out, timings = run()
+    why = "biology -10.0% against the base model; big +6.7%, at 4.01 s a call"
+    out["routes"][1] = {**out["routes"][1], "expert": "big", "reason": why}
+    lines = format_report(out, timings).splitlines()
+    moved = next(i for i, line in enumerate(lines) if line.startswith("  [2] big "))
+    assert lines[moved + 1] == f"      by measured gain: {why}"
+    assert sum("by measured gain" in line for line in lines) == 1  # not for the other routes

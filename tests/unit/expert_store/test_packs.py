@@ -10,8 +10,9 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,10 +21,12 @@ pytest.importorskip("faiss", reason="needs the [router] extra")
 from compllm_graph import packs
 from compllm_graph.cli import main
 from compllm_graph.decomposer import adapter_for, default_decomposer
+from compllm_graph.expert_store import demo
 from compllm_graph.expert_store.demo import (
     DEMO_EXPERTS,
     build_demo_store,
     demo_store,
+    shipped_calibration,
     shipped_experts,
 )
 from compllm_graph.models import CATALOGUE, DEFAULT_MODEL
@@ -232,3 +235,133 @@ def test_compllm_experts_packs_and_pack_manifest(
     written = json.loads(capsys.readouterr().out)
     assert (written["model"], written["base_model"], written["files"]) == (MODEL, PUBLIC_ID, 6)
     read_pack(tiny_pack).verify()
+
+
+CANDIDATE_MODEL = "qwen2.5-coder-1.5b-instruct"
+
+
+def calibration_data() -> dict[str, Any]:
+    """A pack's calibration for `MODEL`: on biology only the candidate `big` beats the base, on
+    mathematics the domain's own expert does."""
+    return {
+        "candidates": {
+            "big": {
+                "model": CANDIDATE_MODEL,
+                "description": "a bigger model",
+                "system_prompt": "Answer.",
+                "texts": ["A question in any domain."],
+            }
+        },
+        "calibration": {
+            "model": MODEL,
+            "rule": {"min_items": 20, "interval": False},
+            "owners": {"biology": "biology", "mathematics": "mathematics"},
+            "seconds_per_call": {"base": 1.0, "big": 4.0, "biology": 1.0, "mathematics": 4.5},
+            "domains": {
+                "biology": {
+                    "n": 30,
+                    "base_right": 10,
+                    "experts": {
+                        "biology": {"right": 9, "only_expert": 2, "only_base": 3},
+                        "big": {"right": 15, "only_expert": 7, "only_base": 2},
+                    },
+                },
+                "mathematics": {
+                    "n": 30,
+                    "base_right": 10,
+                    "experts": {
+                        "mathematics": {"right": 14, "only_expert": 6, "only_base": 2},
+                        "big": {"right": 12, "only_expert": 4, "only_base": 2},
+                    },
+                },
+            },
+        },
+    }
+
+
+def ship_calibration(folder: Path, data: dict[str, Any]) -> None:
+    (folder / packs.CALIBRATION).write_text(json.dumps(data))
+    write_manifest(folder, model=MODEL, base_model=PUBLIC_ID)
+
+
+def names(store: Any) -> set[str]:
+    return {expert.name for expert in store.experts()}
+
+
+def test_a_pack_calibration_and_its_fetched_candidate_join_the_demo_store(
+    tiny_pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ship_calibration(tiny_pack, calibration_data())
+    monkeypatch.setattr(demo.ShippedCalibration, "fetched", lambda self: ["big"])
+    store = build_demo_store(tmp_path / "store", base=MODEL, embedder="hashing:64")
+    big = next(e for e in store.experts() if e.name == "big")
+    assert (big.kind, big.model, big.gain_only) == ("model", CANDIDATE_MODEL, True)
+    assert big.system_prompt == "Answer." and big.adapter is None
+    shipped = shipped_calibration(MODEL)
+    assert shipped is not None and store.calibration == shipped.calibration
+    assert store.calibration.choose("biology", ["biology"]).expert == "big"
+    assert store.calibration.choose("mathematics", ["mathematics"]).expert == "mathematics"
+    plain = build_demo_store(
+        tmp_path / "plain", base=MODEL, embedder="hashing:64", calibrated=False
+    )
+    assert plain.calibration is None and names(plain) == set(DEMO_EXPERTS)
+
+
+def test_a_candidate_not_fetched_is_left_out_with_a_warning_until_it_is(
+    tiny_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ship_calibration(tiny_pack, calibration_data())
+    monkeypatch.setattr(demo, "DEMO_EMBEDDER", "hashing:64")
+    fetched: list[str] = []
+    monkeypatch.setattr(demo.ShippedCalibration, "fetched", lambda self: list(fetched))
+    with pytest.warns(UserWarning, match=f"`compllm models fetch {CANDIDATE_MODEL}` adds it"):
+        store = demo_store(MODEL)
+    calibration = store.calibration
+    assert names(store) == set(DEMO_EXPERTS) and calibration is not None
+    assert "big" not in calibration.seconds_per_call
+    assert all("big" not in d.experts for d in calibration.domains.values())
+    assert calibration.choose("biology", ["biology"]).expert is None  # the base model answers
+    assert calibration.choose("mathematics", ["mathematics"]).expert == "mathematics"
+    fetched.append("big")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = demo_store(MODEL)  # rebuilt with the candidate, and no warning
+        assert names(again) == {*DEMO_EXPERTS, "big"}
+        built = (again.path / "store.json").stat().st_ino
+        assert (demo_store(MODEL).path / "store.json").stat().st_ino == built  # opened as is
+    fetched.clear()
+    with pytest.warns(UserWarning, match="is left out"):
+        assert "big" not in names(demo_store(MODEL))  # its model was removed: rebuilt without
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("candidates"), "is not a calibration this version reads"),
+        (lambda d: d["candidates"]["big"].update(texts=[]), "at least one text"),
+        (lambda d: d["calibration"].update(model="other-model"), "measured on other-model"),
+        (lambda d: d["calibration"]["domains"]["biology"].update(base_right=99), "outside"),
+        (lambda d: d["calibration"]["domains"].pop("mathematics"), "unmeasured domains"),
+    ],
+    ids=["no candidates", "no texts", "another model", "bad counts", "unmeasured owner"],
+)
+def test_a_malformed_pack_calibration_is_refused_naming_the_file(
+    tiny_pack: Path, change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    data = calibration_data()
+    change(data)
+    ship_calibration(tiny_pack, data)
+    with pytest.raises(PackError, match=re.escape(message)) as raised:
+        shipped_calibration(MODEL)
+    assert str(tiny_pack / packs.CALIBRATION) in str(raised.value)
+
+
+def test_compllm_experts_packs_says_whether_a_pack_is_calibrated(
+    tiny_pack: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["experts", "packs", "--json"]) == 0
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)["packs"]}
+    assert listed["tiny-test-pack"]["calibration"] is False
+    ship_calibration(tiny_pack, calibration_data())
+    assert main(["experts", "packs"]) == 0
+    assert "decomposer: yes; calibration: yes (candidates: big)" in capsys.readouterr().out

@@ -10,10 +10,13 @@ import pytest
 
 pytest.importorskip("faiss", reason="needs the [router] extra")
 
+from compllm_graph.expert_store.calibration import Calibration
 from compllm_graph.expert_store.demo import (
     DEMO_EXPERTS,
+    ShippedCalibration,
     build_demo_store,
     default_store_path,
+    shipped_calibration,
     shipped_experts,
 )
 from compllm_graph.models import CATALOGUE, DEFAULT_MODEL, SMALL_MODEL
@@ -69,7 +72,9 @@ def test_each_shipped_expert_is_small_trained_and_documented(
 
 @pytest.mark.usefixtures("default_pack")
 def test_the_demo_store_routes_to_the_shipped_adapters(tmp_path: Path) -> None:
-    store = build_demo_store(tmp_path / "store", embedder="hashing:64", calibrate=False)
+    store = build_demo_store(
+        tmp_path / "store", embedder="hashing:64", calibrate=False, calibrated=False
+    )
     adapters = shipped_experts(DEFAULT_MODEL)
     for expert in store.experts():
         assert expert.adapter is not None and expert.base_model == DEFAULT_MODEL
@@ -152,3 +157,38 @@ def test_a_default_store_built_for_the_former_default_model_is_rebuilt(
     assert store.path == default_store_path()
     assert all(e.base_model == DEFAULT_MODEL for e in store.experts() if e.adapter is not None)
     assert {e.name for e in store.experts() if e.adapter is not None} == set(DEMO_EXPERTS)
+
+
+@pytest.mark.usefixtures("default_pack")
+def test_the_default_pack_ships_the_measured_calibration_and_the_demo_store_routes_by_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from compllm_graph.defaults import BASE_SYSTEM_PROMPT
+
+    shipped = shipped_calibration(DEFAULT_MODEL)
+    assert shipped is not None
+    report = REPO / "benchmarks/results/gain-calibration-2026-12-07/calibration_qwen.json"
+    measured = json.loads(report.read_text())["calibration"]
+    assert shipped.calibration == Calibration.from_dict(measured)
+    big = shipped.candidates["big"]
+    assert big.model == "qwen2.5-coder-1.5b-instruct" and big.system_prompt == BASE_SYSTEM_PROMPT
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: ["big"])
+    store = build_demo_store(tmp_path / "store", embedder="hashing:64", calibrate=False)
+    choose = store.calibration.choose if store.calibration else None
+    assert choose is not None
+    # The routes the gain-routed cells were answered with (docs/results/2026-12-07-gain-routing.md).
+    assert {domain: choose(domain, [domain]).expert for domain in DEMO_EXPERTS} == {
+        "biology": "big",
+        "chemistry": "big",  # too few calibration items: judged on every domain pooled
+        "mathematics": "mathematics",
+        "medicine": "big",
+    }
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: [])
+    alone = build_demo_store(tmp_path / "alone", embedder="hashing:64", calibrate=False)
+    assert alone.calibration is not None and "big" not in {e.name for e in alone.experts()}
+    assert {d: alone.calibration.choose(d, [d]).expert for d in DEMO_EXPERTS} == {
+        "biology": None,
+        "chemistry": None,
+        "mathematics": "mathematics",
+        "medicine": None,
+    }
