@@ -80,11 +80,14 @@ COLUMNS = [
     (f"Comp-LLM {SHORT[QWEN05]}", QWEN05, "compllm"),
     ("Comp-LLM 0.5B, program expert", QWEN05, "compllm-program"),
     ("Comp-LLM 0.5B, gain-routed", QWEN05, "compllm-gain"),
+    ("Comp-LLM 0.5B, gain-routed, no 1.5B", QWEN05, "compllm-gain-alone"),
 ]
 """Table 5's columns: label, base model, system. `ft` is the paper's FT row; `one-adapter` is
 not one of the paper's systems (it was called `all-experts` before the paper's was built);
 `compllm-program` is Comp-LLM with the program expert answering mathematics parts;
-`compllm-gain` is that, routed by measured gain with the 1.5B model as a gain-only candidate."""
+`compllm-gain` is that, routed by measured gain with the 1.5B model as a gain-only candidate;
+`compllm-gain-alone` the same without the candidate (the demo store where the 1.5B model is not
+fetched)."""
 ROUTERS = ("compllm", "all-experts", "one-adapter", "random-router", "oracle-router")
 """Table 7's columns: the router against the paper's all-experts, one adapter, random, oracle."""
 PROGRAM = "compllm-program"
@@ -96,7 +99,9 @@ only it is measured right)."""
 GAIN_TEAM = "all-experts-gain"
 """The paper's all-experts over the gain-routed cell's team (the calibrated store's adapters,
 the program expert and the 1.5B model): Table 7's router against all-experts, like with like."""
-GAIN_STORE_SYSTEMS = (GAIN, GAIN_TEAM)
+GAIN_ALONE = "compllm-gain-alone"
+"""`GAIN` on the calibrated store without the 1.5B candidate (`gain_store.ALONE_STORE`)."""
+GAIN_STORE_SYSTEMS = (GAIN, GAIN_TEAM, GAIN_ALONE)
 UNPROMPTED = "monolith-unprompted"
 """The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
@@ -125,6 +130,8 @@ class Cell:
     def store(self) -> Path | None:
         """The store the cell is pinned to (`benchmarks.gain_store`), or None: the demo store
         of a model whose demo store has not changed since its cells were answered."""
+        if self.system == GAIN_ALONE:
+            return gain_store.ALONE_STORE
         if self.system in GAIN_STORE_SYSTEMS:
             return gain_store.STORE
         if self.model == gain_store.MODEL and self.system not in WHOLE_QUESTION:
@@ -139,7 +146,7 @@ class Cell:
         if self.system == PROGRAM:
             return ["--system", "compllm", "--program-expert", *pinned]
         if self.system in GAIN_STORE_SYSTEMS:
-            system = "compllm" if self.system == GAIN else "all-experts"
+            system = "all-experts" if self.system == GAIN_TEAM else "compllm"
             return ["--system", system, "--program-expert", *pinned]
         return ["--system", self.system, *pinned]
 
@@ -154,7 +161,7 @@ TABLE5 = [
     *(Cell(model, "ft", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
     *(Cell(QWEN05, "one-adapter", f, _limit(f)) for f in FILES),
     *(Cell(model, "compllm", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
-    *(Cell(QWEN05, system, f, _limit(f)) for system in (PROGRAM, GAIN) for f in FILES),
+    *(Cell(QWEN05, system, f, _limit(f)) for system in (PROGRAM, GAIN, GAIN_ALONE) for f in FILES),
 ]
 TABLE7 = [
     Cell(model, system, f, 100)
@@ -170,7 +177,11 @@ def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
     """Run (or resume) one cell in a fresh process; returns its summary."""
     cell.outputs.parent.mkdir(parents=True, exist_ok=True)
     if cell.store is not None:
-        gain_store.ensure(cell.store, calibrated=cell.system in GAIN_STORE_SYSTEMS)
+        gain_store.ensure(
+            cell.store,
+            calibrated=cell.system in GAIN_STORE_SYSTEMS,
+            candidate=cell.system != GAIN_ALONE,
+        )
     command = [
         str(Path(sys.executable).with_name("compllm")), "eval", "answers",
         str(benchmark_file(cell.file)),

@@ -11,6 +11,8 @@ the store it was measured with whatever the demo store becomes.
           --program-expert --threads 2 --items 30 --json
 
   whose whole output is `CALIBRATION`, committed beside its report.
+- `ALONE_STORE` (`compllm-gain-alone`): that store without the candidate, as the demo store is
+  built where the 1.5B model is not fetched (the 0.5B model and its experts alone).
 - `SIMILARITY_STORE` (every other pipeline cell of the model): the demo store as it was before
   it carried the calibration (`build_demo_store(..., calibrated=False)`), the adapters routed
   by similarity alone.
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent
 STORES = ROOT / "answers" / "stores"
 STORE = STORES / "qwen2.5-coder-0.5b-instruct-gain"
+ALONE_STORE = STORES / "qwen2.5-coder-0.5b-instruct-gain-alone"
 SIMILARITY_STORE = STORES / "qwen2.5-coder-0.5b-instruct-similarity"
 CALIBRATION = ROOT / "results" / "gain-calibration-2026-12-07" / "calibration_qwen.json"
 """The calibrate command's `--json` output, from which the pack's calibration was taken."""
@@ -38,13 +41,18 @@ CANDIDATE, CANDIDATE_MODEL = "big", "qwen2.5-coder-1.5b-instruct"
 
 
 def ensure(
-    store: Path = STORE, *, calibrated: bool = True, embedder: str = "minilm"
+    store: Path = STORE,
+    *,
+    calibrated: bool = True,
+    candidate: bool = True,
+    embedder: str = "minilm",
 ) -> ExpertStore:
     """A cell's store: built from the installed pack when missing or built otherwise.
 
     Args:
         store: Where it is built.
         calibrated: The gain-routed store (`STORE`); False: the similarity one.
+        candidate: With the calibrated store, keep the candidate; False: `ALONE_STORE`'s.
         embedder: The embedder (the demo store's, `DEMO_EMBEDDER`).
 
     Raises:
@@ -55,7 +63,10 @@ def ensure(
     from compllm_graph.expert_store.demo import build_demo_store
 
     built = build_demo_store(store, base=MODEL, calibrated=calibrated, embedder=embedder)
-    if calibrated and CANDIDATE not in {e.name for e in built.experts()}:
+    has_candidate = CANDIDATE in {e.name for e in built.experts()}
+    if has_candidate and not candidate:
+        built.remove_expert(CANDIDATE)  # its measurements leave the calibration with it
+    elif calibrated and candidate and not has_candidate:
         raise RuntimeError(
             f"the gain-routed cells need the candidate {CANDIDATE!r}: "
             f"`compllm models fetch {CANDIDATE_MODEL}`, then run them again"

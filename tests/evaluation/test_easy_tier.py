@@ -226,8 +226,10 @@ def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
         program = (tables.PROGRAM, *tables.GAIN_STORE_SYSTEMS)
         assert args.program_expert == (cell.system in program), cell.name
         assert args.no_base_prompt == (cell.system == tables.UNPROMPTED), cell.name
-        if cell.system in tables.GAIN_STORE_SYSTEMS:
-            pinned: Path | None = gain_store.STORE
+        if cell.system == tables.GAIN_ALONE:
+            pinned: Path | None = gain_store.ALONE_STORE
+        elif cell.system in tables.GAIN_STORE_SYSTEMS:
+            pinned = gain_store.STORE
         elif cell.model == gain_store.MODEL and cell.system not in tables.WHOLE_QUESTION:
             pinned = gain_store.SIMILARITY_STORE  # measured before the demo store was calibrated
         else:

@@ -48,3 +48,15 @@ def test_the_similarity_store_is_the_demo_store_without_calibration(tmp_path: Pa
     built = gain_store.ensure(tmp_path / "plain", calibrated=False, embedder="hashing:64")
     assert built.calibration is None
     assert {e.name for e in built.experts()} == set(DEMO_EXPERTS)
+
+
+def test_the_alone_store_is_the_gain_store_without_the_candidate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: [gain_store.CANDIDATE])
+    built = gain_store.ensure(tmp_path / "alone", candidate=False, embedder="hashing:64")
+    assert {e.name for e in built.experts()} == set(DEMO_EXPERTS)
+    measured = json.loads(gain_store.CALIBRATION.read_text())["calibration"]
+    assert built.calibration == Calibration.from_dict(measured).without(gain_store.CANDIDATE)
+    again = gain_store.ensure(tmp_path / "alone", candidate=False, embedder="hashing:64")
+    assert again.calibration == built.calibration  # not built again with the candidate
