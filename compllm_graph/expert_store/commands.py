@@ -154,6 +154,12 @@ def register(experts: argparse.ArgumentParser) -> argparse._SubParsersAction:
         action="store_true",
         help="keep the default threshold instead of fitting per-expert ones",
     )
+    demo.add_argument(
+        "--similarity-only",
+        action="store_true",
+        help="leave out the pack's measured calibration and its gain-only candidates: route "
+        "by similarity alone (default: carry them, where the pack ships one)",
+    )
     demo.add_argument("--force", action="store_true", help="rebuild an existing store")
 
     vllm = _command(
@@ -609,16 +615,23 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         center=args.center,
         centroids=args.centroids,
         calibrate=not args.no_calibrate,
+        calibrated=not args.similarity_only,
         force=args.force,
     )
-    thresholds = {e.name: store.threshold(e.name) for e in store.experts()}
-    listing = ", ".join(f"{name} (threshold {value:.3f})" for name, value in thresholds.items())
+    experts = store.experts()
+    thresholds = {e.name: store.threshold(e.name) for e in experts if not e.gain_only}
+    listing = ", ".join(
+        f"{e.name} (gain only)" if e.gain_only else f"{e.name} (threshold {thresholds[e.name]:.3f})"
+        for e in experts
+    )
+    routed = "by measured gain" if store.calibration is not None else "by similarity"
     return {
         "store": str(store.path),
         "embedder": store.embedder_spec,
         "thresholds": thresholds,
-        "experts": list(thresholds),
-        "text": f"demo store at {store.path}: {listing}",
+        "experts": [e.name for e in experts],
+        "calibrated": store.calibration is not None,
+        "text": f"demo store at {store.path}: {listing}; routed {routed}",
     }
 
 

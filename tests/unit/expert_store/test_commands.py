@@ -187,6 +187,24 @@ def test_build_demo_and_default_store(
     assert all(e["texts"] == 240 and e["system_prompt"] for e in out["experts"])
 
 
+def test_build_demo_carries_the_packs_calibration_unless_similarity_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compllm_graph.expert_store.demo import shipped_calibration
+    from compllm_graph.models import DEFAULT_MODEL
+
+    if shipped_calibration(DEFAULT_MODEL) is None:
+        pytest.skip("the default model's pack (with its calibration) is not installed")
+    monkeypatch.setenv("COMPLLM_HOME", str(tmp_path / "home"))  # the 1.5B candidate: not fetched
+    args = ("experts", "build-demo", "--embedder", "hashing:64", "--no-calibrate")
+    code, out = run_json(capsys, *args)
+    assert code == 0 and out["calibrated"]
+    code, out = run_json(capsys, *args, "--similarity-only", "--force")
+    assert code == 0 and not out["calibrated"]
+    assert main([*args, "--force"]) == 0
+    assert capsys.readouterr().out.strip().endswith("; routed by measured gain")
+
+
 def test_add_warns_when_the_experts_own_texts_fall_below_its_threshold(
     tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
