@@ -6,8 +6,10 @@ shares a passage with a train-split item), every system answers every question, 
 engine, with the settings of `compllm eval answers` (`--max-new-tokens` per answer, the base
 prompt `defaults.BASE_SYSTEM_PROMPT`):
 
-- Comp-LLM: `build_default_graph` on `--model` with its demo store; sub-queries run at once
-  (the engine batches them).
+- Comp-LLM: `build_default_graph` on `--model` with its demo store, as `compllm ask` runs it
+  (the program expert where it is on by default; routed by measured gain with the candidates it
+  carries, where the model's pack ships a calibration: settings `store`); sub-queries run at
+  once (the engine batches them).
 - Comp-LLM-seq: the same graph with one device of capacity 1 for every expert and the base
   (`DeviceLimits`), so its sub-queries run one after another.
 - Comp-LLM, ALIAS decomposer (with `--decomposer-model ALIAS`): the Comp-LLM graph with its
@@ -301,7 +303,7 @@ def monolith_runner(model: Any, tokens: int, system_prompt: str | None) -> Runne
 
 def build_systems(args: argparse.Namespace) -> tuple[dict[str, Runner], DeviceLimits]:
     """Every system's runner, and Comp-LLM-seq's device limits (to check it ran one at a time)."""
-    from compllm_graph.defaults import BASE_SYSTEM_PROMPT, build_default_graph
+    from compllm_graph.defaults import BASE_SYSTEM_PROMPT, build_default_graph, program_by_default
     from compllm_graph.expert_store import demo_store
     from compllm_graph.models import load_model
     from compllm_graph.scheduling import DeviceLimits
@@ -315,6 +317,7 @@ def build_systems(args: argparse.Namespace) -> tuple[dict[str, Runner], DeviceLi
 
     base = loaded(args.model)
     store = demo_store(base.name)
+    program = program_by_default(base, store)
     one_at_a_time = DeviceLimits({"device": 1}, default_device="device")
 
     def graph(**options: Any) -> Runner:
@@ -323,6 +326,7 @@ def build_systems(args: argparse.Namespace) -> tuple[dict[str, Runner], DeviceLi
             store,
             max_new_tokens=args.max_new_tokens,
             base_system_prompt=BASE_SYSTEM_PROMPT,
+            program_expert=program,
             **options,
         )
         return graph_runner(built.compile())
@@ -340,17 +344,33 @@ def build_systems(args: argparse.Namespace) -> tuple[dict[str, Runner], DeviceLi
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """What must match for a rerun to add to an `--out` file; `decomposer_model` only when
-    given, so the files of runs without it still match theirs."""
+    given, so the files of runs without it still match theirs. `store` says what the demo
+    store carried (files written before it existed had the similarity-routed store, version 4,
+    and no program expert)."""
     settings = {
         "model": args.model,
         "monoliths": list(args.monoliths),
         "threads": args.threads,
         "max_new_tokens": args.max_new_tokens,
         "engine": "llama.cpp",
+        "store": store_of(args.model),
     }
     if args.decomposer_model:
         settings["decomposer_model"] = args.decomposer_model
     return settings
+
+
+def store_of(model: str) -> str:
+    """The demo store of `model` in words: its version, and whether it routes by measured gain
+    with which candidates (`expert_store.demo`)."""
+    try:
+        from compllm_graph.expert_store.demo import DEMO_VERSION, shipped_calibration
+    except ImportError:  # the core install: nothing runs, but --table-only reads files
+        return "demo (the [router] extra is not installed)"
+    shipped = shipped_calibration(model)
+    if shipped is None:
+        return f"demo v{DEMO_VERSION}, by similarity"
+    return f"demo v{DEMO_VERSION}, by measured gain, candidates {shipped.fetched()}"
 
 
 def read_out(path: Path | None) -> tuple[dict[str, Any] | None, list[Record]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -245,14 +246,16 @@ def test_settings_name_what_a_rerun_must_match() -> None:
     args = argparse.Namespace(
         model="m", monoliths=["a", "b"], threads=2, max_new_tokens=8, decomposer_model=None
     )
-    # without --decomposer-model the settings are those of the files written before it
     assert latency.settings_of(args) == {
         "model": "m",
         "monoliths": ["a", "b"],
         "threads": 2,
         "max_new_tokens": 8,
         "engine": "llama.cpp",
+        "store": latency.store_of("m"),
     }
+    if importlib.util.find_spec("faiss") is not None:
+        assert latency.store_of("m") == "demo v5, by similarity"  # no pack for "m"
     args.decomposer_model = "tiny"
     assert latency.settings_of(args)["decomposer_model"] == "tiny"
 
@@ -320,6 +323,7 @@ def test_the_other_decomposers_graph_is_comp_llms_with_that_model_decomposing(
 
     monkeypatch.setattr("compllm_graph.models.load_model", load_model)
     monkeypatch.setattr("compllm_graph.expert_store.demo_store", lambda name: None)
+    monkeypatch.setattr("compllm_graph.defaults.program_by_default", lambda model, store: True)
     monkeypatch.setattr("compllm_graph.defaults.build_default_graph", build_default_graph)
     args = argparse.Namespace(
         model="m", monoliths=["big"], threads=3, max_new_tokens=8, decomposer_model="tiny"
@@ -331,3 +335,4 @@ def test_the_other_decomposers_graph_is_comp_llms_with_that_model_decomposing(
     plain, _, other = graphs
     assert other.pop("decomposer_model").name == "tiny"
     assert other == plain and plain["model"] == "m"  # otherwise Comp-LLM's graph
+    assert plain["program_expert"] is True  # as `compllm ask` builds it
