@@ -22,6 +22,7 @@ from compllm_graph import packs
 from compllm_graph.cli import main
 from compllm_graph.decomposer import adapter_for, default_decomposer
 from compllm_graph.expert_store import demo
+from compllm_graph.expert_store.calibration import Calibration, DomainResult, ExpertResult
 from compllm_graph.expert_store.demo import (
     DEMO_EXPERTS,
     build_demo_store,
@@ -252,30 +253,19 @@ def calibration_data() -> dict[str, Any]:
                 "texts": ["A question in any domain."],
             }
         },
-        "calibration": {
-            "model": MODEL,
-            "rule": {"min_items": 20, "interval": False},
-            "owners": {"biology": "biology", "mathematics": "mathematics"},
-            "seconds_per_call": {"base": 1.0, "big": 4.0, "biology": 1.0, "mathematics": 4.5},
-            "domains": {
-                "biology": {
-                    "n": 30,
-                    "base_right": 10,
-                    "experts": {
-                        "biology": {"right": 9, "only_expert": 2, "only_base": 3},
-                        "big": {"right": 15, "only_expert": 7, "only_base": 2},
-                    },
-                },
-                "mathematics": {
-                    "n": 30,
-                    "base_right": 10,
-                    "experts": {
-                        "mathematics": {"right": 14, "only_expert": 6, "only_base": 2},
-                        "big": {"right": 12, "only_expert": 4, "only_base": 2},
-                    },
-                },
+        "calibration": Calibration(
+            model=MODEL,
+            domains={
+                "biology": DomainResult(
+                    30, 10, {"biology": ExpertResult(9, 2, 3), "big": ExpertResult(15, 7, 2)}
+                ),
+                "mathematics": DomainResult(
+                    30, 10, {"mathematics": ExpertResult(14, 6, 2), "big": ExpertResult(12, 4, 2)}
+                ),
             },
-        },
+            owners={"biology": "biology", "mathematics": "mathematics"},
+            seconds_per_call={"base": 1.0, "big": 4.0, "biology": 1.0, "mathematics": 4.5},
+        ).to_dict(),
     }
 
 
