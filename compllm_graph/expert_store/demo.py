@@ -39,8 +39,9 @@ from typing import Any
 from compllm_graph.adapter_folder import ADAPTER_WEIGHTS, same_base
 from compllm_graph.expert_store.calibration import Calibration
 from compllm_graph.expert_store.data import read_labelled, read_texts
+from compllm_graph.expert_store.records import check_model_alias
 from compllm_graph.expert_store.router import ExpertRouter
-from compllm_graph.expert_store.store import CorruptStoreError, ExpertStore
+from compllm_graph.expert_store.store import ExpertStore, StoreError
 from compllm_graph.packs import PackError, pack_for, require_pack
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
@@ -156,7 +157,7 @@ def read_calibration(path: Path, base: str) -> ShippedCalibration:
         data = json.loads(path.read_text())
         candidates = {str(name): _candidate(c) for name, c in data["candidates"].items()}
         calibration = Calibration.from_dict(data["calibration"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, CorruptStoreError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StoreError) as exc:
         raise PackError(f"{path} is not a calibration this version reads: {exc!r}") from None
     if not same_base(base, calibration.model) and not same_base(calibration.model, base):
         raise PackError(f"{path} was measured on {calibration.model}, not {base}")
@@ -165,6 +166,7 @@ def read_calibration(path: Path, base: str) -> ShippedCalibration:
 
 def _candidate(data: Mapping[str, Any]) -> Candidate:
     prompt = data.get("system_prompt")
+    check_model_alias(str(data["model"]))  # `fetched` looks it up in the catalogue
     texts = tuple(str(t) for t in data["texts"])
     if not texts:
         raise ValueError("a candidate needs at least one text")

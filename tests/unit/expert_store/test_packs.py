@@ -329,11 +329,19 @@ def test_a_candidate_not_fetched_is_left_out_with_a_warning_until_it_is(
     [
         (lambda d: d.pop("candidates"), "is not a calibration this version reads"),
         (lambda d: d["candidates"]["big"].update(texts=[]), "at least one text"),
+        (lambda d: d["candidates"]["big"].update(model="no-such-model"), "catalogue alias"),
         (lambda d: d["calibration"].update(model="other-model"), "measured on other-model"),
         (lambda d: d["calibration"]["domains"]["biology"].update(base_right=99), "outside"),
         (lambda d: d["calibration"]["domains"].pop("mathematics"), "unmeasured domains"),
     ],
-    ids=["no candidates", "no texts", "another model", "bad counts", "unmeasured owner"],
+    ids=[
+        "no candidates",
+        "no texts",
+        "unknown model",
+        "another model",
+        "bad counts",
+        "unmeasured owner",
+    ],
 )
 def test_a_malformed_pack_calibration_is_refused_naming_the_file(
     tiny_pack: Path, change: Callable[[dict[str, Any]], object], message: str
