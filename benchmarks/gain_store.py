@@ -17,7 +17,7 @@ the store it was measured with whatever the demo store becomes.
   it carried the calibration (`build_demo_store(..., calibrated=False)`), the adapters routed
   by similarity alone.
 
-Both are built under `benchmarks/answers/stores/` (not in the repository: they copy the pack's
+All three are built under `benchmarks/answers/stores/` (not in the repository: they copy the pack's
 adapters) on first use. Only `ensure` needs the [router] extra.
 """
 

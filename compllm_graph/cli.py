@@ -390,7 +390,7 @@ def format_report(out: dict, timings: dict[str, float]) -> str:
         who = display_name(route["expert"])
         lines.append(f"  [{sq.id}] {who:<12} {route['score']:.2f}   ({others}){how}")
         if route.get("reason"):  # a calibrated store's: why this expert (or the base) answers
-            lines.append(f"      by measured gain: {route['reason']}")
+            lines.append(f"      why: {route['reason']}")
     lines += ["", "Sub-answers:"]
     for answer in out["sub_answers"]:
         who = display_name(answer["expert"])

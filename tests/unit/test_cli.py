@@ -313,5 +313,5 @@ def test_ask_report_says_why_a_calibrated_store_moved_a_part() -> None:
     out["routes"][1] = {**out["routes"][1], "expert": "big", "reason": why}
     lines = format_report(out, timings).splitlines()
     moved = next(i for i, line in enumerate(lines) if line.startswith("  [2] big "))
-    assert lines[moved + 1] == f"      by measured gain: {why}"
-    assert sum("by measured gain" in line for line in lines) == 1  # not for the other routes
+    assert lines[moved + 1] == f"      why: {why}"
+    assert sum("why:" in line for line in lines) == 1  # not for the routes with no reason
