@@ -454,10 +454,12 @@ def _calibration_header(calibration: Calibration | None) -> list[str]:
         ]
     base = calibration.seconds_per_call.get(BASE)
     cost = f", base {base:.2f} s/call" if base is not None else ""
-    return [
+    lines = [
         f"  calibrated for {calibration.model} ({calibration.created}{cost}); "
         f"{calibration.rule.describe()} (*: the gain passes)"
     ]
+    # Says, for one, that a mathematics expert was measured answering by program.
+    return lines + ([f"  measured on: {calibration.items}"] if calibration.items else [])
 
 
 def _answered_by(expert: dict[str, Any]) -> str:

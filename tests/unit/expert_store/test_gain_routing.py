@@ -369,7 +369,7 @@ def test_the_list_shows_gains_and_seconds_per_call(
     assert main(["experts", "list", "--store", str(store.path)]) == 0
     text = capsys.readouterr().out
     assert "chemistry -10.0% (n 30)" in text and "2.50 s/call" in text
-    assert "base 0.40 s/call" in text
+    assert "base 0.40 s/call" in text and "\n  measured on: test\n" in text
 
 
 def test_calibrate_is_an_experts_command() -> None:
