@@ -38,10 +38,7 @@ models: setup
 		$(BIN)/compllm models fetch smollm2-135m-instruct
 
 default-model: setup
-	@$(BIN)/python -c "import sys; from compllm_graph.models import is_cached, DEFAULT_MODEL; \
-		sys.exit(0 if is_cached(DEFAULT_MODEL) else 1)" || \
-		$(BIN)/compllm models fetch qwen2.5-coder-0.5b-instruct
-	@for alias in $(DEMO_CANDIDATES); do \
+	@for alias in qwen2.5-coder-0.5b-instruct $(DEMO_CANDIDATES); do \
 		$(BIN)/python -c "import sys; from compllm_graph.models import is_cached; \
 			sys.exit(0 if is_cached('$$alias') else 1)" || $(BIN)/compllm models fetch $$alias || exit 1; \
 	done

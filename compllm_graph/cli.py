@@ -77,9 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "func"):
             parser.print_help()
             return 2
-        if args.verbose:
-            return int(args.func(args))
-        former, warnings.formatwarning = warnings.formatwarning, _short_warning
+        former = warnings.formatwarning
+        if not args.verbose:
+            warnings.formatwarning = _short_warning
         try:
             return int(args.func(args))
         finally:
