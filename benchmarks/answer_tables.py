@@ -107,6 +107,11 @@ UNPROMPTED = "monolith-unprompted"
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
 WHOLE_QUESTION = ("monolith", UNPROMPTED, "ft")
 """The systems that answer in one call, with no expert store."""
+PREMISE_RULE = frozenset({(QWEN05, GAIN, "easy-all2"), (QWEN05, GAIN_ALONE, "easy-all2")})
+"""The pipeline cells answered with the premise rule (`decomposer.premise_rule`, 2026-12-07):
+model, system and file. Every other pipeline cell was answered before the rule and resumes
+with `--no-carry-premise`; on the easy tier's P-2 the rule changes none of the decompositions
+the committed cells record (`tests/unit/test_premise_rule.py`)."""
 
 
 @dataclass(frozen=True)
@@ -140,9 +145,13 @@ class Cell:
 
     @property
     def system_args(self) -> list[str]:
-        pinned = [] if self.store is None else ["--store", str(self.store)]
         if self.system == UNPROMPTED:
             return ["--system", "monolith", "--no-base-prompt"]
+        if self.system in WHOLE_QUESTION:
+            return ["--system", self.system]
+        pinned = [] if self.store is None else ["--store", str(self.store)]
+        if (self.model, self.system, f"{PREFIX}{self.file}") not in PREMISE_RULE:
+            pinned.append("--no-carry-premise")
         if self.system == PROGRAM:
             return ["--system", "compllm", "--program-expert", *pinned]
         if self.system in GAIN_STORE_SYSTEMS:

@@ -222,6 +222,12 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
         "describes, 'the symbol of the element that ...', becomes the thing, then its attribute)",
     )
     ask.add_argument(
+        "--no-carry-premise",
+        action="store_true",
+        help="turn off the premise rule (a sub-query that asks about the facts the question "
+        "opens with, but was written without them, gets them in front)",
+    )
+    ask.add_argument(
         "--program-expert",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -276,6 +282,7 @@ def run_ask(args: argparse.Namespace) -> int:
             aggregate=args.aggregate,
             split_questions=not args.no_split_questions,
             split_chains=not args.no_split_chains,
+            carry_premise=not args.no_carry_premise,
             program_expert=args.program_expert,
         ).compile(checkpointer=checkpointer)
     # QuestionError is a ValueError
@@ -413,10 +420,10 @@ JOINED_NOTE = "joined without a reducer call"
 
 def answer_notes(out: dict) -> list[str]:
     """What the decompose and aggregate nodes did that the sub-queries and the answer do not
-    show: the split rules' note (state `split_rule`: the and-split and chain rules), and that
-    the parts' answers were joined without a reducer call (state `aggregation` "joined", for
-    more than one part)."""
-    notes = [f"split rules: {out['split_rule']}"] if out.get("split_rule") else []
+    show: the decomposition rules' note (state `split_rule`: the and-split, chain and premise
+    rules), and that the parts' answers were joined without a reducer call (state
+    `aggregation` "joined", for more than one part)."""
+    notes = [f"decomposition rules: {out['split_rule']}"] if out.get("split_rule") else []
     if out.get("aggregation") == "joined" and len(out["query_graph"]["sub_queries"]) > 1:
         notes.append(JOINED_NOTE)
     return notes

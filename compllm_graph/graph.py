@@ -41,6 +41,7 @@ def create_compllm_graph(
     aggregate: AggregateMode | None = None,
     split_questions: bool = True,
     split_chains: bool = True,
+    carry_premise: bool = True,
 ) -> StateGraph:
     """Create the Comp-LLM graph: decompose → route → execute → aggregate.
 
@@ -81,6 +82,10 @@ def create_compllm_graph(
             alone and asks for an attribute of a thing it only describes ("the chemical symbol
             of the element that makes up most of the Sun") becomes the description, then the
             attribute of its answer. A run's `configurable` key `split_chains` overrides it.
+        carry_premise: Apply the premise rule (`decomposer.premise_rule`): a sub-query that
+            asks about the facts the query opens with ("The elevator holds 700 kg. ... If Jack
+            rides with 8 others, by how much ...?") but was written without them gets them in
+            front. A run's `configurable` key `carry_premise` overrides it.
 
     Returns:
         An uncompiled `StateGraph`: compile it with the checkpointer of your choice. Its input is
@@ -139,7 +144,12 @@ def create_compllm_graph(
     builder.add_node(
         "decompose",
         make_decompose_node(
-            decomposer, decomposer_prompt, max_sub_queries, split_questions, split_chains
+            decomposer,
+            decomposer_prompt,
+            max_sub_queries,
+            split_questions,
+            split_chains,
+            carry_premise,
         ),
     )
     builder.add_node("route", make_route_node(router, set(experts)))

@@ -80,8 +80,8 @@ class OutputState(TypedDict, total=False):
     reducer's own text whenever it replied, also when the answer is not that text (the
     reducer failed the `check_aggregate` check); None when no reducer call was made.
     `aggregation` (`Aggregation`) says whether the reducer ran and whether its reply stood.
-    `split_rule` says how the and-split and chain rules split the query (`nodes.decompose`);
-    None when they did not.
+    `split_rule` says what the decomposition's rules (and-split, chain, premise) did to the
+    decomposer's graph (`nodes.decompose`); None when they did nothing.
     """
 
     query: str

@@ -16,7 +16,9 @@ is in `generation`), `grammar` (the tag grammar as a logits processor; needs the
 `stopping` (whether a reply written so far can still become a decomposition: the decompose node
 stops the decomposer when it cannot), `split_rule` (independent questions joined by "and", which
 the decompose node splits when the decomposer leaves them whole), `chain_rule` (a sub-query that
-asks for an attribute of a thing it only describes, which the decompose node makes two steps).
+asks for an attribute of a thing it only describes, which the decompose node makes two steps),
+`premise_rule` (the facts a question opens with, which the decompose node gives back to a
+sub-query written without them).
 """
 
 from compllm_graph.decomposer.loading import (

@@ -55,6 +55,7 @@ FORMER_SETTINGS: dict[str, Any] = {
     "program_expert": False,
     "decomposer_model": None,
     "split_chains": True,  # the rule came later, and splits none of their sub-queries
+    "carry_premise": False,
 }
 """What a pipeline's outputs line without `SETTINGS` was answered with: such lines were written
 before these options existed (before 2026-12-06), every committed cell's included.
@@ -62,7 +63,10 @@ before these options existed (before 2026-12-06), every committed cell's include
 `--decomposer-model` was given). A line records `split_chains` only when the chain rule was off
 (`--no-split-chains`): a line without it was answered with the rule on, or before it existed
 (2026-12-07), and the rule splits none of the sub-queries those committed lines record
-(`tests/evaluation/test_committed_outputs.py`), so their answers are the rule's."""
+(`tests/evaluation/test_committed_outputs.py`), so their answers are the rule's. A line records
+`carry_premise` only when the premise rule was on: it came later (2026-12-07) and changes
+answers (it gives 81 of the easy All-2 questions' parts their facts back), so a line without it
+was answered with it off, and such files resume with `--no-carry-premise`."""
 
 
 def register(eval_subparsers: argparse._SubParsersAction) -> None:
@@ -233,6 +237,13 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
         "of a thing it only describes becomes the thing, then its attribute)",
     )
     p.add_argument(
+        "--no-carry-premise",
+        action="store_true",
+        help="pipeline systems: turn off the premise rule (a sub-query that asks about the "
+        "facts the question opens with, but was written without them, gets them in front); "
+        "committed cells answered before the rule resume with it",
+    )
+    p.add_argument(
         "--program-expert",
         action="store_true",
         help="the store's mathematics expert answers by a program the base model writes and "
@@ -256,12 +267,14 @@ def answer_settings(args: argparse.Namespace) -> dict[str, Any]:
     Empty for the systems that answer the whole question in one call; `aggregate` and
     `split_questions` for every pipeline; `program_expert` too for those that ask the store's
     experts (`PROGRAM_EXPERT_SYSTEMS`); `decomposer_model` (the alias) for a pipeline only when
-    `--decomposer-model` is given and `split_chains` (False) only with `--no-split-chains`, so
-    lines answered without them keep the settings they had.
+    `--decomposer-model` is given, `split_chains` (False) only with `--no-split-chains` and
+    `carry_premise` (True) only without `--no-carry-premise`, so lines answered without them
+    keep the settings they had.
 
     Raises:
         BenchmarkError: a flag that changes nothing for `args.system` (`--aggregate`,
-            `--no-split-questions`, `--no-split-chains` or `--decomposer-model` for
+            `--no-split-questions`, `--no-split-chains`, `--no-carry-premise` or
+            `--decomposer-model` for
             `monolith` and `ft`,
             `--program-expert` for those and `one-adapter`), so no run is mistaken for one
             with that setting.
@@ -284,6 +297,8 @@ def answer_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["decomposer_model"] = args.decomposer_model
     if args.no_split_chains:
         settings["split_chains"] = False
+    if not args.no_carry_premise:
+        settings["carry_premise"] = True
     return settings
 
 
@@ -301,6 +316,7 @@ def _unused_flags(args: argparse.Namespace) -> list[str]:
         "--aggregate": whole and args.aggregate is not None,
         "--no-split-questions": whole and args.no_split_questions,
         "--no-split-chains": whole and args.no_split_chains,
+        "--no-carry-premise": whole and args.no_carry_premise,
         "--decomposer-model": whole and args.decomposer_model is not None,
         "--program-expert": args.program_expert and args.system not in PROGRAM_EXPERT_SYSTEMS,
     }
@@ -339,6 +355,8 @@ def _as_flags(settings: Any) -> str:
     flags = [f"--aggregate {settings['aggregate']}"] if "aggregate" in settings else []
     flags += ["--no-split-questions"] if settings.get("split_questions") is False else []
     flags += ["--no-split-chains"] if settings.get("split_chains") is False else []
+    pipeline = "aggregate" in settings
+    flags += ["--no-carry-premise"] if pipeline and not settings.get("carry_premise") else []
     flags += ["--program-expert"] if settings.get("program_expert") else []
     model = settings.get("decomposer_model")
     flags += [f"--decomposer-model {model}"] if model is not None else []

@@ -65,10 +65,10 @@ def build_answerer(args: argparse.Namespace, settings: Mapping[str, Any] | None 
     Args:
         args: The parsed `compllm eval answers` arguments.
         settings: The pipeline's settings (`answer_commands.answer_settings`): `aggregate`,
-            `split_questions`, `split_chains`, for the systems that route to the store's experts,
-            `program_expert`, and `decomposer_model` (an alias, loaded as the base model is,
-            with `--engine` and `--threads`); each one left out takes `build_default_graph`'s
-            default.
+            `split_questions`, `split_chains`, `carry_premise`, for the systems that route to
+            the store's experts `program_expert`, and `decomposer_model` (an alias, loaded as
+            the base model is, with `--engine` and `--threads`); each one left out takes
+            `build_default_graph`'s default.
 
     Raises:
         ValueError: an unknown system, `ft` or `one-adapter` without an all-domains adapter,

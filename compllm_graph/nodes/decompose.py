@@ -12,6 +12,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.config import get_stream_writer
 
 from compllm_graph.decomposer.chain_rule import split_chains as split_chain_questions
+from compllm_graph.decomposer.premise_rule import carry_premise as carry_query_premise
 from compllm_graph.decomposer.split_rule import split_questions as split_and_questions
 from compllm_graph.decomposer.stopping import OPEN, PrefixCheck, check_prefix
 from compllm_graph.errors import CompLLMError
@@ -85,6 +86,8 @@ SPLIT_QUESTIONS = "split_questions"
 `graph.invoke(inputs, {"configurable": {"split_questions": False}})`."""
 SPLIT_CHAINS = "split_chains"
 """The `configurable` key that turns the chain rule on or off for one run."""
+CARRY_PREMISE = "carry_premise"
+"""The `configurable` key that turns the premise rule on or off for one run."""
 
 
 def make_decompose_node(
@@ -93,6 +96,7 @@ def make_decompose_node(
     max_sub_queries: int,
     split_questions: bool = True,
     split_chains: bool = True,
+    carry_premise: bool = True,
 ) -> Runnable:
     """Build the node that decomposes the query into a `QueryGraph`.
 
@@ -106,8 +110,10 @@ def make_decompose_node(
     becomes a sub-query of its own. Then each sub-query that stands alone and asks for an
     attribute of a thing it only describes ("the chemical symbol of the element that makes up
     most of the Sun") becomes the description and the attribute of its answer
-    (`decomposer.chain_rule`). The state's `split_rule` says what either rule did (None when
-    neither did anything). Input without a usable question raises `QuestionError` (see
+    (`decomposer.chain_rule`). Then each sub-query that asks about facts the query opens with
+    ("If he has 4 more days ...") but lacks them gets them in front (`decomposer.premise_rule`).
+    The state's `split_rule` says what the rules did (None when none did anything). Input
+    without a usable question raises `QuestionError` (see
     `question_of`) before any model runs.
 
     Args:
@@ -118,6 +124,8 @@ def make_decompose_node(
         split_questions: Apply the and-split rule; a run's `configurable` key
             `SPLIT_QUESTIONS` overrides it.
         split_chains: Apply the chain rule; a run's `configurable` key `SPLIT_CHAINS`
+            overrides it.
+        carry_premise: Apply the premise rule; a run's `configurable` key `CARRY_PREMISE`
             overrides it.
     """
 
@@ -138,6 +146,9 @@ def make_decompose_node(
             notes += [note] if note else []
         if _rule_on(config, SPLIT_CHAINS, split_chains):
             query_graph, note = _chain(query_graph, max_sub_queries)
+            notes += [note] if note else []
+        if _rule_on(config, CARRY_PREMISE, carry_premise):
+            query_graph, note = _premise(query, query_graph)
             notes += [note] if note else []
         split = "; ".join(notes) or None
         get_stream_writer()(
@@ -277,3 +288,13 @@ def _chain(query_graph: QueryGraph, max_sub_queries: int) -> tuple[QueryGraph, s
         f"split sub-quer{'ies' if len(split) > 1 else 'y'} {which} into a chain: the thing "
         "it describes, then the attribute of its answer"
     )
+
+
+def _premise(query: str, query_graph: QueryGraph) -> tuple[QueryGraph, str | None]:
+    """The premise rule's graph and what it did, or the graph unchanged and None."""
+    carried, ids = carry_query_premise(query, query_graph)
+    if not ids:
+        return query_graph, None
+    which = ", ".join(str(i) for i in ids)
+    plural = "ies" if len(ids) > 1 else "y"
+    return carried, f"gave sub-quer{plural} {which} the facts the question opens with"

@@ -512,7 +512,12 @@ def test_an_unknown_system_is_refused_with_the_known_ones(capsys: pytest.Capture
     assert "invalid choice: 'all-domains'" in capsys.readouterr().err
 
 
-SETTINGS_ALL_DEFAULT = {"aggregate": "auto", "split_questions": True, "program_expert": False}
+SETTINGS_ALL_DEFAULT = {
+    "aggregate": "auto",
+    "split_questions": True,
+    "program_expert": False,
+    "carry_premise": True,
+}
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -526,17 +531,27 @@ def _lines(path: Path) -> list[dict[str, Any]]:
         (
             "oracle-router",
             ("--aggregate", "always", "--no-split-questions", "--program-expert"),
-            {"aggregate": "always", "split_questions": False, "program_expert": True},
+            {
+                "aggregate": "always",
+                "split_questions": False,
+                "program_expert": True,
+                "carry_premise": True,
+            },
         ),
         (
             "one-adapter",
             ("--aggregate", "always"),
-            {"aggregate": "always", "split_questions": True},
+            {"aggregate": "always", "split_questions": True, "carry_premise": True},
         ),
         (  # the chain rule is recorded only when off
             "compllm",
             ("--no-split-chains",),
             {**SETTINGS_ALL_DEFAULT, "split_chains": False},
+        ),
+        (  # the premise rule is recorded only when on
+            "compllm",
+            ("--no-carry-premise",),
+            {"aggregate": "auto", "split_questions": True, "program_expert": False},
         ),
         ("monolith", (), None),
     ],
@@ -602,6 +617,7 @@ def test_the_program_expert_needs_a_mathematics_expert_in_the_store(
         ("one-adapter", ("--program-expert",), "--program-expert"),
         ("monolith", ("--decomposer-model", "small"), "--decomposer-model"),
         ("ft", ("--no-split-chains",), "--no-split-chains"),
+        ("monolith", ("--no-carry-premise",), "--no-carry-premise"),
     ],
 )
 def test_a_flag_the_system_does_not_use_is_refused(
@@ -631,6 +647,7 @@ def test_a_resumed_run_with_other_settings_is_refused_before_any_model_is_asked(
         (("--program-expert",), "--aggregate auto --program-expert"),
         (("--decomposer-model", "small"), "--aggregate auto --decomposer-model small"),
         (("--no-split-chains",), "--aggregate auto --no-split-chains"),
+        (("--no-carry-premise",), "--aggregate auto --no-carry-premise"),
     ]:
         assert main([*argv, *flags]) == 2
         err = capsys.readouterr().err
@@ -652,10 +669,16 @@ def test_lines_without_settings_count_as_answered_before_the_flags_existed(
     argv += ["--outputs", str(outputs), "--store", str(fake["store"])]
     assert main(argv) == 2
     assert (
-        "holds answers made with --aggregate always --no-split-questions (its lines record no "
-        "settings: they predate these flags), and this run would answer with --aggregate auto:"
+        "holds answers made with --aggregate always --no-split-questions --no-carry-premise (its "
+        "lines record no settings: they predate these flags), and this run would answer with "
+        "--aggregate auto:"
     ) in capsys.readouterr().err
-    assert main([*argv, "--aggregate", "always", "--no-split-questions"]) == 0
+    assert main([*argv, "--aggregate", "always", "--no-split-questions"]) == 2
+    assert "this run would answer with --aggregate always --no-split-questions:" in (
+        capsys.readouterr().err
+    )
+    flags = ["--aggregate", "always", "--no-split-questions", "--no-carry-premise"]
+    assert main([*argv, *flags]) == 0
     recorded = [line.get("settings") for line in _lines(outputs)]
     former = {"aggregate": "always", "split_questions": False, "program_expert": False}
     assert recorded == [None, former, former]
@@ -731,7 +754,8 @@ def test_answers_made_with_and_without_a_decomposer_model_are_not_mixed(
         (
             old,
             ("--decomposer-model", "small"),
-            f"{made} --aggregate always --no-split-questions (its lines record no settings",
+            f"{made} --aggregate always --no-split-questions --no-carry-premise (its lines "
+            "record no settings",
         ),
     ]:
         assert main([*argv, str(outputs), *flags]) == 2

@@ -237,6 +237,10 @@ def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
         assert args.store == pinned, cell.name
         if cell.system == tables.GAIN_TEAM:
             assert args.system == "all-experts", cell.name
+        # only the cells answered since the premise rule run with it
+        with_rule = (cell.model, cell.system, f"{tables.PREFIX}{cell.file}") in tables.PREMISE_RULE
+        whole = cell.system in tables.WHOLE_QUESTION
+        assert args.no_carry_premise == (not whole and not with_rule), cell.name
 
 
 def test_the_single_domain_table_is_left_out_for_a_tier_with_no_expert_run(
@@ -254,3 +258,27 @@ def test_the_single_domain_table_is_left_out_for_a_tier_with_no_expert_run(
     lines = tables.single_domain_tables()
     assert "(no run on this tier yet: `compllm eval experts --outputs`)" in lines
     assert not any(line.startswith(("| domain", "`model/experts`")) for line in lines)
+
+
+def test_the_cells_answered_with_the_premise_rule_run_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import benchmarks.answer_tables as tables
+    from compllm_graph.cli import build_parser
+
+    for name in ("PREFIX", "TABLES"):
+        monkeypatch.setattr(tables, name, getattr(tables, name))
+    tables._select_tier("easy")
+    parser = build_parser("eval")
+    flags = {
+        (model, system, file): parser.parse_args(
+            ["eval", "answers", "f.jsonl", *tables.Cell(model, system, file, 200).system_args]
+        ).no_carry_premise
+        for model, system, file in [
+            (tables.QWEN05, tables.GAIN, "all2"),
+            (tables.QWEN05, tables.GAIN_ALONE, "all2"),
+            (tables.QWEN05, tables.GAIN, "p2"),
+            (tables.QWEN05, "compllm", "all2"),
+        ]
+    }
+    assert list(flags.values()) == [False, False, True, True], flags

@@ -76,7 +76,7 @@ def test_ask_says_when_the_and_split_rule_split_the_question_and_the_parts_were_
     timings["total"] = 1.0
     split = "split into 2 independent questions at 'and' (the decomposer wrote one sub-query)"
     assert _notes(format_report(out, timings)) == [
-        f"  (split rules: {split})",
+        f"  (decomposition rules: {split})",
         f"  ({JOINED_NOTE})",
     ]
     data = report_json(out, timings)
@@ -181,13 +181,14 @@ def built(monkeypatch) -> list[dict[str, Any]]:
                 "aggregate": None,
                 "split_questions": True,
                 "split_chains": True,
+                "carry_premise": True,
                 "program_expert": None,
             },
             "joined",
         ),
         (
-            ("--no-program-expert", "--no-split-chains"),
-            {"program_expert": False, "split_chains": False},
+            ("--no-program-expert", "--no-split-chains", "--no-carry-premise"),
+            {"program_expert": False, "split_chains": False, "carry_premise": False},
             "joined",
         ),
         (

@@ -270,3 +270,32 @@ def test_the_chain_rule_never_grows_the_graph_past_its_limit() -> None:
     out = app.invoke({"query": "two chains?"})
     assert len(texts(out)) == 3 and texts(out)[:2] == CHAIN[:2]
     assert out["split_rule"].startswith("split sub-query 1 into a chain")
+
+
+ELEVATOR_FACTS = (
+    "The elevator in Jack's building supports a maximum load of 700 kg. An adult weighs an "
+    "average of 80 kg."
+)
+ELEVATOR = (
+    f"{ELEVATOR_FACTS} First: How many adults can ride? Then: If Jack rides the elevator with "
+    "8 other adults, by how much will they exceed the maximum load?"
+)
+ELEVATOR_PARTS = (
+    f"{ELEVATOR_FACTS} How many adults can ride?",
+    "If Jack rides the elevator with 8 other adults, by how much will they exceed the maximum "
+    "load?",
+)
+
+
+def test_the_premise_rule_gives_a_part_the_facts_and_the_expert_is_asked_with_them() -> None:
+    model = decomposer("".join(f"<q>{p}</q>" for p in ELEVATOR_PARTS) + "<dep></dep>")
+    out = graph(model).invoke({"query": ELEVATOR})
+    assert texts(out) == [ELEVATOR_PARTS[0], f"{ELEVATOR_FACTS} {ELEVATOR_PARTS[1]}"]
+    assert out["split_rule"] == "gave sub-query 2 the facts the question opens with"
+    asked = {a["sub_query"]: a["question"] for a in out["sub_answers"]}
+    assert asked[2].startswith(ELEVATOR_FACTS)
+    off = graph(model).invoke({"query": ELEVATOR}, {"configurable": {"carry_premise": False}})
+    assert texts(off) == list(ELEVATOR_PARTS) and off["split_rule"] is None
+    assert texts(graph(model, carry_premise=False).invoke({"query": ELEVATOR})) == list(
+        ELEVATOR_PARTS
+    )
