@@ -40,6 +40,7 @@ MIN_FACT_WORDS = 4
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9$])")
 _MARKER = re.compile(r"^(?:[A-Z][A-Za-z]*(?:\s+[a-z]+){0,2})[:,]\s+")
 _WORD = re.compile(r"[A-Za-z][\w']*")
+_TOKEN = re.compile(r"[\w']+")
 _INSTRUCTIONS = frozenset(
     {
         "answer", "give", "tell", "name", "list", "find", "state", "say", "write", "explain",
@@ -150,7 +151,8 @@ def _instruction(sentence: str) -> bool:
 
 
 def _key(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
+    """`text`'s words and numbers, lower-cased: what "holds a fact" compares."""
+    return " ".join(_TOKEN.findall(text.lower()))
 
 
 def _missing(facts: list[str], text: str) -> list[str]:

@@ -202,3 +202,11 @@ def test_where_the_rule_fires_on_the_easy_tier(data_dir: Path) -> None:
                 assert all(fact.rstrip(".") in gold for fact in facts), new[sq_id].text
     assert fired["easy-p2"] == 0
     assert 60 <= fired["easy-all2"] <= 100, fired
+
+
+def test_a_fact_with_another_number_is_not_held() -> None:
+    """The decomposer changed a number: no sub-query holds the query's facts, so the rule
+    does not read them as the premise of its questions."""
+    second = "If Jack rides with 8 others, by how much is the load exceeded?"
+    graph = _graph(FIRST.replace("700 kg", "500 kg"), second)
+    assert carry_premise(ELEVATOR, graph) == (graph, ())
