@@ -107,7 +107,9 @@ UNPROMPTED = "monolith-unprompted"
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
 WHOLE_QUESTION = ("monolith", UNPROMPTED, "ft")
 """The systems that answer in one call, with no expert store."""
-PREMISE_RULE = frozenset({(QWEN05, GAIN, "easy-all2"), (QWEN05, GAIN_ALONE, "easy-all2")})
+PREMISE_RULE = frozenset(
+    {(QWEN05, system, "easy-all2") for system in (GAIN, GAIN_ALONE, GAIN_TEAM)}
+)
 """The pipeline cells answered with the premise rule (`decomposer.premise_rule`, 2026-12-07):
 model, system and file. Every other pipeline cell was answered before the rule and resumes
 with `--no-carry-premise`; on the easy tier's P-2 the rule changes none of the decompositions
@@ -357,10 +359,11 @@ def tables() -> str:
     lines += [
         "",
         f"The gain store's team ({SHORT[QWEN05]}'s adapters, the program expert and "
-        f"{SHORT[QWEN15]}): routed by measured gain against all-experts over the same team.",
+        f"{SHORT[QWEN15]}): routed by measured gain against all-experts over the same team, "
+        "and routed by gain without the 1.5B model (the demo store where it is not fetched).",
         "",
-        "| benchmark | gain-routed | all experts (combined) |",
-        "|---|---|---|",
+        "| benchmark | gain-routed | all experts (combined) | gain-routed, no 1.5B |",
+        "|---|---|---|---|",
     ]
     lines += _measure_rows(
         ("p2", "all2"),
