@@ -24,6 +24,7 @@ from compllm_graph.expert_store.demo import (
     default_store_path,
     demo_store,
     read_calibration,
+    shipped_calibration,
 )
 from compllm_graph.expert_store.embedders import EmbedderError
 from compllm_graph.expert_store.records import (
@@ -627,14 +628,30 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         for e in experts
     )
     routed = "by measured gain" if store.calibration is not None else "by similarity"
+    left_out = _left_out_candidates(store, calibrated=not args.similarity_only)
+    fetch = "; ".join(
+        f"left out: {name} (`compllm models fetch {model}` adds it)" for name, model in left_out
+    )
     return {
         "store": str(store.path),
         "embedder": store.embedder_spec,
         "thresholds": thresholds,
         "experts": [e.name for e in experts],
         "calibrated": store.calibration is not None,
-        "text": f"demo store at {store.path}: {listing}; routed {routed}",
+        "left_out": [name for name, _ in left_out],
+        "text": f"demo store at {store.path}: {listing}; routed {routed}"
+        + (f"\n{fetch}" if fetch else ""),
     }
+
+
+def _left_out_candidates(store: ExpertStore, calibrated: bool) -> list[tuple[str, str]]:
+    """The pack's gain-only candidates the demo store was built without (their model is not
+    fetched), as (name, model alias); none for a store built by similarity alone."""
+    shipped = shipped_calibration(DEFAULT_MODEL) if calibrated else None
+    if shipped is None:
+        return []
+    names = {e.name for e in store.experts()}
+    return [(n, c.model) for n, c in sorted(shipped.candidates.items()) if n not in names]
 
 
 __all__ = ["add_command", "register", "retrieval_dict", "retrieval_text"]
