@@ -101,14 +101,19 @@ GAIN_TEAM = "all-experts-gain"
 the program expert and the 1.5B model): Table 7's router against all-experts, like with like."""
 GAIN_ALONE = "compllm-gain-alone"
 """`GAIN` on the calibrated store without the 1.5B candidate (`gain_store.ALONE_STORE`)."""
-GAIN_STORE_SYSTEMS = (GAIN, GAIN_TEAM, GAIN_ALONE)
+GAIN_RANDOM = "random-router-gain"
+"""Random routing over the gain-routed cell's team (`--system random-router` on its store):
+Table 7's random row, like with like."""
+GAIN_STORE_SYSTEMS = (GAIN, GAIN_TEAM, GAIN_ALONE, GAIN_RANDOM)
+_GAIN_SYSTEM = {GAIN_TEAM: "all-experts", GAIN_RANDOM: "random-router"}
+"""The `--system` of a gain-store system other than Comp-LLM."""
 UNPROMPTED = "monolith-unprompted"
 """The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
 the stronger of the two monolith forms, since the prompt helps some rows and costs others."""
 WHOLE_QUESTION = ("monolith", UNPROMPTED, "ft")
 """The systems that answer in one call, with no expert store."""
 PREMISE_RULE = frozenset(
-    {(QWEN05, system, "easy-all2") for system in (GAIN, GAIN_ALONE, GAIN_TEAM)}
+    {(QWEN05, system, "easy-all2") for system in (GAIN, GAIN_ALONE, GAIN_TEAM, GAIN_RANDOM)}
 )
 """The pipeline cells answered with the premise rule (`decomposer.premise_rule`, 2026-12-07):
 model, system and file. Every other pipeline cell was answered before the rule and resumes
@@ -157,7 +162,7 @@ class Cell:
         if self.system == PROGRAM:
             return ["--system", "compllm", "--program-expert", *pinned]
         if self.system in GAIN_STORE_SYSTEMS:
-            system = "all-experts" if self.system == GAIN_TEAM else "compllm"
+            system = _GAIN_SYSTEM.get(self.system, "compllm")
             return ["--system", system, "--program-expert", *pinned]
         return ["--system", self.system, *pinned]
 
@@ -179,7 +184,7 @@ TABLE7 = [
     for model in (SMOL, QWEN05)
     for system in ROUTERS[1:]
     for f in ("p2", "all2")
-] + [Cell(QWEN05, GAIN_TEAM, f, 100) for f in ("p2", "all2")]
+] + [Cell(QWEN05, system, f, 100) for system in (GAIN_TEAM, GAIN_RANDOM) for f in ("p2", "all2")]
 CELLS = {c.name: c for c in [*TABLE7, *TABLE5]}
 """Every cell; a cell in both tables keeps Table 5's (larger) size."""
 
@@ -360,10 +365,11 @@ def tables() -> str:
         "",
         f"The gain store's team ({SHORT[QWEN05]}'s adapters, the program expert and "
         f"{SHORT[QWEN15]}): routed by measured gain against all-experts over the same team, "
-        "and routed by gain without the 1.5B model (the demo store where it is not fetched).",
+        "and routed by gain without the 1.5B model (the demo store where it is not fetched), "
+        "and routed at random over the same team.",
         "",
-        "| benchmark | gain-routed | all experts (combined) | gain-routed, no 1.5B |",
-        "|---|---|---|---|",
+        "| benchmark | gain-routed | all experts (combined) | gain-routed, no 1.5B | random |",
+        "|---|---|---|---|---|",
     ]
     lines += _measure_rows(
         ("p2", "all2"),
@@ -393,12 +399,20 @@ def tables() -> str:
     pairs += [
         (_find(QWEN05, GAIN, f), _find(QWEN05, other, f))
         for f in FILES
-        for other in (PROGRAM, "compllm", "monolith", UNPROMPTED, *ROUTERS[1:], GAIN_TEAM)
+        for other in (
+            PROGRAM,
+            "compllm",
+            "monolith",
+            UNPROMPTED,
+            *ROUTERS[1:],
+            GAIN_TEAM,
+            GAIN_RANDOM,
+        )
     ]
     pairs += [
         (_find(QWEN05, GAIN_TEAM, f), _find(QWEN05, other, f))
         for f in FILES
-        for other in ("all-experts", "random-router", "monolith")
+        for other in ("all-experts", "random-router", GAIN_RANDOM, "monolith")
     ]
     pairs += [
         (_find(QWEN05, mine, f), _find(QWEN15, system, f))

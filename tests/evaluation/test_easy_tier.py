@@ -237,6 +237,8 @@ def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
         assert args.store == pinned, cell.name
         if cell.system == tables.GAIN_TEAM:
             assert args.system == "all-experts", cell.name
+        if cell.system == tables.GAIN_RANDOM:
+            assert args.system == "random-router", cell.name
         # only the cells answered since the premise rule run with it
         with_rule = (cell.model, cell.system, f"{tables.PREFIX}{cell.file}") in tables.PREMISE_RULE
         whole = cell.system in tables.WHOLE_QUESTION
@@ -278,8 +280,9 @@ def test_the_cells_answered_with_the_premise_rule_run_with_it(
             (tables.QWEN05, tables.GAIN, "all2"),
             (tables.QWEN05, tables.GAIN_ALONE, "all2"),
             (tables.QWEN05, tables.GAIN_TEAM, "all2"),
+            (tables.QWEN05, tables.GAIN_RANDOM, "all2"),
             (tables.QWEN05, tables.GAIN, "p2"),
             (tables.QWEN05, "compllm", "all2"),
         ]
     }
-    assert list(flags.values()) == [False, False, False, True, True], flags
+    assert list(flags.values()) == [False, False, False, False, True, True], flags
