@@ -156,15 +156,15 @@ class Cell:
             return ["--system", "monolith", "--no-base-prompt"]
         if self.system in WHOLE_QUESTION:
             return ["--system", self.system]
-        pinned = [] if self.store is None else ["--store", str(self.store)]
+        flags = [] if self.store is None else ["--store", str(self.store)]
         if (self.model, self.system, f"{PREFIX}{self.file}") not in PREMISE_RULE:
-            pinned.append("--no-carry-premise")
+            flags.append("--no-carry-premise")
         if self.system == PROGRAM:
-            return ["--system", "compllm", "--program-expert", *pinned]
+            return ["--system", "compllm", "--program-expert", *flags]
         if self.system in GAIN_STORE_SYSTEMS:
             system = _GAIN_SYSTEM.get(self.system, "compllm")
-            return ["--system", system, "--program-expert", *pinned]
-        return ["--system", self.system, *pinned]
+            return ["--system", system, "--program-expert", *flags]
+        return ["--system", self.system, *flags]
 
 
 def _limit(file: str) -> int:

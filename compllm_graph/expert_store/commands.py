@@ -628,9 +628,14 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         for e in experts
     )
     routed = "by measured gain" if store.calibration is not None else "by similarity"
-    left_out = _left_out_candidates(store, calibrated=not args.similarity_only)
+    shipped = None if args.similarity_only else shipped_calibration(DEFAULT_MODEL)
+    # the pack's gain-only candidates whose model is not fetched: build_demo_store leaves them out
+    left_out = (
+        {} if shipped is None else {n: shipped.candidates[n].model for n in shipped.unfetched()}
+    )
     fetch = "; ".join(
-        f"left out: {name} (`compllm models fetch {model}` adds it)" for name, model in left_out
+        f"left out: {name} (`compllm models fetch {model}` adds it)"
+        for name, model in left_out.items()
     )
     return {
         "store": str(store.path),
@@ -638,20 +643,10 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         "thresholds": thresholds,
         "experts": [e.name for e in experts],
         "calibrated": store.calibration is not None,
-        "left_out": [name for name, _ in left_out],
+        "left_out": list(left_out),
         "text": f"demo store at {store.path}: {listing}; routed {routed}"
         + (f"\n{fetch}" if fetch else ""),
     }
-
-
-def _left_out_candidates(store: ExpertStore, calibrated: bool) -> list[tuple[str, str]]:
-    """The pack's gain-only candidates the demo store was built without (their model is not
-    fetched), as (name, model alias); none for a store built by similarity alone."""
-    shipped = shipped_calibration(DEFAULT_MODEL) if calibrated else None
-    if shipped is None:
-        return []
-    names = {e.name for e in store.experts()}
-    return [(n, c.model) for n, c in sorted(shipped.candidates.items()) if n not in names]
 
 
 __all__ = ["add_command", "register", "retrieval_dict", "retrieval_text"]

@@ -128,6 +128,11 @@ class ShippedCalibration:
 
         return sorted(name for name, c in self.candidates.items() if is_cached(c.model))
 
+    def unfetched(self) -> list[str]:
+        """The candidates whose model is not fetched (left out of a demo store), by name."""
+        fetched = self.fetched()
+        return [name for name in sorted(self.candidates) if name not in fetched]
+
     def for_candidates(self, names: list[str]) -> Calibration:
         """The calibration with every candidate not in `names` left out."""
         calibration = self.calibration
@@ -299,14 +304,14 @@ def demo_store(base: str | None = None) -> ExpertStore:
     shipped = shipped_calibration(base)
     marker = _marker(base, shipped)
     if shipped is not None:
-        _warn_unfetched(shipped, marker["candidates"])
+        _warn_unfetched(shipped)
     if (root / "store.json").is_file() and not _outdated_demo(root, marker, shipped):
         return ExpertStore.open(root)
     return build_demo_store(root, base=base, embedder=DEMO_EMBEDDER)
 
 
-def _warn_unfetched(shipped: ShippedCalibration, fetched: list[str]) -> None:
-    for name in sorted(set(shipped.candidates) - set(fetched)):
+def _warn_unfetched(shipped: ShippedCalibration) -> None:
+    for name in shipped.unfetched():
         model = shipped.candidates[name].model
         warnings.warn(
             f"the demo store's gain-only expert {name!r} ({model}) is left out: its model is not "
