@@ -81,13 +81,15 @@ COLUMNS = [
     ("Comp-LLM 0.5B, program expert", QWEN05, "compllm-program"),
     ("Comp-LLM 0.5B, gain-routed", QWEN05, "compllm-gain"),
     ("Comp-LLM 0.5B, gain-routed, no 1.5B", QWEN05, "compllm-gain-alone"),
+    ("Comp-LLM 0.5B, gain-routed, 1.5B programs", QWEN05, "compllm-gain-writer"),
 ]
 """Table 5's columns: label, base model, system. `ft` is the paper's FT row; `one-adapter` is
 not one of the paper's systems (it was called `all-experts` before the paper's was built);
 `compllm-program` is Comp-LLM with the program expert answering mathematics parts;
 `compllm-gain` is that, routed by measured gain with the 1.5B model as a gain-only candidate;
 `compllm-gain-alone` the same without the candidate (the demo store where the 1.5B model is not
-fetched)."""
+fetched); `compllm-gain-writer` the same with a second candidate, the 1.5B model writing the
+programs."""
 ROUTERS = ("compllm", "all-experts", "one-adapter", "random-router", "oracle-router")
 """Table 7's columns: the router against the paper's all-experts, one adapter, random, oracle."""
 PROGRAM = "compllm-program"
@@ -104,7 +106,12 @@ GAIN_ALONE = "compllm-gain-alone"
 GAIN_RANDOM = "random-router-gain"
 """Random routing over the gain-routed cell's team (`--system random-router` on its store):
 Table 7's random row, like with like."""
-GAIN_STORE_SYSTEMS = (GAIN, GAIN_TEAM, GAIN_ALONE, GAIN_RANDOM)
+GAIN_WRITER = "compllm-gain-writer"
+"""`GAIN` on the calibrated store with the second 1.5B candidate, the 1.5B model writing the
+programs (`gain_store.WRITER_STORE`): it takes the domains where it is measured best."""
+GAIN_TEAM_SYSTEMS = (GAIN, GAIN_TEAM, GAIN_ALONE, GAIN_RANDOM)
+"""The systems over the first gain store's team (its table's columns)."""
+GAIN_STORE_SYSTEMS = (*GAIN_TEAM_SYSTEMS, GAIN_WRITER)
 _GAIN_SYSTEM = {GAIN_TEAM: "all-experts", GAIN_RANDOM: "random-router"}
 """The `--system` of a gain-store system other than Comp-LLM."""
 UNPROMPTED = "monolith-unprompted"
@@ -114,6 +121,7 @@ WHOLE_QUESTION = ("monolith", UNPROMPTED, "ft")
 """The systems that answer in one call, with no expert store."""
 PREMISE_RULE = frozenset(
     {(QWEN05, system, "easy-all2") for system in (GAIN, GAIN_ALONE, GAIN_TEAM, GAIN_RANDOM)}
+    | {(QWEN05, GAIN_WRITER, f"easy-{file}") for file in ("p2", "all2")}
 )
 """The pipeline cells answered with the premise rule (`decomposer.premise_rule`, 2026-12-07):
 model, system and file. Every other pipeline cell was answered before the rule and resumes
@@ -144,6 +152,8 @@ class Cell:
         of a model whose demo store has not changed since its cells were answered."""
         if self.system == GAIN_ALONE:
             return gain_store.ALONE_STORE
+        if self.system == GAIN_WRITER:
+            return gain_store.WRITER_STORE
         if self.system in GAIN_STORE_SYSTEMS:
             return gain_store.STORE
         if self.model == gain_store.MODEL and self.system not in WHOLE_QUESTION:
@@ -177,7 +187,11 @@ TABLE5 = [
     *(Cell(model, "ft", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
     *(Cell(QWEN05, "one-adapter", f, _limit(f)) for f in FILES),
     *(Cell(model, "compllm", f, _limit(f)) for model in (SMOL, QWEN05) for f in FILES),
-    *(Cell(QWEN05, system, f, _limit(f)) for system in (PROGRAM, GAIN, GAIN_ALONE) for f in FILES),
+    *(
+        Cell(QWEN05, system, f, _limit(f))
+        for system in (PROGRAM, GAIN, GAIN_ALONE, GAIN_WRITER)
+        for f in FILES
+    ),
 ]
 TABLE7 = [
     Cell(model, system, f, 100)
@@ -193,11 +207,7 @@ def run_cell(cell: Cell, threads: int, concurrency: int = 1) -> dict[str, Any]:
     """Run (or resume) one cell in a fresh process; returns its summary."""
     cell.outputs.parent.mkdir(parents=True, exist_ok=True)
     if cell.store is not None:
-        gain_store.ensure(
-            cell.store,
-            calibrated=cell.system in GAIN_STORE_SYSTEMS,
-            candidate=cell.system != GAIN_ALONE,
-        )
+        gain_store.ensure(cell.store, calibrated=cell.system in GAIN_STORE_SYSTEMS)
     command = [
         str(Path(sys.executable).with_name("compllm")), "eval", "answers",
         str(benchmark_file(cell.file)),
@@ -374,7 +384,7 @@ def tables() -> str:
     lines += _measure_rows(
         ("p2", "all2"),
         lambda file, measure: [
-            cell_text(_find(QWEN05, s, file), measure) for s in GAIN_STORE_SYSTEMS
+            cell_text(_find(QWEN05, s, file), measure) for s in GAIN_TEAM_SYSTEMS
         ],
     )
     lines += ["", "## Paired differences (same questions)", ""]
@@ -410,13 +420,18 @@ def tables() -> str:
         )
     ]
     pairs += [
+        (_find(QWEN05, GAIN_WRITER, f), _find(QWEN05, other, f))
+        for f in FILES
+        for other in (GAIN, "monolith", UNPROMPTED)
+    ]
+    pairs += [
         (_find(QWEN05, GAIN_TEAM, f), _find(QWEN05, other, f))
         for f in FILES
         for other in ("all-experts", "random-router", GAIN_RANDOM, "monolith")
     ]
     pairs += [
         (_find(QWEN05, mine, f), _find(QWEN15, system, f))
-        for mine in ("compllm", PROGRAM, GAIN)
+        for mine in ("compllm", PROGRAM, GAIN, GAIN_WRITER)
         for f in FILES
         for system in ("monolith", UNPROMPTED)
     ]

@@ -11,13 +11,17 @@ from langgraph.graph import StateGraph
 
 from compllm_graph.decomposer.loading import default_decomposer
 from compllm_graph.expert_store import ExpertRouter, ExpertStore, demo_store
-from compllm_graph.expert_store.records import BOUND_KINDS
+from compllm_graph.expert_store.records import needs_runnable
 from compllm_graph.expert_store.serving import with_system_prompt
 from compllm_graph.graph import create_compllm_graph
 from compllm_graph.models import DEFAULT_MODEL, InferenceModel, load_model
 from compllm_graph.models.catalogue import PROGRAM_EXPERT_MODELS
 from compllm_graph.nodes.aggregate import AggregateMode
-from compllm_graph.program_expert import ProgramExpertError, create_program_expert
+from compllm_graph.program_expert import (
+    PROGRAM_MAX_NEW_TOKENS,
+    ProgramExpertError,
+    create_program_expert,
+)
 from compllm_graph.types import Router
 
 DEFAULT_MAX_NEW_TOKENS = 48
@@ -30,9 +34,6 @@ BASE_SYSTEM_PROMPT = (
 
 MATHEMATICS = "mathematics"
 """The expert that `program_expert=True` answers by program (the demo store's name for it)."""
-PROGRAM_MAX_NEW_TOKENS = 160
-"""The fewest tokens a program gets, whatever the answers' length: both measurements gave it at
-least this, and the graph's 48-token default cuts most programs off before they print."""
 
 
 def build_default_graph(
@@ -187,30 +188,35 @@ def program_mathematics(
 
     The program expert (`create_program_expert`) asks `local_model`'s plain chat model for a
     program and runs it in the sandbox; when no program works it falls back to the store's own
-    `mathematics` expert, or to `base` where that expert's Runnable lives in your code (kinds
-    `program` and `runnable`), so there is none to fall back to.
+    `mathematics` expert, or to `base` where that expert's Runnable lives in your code (a
+    `runnable`, or a `program` without a model), so there is none to fall back to. A
+    `mathematics` expert that is a `program` on a model of its own answers by program already
+    and is kept as the store builds it.
 
     Args:
         store: The expert store; it must have a `mathematics` expert for the router to send
             sub-queries to.
         local_model: The loaded base model: it writes the programs, and serves the adapters.
-        base: The fallback for a `mathematics` expert of kind `program` or `runnable`.
+        base: The fallback for a `mathematics` expert whose Runnable lives in your code.
         max_new_tokens: Answer length for every expert; a program gets at least
             `PROGRAM_MAX_NEW_TOKENS`.
 
     Raises:
         ProgramExpertError: the store has no `mathematics` expert (a `ValueError`).
     """
-    kinds = {expert.name: expert.kind for expert in store.experts()}
-    if MATHEMATICS not in kinds:
+    stored = {expert.name: expert for expert in store.experts()}
+    if MATHEMATICS not in stored:
         raise ProgramExpertError(
             f"the program expert answers for the {MATHEMATICS!r} expert, and the store at "
-            f"{store.path} has none (its experts: {sorted(kinds) or 'none'}): the router "
+            f"{store.path} has none (its experts: {sorted(stored) or 'none'}): the router "
             f"would never send it a sub-query; add one (`compllm experts add {MATHEMATICS} "
             "--data FILE`, any kind)"
         )
+    mathematics = stored[MATHEMATICS]
+    if mathematics.kind == "program" and not needs_runnable(mathematics):
+        return store.chat_models(local_model, max_new_tokens=max_new_tokens)
     writer = local_model.chat_model(max_new_tokens=max(max_new_tokens, PROGRAM_MAX_NEW_TOKENS))
-    if kinds[MATHEMATICS] in BOUND_KINDS:
+    if needs_runnable(mathematics):
         runnables = {MATHEMATICS: create_program_expert(writer, base)}
         return store.chat_models(local_model, runnables=runnables, max_new_tokens=max_new_tokens)
     experts = store.chat_models(local_model, max_new_tokens=max_new_tokens)

@@ -46,6 +46,10 @@ print(april + may)
 ```"""
 """The system prompt that asks for a program; `create_program_expert(prompt=...)` replaces it."""
 
+PROGRAM_MAX_NEW_TOKENS = 160
+"""The fewest tokens a program gets, whatever the answers' length: both measurements gave it at
+least this, and the graph's 48-token default cuts most programs off before they print."""
+
 PROGRAM_TRIES = 2
 """Programs asked for per question: the first, and one more with the first one's error."""
 
@@ -284,6 +288,7 @@ def create_program_expert(
 
 
 __all__ = [
+    "PROGRAM_MAX_NEW_TOKENS",
     "PROGRAM_PROMPT",
     "PROGRAM_TRIES",
     "ProgramExpert",

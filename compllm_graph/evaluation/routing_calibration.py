@@ -19,7 +19,7 @@ from compllm_graph.datasets.calibration import CALIBRATION_SOURCES, calibration_
 from compllm_graph.datasets.items import Item, as_text
 from compllm_graph.evaluation.scoring import part_right
 from compllm_graph.expert_store.calibration import Calibration, GainRule, Question, measure
-from compllm_graph.expert_store.records import BOUND_KINDS, StoreError
+from compllm_graph.expert_store.records import StoreError, needs_runnable
 from compllm_graph.expert_store.serving import expert_chat_models, with_system_prompt
 from compllm_graph.types import BASE
 
@@ -119,7 +119,7 @@ def calibrate_store(
     experts = [
         e
         for e in store.experts()
-        if e.name not in ready and (e.kind not in BOUND_KINDS or e.name in given)
+        if e.name not in ready and (not needs_runnable(e) or e.name in given)
     ]
     if not experts and not ready:
         raise StoreError(f"no expert in {store.path} can be calibrated here")

@@ -9,9 +9,10 @@ base model, the same questions for all, one call at a time so that the seconds p
 candidate's own; `Calibration` keeps, per domain, the base's right answers and, per expert, its
 right answers and the ones only it or only the base got right (what a paired interval needs);
 `ExpertStore.set_calibration` stores it in `store.json`. `Calibration.choose` is the router's
-rule (`ExpertRouter`): a part of domain D goes to the expert the similarity chose when its
-measured gain on D passes the `GainRule`; otherwise to the cheapest other expert whose gain on
-D passes (a costlier model where only it is measured right); otherwise to the base model. A
+rule (`ExpertRouter`): of the experts whose measured gain on a part's domain D passes the
+`GainRule`, the one with the largest gain answers the part (on a tie, the expert the similarity
+chose, else the cheaper), so a costlier model takes D only where it is measured ahead of D's
+own expert; when none passes, the base model answers. A
 domain with too few questions to decide is judged by every domain's questions pooled: a thin
 domain's own handful would let noise pick, and similarity alone would keep an expert the
 measurements say loses.
@@ -89,8 +90,9 @@ class GainRule:
         """The rule in words."""
         test = "the 95 % interval of its gain lies above 0" if self.interval else "its gain > 0"
         return (
-            f"an expert takes a domain's parts when {test}, on at least {self.min_items} items "
-            "(a domain with fewer: on all domains' items)"
+            f"an expert can take a domain's parts when {test}, on at least {self.min_items} "
+            "items (a domain with fewer: on all domains' items); of those, the one with the "
+            "largest gain takes them"
         )
 
 
@@ -186,6 +188,12 @@ class Calibration:
     def choose(self, routed: str, ranked: Sequence[str], rule: GainRule | None = None) -> Choice:
         """Who answers a part the similarity routed to `routed`, by measured gains.
 
+        Of the experts whose gain over the base model passes `rule` on the part's domain, the
+        one with the largest gain answers (on a tie, `routed` keeps it, else the cheaper); when
+        none passes, the base model answers. So a costlier candidate takes a domain only where
+        it is measured ahead of the domain's own expert, and an expert that passes keeps its
+        domain against candidates measured no better.
+
         Args:
             routed: The expert the similarity chose.
             ranked: The candidate experts, best first (the part's domain is the first owner's).
@@ -205,20 +213,24 @@ class Calibration:
         own = found.experts.get(routed)
         if own is None:
             return Choice(routed, f"{routed} was not calibrated on {scope}: routed by similarity")
-        if rule.passes(own, found.n):
-            return Choice(routed, f"{routed} {self._versus_base(own, found)} on {scope}")
         winners = [name for name, r in found.experts.items() if rule.passes(r, found.n)]
-        if winners:
-            other = min(winners, key=lambda n: (self.cost(n), -found.experts[n].gain(found.n), n))
+        if not winners:
             return Choice(
-                other,
-                f"{routed} {self._versus_base(own, found)} on {scope}; {other} "
-                f"{self._versus_base(found.experts[other], found)}{self._cost_note(other)}",
+                None,
+                f"no expert beats the base model on {scope} ({routed} "
+                f"{self._versus_base(own, found)}): the base model answers",
             )
+        # The largest gain wins; on a tie the routed expert keeps its part, else the cheaper.
+        best = min(
+            winners,
+            key=lambda n: (-found.experts[n].right, n != routed, self.cost(n), n),
+        )
+        if best == routed:
+            return Choice(routed, f"{routed} {self._versus_base(own, found)} on {scope}")
         return Choice(
-            None,
-            f"no expert beats the base model on {scope} ({routed} "
-            f"{self._versus_base(own, found)}): the base model answers",
+            best,
+            f"{routed} {self._versus_base(own, found)} on {scope}; {best} "
+            f"{self._versus_base(found.experts[best], found)}{self._cost_note(best)}",
         )
 
     def pooled(self) -> DomainResult:

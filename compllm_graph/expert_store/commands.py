@@ -102,19 +102,22 @@ def register(experts: argparse.ArgumentParser) -> argparse._SubParsersAction:
         choices=get_args(ExpertKind),
         default="adapter",
         help="what answers: adapter (a LoRA on the base model, or none), remote (--url and "
-        "--model), model (--model ALIAS), program or runnable (a Runnable of your code, given "
-        "to store.chat_models(..., runnables=...)); default: %(default)s",
+        "--model), model (--model ALIAS), program (--model ALIAS writes the programs, or a "
+        "Runnable of your code) or runnable (a Runnable of your code, given to "
+        "store.chat_models(..., runnables=...)); default: %(default)s",
     )
     add.add_argument("--url", help="a remote expert's OpenAI-compatible base URL (.../v1)")
     add.add_argument(
-        "--model", help="a remote expert's served model name, or a model expert's alias"
+        "--model",
+        help="a remote expert's served model name, or a model or program expert's alias",
     )
     add.add_argument(
         "--gain-only",
         action="store_true",
         help="never route to it by similarity: it answers only the domains where a calibration "
-        "measures it right and the domain's own expert not (a costlier model, say); its --data "
-        "is kept but routes nothing. Run `compllm experts calibrate` after adding it",
+        "measures it ahead of the base model and of every other expert there (a costlier "
+        "model, say); its --data is kept but routes nothing. Run `compllm experts calibrate` "
+        "after adding it",
     )
 
     _command(commands, "list", "list the experts", _list)
@@ -322,7 +325,7 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
     check_kind(
         args.kind, adapter=args.adapter, base_model=args.base_model, url=args.url, model=args.model
     )
-    if args.kind == "model":
+    if args.model is not None and args.kind in ("model", "program"):
         check_model_alias(args.model)
     # Embedded once: for the store, and for routing the expert's own texts afterwards.
     vectors = store.embedder.embed(texts) if texts else None
@@ -397,7 +400,7 @@ def _list(args: argparse.Namespace) -> dict[str, Any]:
             "  note: no expert here has a trained adapter; each adapter expert answers with the "
             "base model and its system prompt"
         )
-    bound = [e["name"] for e in experts if e["kind"] in BOUND_KINDS]
+    bound = [e["name"] for e in experts if e["kind"] in BOUND_KINDS and not e["model"]]
     if bound:
         lines.append(
             f"  note: {', '.join(bound)}: answered by a Runnable of your code; build the graph's "
@@ -472,6 +475,8 @@ def _answered_by(expert: dict[str, Any]) -> str:
         return f"remote {expert['model']} at {expert['url']}"
     if kind == "model":
         return f"model {expert['model']}"
+    if kind == "program" and expert["model"]:
+        return f"program on {expert['model']}"
     return f"{kind} (bound in code)"
 
 
@@ -630,12 +635,11 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
     routed = "by measured gain" if store.calibration is not None else "by similarity"
     shipped = None if args.similarity_only else shipped_calibration(DEFAULT_MODEL)
     # the pack's gain-only candidates whose model is not fetched: build_demo_store leaves them out
-    left_out = (
-        {} if shipped is None else {n: shipped.candidates[n].model for n in shipped.unfetched()}
-    )
+    left_out = {} if shipped is None else shipped.unfetched_models()
     fetch = "; ".join(
-        f"left out: {name} (`compllm models fetch {model}` adds it)"
-        for name, model in left_out.items()
+        f"left out: {', '.join(names)} (`compllm models fetch {model}` adds "
+        f"{'it' if len(names) == 1 else 'them'})"
+        for model, names in left_out.items()
     )
     return {
         "store": str(store.path),
@@ -643,7 +647,7 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         "thresholds": thresholds,
         "experts": [e.name for e in experts],
         "calibrated": store.calibration is not None,
-        "left_out": list(left_out),
+        "left_out": [name for names in left_out.values() for name in names],
         "text": f"demo store at {store.path}: {listing}; routed {routed}"
         + (f"\n{fetch}" if fetch else ""),
     }

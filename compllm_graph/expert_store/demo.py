@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from compllm_graph.adapter_folder import ADAPTER_WEIGHTS, same_base
 from compllm_graph.expert_store.calibration import Calibration
@@ -96,6 +96,10 @@ def shipped_experts(base: str) -> dict[str, Path]:
     return pack.experts() if pack is not None else {}
 
 
+CandidateKind = Literal["model", "program"]
+"""The kinds a pack's candidate may be: both run on a catalogue model the store loads."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A gain-only expert of a pack's calibration: a model (often bigger than the base) that
@@ -103,16 +107,19 @@ class Candidate:
     `gain_only`).
 
     Attributes:
-        model: Its catalogue alias (a `model` expert).
+        model: Its catalogue alias.
         description: What it is, for `compllm experts list`.
         system_prompt: The system message it was measured with, or None.
         texts: Its data, kept by the store but not indexed.
+        kind: `model` (the model answers) or `program` (the model writes a program that the
+            sandbox runs); see `ExpertKind`.
     """
 
     model: str
     description: str
     system_prompt: str | None
     texts: tuple[str, ...]
+    kind: CandidateKind = "model"
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,13 @@ class ShippedCalibration:
         """The candidates whose model is not fetched (left out of a demo store), by name."""
         fetched = self.fetched()
         return [name for name in sorted(self.candidates) if name not in fetched]
+
+    def unfetched_models(self) -> dict[str, list[str]]:
+        """The models not fetched, each with the names of its candidates (left out)."""
+        grouped: dict[str, list[str]] = {}
+        for name in self.unfetched():
+            grouped.setdefault(self.candidates[name].model, []).append(name)
+        return grouped
 
     def for_candidates(self, names: list[str]) -> Calibration:
         """The calibration with every candidate not in `names` left out."""
@@ -175,11 +189,15 @@ def _candidate(data: Mapping[str, Any]) -> Candidate:
     texts = tuple(str(t) for t in data["texts"])
     if not texts:
         raise ValueError("a candidate needs at least one text")
+    kind = data.get("kind", "model")  # written before program candidates: a model
+    if kind not in get_args(CandidateKind):
+        raise ValueError(f"a candidate's kind is one of {get_args(CandidateKind)}, got {kind!r}")
     return Candidate(
         str(data["model"]),
         str(data.get("description", "")),
         None if prompt is None else str(prompt),
         texts,
+        kind,
     )
 
 
@@ -267,14 +285,14 @@ def build_demo_store(
 
 
 def _add_candidates(store: ExpertStore, shipped: ShippedCalibration, names: list[str]) -> None:
-    """Add the fetched candidates `names` as gain-only `model` experts, then the calibration
-    (without the candidates left out)."""
+    """Add the fetched candidates `names` as gain-only experts of their kind, then the
+    calibration (without the candidates left out)."""
     for name in names:
         candidate = shipped.candidates[name]
         store.add_expert(
             name,
             list(candidate.texts),
-            kind="model",
+            kind=candidate.kind,
             model=candidate.model,
             gain_only=True,
             system_prompt=candidate.system_prompt,
@@ -311,12 +329,15 @@ def demo_store(base: str | None = None) -> ExpertStore:
 
 
 def _warn_unfetched(shipped: ShippedCalibration) -> None:
-    for name in shipped.unfetched():
-        model = shipped.candidates[name].model
+    for model, names in shipped.unfetched_models().items():
+        experts = " and ".join(repr(name) for name in names)
+        one = len(names) == 1
         warnings.warn(
-            f"the demo store's gain-only expert {name!r} ({model}) is left out: its model is not "
-            f"fetched, so the parts it was measured best at go to the base model or an adapter; "
-            f"`compllm models fetch {model}` adds it (the store is rebuilt on next use)",
+            f"the demo store's gain-only expert{'' if one else 's'} {experts} ({model}) "
+            f"{'is' if one else 'are'} left out: the model is not fetched, so the parts "
+            f"{'it was' if one else 'they were'} measured best at go to the base model or an "
+            f"expert; `compllm models fetch {model}` adds {'it' if one else 'them'} (the store "
+            "is rebuilt on next use)",
             stacklevel=3,
         )
 
@@ -378,6 +399,7 @@ __all__ = [
     "DEMO_DATA",
     "DEMO_EXPERTS",
     "Candidate",
+    "CandidateKind",
     "ShippedCalibration",
     "build_demo_store",
     "default_store_path",

@@ -30,16 +30,20 @@ ExpertKind = Literal["adapter", "remote", "model", "program", "runnable"]
 - `remote`: a model behind an OpenAI-compatible URL (`url`), under its served name (`model`).
 - `model`: another local model, a catalogue alias (`model`, e.g. `qwen2.5-coder-1.5b-instruct`),
   loaded when the experts are built.
-- `program`: a program expert (`create_program_expert`) built in your code.
+- `program`: a program expert (`create_program_expert`): built in your code, or, with a
+  catalogue alias (`model`), built by the store on that model (it writes the programs, and
+  answers with the expert's system prompt when no program works).
 - `runnable`: any other Runnable built in your code: a LangGraph agent with tools, a subgraph,
   a chain.
 
-The store keeps a `program` or `runnable` expert's routing data and description only; its
-Runnable is given when the graph is built (`store.chat_models(model, runnables={...})`).
+The store keeps a `runnable` expert's (and a `program` expert's without a model) routing data
+and description only; its Runnable is given when the graph is built
+(`store.chat_models(model, runnables={...})`).
 """
 
 BOUND_KINDS: tuple[ExpertKind, ...] = ("program", "runnable")
-"""Kinds whose Runnable lives in user code and is bound when the experts are built."""
+"""Kinds whose Runnable may live in user code, bound when the experts are built
+(`needs_runnable` says which experts of them must be given one)."""
 
 
 class StoreError(CompLLMError, RuntimeError):
@@ -143,8 +147,8 @@ class Expert:
         centroids: Raw (uncentred) mean embedding per centroid, shape (len(counts), dim).
         kind: What answers for the expert (see `ExpertKind`).
         url: A `remote` expert's OpenAI-compatible base URL; None for other kinds.
-        model: A `remote` expert's served model name, or a `model` expert's catalogue alias;
-            None for other kinds.
+        model: A `remote` expert's served model name, or a `model` or `program` expert's
+            catalogue alias (a `program` expert's may be None); None for other kinds.
         retrieval: Its retrieval set (`ExpertStore.set_retrieval`), or None.
         gain_only: Left out of the similarity index: it answers only the parts that a stored
             calibration moves to it (a costlier candidate, such as a bigger model, that should
@@ -167,6 +171,12 @@ class Expert:
     model: str | None = None
     retrieval: StoredRetrieval | None = None
     gain_only: bool = False
+
+
+def needs_runnable(expert: Expert) -> bool:
+    """Whether `expert` is answered by a Runnable of the caller's code, which the store does not
+    keep: a `runnable` expert, or a `program` expert with no model to build it on."""
+    return expert.kind == "runnable" or (expert.kind == "program" and expert.model is None)
 
 
 def check_retrievable(expert: Expert) -> None:
@@ -215,7 +225,8 @@ def check_kind(
 
     `adapter` takes an adapter folder (optional) and `base_model`; `remote` takes `url` and
     `model` (the served name); `model` takes `model` (a catalogue alias: see
-    `check_model_alias`); `program` and `runnable` take none of them.
+    `check_model_alias`); `program` takes `model` (optional: the alias to build it on);
+    `runnable` takes none of them.
 
     Raises:
         ExpertKindError: saying which argument to give or leave out.
@@ -225,14 +236,15 @@ def check_kind(
         raise ExpertKindError(
             f"kind must be one of {kinds}, got {kind!r}: 'adapter' for a LoRA on the shared "
             "base model (or none), 'remote' with url= and model=, 'model' with model=ALIAS, "
-            "'program' or 'runnable' for a Runnable of yours given to "
-            "store.chat_models(..., runnables={name: runnable})"
+            "'program' (with model=ALIAS, or none) or 'runnable' for a Runnable of yours given "
+            "to store.chat_models(..., runnables={name: runnable})"
         )
     given = {"adapter": adapter, "base_model": base_model, "url": url, "model": model}
     takes = {
         "adapter": {"adapter", "base_model"},
         "remote": {"url", "model"},
         "model": {"model"},
+        "program": {"model"},
     }.get(kind, set())
     extra = sorted(arg for arg, value in given.items() if value is not None and arg not in takes)
     if extra:
@@ -244,6 +256,11 @@ def check_kind(
         )
     if kind == "remote":
         _check_remote(url, model)
+    if kind == "program" and model is not None and (not isinstance(model, str) or not model):
+        raise ExpertKindError(
+            f"a 'program' expert's model= is a catalogue alias ({_aliases()}) or None, got "
+            f"{model!r}"
+        )
     if kind == "model" and (not isinstance(model, str) or not model.strip()):
         raise ExpertKindError(
             f"a 'model' expert needs model= set to a catalogue alias ({_aliases()}), got {model!r}"
@@ -251,7 +268,7 @@ def check_kind(
 
 
 def check_model_alias(model: str) -> None:
-    """Raise unless `model` is a catalogue alias, which a `model` expert loads.
+    """Raise unless `model` is a catalogue alias, which a `model` or `program` expert loads.
 
     Checked when the expert is added, not when a store is read: a store stays readable under a
     catalogue that has dropped the alias, and loading the expert says what is wrong.
@@ -261,9 +278,9 @@ def check_model_alias(model: str) -> None:
     """
     if model not in CATALOGUE:
         raise ExpertKindError(
-            f"a 'model' expert's model= must be a catalogue alias ({_aliases()}), got "
-            f"{model!r}; for another model, use kind 'runnable' and give its chat model to "
-            "store.chat_models(..., runnables={name: chat_model})"
+            f"an expert's model= must be a catalogue alias ({_aliases()}), got {model!r}; for "
+            "another model, build its chat model (or program expert) yourself and give it to "
+            "store.chat_models(..., runnables={name: runnable})"
         )
 
 
@@ -302,4 +319,5 @@ __all__ = [
     "check_name",
     "check_retrievable",
     "check_threshold",
+    "needs_runnable",
 ]

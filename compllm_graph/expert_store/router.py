@@ -48,10 +48,11 @@ class ExpertRouter:
 
     Over a calibrated store (`ExpertStore.calibration`), a route the similarity gives to an
     expert is then weighed by measured gains (`Calibration.choose`): the part's domain is the
-    domain of its most similar expert that owns one; the expert keeps the part when its gain
-    there passes the rule, else the cheapest other expert whose gain passes takes it, else the
-    base model; `Route.reason` says which and why. Parts below every threshold go to the base
-    model as without calibration. A store without calibration routes by similarity alone.
+    domain of its most similar expert that owns one; of the experts whose gain there passes
+    the rule, the one with the largest gain takes the part (on a tie the routed expert keeps
+    it, else the cheaper), else the base model; `Route.reason` says which and why. Parts below
+    every threshold go to the base model as without calibration. A store without calibration
+    routes by similarity alone.
 
     Args:
         store: The expert store to route over (its index is read once, here).

@@ -1,7 +1,7 @@
 """Stored experts as chat models, by kind: each adapter loaded once on the shared base model,
 locally or as the LoRA of its name on OpenAI-compatible multi-LoRA servers (vLLM, `compllm
 serve`); remote experts at their URL; local models by catalogue alias; and the Runnables of your
-own code (agents, program experts) bound by name.
+own code (agents, program experts) bound by name, or program experts on a catalogue model.
 
 The store itself only stores; this module turns its `Expert` records into the `experts` mapping
 that `create_compllm_graph` takes, and into the flags that make a vLLM server hold them.
@@ -16,9 +16,16 @@ from langchain_core.messages import SystemMessage, convert_to_messages
 from langchain_core.runnables import Runnable, RunnableLambda
 
 from compllm_graph.adapter_folder import add_adapter_once, check_adapter_folder, same_base
-from compllm_graph.expert_store.records import BOUND_KINDS, Expert, ExpertKindError, StoreError
+from compllm_graph.expert_store.records import (
+    BOUND_KINDS,
+    Expert,
+    ExpertKindError,
+    StoreError,
+    needs_runnable,
+)
 from compllm_graph.expert_store.retrieval import Retriever, lazy_embedder, with_retrieval
 from compllm_graph.models.runnable_expert import as_expert, takes_messages
+from compllm_graph.program_expert import PROGRAM_MAX_NEW_TOKENS, create_program_expert
 
 if TYPE_CHECKING:
     from compllm_graph.expert_store.embedders import Embedder
@@ -52,7 +59,9 @@ def expert_chat_models(
     - `model`: the catalogue model's chat model; `local_model` itself when it is that alias,
       else loaded once per alias in this call (`load_model`, the [local] extra; to share a
       model across calls, load it yourself and give its chat model in `runnables`).
-    - `program`, `runnable`: the Runnable given in `runnables`.
+    - `program`: with a model, a program expert on that catalogue model (loaded as for `model`;
+      see `_program_chat`); without, the Runnable given in `runnables`.
+    - `runnable`: the Runnable given in `runnables`.
 
     A Runnable in `runnables` answers for its expert whatever the kind; one that is a LangGraph
     graph with a `messages` state is wrapped with `as_expert`. An expert's system prompt, if
@@ -63,16 +72,16 @@ def expert_chat_models(
     Args:
         experts: The stored experts (`store.experts()`).
         local_model: The loaded base model.
-        runnables: Expert name -> Runnable; required for every `program` and `runnable`
-            expert, optional for the others.
+        runnables: Expert name -> Runnable; required for every `runnable` expert and
+            `program` expert without a model, optional for the others.
         embedder: Returns the store's embedder, for retrieval (called on the first search);
             None builds one from the spec the set records.
         **generation: Generation settings passed to every chat model the store builds.
 
     Raises:
         StoreError: an adapter was trained on a different base model.
-        ExpertKindError: a `program` or `runnable` expert has no Runnable, `runnables` names an
-            unknown expert, or a value in it is not a Runnable.
+        ExpertKindError: a `runnable` expert or a `program` expert without a model has no
+            Runnable, `runnables` names an unknown expert, or a value in it is not a Runnable.
     """
     experts = list(experts)
     given = bind_runnables(experts, runnables)
@@ -86,6 +95,10 @@ def expert_chat_models(
             chat = _remote_chat(expert, remote_settings(generation))
         elif expert.kind == "model":
             chat = _catalogue_model(str(expert.model), local_model, loaded).chat_model(**generation)
+        elif expert.kind == "program":  # with a model (needs_runnable): the store builds it
+            on = _catalogue_model(str(expert.model), local_model, loaded)
+            models[expert.name] = _program_chat(expert, on, generation)
+            continue
         else:
             chat = _adapter_chat(expert, local_model, generation)
         models[expert.name] = _prompted(chat, expert, embedders)
@@ -111,6 +124,17 @@ def _prompted(chat: Runnable, expert: Expert, embedders: _Embedders) -> Runnable
     if retrieval is not None and retrieval.settings.on and expert.kind not in BOUND_KINDS:
         chat = with_retrieval(chat, Retriever(retrieval, embedders(retrieval.embedder)))
     return with_system_prompt(chat, expert.system_prompt)
+
+
+def _program_chat(expert: Expert, model: InferenceModel, generation: Mapping[str, Any]) -> Runnable:
+    """A `program` expert on `model`: it writes the programs (with at least
+    `PROGRAM_MAX_NEW_TOKENS`, which a program needs to print), and answers itself, with the
+    expert's system prompt, where no program works. The system prompt goes to that fallback
+    only: the writer has the program prompt."""
+    tokens = max(int(generation.get("max_new_tokens", 0)), PROGRAM_MAX_NEW_TOKENS)
+    writer = model.chat_model(**{**generation, "max_new_tokens": tokens})
+    fallback = with_system_prompt(model.chat_model(**generation), expert.system_prompt)
+    return create_program_expert(writer, fallback)
 
 
 def _adapter_chat(
@@ -170,7 +194,7 @@ def bind_runnables(
     """Check `runnables` against the experts and wrap messages-state graphs with `as_expert`.
 
     Raises:
-        ExpertKindError: a `program` or `runnable` expert has no Runnable (all such are named),
+        ExpertKindError: an expert that `needs_runnable` has none (all such are named),
             `runnables` names an expert that is not among `experts`, or a value is not a
             Runnable.
     """
@@ -182,7 +206,7 @@ def bind_runnables(
         raise ExpertKindError(
             f"runnables= names {unknown}, which are not experts here; experts: {names}"
         )
-    missing = [e for e in experts if e.kind in BOUND_KINDS and e.name not in runnables]
+    missing = [e for e in experts if needs_runnable(e) and e.name not in runnables]
     if missing:
         listed = ", ".join(f"{e.name!r} ({e.kind})" for e in missing)
         example = ", ".join(f"{e.name!r}: ..." for e in missing)
@@ -251,8 +275,9 @@ def remote_expert_chat_models(
     Raises:
         ValueError: an `adapter` expert has no endpoint in the mapping, or a bad URL or
             setting.
-        ExpertKindError: a `model` expert with no Runnable given (a server of the base model
-            does not serve another model), or a `runnables` problem (see `bind_runnables`).
+        ExpertKindError: a `model` expert, or a `program` expert on a model, with no Runnable
+            given (a server of the base model does not serve another model), or a
+            `runnables` problem (see `bind_runnables`).
     """
     from compllm_graph.models.remote import remote_chat_model
 
@@ -261,7 +286,7 @@ def remote_expert_chat_models(
     models: dict[str, Runnable] = {}
     embedders = _Embedders(embedder)
     for expert in experts:
-        if expert.name in given or expert.kind in ("remote", "model"):
+        if expert.name in given or expert.kind in ("remote", "model", "program"):
             chat = _own_chat(expert, given, remote)
             models[expert.name] = _prompted(chat, expert, embedders)
             continue

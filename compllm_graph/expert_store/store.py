@@ -339,13 +339,15 @@ class ExpertStore:
             embeddings: Precomputed embeddings of `texts` by the store's embedder.
             kind: What answers: `adapter` (the default: `adapter` and `base_model` apply),
                 `remote` (give `url` and `model`), `model` (give `model`, a catalogue alias),
-                `program` or `runnable` (bound at graph-building time).
+                `program` (with `model`, built by the store on that model; without, bound at
+                graph-building time) or `runnable` (bound at graph-building time).
             url: A `remote` expert's OpenAI-compatible base URL (`http://host:8000/v1`).
-            model: A `remote` expert's served model name, or a `model` expert's alias.
+            model: A `remote` expert's served model name, or a `model` or `program` expert's
+                alias.
             gain_only: Keep the expert out of the similarity index: it answers only the parts
-                a stored calibration moves to it, where its measured gain passes and the
-                domain's own expert's does not (`Calibration.choose`; calibrate after adding
-                it). Its texts are kept, but route nothing.
+                a stored calibration moves to it, where its measured gain passes and is the
+                largest (`Calibration.choose`; calibrate after adding it). Its texts are kept,
+                but route nothing.
 
         Raises:
             ExpertKindError: an unknown kind, or arguments that do not fit it (a `StoreError`
@@ -356,7 +358,7 @@ class ExpertStore:
         """
         check_name(name)
         check_kind(kind, adapter=adapter, base_model=base_model, url=url, model=model)
-        if kind == "model":
+        if model is not None and kind in ("model", "program"):
             check_model_alias(str(model))
         texts = [t.strip() for t in texts if t and t.strip()]
         if not texts:

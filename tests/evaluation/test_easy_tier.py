@@ -228,6 +228,8 @@ def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
         assert args.no_base_prompt == (cell.system == tables.UNPROMPTED), cell.name
         if cell.system == tables.GAIN_ALONE:
             pinned: Path | None = gain_store.ALONE_STORE
+        elif cell.system == tables.GAIN_WRITER:
+            pinned = gain_store.WRITER_STORE
         elif cell.system in tables.GAIN_STORE_SYSTEMS:
             pinned = gain_store.STORE
         elif cell.model == gain_store.MODEL and cell.system not in tables.WHOLE_QUESTION:

@@ -1,5 +1,6 @@
 """The stores Qwen2.5-Coder-0.5B's cells are pinned to: the demo store with and without the
-pack's calibration, built once."""
+pack's calibration and candidates, each with the measurement its cells were answered with,
+built once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from compllm_graph.expert_store.calibration import Calibration
 from compllm_graph.expert_store.demo import DEMO_EXPERTS, ShippedCalibration
 from compllm_graph.packs import missing_pack_message, pack_for
 
+BOTH = [gain_store.CANDIDATE, gain_store.WRITER]
+
 
 @pytest.fixture(autouse=True)
 def default_pack() -> None:
@@ -22,26 +25,52 @@ def default_pack() -> None:
         pytest.skip(f"{missing_pack_message(gain_store.MODEL)} (`make test` installs it)")
 
 
-def test_the_gain_store_carries_the_measurement_and_the_candidate(
+def pinned_like(monkeypatch: pytest.MonkeyPatch, where: Path, store: Path) -> Path:
+    """`where` pinned as `store` is (its candidates and measurement)."""
+    monkeypatch.setitem(gain_store.KEPT, where, gain_store.KEPT[store])
+    monkeypatch.setitem(gain_store.PINNED, where, gain_store.PINNED[store])
+    return where
+
+
+def measured(path: Path) -> Calibration:
+    return Calibration.from_dict(json.loads(path.read_text())["calibration"])
+
+
+def test_the_writer_store_is_the_demo_store_with_both_candidates(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: [gain_store.CANDIDATE])
-    built = gain_store.ensure(tmp_path / "gain", embedder="hashing:64")
-    big = next(e for e in built.experts() if e.name == gain_store.CANDIDATE)
-    assert big.gain_only and big.kind == "model" and big.model == gain_store.CANDIDATE_MODEL
-    measured = json.loads(gain_store.CALIBRATION.read_text())["calibration"]
-    assert built.calibration == Calibration.from_dict(measured)
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: list(BOTH))
+    where = pinned_like(monkeypatch, tmp_path / "writer", gain_store.WRITER_STORE)
+    built = gain_store.ensure(where, embedder="hashing:64")
+    kinds = {e.name: (e.kind, e.model, e.gain_only) for e in built.experts()}
+    assert kinds[gain_store.CANDIDATE] == ("model", gain_store.CANDIDATE_MODEL, True)
+    assert kinds[gain_store.WRITER] == ("program", gain_store.CANDIDATE_MODEL, True)
+    assert built.calibration == measured(gain_store.WRITER_CALIBRATION)
     inode = (built.path / "store.json").stat().st_ino
-    again = gain_store.ensure(tmp_path / "gain", embedder="hashing:64")
+    again = gain_store.ensure(where, embedder="hashing:64")
     assert (again.path / "store.json").stat().st_ino == inode  # built once
 
 
-def test_the_gain_store_needs_the_candidate_fetched(
+def test_the_first_gain_store_keeps_its_candidate_and_its_measurement(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: list(BOTH))
+    where = pinned_like(monkeypatch, tmp_path / "gain", gain_store.STORE)
+    built = gain_store.ensure(where, embedder="hashing:64")
+    assert {e.name for e in built.experts()} == {*DEMO_EXPERTS, gain_store.CANDIDATE}
+    assert built.calibration == measured(gain_store.CALIBRATION)
+    inode = (built.path / "store.json").stat().st_ino
+    again = gain_store.ensure(where, embedder="hashing:64")
+    assert (again.path / "store.json").stat().st_ino == inode
+
+
+def test_a_gain_store_needs_its_candidates_fetched(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: [])
+    where = pinned_like(monkeypatch, tmp_path / "gain", gain_store.WRITER_STORE)
     with pytest.raises(RuntimeError, match=f"compllm models fetch {gain_store.CANDIDATE_MODEL}"):
-        gain_store.ensure(tmp_path / "gain", embedder="hashing:64")
+        gain_store.ensure(where, embedder="hashing:64")
 
 
 def test_the_similarity_store_is_the_demo_store_without_calibration(tmp_path: Path) -> None:
@@ -53,10 +82,10 @@ def test_the_similarity_store_is_the_demo_store_without_calibration(tmp_path: Pa
 def test_the_alone_store_is_the_gain_store_without_the_candidate(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: [gain_store.CANDIDATE])
-    built = gain_store.ensure(tmp_path / "alone", candidate=False, embedder="hashing:64")
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: list(BOTH))
+    where = pinned_like(monkeypatch, tmp_path / "alone", gain_store.ALONE_STORE)
+    built = gain_store.ensure(where, embedder="hashing:64")
     assert {e.name for e in built.experts()} == set(DEMO_EXPERTS)
-    measured = json.loads(gain_store.CALIBRATION.read_text())["calibration"]
-    assert built.calibration == Calibration.from_dict(measured).without(gain_store.CANDIDATE)
-    again = gain_store.ensure(tmp_path / "alone", candidate=False, embedder="hashing:64")
-    assert again.calibration == built.calibration  # not built again with the candidate
+    assert built.calibration == measured(gain_store.CALIBRATION).without(gain_store.CANDIDATE)
+    again = gain_store.ensure(where, embedder="hashing:64")
+    assert again.calibration == built.calibration  # not built again with the candidates

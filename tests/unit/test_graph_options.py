@@ -101,9 +101,10 @@ def default_graph(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         store = ExpertStore.create(
             tmp_path / f"store-{len(list(tmp_path.iterdir()))}", "hashing:64"
         )
+        on = kw.pop("expert_model", None)  # a catalogue alias for the experts to run on
         for name in names:
             prompt = f"You are a {name} expert."
-            store.add_expert(name, [f"{name} questions"], system_prompt=prompt, kind=kind)
+            store.add_expert(name, [f"{name} questions"], system_prompt=prompt, kind=kind, model=on)
         router = keyword_router({"times": "mathematics"})
         if demo:  # the store stands in for the model's demo store
             monkeypatch.setattr("compllm_graph.defaults.demo_store", lambda name: store)
@@ -165,6 +166,32 @@ def test_a_mathematics_expert_bound_in_code_falls_back_to_the_prompted_base(
     # back to, the base model answers, with its prompt
     assert all("You are a mathematics expert." in s for s in systems)
     assert systems[-1].startswith(BASE_SYSTEM_PROMPT)
+
+
+def test_a_mathematics_expert_that_is_a_program_on_a_model_is_kept_as_the_store_builds_it(
+    default_graph: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bigger = LocalModel(name="qwen2.5-coder-1.5b-instruct")
+    monkeypatch.setattr(
+        "compllm_graph.expert_store.serving.load_catalogue_model", lambda alias: bigger
+    )
+    model = LocalModel()
+    question = "What is 6 times 7?"
+    graph = default_graph(
+        f"<q>{question}</q>",
+        kind="program",
+        expert_model=bigger.name,
+        model=model,
+        program_expert=True,
+    )
+    out = graph.compile().invoke({"query": question})
+    assert out["sub_answers"][0]["answer"] == "The answer is 42."
+    # its own model wrote both programs and then answered with the expert's prompt; the base
+    # model wrote none (it is not wrapped in a second program expert)
+    systems = [system.split("\n")[0] for system, _ in bigger.asked]
+    first_line = PROGRAM_PROMPT.split("\n")[0]
+    assert systems == [first_line, first_line, "You are a mathematics expert."]
+    assert not _asked_for_a_program(model)
 
 
 def test_the_program_expert_needs_a_mathematics_expert_and_the_stores_experts(

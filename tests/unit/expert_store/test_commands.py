@@ -198,13 +198,15 @@ def test_build_demo_carries_the_packs_calibration_unless_similarity_only(
     monkeypatch.setenv("COMPLLM_HOME", str(tmp_path / "home"))  # the 1.5B candidate: not fetched
     args = ("experts", "build-demo", "--embedder", "hashing:64", "--no-calibrate")
     code, out = run_json(capsys, *args)
-    assert code == 0 and out["calibrated"] and out["left_out"] == ["big"]
+    assert code == 0 and out["calibrated"] and out["left_out"] == ["big", "big-program"]
     code, out = run_json(capsys, *args, "--similarity-only", "--force")
     assert code == 0 and not out["calibrated"] and out["left_out"] == []
     assert main([*args, "--force"]) == 0
     listing, fetch = capsys.readouterr().out.strip().splitlines()
     assert listing.endswith("; routed by measured gain")
-    assert fetch == "left out: big (`compllm models fetch qwen2.5-coder-1.5b-instruct` adds it)"
+    assert fetch == (
+        "left out: big, big-program (`compllm models fetch qwen2.5-coder-1.5b-instruct` adds them)"
+    )
 
 
 def test_add_warns_when_the_experts_own_texts_fall_below_its_threshold(

@@ -154,7 +154,9 @@ def test_a_damaged_kind_on_disk_is_a_corrupt_store(
         ({"kind": "model"}, "needs model= set to a catalogue alias"),
         ({"kind": "model", "model": "gpt-9"}, "must be a catalogue alias .* got 'gpt-9'"),
         ({"kind": "runnable", "model": CODER}, "a 'runnable' expert takes no model="),
-        ({"kind": "program", "base_model": "x"}, "takes no base_model= .*it takes none of them"),
+        ({"kind": "runnable", "base_model": "x"}, "takes no base_model= .*it takes none of them"),
+        ({"kind": "program", "base_model": "x"}, "takes no base_model= .*it takes model="),
+        ({"kind": "program", "model": "gpt-9"}, "must be a catalogue alias .* got 'gpt-9'"),
         ({"url": SERVER}, "an 'adapter' expert takes no url= .*adapter=, base_model="),
         ({"kind": "model", "model": CODER, "url": SERVER}, "takes no url= .*it takes model="),
     ],
@@ -293,6 +295,64 @@ def test_remote_deployments_bind_kinds_too(store: ExpertStore) -> None:
         )
 
 
+class WritingModel(FakeLocalModel):
+    """A catalogue model whose long-reply chat model writes `program` and whose others answer
+    in words; every request is recorded with its token budget."""
+
+    def __init__(self, name: str, program: str) -> None:
+        super().__init__(name)
+        self.program = program
+        self.requests: list[tuple[int, list[BaseMessage]]] = []
+
+    def chat_model(self, adapter: str | None = None, **generation: Any) -> FakeChat:
+        tokens = int(generation["max_new_tokens"])
+
+        def reply(messages: list[BaseMessage]) -> str:
+            self.requests.append((tokens, list(messages)))
+            return f"```python\n{self.program}\n```" if tokens >= 160 else "About 40."
+
+        return FakeChat(label=self.name, reply=reply)
+
+
+@pytest.mark.parametrize(
+    ("program", "answer"), [("print(6 * 7)", "The answer is 42."), ("import os", "About 40.")]
+)
+def test_a_program_expert_on_a_model_is_built_by_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, program: str, answer: str
+) -> None:
+    loaded: list[WritingModel] = []
+
+    def load(alias: str) -> WritingModel:
+        loaded.append(WritingModel(alias, program))
+        return loaded[-1]
+
+    monkeypatch.setattr(serving, "load_catalogue_model", load)
+    store = ExpertStore.create(tmp_path / "store", "hashing:64")
+    store.add_expert("big", FACTS, kind="model", model=CODER)
+    store.add_expert("calc", ARITHMETIC, kind="program", model=CODER, system_prompt="Be brief.")
+    assert ExpertStore.open(store.path).expert("calc").model == CODER
+    models = store.chat_models(FakeLocalModel(), max_new_tokens=48)  # type: ignore[arg-type]
+    reply = models["calc"].invoke([HumanMessage("What is 6 times 7?")])
+    assert reply.text.endswith(answer)
+    (model,) = loaded  # one load, shared with the `model` expert of the same alias
+    writes = [messages for tokens, messages in model.requests if tokens == 160]
+    falls = [messages for tokens, messages in model.requests if tokens == 48]
+    # the writer has the program prompt and not the expert's; the fallback has the expert's
+    assert writes and all("Be brief." not in m[0].text for m in writes)
+    assert "short Python program" in writes[0][0].text
+    if answer == "About 40.":  # refused twice (os is not allowed), then the model answers
+        assert len(writes) == 2 and "(refused): line 1: import of 'os'" in writes[1][-1].text
+        ((system, question),) = falls
+        assert (system.text, question.text) == ("Be brief.", "What is 6 times 7?")
+        assert reply.response_metadata["program_expert"]["answered_by"] == "fallback"
+    else:
+        assert len(writes) == 1 and not falls
+    with pytest.raises(ExpertKindError, match=r"runs the local model 'qwen2\.5-coder-1\.5b"):
+        serving.remote_expert_chat_models(
+            [store.expert("calc")], "http://10.0.0.1:8000/v1", base_model="smollm2"
+        )
+
+
 def test_an_old_style_expert_record_is_an_adapter() -> None:
     expert = Expert("x", "", None, None, None, None, (1,))  # positional, as before kinds
     assert (expert.kind, expert.url, expert.model) == ("adapter", None, None)
@@ -328,6 +388,11 @@ def test_experts_list_shows_each_kind_and_what_it_points_at(
     assert "program (bound in code)" in rows["prog"]
     assert "note: calc, prog: answered by a Runnable of your code" in text
     assert "runnables={name: runnable, ...}" in text
+    store.add_expert("writer", ARITHMETIC, kind="program", model=CODER)
+    assert main(["experts", "list", "--store", str(store.path)]) == 0
+    text = capsys.readouterr().out
+    assert f"program on {CODER}" in text
+    assert "note: calc, prog: answered by a Runnable of your code" in text
 
 
 def test_experts_add_takes_a_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,13 @@ import numpy as np
 
 from compllm_graph.cli import main
 from compllm_graph.expert_store import ExpertRouter, ExpertStore
-from tests.unit.expert_store.test_gain_routing import CODER, TABLE, TableEmbedder, calibration
+from tests.unit.expert_store.test_gain_routing import (
+    CODER,
+    TABLE,
+    TableEmbedder,
+    calibration,
+    result,
+)
 
 
 @pytest.fixture
@@ -54,7 +60,16 @@ def test_a_calibration_gives_it_the_domains_where_only_it_wins(store: ExpertStor
     store.set_calibration(calibration())
     chem, math = ExpertRouter(store, top_k=3).route(["near-chem", "near-math"])
     assert chem.expert == "coder" and chem.reason is not None and "2.50 s a call" in chem.reason
-    assert math.expert == "mathematics"  # its own expert passes: the cheaper one keeps it
+    assert math.expert == "mathematics"  # its own expert gains as much: it keeps its parts
+
+
+def test_it_takes_a_domain_whose_own_expert_it_is_measured_ahead_of(store: ExpertStore) -> None:
+    store.set_calibration(calibration(mathematics_coder=result(25, 20, 0)))
+    chem, math = ExpertRouter(store, top_k=3).route(["near-chem", "near-math"])
+    assert (chem.expert, math.expert) == ("coder", "coder")
+    assert math.reason is not None
+    assert "mathematics +33.3%" in math.reason and "coder +66.7%" in math.reason
+    assert "2.50 s a call" in math.reason
 
 
 def test_a_store_of_gain_only_experts_routes_to_the_base(tmp_path: Path) -> None:

@@ -60,9 +60,12 @@ def result(right: int, only_expert: int, only_base: int) -> ExpertResult:
     return ExpertResult(right, only_expert, only_base)
 
 
-def calibration(chemistry_coder: ExpertResult | None = None) -> Calibration:
+def calibration(
+    chemistry_coder: ExpertResult | None = None, mathematics_coder: ExpertResult | None = None
+) -> Calibration:
     """Chemistry's expert loses to the base (12 vs 15 of 30); mathematics' gains (15 vs 5); the
-    costlier coder gains on both unless `chemistry_coder` says otherwise."""
+    costlier coder gains on both unless `chemistry_coder` says otherwise, on mathematics as
+    much as its own expert unless `mathematics_coder` says otherwise."""
     return Calibration(
         model="smollm2-135m-instruct",
         domains={
@@ -81,7 +84,7 @@ def calibration(chemistry_coder: ExpertResult | None = None) -> Calibration:
                 {
                     "chemistry": result(5, 0, 0),
                     "mathematics": result(15, 10, 0),
-                    "coder": result(25, 20, 0),
+                    "coder": mathematics_coder or result(15, 12, 2),
                 },
             ),
         },

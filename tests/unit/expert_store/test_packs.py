@@ -272,6 +272,7 @@ def calibration_data() -> dict[str, Any]:
 def ship_calibration(folder: Path, data: dict[str, Any]) -> None:
     (folder / packs.CALIBRATION).write_text(json.dumps(data))
     write_manifest(folder, model=MODEL, base_model=PUBLIC_ID)
+    packs._discover.cache_clear()  # the installed packs were read before the manifest changed
 
 
 def names(store: Any) -> set[str]:
@@ -295,6 +296,46 @@ def test_a_pack_calibration_and_its_fetched_candidate_join_the_demo_store(
         tmp_path / "plain", base=MODEL, embedder="hashing:64", calibrated=False
     )
     assert plain.calibration is None and names(plain) == set(DEMO_EXPERTS)
+
+
+def with_writer() -> dict[str, Any]:
+    """`calibration_data()` with a second candidate on the same model, writing programs,
+    measured ahead of every other expert on both domains."""
+    data = calibration_data()
+    writer = {**data["candidates"]["big"], "kind": "program", "description": "programs"}
+    data["candidates"]["writer"] = writer
+    for domain in data["calibration"]["domains"].values():
+        domain["experts"]["writer"] = {"right": 18, "only_expert": 9, "only_base": 1}
+    data["calibration"]["seconds_per_call"]["writer"] = 5.0
+    return data
+
+
+def test_a_program_candidate_joins_as_a_program_expert_on_its_model(
+    tiny_pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ship_calibration(tiny_pack, with_writer())
+    monkeypatch.setattr(demo.ShippedCalibration, "fetched", lambda self: ["big", "writer"])
+    store = build_demo_store(tmp_path / "store", base=MODEL, embedder="hashing:64")
+    made = {e.name: (e.kind, e.model, e.gain_only) for e in store.experts()}
+    assert made["writer"] == ("program", CANDIDATE_MODEL, True)
+    assert made["big"] == ("model", CANDIDATE_MODEL, True)
+    # measured ahead of the domain's own expert (and of `big`), it takes the domain
+    assert store.calibration is not None
+    assert store.calibration.choose("mathematics", ["mathematics"]).expert == "writer"
+
+
+def test_candidates_of_one_unfetched_model_are_named_in_one_warning(
+    tiny_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ship_calibration(tiny_pack, with_writer())
+    monkeypatch.setattr(demo, "DEMO_EMBEDDER", "hashing:64")
+    monkeypatch.setattr(demo.ShippedCalibration, "fetched", lambda self: [])
+    with pytest.warns(UserWarning) as caught:
+        store = demo_store(MODEL)
+    (warning,) = [w for w in caught if "left out" in str(w.message)]
+    assert f"experts 'big' and 'writer' ({CANDIDATE_MODEL}) are left out" in str(warning.message)
+    assert f"`compllm models fetch {CANDIDATE_MODEL}` adds them" in str(warning.message)
+    assert names(store) == set(DEMO_EXPERTS)
 
 
 def test_a_candidate_not_fetched_is_left_out_with_a_warning_until_it_is(
@@ -330,6 +371,7 @@ def test_a_candidate_not_fetched_is_left_out_with_a_warning_until_it_is(
         (lambda d: d.pop("candidates"), "is not a calibration this version reads"),
         (lambda d: d["candidates"]["big"].update(texts=[]), "at least one text"),
         (lambda d: d["candidates"]["big"].update(model="no-such-model"), "catalogue alias"),
+        (lambda d: d["candidates"]["big"].update(kind="runnable"), "kind is one of"),
         (lambda d: d["calibration"].update(model="other-model"), "measured on other-model"),
         (lambda d: d["calibration"]["domains"]["biology"].update(base_right=99), "outside"),
         (lambda d: d["calibration"]["domains"].pop("mathematics"), "unmeasured domains"),
@@ -338,6 +380,7 @@ def test_a_candidate_not_fetched_is_left_out_with_a_warning_until_it_is(
         "no candidates",
         "no texts",
         "unknown model",
+        "unbuildable kind",
         "another model",
         "bad counts",
         "unmeasured owner",

@@ -167,25 +167,29 @@ def test_the_default_pack_ships_the_measured_calibration_and_the_demo_store_rout
 
     shipped = shipped_calibration(DEFAULT_MODEL)
     assert shipped is not None
-    report = REPO / "benchmarks/results/gain-calibration-2026-12-07/calibration_qwen.json"
+    report = REPO / "benchmarks/results/gain-calibration-writer-2026-12-07/calibration_qwen.json"
     measured = json.loads(report.read_text())["calibration"]
     assert shipped.calibration == Calibration.from_dict(measured)
-    big = shipped.candidates["big"]
-    assert big.model == "qwen2.5-coder-1.5b-instruct" and big.system_prompt == BASE_SYSTEM_PROMPT
-    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: ["big"])
+    big, writer = shipped.candidates["big"], shipped.candidates["big-program"]
+    assert big.model == writer.model == "qwen2.5-coder-1.5b-instruct"
+    assert (big.kind, writer.kind) == ("model", "program")
+    assert big.system_prompt == writer.system_prompt == BASE_SYSTEM_PROMPT
+    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: ["big", "big-program"])
     store = build_demo_store(tmp_path / "store", embedder="hashing:64", calibrate=False)
     choose = store.calibration.choose if store.calibration else None
     assert choose is not None
-    # The routes the gain-routed cells were answered with (docs/results/2026-12-07-gain-routing.md).
+    # The routes the default's cells were answered with
+    # (docs/results/2026-12-07-program-writer.md).
     assert {domain: choose(domain, [domain]).expert for domain in DEMO_EXPERTS} == {
         "biology": "big",
         "chemistry": "big",  # too few calibration items: judged on every domain pooled
-        "mathematics": "mathematics",
+        "mathematics": "big-program",  # 14/30 against the 0.5B model's programs' 13/30
         "medicine": "big",
     }
     monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: [])
     alone = build_demo_store(tmp_path / "alone", embedder="hashing:64", calibrate=False)
-    assert alone.calibration is not None and "big" not in {e.name for e in alone.experts()}
+    assert alone.calibration is not None
+    assert not {"big", "big-program"} & {e.name for e in alone.experts()}
     assert {d: alone.calibration.choose(d, [d]).expert for d in DEMO_EXPERTS} == {
         "biology": None,
         "chemistry": None,
