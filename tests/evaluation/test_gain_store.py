@@ -36,32 +36,37 @@ def measured(path: Path) -> Calibration:
     return Calibration.from_dict(json.loads(path.read_text())["calibration"])
 
 
-def test_the_writer_store_is_the_demo_store_with_both_candidates(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("store", "candidates", "calibration"),
+    [
+        (gain_store.WRITER_STORE, BOTH, gain_store.WRITER_CALIBRATION),
+        (gain_store.STORE, [gain_store.CANDIDATE], gain_store.CALIBRATION),
+        (gain_store.ALONE_STORE, [], gain_store.CALIBRATION),
+    ],
+    ids=["writer", "first", "alone"],
+)
+def test_each_gain_store_keeps_its_candidates_and_its_measurement_built_once(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    store: Path,
+    candidates: list[str],
+    calibration: Path,
 ) -> None:
     monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: list(BOTH))
-    where = pinned_like(monkeypatch, tmp_path / "writer", gain_store.WRITER_STORE)
+    where = pinned_like(monkeypatch, tmp_path / store.name, store)
     built = gain_store.ensure(where, embedder="hashing:64")
     kinds = {e.name: (e.kind, e.model, e.gain_only) for e in built.experts()}
-    assert kinds[gain_store.CANDIDATE] == ("model", gain_store.CANDIDATE_MODEL, True)
-    assert kinds[gain_store.WRITER] == ("program", gain_store.CANDIDATE_MODEL, True)
-    assert built.calibration == measured(gain_store.WRITER_CALIBRATION)
+    assert set(kinds) == {*DEMO_EXPERTS, *candidates}
+    kind = {gain_store.CANDIDATE: "model", gain_store.WRITER: "program"}
+    assert all(kinds[c] == (kind[c], gain_store.CANDIDATE_MODEL, True) for c in candidates)
+    left_out = [c for c in BOTH if c not in candidates]
+    expected = measured(calibration)
+    for name in left_out:
+        expected = expected.without(name)
+    assert built.calibration == expected
     inode = (built.path / "store.json").stat().st_ino
     again = gain_store.ensure(where, embedder="hashing:64")
     assert (again.path / "store.json").stat().st_ino == inode  # built once
-
-
-def test_the_first_gain_store_keeps_its_candidate_and_its_measurement(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: list(BOTH))
-    where = pinned_like(monkeypatch, tmp_path / "gain", gain_store.STORE)
-    built = gain_store.ensure(where, embedder="hashing:64")
-    assert {e.name for e in built.experts()} == {*DEMO_EXPERTS, gain_store.CANDIDATE}
-    assert built.calibration == measured(gain_store.CALIBRATION)
-    inode = (built.path / "store.json").stat().st_ino
-    again = gain_store.ensure(where, embedder="hashing:64")
-    assert (again.path / "store.json").stat().st_ino == inode
 
 
 def test_a_gain_store_needs_its_candidates_fetched(
@@ -77,15 +82,3 @@ def test_the_similarity_store_is_the_demo_store_without_calibration(tmp_path: Pa
     built = gain_store.ensure(tmp_path / "plain", calibrated=False, embedder="hashing:64")
     assert built.calibration is None
     assert {e.name for e in built.experts()} == set(DEMO_EXPERTS)
-
-
-def test_the_alone_store_is_the_gain_store_without_the_candidate(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(ShippedCalibration, "fetched", lambda self: list(BOTH))
-    where = pinned_like(monkeypatch, tmp_path / "alone", gain_store.ALONE_STORE)
-    built = gain_store.ensure(where, embedder="hashing:64")
-    assert {e.name for e in built.experts()} == set(DEMO_EXPERTS)
-    assert built.calibration == measured(gain_store.CALIBRATION).without(gain_store.CANDIDATE)
-    again = gain_store.ensure(where, embedder="hashing:64")
-    assert again.calibration == built.calibration  # not built again with the candidates
