@@ -150,12 +150,26 @@ def test_removing_an_expert_removes_its_gains(store: ExpertStore) -> None:
     assert "coder" not in kept.seconds_per_call and kept.result("mathematics", "mathematics")
 
 
-def test_an_expert_with_a_positive_gain_keeps_its_parts(store: ExpertStore) -> None:
+def test_an_expert_with_a_positive_gain_keeps_its_parts_against_one_no_better(
+    store: ExpertStore,
+) -> None:
     store.set_calibration(calibration())
     (route,) = routes(store, ["near-math"])
-    assert route.expert == "mathematics"  # the coder gains more, but costs more
+    assert route.expert == "mathematics"  # the coder gains as much: a tie stays where routed
     assert route.reason and "+33.3%" in route.reason and "mathematics" in route.reason
+    assert "coder" not in route.reason
     assert route.fallback_reason is None
+
+
+def test_the_largest_gain_takes_the_part_and_a_tie_among_others_goes_to_the_cheaper() -> None:
+    found = calibration(mathematics_coder=result(16, 12, 1))
+    assert found.choose("mathematics", ["mathematics"]).expert == "coder"  # +36.7 vs +33.3
+    # chemistry's own expert loses; mathematics and the coder both gain +16.7 there
+    tied = calibration(chemistry_coder=result(20, 8, 3))
+    tied.domains["chemistry"].experts["mathematics"] = result(20, 6, 1)
+    choice = tied.choose("chemistry", ["chemistry"])
+    assert choice.expert == "mathematics"  # 0.5 s a call against the coder's 2.5 s
+    assert "at 0.50 s a call" in choice.reason
 
 
 def test_a_costlier_candidate_takes_the_parts_only_it_is_measured_right_on(
