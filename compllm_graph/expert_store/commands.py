@@ -28,10 +28,10 @@ from compllm_graph.expert_store.demo import (
 )
 from compllm_graph.expert_store.embedders import EmbedderError
 from compllm_graph.expert_store.records import (
-    BOUND_KINDS,
     ExpertKind,
     check_kind,
     check_model_alias,
+    needs_runnable,
 )
 from compllm_graph.expert_store.router import ExpertRouter
 from compllm_graph.expert_store.serving import vllm_lora_args
@@ -400,7 +400,7 @@ def _list(args: argparse.Namespace) -> dict[str, Any]:
             "  note: no expert here has a trained adapter; each adapter expert answers with the "
             "base model and its system prompt"
         )
-    bound = [e["name"] for e in experts if e["kind"] in BOUND_KINDS and not e["model"]]
+    bound = [e.name for e in store.experts() if needs_runnable(e)]
     if bound:
         lines.append(
             f"  note: {', '.join(bound)}: answered by a Runnable of your code; build the graph's "
