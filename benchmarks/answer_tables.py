@@ -109,10 +109,22 @@ Table 7's random row, like with like."""
 GAIN_WRITER = "compllm-gain-writer"
 """`GAIN` on the calibrated store with the second 1.5B candidate, the 1.5B model writing the
 programs (`gain_store.WRITER_STORE`): it takes the domains where it is measured best."""
+WRITER_TEAM = "all-experts-gain-writer"
+"""The paper's all-experts over `GAIN_WRITER`'s team (its adapters, the program expert, the
+1.5B model and the 1.5B model writing programs): Table 7 for the default's own team."""
+WRITER_RANDOM = "random-router-gain-writer"
+"""Random routing over `GAIN_WRITER`'s team."""
 GAIN_TEAM_SYSTEMS = (GAIN, GAIN_TEAM, GAIN_ALONE, GAIN_RANDOM)
 """The systems over the first gain store's team (its table's columns)."""
-GAIN_STORE_SYSTEMS = (*GAIN_TEAM_SYSTEMS, GAIN_WRITER)
-_GAIN_SYSTEM = {GAIN_TEAM: "all-experts", GAIN_RANDOM: "random-router"}
+WRITER_TEAM_SYSTEMS = (GAIN_WRITER, WRITER_TEAM, WRITER_RANDOM)
+"""The systems over the writer's store (`gain_store.WRITER_STORE`; its table's columns)."""
+GAIN_STORE_SYSTEMS = (*GAIN_TEAM_SYSTEMS, *WRITER_TEAM_SYSTEMS)
+_GAIN_SYSTEM = {
+    GAIN_TEAM: "all-experts",
+    GAIN_RANDOM: "random-router",
+    WRITER_TEAM: "all-experts",
+    WRITER_RANDOM: "random-router",
+}
 """The `--system` of a gain-store system other than Comp-LLM."""
 UNPROMPTED = "monolith-unprompted"
 """The monolith without `BASE_SYSTEM_PROMPT` (`--no-base-prompt`): each target is judged against
@@ -121,7 +133,11 @@ WHOLE_QUESTION = ("monolith", UNPROMPTED, "ft")
 """The systems that answer in one call, with no expert store."""
 PREMISE_RULE = frozenset(
     {(QWEN05, system, "easy-all2") for system in (GAIN, GAIN_ALONE, GAIN_TEAM, GAIN_RANDOM)}
-    | {(QWEN05, GAIN_WRITER, f"easy-{file}") for file in ("p2", "all2")}
+    | {
+        (QWEN05, system, f"easy-{file}")
+        for system in WRITER_TEAM_SYSTEMS
+        for file in ("p2", "all2")
+    }
 )
 """The pipeline cells answered with the premise rule (`decomposer.premise_rule`, 2026-12-07):
 model, system and file. Every other pipeline cell was answered before the rule and resumes
@@ -152,7 +168,7 @@ class Cell:
         of a model whose demo store has not changed since its cells were answered."""
         if self.system == GAIN_ALONE:
             return gain_store.ALONE_STORE
-        if self.system == GAIN_WRITER:
+        if self.system in WRITER_TEAM_SYSTEMS:
             return gain_store.WRITER_STORE
         if self.system in GAIN_STORE_SYSTEMS:
             return gain_store.STORE
@@ -198,7 +214,11 @@ TABLE7 = [
     for model in (SMOL, QWEN05)
     for system in ROUTERS[1:]
     for f in ("p2", "all2")
-] + [Cell(QWEN05, system, f, 100) for system in (GAIN_TEAM, GAIN_RANDOM) for f in ("p2", "all2")]
+] + [
+    Cell(QWEN05, system, f, 100)
+    for system in (GAIN_TEAM, GAIN_RANDOM, WRITER_TEAM, WRITER_RANDOM)
+    for f in ("p2", "all2")
+]
 CELLS = {c.name: c for c in [*TABLE7, *TABLE5]}
 """Every cell; a cell in both tables keeps Table 5's (larger) size."""
 
@@ -387,6 +407,21 @@ def tables() -> str:
             cell_text(_find(QWEN05, s, file), measure) for s in GAIN_TEAM_SYSTEMS
         ],
     )
+    lines += [
+        "",
+        f"The writer's team (the gain store's, with {SHORT[QWEN15]} writing the programs as a "
+        "second candidate; the default's store): routed by measured gain against all-experts "
+        "and random routing over the same team.",
+        "",
+        "| benchmark | gain-routed, 1.5B programs | all experts (combined) | random |",
+        "|---|---|---|---|",
+    ]
+    lines += _measure_rows(
+        ("p2", "all2"),
+        lambda file, measure: [
+            cell_text(_find(QWEN05, s, file), measure) for s in WRITER_TEAM_SYSTEMS
+        ],
+    )
     lines += ["", "## Paired differences (same questions)", ""]
     pairs = [
         (_find(m, "compllm", f), _find(m, other, f))
@@ -422,8 +457,9 @@ def tables() -> str:
     pairs += [
         (_find(QWEN05, GAIN_WRITER, f), _find(QWEN05, other, f))
         for f in FILES
-        for other in (GAIN, "monolith", UNPROMPTED)
+        for other in (GAIN, "monolith", UNPROMPTED, WRITER_TEAM, WRITER_RANDOM)
     ]
+    pairs += [(_find(QWEN05, WRITER_TEAM, f), _find(QWEN05, WRITER_RANDOM, f)) for f in FILES]
     pairs += [
         (_find(QWEN05, GAIN_TEAM, f), _find(QWEN05, other, f))
         for f in FILES
@@ -524,8 +560,8 @@ def single_domain_tables() -> list[str]:
 
 def figure_systems() -> list[tuple[str, str, str, tuple[str, ...]]]:
     """The figure's systems: label, base model, system and files; Table 5's columns on every
-    file, then Table 7's routers not among them and all-experts over the gain team on Table
-    7's files."""
+    file, then Table 7's routers not among them and all-experts over the gain and writer's
+    teams on Table 7's files."""
     systems: list[tuple[str, str, str, tuple[str, ...]]] = [
         (label, model, system, FILES) for label, model, system in COLUMNS
     ]
@@ -536,7 +572,10 @@ def figure_systems() -> list[tuple[str, str, str, tuple[str, ...]]]:
         for system in ROUTERS
         if (model, system) not in shown
     ]
-    systems.append((f"all-experts, gain team {SHORT[QWEN05]}", QWEN05, GAIN_TEAM, ("p2", "all2")))
+    systems += [
+        (f"all-experts, {team} {SHORT[QWEN05]}", QWEN05, system, ("p2", "all2"))
+        for team, system in (("gain team", GAIN_TEAM), ("writer's team", WRITER_TEAM))
+    ]
     return systems
 
 

@@ -228,7 +228,7 @@ def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
         assert args.no_base_prompt == (cell.system == tables.UNPROMPTED), cell.name
         if cell.system == tables.GAIN_ALONE:
             pinned: Path | None = gain_store.ALONE_STORE
-        elif cell.system == tables.GAIN_WRITER:
+        elif cell.system in tables.WRITER_TEAM_SYSTEMS:
             pinned = gain_store.WRITER_STORE
         elif cell.system in tables.GAIN_STORE_SYSTEMS:
             pinned = gain_store.STORE
@@ -237,9 +237,9 @@ def test_every_answer_table_cell_asks_for_a_system_the_cli_runs() -> None:
         else:
             pinned = None
         assert args.store == pinned, cell.name
-        if cell.system == tables.GAIN_TEAM:
+        if cell.system in (tables.GAIN_TEAM, tables.WRITER_TEAM):
             assert args.system == "all-experts", cell.name
-        if cell.system == tables.GAIN_RANDOM:
+        if cell.system in (tables.GAIN_RANDOM, tables.WRITER_RANDOM):
             assert args.system == "random-router", cell.name
         # only the cells answered since the premise rule run with it
         with_rule = (cell.model, cell.system, f"{tables.PREFIX}{cell.file}") in tables.PREMISE_RULE
@@ -283,8 +283,10 @@ def test_the_cells_answered_with_the_premise_rule_run_with_it(
             (tables.QWEN05, tables.GAIN_ALONE, "all2"),
             (tables.QWEN05, tables.GAIN_TEAM, "all2"),
             (tables.QWEN05, tables.GAIN_RANDOM, "all2"),
+            (tables.QWEN05, tables.WRITER_TEAM, "p2"),
+            (tables.QWEN05, tables.WRITER_RANDOM, "p2"),
             (tables.QWEN05, tables.GAIN, "p2"),
             (tables.QWEN05, "compllm", "all2"),
         ]
     }
-    assert list(flags.values()) == [False, False, False, False, True, True], flags
+    assert list(flags.values()) == [False] * 6 + [True, True], flags
