@@ -292,7 +292,8 @@ def _cell_scores(cell: Cell) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return records, [done[r["id"]] for r in records]
 
 
-def _rights(cell: Cell) -> dict[str, bool]:
+def question_rights(cell: Cell) -> dict[str, bool]:
+    """Whether each of a cell's scored questions was answered right, by id."""
     scored = _cell_scores(cell)
     if scored is None:
         return {}
@@ -328,7 +329,8 @@ def seconds_text(cell: Cell) -> str:
     return "–" if summary is None else f"{summary['seconds_per_question']:.1f}"
 
 
-def _find(model: str, system: str, file: str) -> Cell:
+def find_cell(model: str, system: str, file: str) -> Cell:
+    """The cell of `model`, `system` and `file` in the tables, else one of `_limit`'s size."""
     return next(
         (c for c in CELLS.values() if (c.model, c.system, c.file) == (model, system, file)),
         Cell(model, system, file, _limit(file)),
@@ -337,7 +339,7 @@ def _find(model: str, system: str, file: str) -> Cell:
 
 def difference_text(a: Cell, b: Cell) -> str:
     """a minus b on the questions both answered, with its paired 95 % interval."""
-    first, second = _rights(a), _rights(b)
+    first, second = question_rights(a), question_rights(b)
     shared = sorted(set(first) & set(second))
     if not shared:
         return "–"
@@ -369,17 +371,18 @@ def tables() -> str:
         *head,
     ]
     for file in FILES:
-        cells = [cell_text(_find(model, system, file)) for _, model, system in COLUMNS]
+        cells = [cell_text(find_cell(model, system, file)) for _, model, system in COLUMNS]
         lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
     lines += ["", "Part accuracy (every part of a question scored on its own):", "", *head]
     for file in FILES:
         cells = [
-            cell_text(_find(model, system, file), "part_accuracy") for _, model, system in COLUMNS
+            cell_text(find_cell(model, system, file), "part_accuracy")
+            for _, model, system in COLUMNS
         ]
         lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
     lines += ["", "Seconds per question:", "", *head]
     for file in FILES:
-        cells = [seconds_text(_find(model, system, file)) for _, model, system in COLUMNS]
+        cells = [seconds_text(find_cell(model, system, file)) for _, model, system in COLUMNS]
         lines.append(f"| {LABELS[file]} | " + " | ".join(cells) + " |")
     lines += unprompted_table()
     lines += ["", "## Table 7: routing (question accuracy; then part accuracy)", ""]
@@ -404,7 +407,7 @@ def tables() -> str:
     lines += _measure_rows(
         ("p2", "all2"),
         lambda file, measure: [
-            cell_text(_find(QWEN05, s, file), measure) for s in GAIN_TEAM_SYSTEMS
+            cell_text(find_cell(QWEN05, s, file), measure) for s in GAIN_TEAM_SYSTEMS
         ],
     )
     lines += [
@@ -419,30 +422,32 @@ def tables() -> str:
     lines += _measure_rows(
         ("p2", "all2"),
         lambda file, measure: [
-            cell_text(_find(QWEN05, s, file), measure) for s in WRITER_TEAM_SYSTEMS
+            cell_text(find_cell(QWEN05, s, file), measure) for s in WRITER_TEAM_SYSTEMS
         ],
     )
     lines += ["", "## Paired differences (same questions)", ""]
     pairs = [
-        (_find(m, "compllm", f), _find(m, other, f))
+        (find_cell(m, "compllm", f), find_cell(m, other, f))
         for m in (SMOL, QWEN05)
         for f in FILES
         for other in ("monolith", UNPROMPTED, "ft", *ROUTERS[1:])
     ]
     pairs += [
-        (_find(m, system, f), _find(m, "random-router", f))
+        (find_cell(m, system, f), find_cell(m, "random-router", f))
         for m in (SMOL, QWEN05)
         for f in FILES
         for system in ("all-experts", "one-adapter")
     ]
-    pairs += [(_find(m, "ft", f), _find(m, "monolith", f)) for m in (SMOL, QWEN05) for f in FILES]
     pairs += [
-        (_find(QWEN05, PROGRAM, f), _find(QWEN05, other, f))
+        (find_cell(m, "ft", f), find_cell(m, "monolith", f)) for m in (SMOL, QWEN05) for f in FILES
+    ]
+    pairs += [
+        (find_cell(QWEN05, PROGRAM, f), find_cell(QWEN05, other, f))
         for f in FILES
         for other in ("compllm", "monolith", UNPROMPTED)
     ]
     pairs += [
-        (_find(QWEN05, GAIN, f), _find(QWEN05, other, f))
+        (find_cell(QWEN05, GAIN, f), find_cell(QWEN05, other, f))
         for f in FILES
         for other in (
             PROGRAM,
@@ -455,24 +460,26 @@ def tables() -> str:
         )
     ]
     pairs += [
-        (_find(QWEN05, GAIN_WRITER, f), _find(QWEN05, other, f))
+        (find_cell(QWEN05, GAIN_WRITER, f), find_cell(QWEN05, other, f))
         for f in FILES
         for other in (GAIN, "monolith", UNPROMPTED, WRITER_TEAM, WRITER_RANDOM)
     ]
-    pairs += [(_find(QWEN05, WRITER_TEAM, f), _find(QWEN05, WRITER_RANDOM, f)) for f in FILES]
     pairs += [
-        (_find(QWEN05, GAIN_TEAM, f), _find(QWEN05, other, f))
+        (find_cell(QWEN05, WRITER_TEAM, f), find_cell(QWEN05, WRITER_RANDOM, f)) for f in FILES
+    ]
+    pairs += [
+        (find_cell(QWEN05, GAIN_TEAM, f), find_cell(QWEN05, other, f))
         for f in FILES
         for other in ("all-experts", "random-router", GAIN_RANDOM, "monolith")
     ]
     pairs += [
-        (_find(QWEN05, mine, f), _find(QWEN15, system, f))
+        (find_cell(QWEN05, mine, f), find_cell(QWEN15, system, f))
         for mine in ("compllm", PROGRAM, GAIN, GAIN_WRITER)
         for f in FILES
         for system in ("monolith", UNPROMPTED)
     ]
     pairs += [
-        (_find(m, "monolith", f), _find(m, UNPROMPTED, f))
+        (find_cell(m, "monolith", f), find_cell(m, UNPROMPTED, f))
         for m in (SMOL, QWEN05, QWEN15)
         for f in FILES
     ]
@@ -502,14 +509,14 @@ def unprompted_table() -> list[str]:
     lines.append("|---" * (len(models) + 1) + "|")
     lines += _measure_rows(
         FILES,
-        lambda file, measure: [cell_text(_find(m, UNPROMPTED, file), measure) for m in models],
+        lambda file, measure: [cell_text(find_cell(m, UNPROMPTED, file), measure) for m in models],
     )
     return lines
 
 
 def _router_cells(model: str, file: str, measure: str) -> list[str]:
     """Table 7's cells of one model's row: the router, then each system it is set against."""
-    return [cell_text(_find(model, system, file), measure) for system in ROUTERS]
+    return [cell_text(find_cell(model, system, file), measure) for system in ROUTERS]
 
 
 def _measure_rows(
@@ -584,7 +591,7 @@ def figure_points() -> list[Point]:
     points = []
     for label, model, system, files in figure_systems():
         for file in files:
-            summary = cell_summary(_find(model, system, file))
+            summary = cell_summary(find_cell(model, system, file))
             if summary is None:
                 continue
             low, high = summary["accuracy_ci95"]
