@@ -394,36 +394,20 @@ def tables() -> str:
         lines += _measure_rows(
             ("p2", "all2"), partial(_router_cells, model), prefix=f"{SHORT[model]} | "
         )
-    lines += [
-        "",
+    lines += _team_table(
         f"The gain store's team ({SHORT[QWEN05]}'s adapters, the program expert and "
         f"{SHORT[QWEN15]}): routed by measured gain against all-experts over the same team, "
         "and routed by gain without the 1.5B model (the demo store where it is not fetched), "
         "and routed at random over the same team.",
-        "",
-        "| benchmark | gain-routed | all experts (combined) | gain-routed, no 1.5B | random |",
-        "|---|---|---|---|---|",
-    ]
-    lines += _measure_rows(
-        ("p2", "all2"),
-        lambda file, measure: [
-            cell_text(find_cell(QWEN05, s, file), measure) for s in GAIN_TEAM_SYSTEMS
-        ],
+        ("gain-routed", "all experts (combined)", "gain-routed, no 1.5B", "random"),
+        GAIN_TEAM_SYSTEMS,
     )
-    lines += [
-        "",
+    lines += _team_table(
         f"The writer's team (the gain store's, with {SHORT[QWEN15]} writing the programs as a "
         "second candidate; the default's store): routed by measured gain against all-experts "
         "and random routing over the same team.",
-        "",
-        "| benchmark | gain-routed, 1.5B programs | all experts (combined) | random |",
-        "|---|---|---|---|",
-    ]
-    lines += _measure_rows(
-        ("p2", "all2"),
-        lambda file, measure: [
-            cell_text(find_cell(QWEN05, s, file), measure) for s in WRITER_TEAM_SYSTEMS
-        ],
+        ("gain-routed, 1.5B programs", "all experts (combined)", "random"),
+        WRITER_TEAM_SYSTEMS,
     )
     lines += ["", "## Paired differences (same questions)", ""]
     pairs = [
@@ -512,6 +496,16 @@ def unprompted_table() -> list[str]:
         lambda file, measure: [cell_text(find_cell(m, UNPROMPTED, file), measure) for m in models],
     )
     return lines
+
+
+def _team_table(caption: str, labels: Sequence[str], systems: Sequence[str]) -> list[str]:
+    """One team's Table 7 rows on P-2 and All-2: a column per system over the same store."""
+    lines = ["", caption, "", "| benchmark | " + " | ".join(labels) + " |"]
+    lines.append("|---" * (len(labels) + 1) + "|")
+    return lines + _measure_rows(
+        ("p2", "all2"),
+        lambda file, measure: [cell_text(find_cell(QWEN05, s, file), measure) for s in systems],
+    )
 
 
 def _router_cells(model: str, file: str, measure: str) -> list[str]:
