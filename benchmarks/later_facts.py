@@ -27,13 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from compllm_graph.data_dir import DEFAULT_DATA_DIR
-from compllm_graph.datasets.items import Chain, socratic_chains
+from compllm_graph.datasets.items import socratic_chains
 from compllm_graph.evaluation.stats import paired_difference
 
 from . import answer_tables as tables
@@ -83,31 +84,32 @@ def classify(first_part: str, later_parts: Iterable[str], working: str) -> FactC
 
 
 @cache
-def _chains(data_dir: Path) -> dict[str, tuple[Chain, str]]:
-    """Each test chain with its first step's worked answer, by the tier's first part text."""
+def _first_workings(data_dir: Path) -> dict[str, str]:
+    """Each test chain's first worked step (its calculator annotations), by the tier's first
+    part text."""
     path = data_dir / "gsm8k" / "test_socratic.jsonl"
     rows = path.read_text(encoding="utf-8").splitlines()
     found = {}
     for chain in socratic_chains(data_dir):
         answer = json.loads(rows[int(chain.id.rsplit("/", 1)[1])])["answer"]
         working = answer.splitlines()[0].partition(" ** ")[2]
-        found[f"{chain.context} {chain.steps[0][0]}"] = (chain, working)
+        found[f"{chain.context} {chain.steps[0][0]}"] = working
     return found
 
 
 def question_class(record: Mapping[str, Any], data_dir: Path = DEFAULT_DATA_DIR) -> str:
     """A benchmark record's class, or `OTHER` when its first part is no GSM8K chain's."""
     parts = [p["question"] for p in record["parts"]]
-    match = _chains(data_dir).get(parts[0])
-    if match is None or len(parts) < 2:
+    working = _first_workings(data_dir).get(parts[0])
+    if working is None or len(parts) < 2:
         return OTHER
-    return classify(parts[0], parts[1:], match[1])
+    return classify(parts[0], parts[1:], working)
 
 
 def report(file: str) -> dict[str, Any]:
     """Each class's size, each Table 5 system's right answers in it, and the paired
     differences of the Comp-LLM cells against the monoliths without the `later` class."""
-    records = tables.read_benchmark(tables.benchmark_file(file))
+    records = tables._all_records(file)  # the file as the tables read it, read once
     classes = {r["id"]: question_class(r) for r in records}
     rows: dict[str, dict[str, list[int]]] = {}
     rights = {}
@@ -131,9 +133,7 @@ def report(file: str) -> dict[str, Any]:
             diff = paired_difference([a[q] for q in shared], [b[q] for q in shared])
             differences[f"{mine} - {model}/{system}"] = {**diff, "n": len(shared)}
     asked = set().union(*(right.keys() for right in rights.values()))
-    sizes: dict[str, int] = {}
-    for qid in asked:
-        sizes[classes[qid]] = sizes.get(classes[qid], 0) + 1
+    sizes = dict(Counter(classes[qid] for qid in asked))
     return {"file": file, "sizes": sizes, "right": rows, "without_later": differences}
 
 
