@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from contextlib import redirect_stdout
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -167,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON, not markdown")
     args = parser.parse_args(argv)
     tables._select_tier(args.tier)
+    with redirect_stdout(sys.stderr):  # the report alone on stdout
+        tables._ensure_data(args.tier)  # a fresh clone has no benchmark files yet
     result = report(args.file)
     print(json.dumps(result, indent=1) if args.json else markdown(result))
 
